@@ -1,0 +1,1 @@
+"""Nachfass: warehouse-native follow-up mails for online shops."""
