@@ -65,7 +65,9 @@ def _take(data: dict[str, Any], cls: type, path: Path, prefix: str = "") -> Any:
     fields = cls.__dataclass_fields__
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise SettingsError(f"{path}: unknown key {prefix}{unknown[0]!r} (allowed: {', '.join(sorted(fields))})")
+        raise SettingsError(
+            f"{path}: unknown key {prefix}{unknown[0]!r} (allowed: {', '.join(sorted(fields))})"
+        )
     values: dict[str, Any] = {}
     for name, field in fields.items():
         if name not in data:

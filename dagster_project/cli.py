@@ -1,0 +1,205 @@
+"""The commands users type: ``nachfass demo | generate | run | preview | sandbox | webapp | erase``.
+
+``run`` executes the main Dagster job for a landing folder, a warehouse file and an ``as_of`` time, so any
+run can be reproduced exactly. The locations are exported as the environment variables that both the
+Dagster resources and dbt's profiles.yml read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from dagster_project import paths
+
+DEFAULT_DEMO_AS_OF = "2026-11-24T10:00:00Z"  # a Tuesday morning in Berlin: inside the send window
+
+
+def _export_locations(args: argparse.Namespace) -> None:
+    for option, env in (
+        ("warehouse", paths.ENV_WAREHOUSE),
+        ("landing", paths.ENV_LANDING),
+        ("outbox", paths.ENV_OUTBOX),
+    ):
+        value = getattr(args, option, None)
+        if value:
+            os.environ[env] = str(Path(value).resolve())
+    # Make every location explicit for the dbt subprocess too.
+    os.environ.setdefault(paths.ENV_WAREHOUSE, str(paths.warehouse_path()))
+    os.environ.setdefault(paths.ENV_LANDING, str(paths.landing_dir()))
+    os.environ.setdefault(paths.ENV_OUTBOX, str(paths.outbox_dir()))
+
+
+def ensure_dbt_manifest() -> None:
+    """`dbt parse` so the @dbt_assets definitions can load (dagster dev does this itself)."""
+    from dagster_dbt import DbtCliResource
+
+    from dagster_project.paths import DBT_PROJECT_DIR
+
+    DbtCliResource(project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR)).cli(
+        ["parse", "--quiet"], raise_on_error=True
+    ).wait()
+
+
+def run_job(as_of: str | None, job_name: str = "nachfass_job", quiet: bool = False) -> bool:
+    """Execute a job of the Definitions in this process; return success."""
+    import dagster as dg
+
+    ensure_dbt_manifest()
+    from dagster_project.definitions import defs
+
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    run_config = {"resources": {"clock": {"config": {"as_of": as_of}}}} if as_of else None
+    job = defs.get_job_def(job_name)
+    result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+    if not result.success:
+        for event in result.all_events:
+            if event.is_failure and event.step_key:
+                error = (
+                    event.event_specific_data.error if hasattr(event.event_specific_data, "error") else None
+                )
+                print(
+                    f"step {event.step_key} failed: {error.message.strip() if error else event.message}",
+                    file=sys.stderr,
+                )
+    return result.success
+
+
+def print_summary() -> None:
+    import duckdb
+
+    db = paths.warehouse_path()
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        print(f"\nWarehouse: {db}")
+        files = conn.execute(
+            "select count(*), coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0) "
+            "from raw.loaded_files"
+        ).fetchone()
+        rejected = conn.execute("select count(distinct path) from raw.rejected_files").fetchone()[0]
+        print(
+            f"Exports: {files[0]} files loaded, {files[1]:,} rows, {files[2]:,} quarantined, "
+            f"{rejected} files rejected (see raw.quarantine, raw.rejected_files)"
+        )
+        print("\nCandidates by campaign, decision and reason (eligibility.mail_candidates):")
+        for campaign, step, decision, reason, n in conn.execute(
+            "select campaign, step, decision, reason, count(*) from eligibility.mail_candidates "
+            "group by all order by campaign, step, decision, reason"
+        ).fetchall():
+            print(f"  {campaign:<18} {step:<10} {decision:<6} {reason:<16} {n:>8,}")
+        print("\nSend ledger (mail.sends) by status and transport:")
+        for status, transport, n in conn.execute(
+            "select status, coalesce(transport, '-'), count(*) from mail.sends group by all order by 1, 2"
+        ).fetchall():
+            print(f"  {status:<10} {transport:<9} {n:>8,}")
+    finally:
+        conn.close()
+    print(f"\nOutbox: {paths.outbox_dir()}")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from dagster_project.datagen.generate import generate_exports
+    from dagster_project.resources import parse_as_of
+
+    started = time.perf_counter()
+    counts = generate_exports(
+        Path(args.landing or paths.landing_dir()),
+        customers=args.customers,
+        seed=args.seed,
+        as_of=parse_as_of(args.as_of),
+        days=args.days,
+        file_format=args.format,
+    )
+    for table, n in counts.items():
+        print(f"  {table:<16} {n:>12,} rows")
+    print(f"generated in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _export_locations(args)
+    ok = run_job(args.as_of, args.job)
+    if ok and not args.no_summary:
+        print_summary()
+    return 0 if ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate sample exports (once), run the main job at a fixed as_of, print what happened."""
+    _export_locations(args)
+    landing = paths.landing_dir()
+    if not any(landing.glob("customers/*")):
+        from dagster_project.datagen.generate import generate_exports
+        from dagster_project.resources import parse_as_of
+
+        print(f"Generating sample exports for {args.customers:,} customers into {landing} …")
+        generate_exports(landing, customers=args.customers, seed=42, as_of=parse_as_of(args.as_of))
+    if not os.environ.get("SENDGRID_API_KEY"):
+        print("SENDGRID_API_KEY is not set: mails go to the outbox folder, nothing is sent.")
+    print(f"Running the main job as of {args.as_of} …")
+    ok = run_job(args.as_of)
+    if ok:
+        print_summary()
+    return 0 if ok else 1
+
+
+def _delegate(module: str, argv: list[str]) -> int:
+    import importlib
+
+    return int(importlib.import_module(module).main(argv) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    delegated = {
+        "preview": "dagster_project.mail.preview",
+        "sandbox": "dagster_project.sandbox.sendgrid_server",
+        "webapp": "dagster_project.events.webapp",
+        "simulate-events": "dagster_project.sandbox.event_simulator",
+    }
+    if argv and argv[0] in delegated:
+        return _delegate(delegated[argv[0]], argv[1:])
+
+    parser = argparse.ArgumentParser(prog="nachfass", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in delegated:
+        sub.add_parser(name, help=f"see `nachfass {name} --help`")
+
+    def locations(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--landing", help="landing folder (default $NACHFASS_LANDING or data/landing)")
+        p.add_argument(
+            "--warehouse", help="DuckDB file (default $NACHFASS_WAREHOUSE or data/warehouse.duckdb)"
+        )
+        p.add_argument("--outbox", help="outbox folder (default $NACHFASS_OUTBOX or data/outbox)")
+
+    demo = sub.add_parser("demo", help="generate sample exports and run everything end to end")
+    locations(demo)
+    demo.add_argument("--customers", type=int, default=2000)
+    demo.add_argument("--as-of", default=DEFAULT_DEMO_AS_OF)
+    demo.set_defaults(func=cmd_demo)
+
+    gen = sub.add_parser("generate", help="write sample shop exports (export contract v1)")
+    gen.add_argument("--landing")
+    gen.add_argument("--customers", type=int, default=2000, help="the size knob")
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--as-of", default=DEFAULT_DEMO_AS_OF)
+    gen.add_argument("--days", type=int, default=90)
+    gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    gen.set_defaults(func=cmd_generate)
+
+    run = sub.add_parser("run", help="run a job for a landing folder, warehouse and as_of time")
+    locations(run)
+    run.add_argument("--as-of", help="logical time (ISO 8601); default now")
+    run.add_argument("--job", default="nachfass_job")
+    run.add_argument("--no-summary", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""Ingest assets: landing folder → DuckDB ``raw`` tables (one asset key per export table)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from dagster_project.ingest.contract import EXPORT_TABLES
+from dagster_project.ingest.loader import load_landing, summarize
+from dagster_project.resources import LandingResource, ShopResource, WarehouseResource
+
+RAW_KEYS = {table: dg.AssetKey(["raw", table]) for table in EXPORT_TABLES}
+
+
+def prepare_warehouse(conn) -> None:
+    """Schemas the dbt sources read must exist before the first dbt run (raw tables and the ledger)."""
+    from dagster_project.ingest.loader import ensure_raw_schema
+    from dagster_project.mail.ledger import ensure_ledger
+
+    ensure_raw_schema(conn)
+    ensure_ledger(conn)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            key,
+            group_name="ingest",
+            description=f"Shop export `{table}` as loaded (append-only).",
+            kinds={"duckdb"},
+        )
+        for table, key in RAW_KEYS.items()
+    ],
+    can_subset=True,
+)
+def raw_exports(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    landing: LandingResource,
+    shop: ShopResource,
+):
+    """Load new export files (each file once, by path + content hash); quarantine rows that break the
+    export contract; reject files with a broken header without marking them loaded."""
+    tables = [t for t, key in RAW_KEYS.items() if key in context.selected_asset_keys]
+    landing_dir = landing.resolved_path()
+    with warehouse.connect() as conn:
+        prepare_warehouse(conn)
+        reports = load_landing(conn, landing_dir, shop_tz=shop.settings().timezone, tables=tables)
+        totals = {t: conn.execute(f"select count(*) from raw.{t}").fetchone()[0] for t in tables}
+    for report in reports:
+        if report.status == "rejected":
+            context.log.error(f"rejected {report.path}: {report.message}")
+        elif report.status == "loaded":
+            context.log.info(
+                f"loaded {report.path}: read {report.rows_read}, loaded {report.rows_loaded}, "
+                f"quarantined {report.rows_quarantined}"
+                + (f"; ignored unknown columns {report.unknown_columns}" if report.unknown_columns else "")
+            )
+    per_table = summarize(reports)
+    for table in tables:
+        stats = per_table.get(table, {})
+        files = [r for r in reports if r.table == table and r.status != "skipped"]
+        yield dg.MaterializeResult(
+            asset_key=RAW_KEYS[table],
+            metadata={
+                "landing_folder": dg.MetadataValue.path(str(landing_dir / table)),
+                "files_loaded": stats.get("files_loaded", 0),
+                "files_rejected": stats.get("files_rejected", 0),
+                "files_already_loaded": stats.get("files_skipped", 0),
+                "rows_read": stats.get("rows_read", 0),
+                "rows_loaded": stats.get("rows_loaded", 0),
+                "rows_quarantined": stats.get("rows_quarantined", 0),
+                "rows_in_table": dg.MetadataValue.int(int(totals[table])),
+                "files": dg.MetadataValue.md(
+                    "\n".join(
+                        [
+                            "| file | status | read | loaded | quarantined | note |",
+                            "|---|---|---|---|---|---|",
+                        ]
+                        + [
+                            f"| {r.path.rsplit('/', 1)[-1]} | {r.status} | {r.rows_read} | {r.rows_loaded} | "
+                            f"{r.rows_quarantined} | {r.message} |"
+                            for r in files
+                        ]
+                    )
+                    if files
+                    else "no new files"
+                ),
+            },
+        )

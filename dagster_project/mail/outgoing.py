@@ -1,0 +1,97 @@
+"""The queue between rendering and sending: ``mail.outgoing`` holds the mails rendered by one run.
+
+Rendering the whole batch into this table before the send step starts is what makes "a broken template
+sends nothing" hold: the send step only runs after the render step succeeded for every mail.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+
+import duckdb
+
+from dagster_project.mail.message import RenderedMail
+
+COLUMNS = (
+    "send_id",
+    "campaign",
+    "step",
+    "variant",
+    "trigger_key",
+    "customer_id",
+    "to_email",
+    "to_name",
+    "subject",
+    "html",
+    "text",
+    "headers",
+    "categories",
+    "is_marketing",
+    "experiment_id",
+)
+
+
+def ensure_outgoing(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute("create schema if not exists mail")
+    conn.execute(
+        """
+        create table if not exists mail.outgoing (
+            send_id varchar primary key, campaign varchar, step varchar, variant varchar, trigger_key varchar,
+            customer_id varchar, to_email varchar, to_name varchar, subject varchar, html varchar,
+            text varchar, headers json, categories varchar[], is_marketing boolean, experiment_id varchar,
+            run_id varchar, rendered_at timestamp
+        )
+        """
+    )
+
+
+def replace_outgoing(
+    conn: duckdb.DuckDBPyConnection, mails: Iterable[RenderedMail], *, run_id: str, rendered_at: datetime
+) -> int:
+    """Replace the queue with this run's rendered mails (atomically)."""
+    rows = [
+        (
+            m.send_id,
+            m.campaign,
+            m.step,
+            m.variant,
+            m.trigger_key,
+            m.customer_id,
+            m.to_email,
+            m.to_name,
+            m.subject,
+            m.html,
+            m.text,
+            json.dumps(m.headers),
+            list(m.categories),
+            m.is_marketing,
+            m.experiment_id,
+            run_id,
+            rendered_at.replace(tzinfo=None),
+        )
+        for m in mails
+    ]
+    conn.execute("begin")
+    try:
+        conn.execute("delete from mail.outgoing")
+        if rows:
+            conn.executemany(f"insert into mail.outgoing values ({', '.join('?' * 17)})", rows)
+        conn.execute("commit")
+    except Exception:
+        conn.execute("rollback")
+        raise
+    return len(rows)
+
+
+def read_outgoing(conn: duckdb.DuckDBPyConnection, *, batch_size: int = 1000) -> Iterator[RenderedMail]:
+    """Stream the queued mails (memory stays flat however many there are)."""
+    cursor = conn.cursor()
+    cursor.execute(f"select {', '.join(COLUMNS)} from mail.outgoing order by send_id")
+    while batch := cursor.fetchmany(batch_size):
+        for row in batch:
+            record = dict(zip(COLUMNS, row, strict=True))
+            record["headers"] = json.loads(record["headers"]) if record["headers"] else {}
+            record["categories"] = list(record["categories"] or [])
+            yield RenderedMail(**record)

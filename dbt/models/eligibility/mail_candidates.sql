@@ -1,0 +1,206 @@
+{#- One row per trigger that is due at as_of, with the decision (send / defer / skip) and the reason.
+    "Why did / didn't this customer get the mail?" is one query on this table. Rules apply in the order of
+    the `decided` CTE; the first that matches gives the reason. -#}
+{%- set settings = campaign_settings() -%}
+with triggers as (
+    {%- for model in campaign_models() %}
+    select
+        campaign, step, trigger_key, customer_id, email, trigger_at, due_at, expires_at, exit_reason,
+        cast(payload as varchar) as payload
+    from {{ ref(model) }}
+    {%- if not loop.last %}
+    union all
+    {%- endif %}
+    {%- endfor %}
+),
+
+campaign_settings as (
+    {%- for name, campaign in settings.items() %}
+    select
+        '{{ name }}' as campaign,
+        '{{ campaign["consent_policy"] }}' as consent_policy,
+        {{ campaign.get("priority", 99) }} as priority,
+        {{ "'" ~ campaign["experiment"]["id"] ~ "'" if campaign.get("experiment") else "null" }} as experiment_id
+    {%- if not loop.last %}
+    union all
+    {%- endif %}
+    {%- else %}
+    select null as campaign, null as consent_policy, null as priority, null as experiment_id where false
+    {%- endfor %}
+),
+
+customers as (
+    select * from {{ ref('stg_customers') }}
+),
+
+consent as (
+    select * from {{ ref('int_consent_state') }}
+),
+
+suppressions as (
+    select * from {{ ref('int_suppressions') }}
+),
+
+windows as (
+    select * from {{ ref('int_send_windows') }}
+),
+
+ledger as (
+    select * from {{ ref('stg_sends') }}
+),
+
+orders as (
+    select * from {{ ref('stg_orders') }}
+),
+
+marketing_campaigns as (
+    select campaign from campaign_settings where consent_policy in ('required', 'existing_customer')
+),
+
+-- marketing mails that went out (or may have: unknown) per address, for the frequency caps
+recent_marketing as (
+    select
+        lower(ledger.email) as email,
+        count(*) filter (where ledger.sent_at > {{ as_of() }} - interval 24 hour) as n_last_24h,
+        count(*) filter (where ledger.sent_at > {{ as_of() }} - interval 7 day) as n_last_7d
+    from ledger
+    inner join marketing_campaigns on ledger.campaign = marketing_campaigns.campaign
+    where ledger.send_status in ('sending', 'sent', 'unknown')
+    group by lower(ledger.email)
+),
+
+buyers as (
+    select customer_id, min(placed_at) as first_order_at
+    from orders
+    where placed_at <= {{ as_of() }}
+    group by customer_id
+),
+
+due as (
+    select
+        triggers.*,
+        campaign_settings.consent_policy,
+        campaign_settings.priority,
+        campaign_settings.experiment_id,
+        campaign_settings.consent_policy in ('required', 'existing_customer') as is_marketing
+    from triggers
+    inner join campaign_settings on triggers.campaign = campaign_settings.campaign
+    where triggers.due_at <= {{ as_of() }}
+),
+
+enriched as (
+    select
+        due.*,
+        customers.first_name,
+        customers.last_name,
+        customers.salutation,
+        customers.locale,
+        customers.timezone,
+        customers.is_guest,
+        coalesce(consent.has_marketing_consent, false) as has_marketing_consent,
+        coalesce(consent.has_objection_notice, false) as has_objection_notice,
+        coalesce(consent.prefers_weekly, false) as prefers_weekly,
+        coalesce(consent.has_withdrawn, false) as has_withdrawn,
+        buyers.first_order_at is not null and buyers.first_order_at < due.trigger_at as has_bought_before,
+        suppressions.suppression_reason,
+        ledger.send_status as ledger_status,
+        windows.is_in_send_window,
+        windows.next_window_at,
+        coalesce(recent_marketing.n_last_24h, 0) as n_marketing_last_24h,
+        coalesce(recent_marketing.n_last_7d, 0) as n_marketing_last_7d,
+        {% if settings %}
+        case due.campaign
+            {%- for name, campaign in settings.items() if campaign.get('experiment') %}
+            when '{{ name }}' then {{ assign_variant('due.customer_id', campaign['experiment']) }}
+            {%- endfor %}
+            else 'control'
+        end
+        {% else %}'control'{% endif %} as variant
+    from due
+    left join customers on due.customer_id = customers.customer_id
+    left join consent on lower(due.email) = consent.email
+    left join suppressions on lower(due.email) = suppressions.email
+    left join ledger
+        on due.campaign = ledger.campaign and due.step = ledger.step and due.trigger_key = ledger.trigger_key
+    left join windows on due.customer_id = windows.customer_id
+    left join recent_marketing on lower(due.email) = recent_marketing.email
+    left join buyers on due.customer_id = buyers.customer_id
+),
+
+decided as (
+    select
+        enriched.*,
+        case
+            when ledger_status is not null then 'already_sent'
+            when {{ as_of() }} > expires_at then 'expired'
+            when exit_reason is not null then exit_reason
+            when suppression_reason is not null then 'suppressed'
+            when is_marketing and is_guest and not has_marketing_consent then 'no_consent'
+            when consent_policy = 'required' and not has_marketing_consent then 'no_consent'
+            when consent_policy = 'existing_customer'
+                and not has_marketing_consent
+                and not (has_bought_before and has_objection_notice and not has_withdrawn)
+                then 'no_consent'
+            when variant = 'holdout' then 'holdout'
+            when is_marketing and not is_in_send_window and next_window_at > expires_at then 'expired'
+            when is_marketing and not is_in_send_window then 'quiet_hours'
+            when is_marketing and n_marketing_last_24h >= 1 then 'frequency_cap'
+            when is_marketing and n_marketing_last_7d >= (case when prefers_weekly then 1 else 3 end)
+                then 'frequency_cap'
+        end as pre_reason
+    from enriched
+),
+
+-- several marketing mails competing for one address in this run: the highest priority wins
+ranked as (
+    select
+        decided.*,
+        case
+            when pre_reason is null and is_marketing
+                then row_number() over (
+                    partition by lower(email), (pre_reason is null and is_marketing)
+                    order by priority, due_at, campaign, step, trigger_key
+                )
+        end as marketing_rank
+    from decided
+),
+
+final as (
+    select
+        campaign,
+        step,
+        trigger_key,
+        customer_id,
+        email,
+        first_name,
+        last_name,
+        salutation,
+        locale,
+        timezone,
+        consent_policy,
+        is_marketing,
+        has_marketing_consent,
+        priority,
+        experiment_id,
+        variant,
+        trigger_at,
+        due_at,
+        expires_at,
+        payload,
+        case
+            when pre_reason = 'quiet_hours' then 'defer'
+            when pre_reason is not null then 'skip'
+            when marketing_rank > 1 then 'skip'
+            else 'send'
+        end as decision,
+        case
+            when pre_reason is not null then pre_reason
+            when marketing_rank > 1 then 'frequency_cap'
+            else 'due'
+        end as reason,
+        case when pre_reason = 'quiet_hours' then next_window_at end as deferred_until,
+        {{ as_of() }} as decided_at
+    from ranked
+)
+
+select * from final

@@ -1,0 +1,90 @@
+-- One row per cart with a known owner: its net lines (adds minus removes), last activity and whether it
+-- was bought, as of the run's time.
+with cart_events as (
+    select * from {{ ref('stg_session_events') }}
+    where cart_id is not null
+        and occurred_at <= {{ as_of() }}
+),
+
+products as (
+    select * from {{ ref('stg_products') }}
+),
+
+orders as (
+    select * from {{ ref('stg_orders') }}
+),
+
+lines as (
+    select
+        cart_id,
+        product_id,
+        sum(case when event_type = 'add_to_cart' then quantity else 0 end)
+        - sum(case when event_type = 'remove_from_cart' then quantity else 0 end) as net_quantity,
+        arg_max(unit_price, occurred_at) filter (where event_type = 'add_to_cart') as unit_price,
+        arg_max(currency, occurred_at) as currency
+    from cart_events
+    where event_type in ('add_to_cart', 'remove_from_cart')
+    group by cart_id, product_id
+),
+
+cart_summary as (
+    select
+        cart_id,
+        arg_max(customer_id, occurred_at) filter (where customer_id is not null) as customer_id,
+        min(occurred_at) as cart_created_at,
+        max(occurred_at) filter (where event_type in ('add_to_cart', 'remove_from_cart')) as last_cart_activity_at,
+        -- "logged in while filling it": every add happened in a logged-in session
+        coalesce(bool_and(is_logged_in) filter (where event_type = 'add_to_cart'), false) as was_logged_in,
+        max(occurred_at) filter (where event_type = 'checkout_started') as checkout_started_at,
+        max(occurred_at) filter (where event_type = 'payment_failed') as payment_failed_at,
+        max(occurred_at) filter (where event_type = 'purchase') as purchased_at
+    from cart_events
+    group by cart_id
+),
+
+ordered_carts as (
+    select cart_id, min(placed_at) as ordered_at
+    from orders
+    where cart_id is not null and placed_at <= {{ as_of() }}
+    group by cart_id
+),
+
+cart_items as (
+    select
+        lines.cart_id,
+        sum(lines.net_quantity) as n_items,
+        sum(lines.net_quantity * coalesce(lines.unit_price, products.price)) as cart_value,
+        to_json(list({
+            'product_id': lines.product_id,
+            'name': products.product_name,
+            'quantity': lines.net_quantity,
+            'unit_price': coalesce(lines.unit_price, products.price),
+            'currency': lines.currency,
+            'image_url': products.image_url,
+            'url': products.product_url
+        } order by lines.product_id)) as items
+    from lines
+    left join products on lines.product_id = products.product_id
+    where lines.net_quantity > 0
+    group by lines.cart_id
+),
+
+final as (
+    select
+        cart_summary.cart_id,
+        cart_summary.customer_id,
+        cart_summary.cart_created_at,
+        cart_summary.last_cart_activity_at,
+        cart_summary.was_logged_in,
+        cart_summary.checkout_started_at,
+        cart_summary.payment_failed_at,
+        coalesce(cart_summary.purchased_at, ordered_carts.ordered_at) as purchased_at,
+        coalesce(cart_items.n_items, 0) as n_items,
+        cart_items.cart_value,
+        cart_items.items
+    from cart_summary
+    left join cart_items on cart_summary.cart_id = cart_items.cart_id
+    left join ordered_carts on cart_summary.cart_id = ordered_carts.cart_id
+)
+
+select * from final
