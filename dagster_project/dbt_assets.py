@@ -1,6 +1,5 @@
 """dbt as Dagster assets: one DbtProject, one @dbt_assets, a translator mapping dbt folders to groups."""
 
-from __future__ import annotations
 
 import json
 from collections.abc import Mapping

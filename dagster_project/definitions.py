@@ -1,11 +1,11 @@
 """The one Definitions object: assets, checks, jobs, schedules, sensors and resources."""
 
-from __future__ import annotations
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from dagster_project.dbt_assets import dbt_project, nachfass_dbt_assets
+from dagster_project.events.assets import sendgrid_events
 from dagster_project.ingest.assets import raw_exports
 from dagster_project.mail.assets import rendered_mails, sent_mails
 from dagster_project.resources import (
@@ -27,7 +27,7 @@ main_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[raw_exports, nachfass_dbt_assets, rendered_mails, sent_mails],
+    assets=[raw_exports, sendgrid_events, nachfass_dbt_assets, rendered_mails, sent_mails],
     jobs=[main_job],
     resources={
         "warehouse": WarehouseResource(),

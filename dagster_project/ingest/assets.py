@@ -1,23 +1,14 @@
 """Ingest assets: landing folder → DuckDB ``raw`` tables (one asset key per export table)."""
 
-from __future__ import annotations
 
 import dagster as dg
 
 from dagster_project.ingest.contract import EXPORT_TABLES
 from dagster_project.ingest.loader import load_landing, summarize
 from dagster_project.resources import LandingResource, ShopResource, WarehouseResource
+from dagster_project.warehouse import prepare_warehouse
 
 RAW_KEYS = {table: dg.AssetKey(["raw", table]) for table in EXPORT_TABLES}
-
-
-def prepare_warehouse(conn) -> None:
-    """Schemas the dbt sources read must exist before the first dbt run (raw tables and the ledger)."""
-    from dagster_project.ingest.loader import ensure_raw_schema
-    from dagster_project.mail.ledger import ensure_ledger
-
-    ensure_raw_schema(conn)
-    ensure_ledger(conn)
 
 
 @dg.multi_asset(

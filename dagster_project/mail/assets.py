@@ -1,12 +1,11 @@
 """Render and send assets: mail_candidates (send) → mail.outgoing → SendGrid or outbox → mail.sends."""
 
-from __future__ import annotations
 
 import dagster as dg
 
 from dagster_project.mail.ledger import ensure_ledger, record_holdout, recover_crashed
 from dagster_project.mail.outgoing import ensure_outgoing, read_outgoing, replace_outgoing
-from dagster_project.mail.preview import job_from_row
+from dagster_project.mail.candidates import job_from_row
 from dagster_project.mail.render import MailRenderer
 from dagster_project.mail.sender import deliver
 from dagster_project.mail.transport import OutboxTransport, SendGridTransport
@@ -18,7 +17,7 @@ from dagster_project.resources import (
     WarehouseResource,
 )
 
-MAIL_CANDIDATES = dg.AssetKey(["mail_candidates"])
+MAIL_CANDIDATES = dg.AssetKey(["eligibility", "mail_candidates"])
 CANDIDATE_COLUMNS = (
     "campaign, step, variant, trigger_key, customer_id, email, first_name, last_name, salutation, locale, "
     "consent_policy, has_marketing_consent, payload, experiment_id, decision, reason"
@@ -35,6 +34,7 @@ def _fetch_candidates(conn, where: str) -> list[dict]:
 
 
 @dg.asset(
+    key_prefix="mail",
     group_name="mail",
     deps=[MAIL_CANDIDATES],
     kinds={"jinja", "duckdb"},
@@ -74,6 +74,7 @@ def rendered_mails(
 
 
 @dg.asset(
+    key_prefix="mail",
     group_name="mail",
     deps=[rendered_mails],
     kinds={"sendgrid", "duckdb"},

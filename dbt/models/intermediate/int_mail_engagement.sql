@@ -1,0 +1,50 @@
+-- One row per ledger entry that reached SendGrid: delivery and engagement facts from the event webhook.
+-- Opens by privacy proxies / machines (sg_machine_open) are not counted as human opens.
+with sends as (
+    select * from {{ ref('stg_sends') }}
+),
+
+events as (
+    select * from {{ ref('stg_sendgrid_events') }}
+),
+
+-- events are matched by our send id (custom_args); older events without it by the X-Message-Id
+matched as (
+    select sends.send_id, events.*
+    from events
+    inner join sends
+        on events.send_id = sends.send_id
+        or (events.send_id is null and events.message_id = sends.sg_message_id)
+),
+
+final as (
+    select
+        sends.send_id,
+        sends.campaign,
+        sends.step,
+        sends.trigger_key,
+        sends.customer_id,
+        sends.email,
+        sends.experiment_id,
+        sends.variant,
+        sends.send_status,
+        sends.sent_at,
+        min(matched.occurred_at) filter (where matched.event_type = 'delivered') as delivered_at,
+        min(matched.occurred_at) filter (where matched.event_type = 'open' and not matched.is_machine_open)
+            as first_open_at,
+        min(matched.occurred_at) filter (where matched.event_type = 'click') as first_click_at,
+        min(matched.occurred_at) filter (where matched.event_type = 'bounce') as bounced_at,
+        arg_min(matched.bounce_type, matched.occurred_at) filter (where matched.event_type = 'bounce')
+            as bounce_type,
+        min(matched.occurred_at) filter (where matched.event_type = 'dropped') as dropped_at,
+        min(matched.occurred_at) filter (where matched.event_type = 'spamreport') as spam_reported_at,
+        min(matched.occurred_at) filter (where matched.event_type in ('unsubscribe', 'group_unsubscribe'))
+            as unsubscribed_at,
+        count(*) filter (where matched.event_type = 'open' and matched.is_machine_open) as n_machine_opens
+    from sends
+    left join matched on sends.send_id = matched.send_id
+    where sends.send_status in ('sent', 'unknown')
+    group by all
+)
+
+select * from final

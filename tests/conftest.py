@@ -1,0 +1,52 @@
+"""Shared fixtures: an isolated warehouse/landing/outbox per test, and a parsed dbt manifest.
+
+`DbtProject.prepare_if_dev()` does nothing under pytest, so the session parses the dbt project itself
+before any test imports the Dagster definitions.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT_DIR = REPO_ROOT / "dbt"
+# dbt installed beside the interpreter running the tests (the project venv)
+DBT_EXECUTABLE = Path(sys.executable).parent / "dbt"
+SECRET_ENV = ("SENDGRID_API_KEY", "SENDGRID_API_HOST", "NACHFASS_LINK_SIGNING_KEY", "SENDGRID_WEBHOOK_PUBLIC_KEY")
+
+
+def dbt_parse(env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(
+        [str(DBT_EXECUTABLE), "parse", "--profiles-dir", ".", "--quiet"],
+        cwd=DBT_DIR, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"dbt parse failed:\n{result.stdout}\n{result.stderr}")
+
+
+@pytest.fixture(scope="session")
+def dbt_manifest() -> Path:
+    dbt_parse()
+    return DBT_DIR / "target" / "manifest.json"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Point Python and dbt at a fresh warehouse, landing folder and outbox in tmp_path; no secrets set."""
+    locations = {
+        "warehouse": tmp_path / "warehouse.duckdb",
+        "landing": tmp_path / "landing",
+        "outbox": tmp_path / "outbox",
+    }
+    locations["landing"].mkdir()
+    monkeypatch.setenv("NACHFASS_WAREHOUSE", str(locations["warehouse"]))
+    monkeypatch.setenv("NACHFASS_LANDING", str(locations["landing"]))
+    monkeypatch.setenv("NACHFASS_OUTBOX", str(locations["outbox"]))
+    for name in SECRET_ENV:
+        monkeypatch.delenv(name, raising=False)
+    return locations
