@@ -25,7 +25,9 @@ def sendgrid_events(
         report = load_events(conn, landing.resolved_path())
         total = conn.execute("select count(*) from raw.sendgrid_events").fetchone()[0]
         by_type = dict(
-            conn.execute("select event, count(*) from raw.sendgrid_events group by event order by event").fetchall()
+            conn.execute(
+                "select event, count(*) from raw.sendgrid_events group by event order by event"
+            ).fetchall()
         )
     if report.reconciled:
         context.log.info(f"{report.reconciled} `unknown` ledger rows reconciled to `sent` from events")

@@ -1,11 +1,10 @@
 """Render and send assets: mail_candidates (send) → mail.outgoing → SendGrid or outbox → mail.sends."""
 
-
 import dagster as dg
 
+from dagster_project.mail.candidates import job_from_row
 from dagster_project.mail.ledger import ensure_ledger, record_holdout, recover_crashed
 from dagster_project.mail.outgoing import ensure_outgoing, read_outgoing, replace_outgoing
-from dagster_project.mail.candidates import job_from_row
 from dagster_project.mail.render import MailRenderer
 from dagster_project.mail.sender import deliver
 from dagster_project.mail.transport import OutboxTransport, SendGridTransport
@@ -24,10 +23,21 @@ CANDIDATE_COLUMNS = (
 )
 
 
-def _fetch_candidates(conn, where: str) -> list[dict]:
+class MailRunConfig(dg.Config):
+    """Which campaigns this run renders and sends (empty = all). The scheduled jobs set it."""
+
+    campaigns: list[str] = []
+
+
+def _fetch_candidates(conn, where: str, campaigns: list[str]) -> list[dict]:
+    params: list = []
+    if campaigns:
+        where += f" and campaign in ({', '.join('?' * len(campaigns))})"
+        params = list(campaigns)
     cursor = conn.execute(
         f"select {CANDIDATE_COLUMNS} from eligibility.mail_candidates where {where} "
-        "order by campaign, step, trigger_key"
+        "order by campaign, step, trigger_key",
+        params,
     )
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -47,6 +57,7 @@ def rendered_mails(
     shop: ShopResource,
     link_signer: LinkSignerResource,
     clock: RunClockResource,
+    config: MailRunConfig,
 ) -> dg.MaterializeResult:
     as_of = clock.resolve(context)
     if not link_signer.is_configured():
@@ -57,7 +68,7 @@ def rendered_mails(
     renderer = MailRenderer(shop.settings(), link_signer.signer(), now=as_of)
     with warehouse.connect() as conn:
         ensure_outgoing(conn)
-        rows = _fetch_candidates(conn, "decision = 'send'")
+        rows = _fetch_candidates(conn, "decision = 'send'", config.campaigns)
         # Any failure raises RenderError here, before a single mail of the batch is queued or sent.
         mails = renderer.render_batch(job_from_row(row) for row in rows)
         queued = replace_outgoing(conn, mails, run_id=context.run_id, rendered_at=as_of)
@@ -87,6 +98,7 @@ def sent_mails(
     sendgrid: SendGridResource,
     shop: ShopResource,
     clock: RunClockResource,
+    config: MailRunConfig,
 ) -> dg.MaterializeResult:
     as_of = clock.resolve(context)
     api_key = sendgrid.api_key()
@@ -115,7 +127,7 @@ def sent_mails(
                 "they are not resent (events with their send id reconcile them)"
             )
         holdouts = 0
-        for row in _fetch_candidates(conn, "reason = 'holdout'"):
+        for row in _fetch_candidates(conn, "reason = 'holdout'", config.campaigns):
             holdouts += int(record_holdout(conn, job_from_row(row), run_id=context.run_id, as_of=as_of))
         report = deliver(
             conn,

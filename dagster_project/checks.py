@@ -1,0 +1,115 @@
+"""Asset checks beyond the dbt tests. Blocking checks on mail_candidates stop the render and send steps
+of the same run, so a consent bug can never turn into a mail."""
+
+import dagster as dg
+
+from dagster_project.ingest.assets import RAW_KEYS
+from dagster_project.mail.assets import MAIL_CANDIDATES, sent_mails
+from dagster_project.resources import WarehouseResource
+
+# A share of quarantined rows above this in the latest export of a table is worth a person's look.
+QUARANTINE_WARN_SHARE = 0.02
+UNKNOWN_MAX_AGE_HOURS = 24
+
+
+@dg.asset_check(
+    asset=MAIL_CANDIDATES,
+    blocking=True,
+    description="No marketing mail is decided `send` without the consent its policy requires.",
+)
+def marketing_mails_have_consent(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect(read_only=True) as conn:
+        violations = conn.execute(
+            """
+            select candidates.campaign, candidates.step, count(*)
+            from eligibility.mail_candidates as candidates
+            left join intermediate.int_consent_state as consent on lower(candidates.email) = consent.email
+            left join (
+                select customer_id, min(placed_at) as first_order_at from staging.stg_orders group by 1
+            ) as buyers on candidates.customer_id = buyers.customer_id
+            where candidates.decision = 'send'
+              and (
+                (candidates.consent_policy = 'required'
+                 and not coalesce(consent.has_marketing_consent, false))
+                or (candidates.consent_policy = 'existing_customer'
+                    and not coalesce(consent.has_marketing_consent, false)
+                    and not (buyers.first_order_at is not null
+                             and coalesce(consent.has_objection_notice, false)
+                             and not coalesce(consent.has_withdrawn, false)))
+              )
+            group by all
+            """
+        ).fetchall()
+    return dg.AssetCheckResult(
+        passed=not violations,
+        metadata={"violations": dg.MetadataValue.json({f"{c}/{s}": n for c, s, n in violations})},
+    )
+
+
+@dg.asset_check(
+    asset=sent_mails,
+    blocking=True,
+    description="The ledger holds each (campaign, step, trigger key) at most once.",
+)
+def ledger_trigger_keys_unique(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect(read_only=True) as conn:
+        duplicates = conn.execute(
+            "select count(*) from (select campaign, step, trigger_key from mail.sends group by all "
+            "having count(*) > 1)"
+        ).fetchone()[0]
+    return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_trigger_keys": int(duplicates)})
+
+
+@dg.asset_check(
+    asset=sent_mails,
+    description=f"No `unknown` ledger rows older than {UNKNOWN_MAX_AGE_HOURS} h "
+    "(events should have reconciled them; look at SendGrid's activity feed).",
+)
+def no_stale_unknown_sends(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect(read_only=True) as conn:
+        stale = conn.execute(
+            f"select count(*) from mail.sends where status = 'unknown' "
+            f"and updated_at < now()::timestamp - interval {UNKNOWN_MAX_AGE_HOURS} hour"
+        ).fetchone()[0]
+    return dg.AssetCheckResult(
+        passed=stale == 0, severity=dg.AssetCheckSeverity.WARN, metadata={"stale_unknown_rows": int(stale)}
+    )
+
+
+def _quarantine_check(table: str, key: dg.AssetKey) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=key,
+        name=f"quarantine_share_{table}",
+        description=f"Quarantined rows of the latest `{table}` export stay under "
+        f"{QUARANTINE_WARN_SHARE:.0%}.",
+    )
+    def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        with warehouse.connect(read_only=True) as conn:
+            latest = conn.execute(
+                "select path, rows_read, rows_quarantined from raw.loaded_files where table_name = ? "
+                "order by loaded_at desc, path desc limit 1",
+                [table],
+            ).fetchone()
+        if not latest or not latest[1]:
+            return dg.AssetCheckResult(passed=True, metadata={"latest_file": "none"})
+        share = latest[2] / latest[1]
+        return dg.AssetCheckResult(
+            passed=share <= QUARANTINE_WARN_SHARE,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "latest_file": dg.MetadataValue.path(latest[0]),
+                "rows_read": int(latest[1]),
+                "rows_quarantined": int(latest[2]),
+                "share": round(share, 4),
+            },
+        )
+
+    return _check
+
+
+checks = [
+    marketing_mails_have_consent,
+    ledger_trigger_keys_unique,
+    no_stale_unknown_sends,
+    *[_quarantine_check(table, key) for table, key in RAW_KEYS.items()],
+]
