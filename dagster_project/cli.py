@@ -146,6 +146,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_erase(args: argparse.Namespace) -> int:
+    """DSGVO erasure. A command, not a Dagster job, on purpose: a job's run config (with the address)
+    would stay in Dagster's run history, which is exactly what erasure must not leave behind."""
+    import duckdb
+
+    from dagster_project.mail.erasure import erase_person
+
+    _export_locations(args)
+    client = None
+    api_key = os.environ.get("SENDGRID_API_KEY")
+    if api_key:
+        import sendgrid
+
+        from dagster_project.resources import SendGridResource
+
+        client = sendgrid.SendGridAPIClient(api_key=api_key, host=SendGridResource().resolved_host())
+    conn = duckdb.connect(str(paths.warehouse_path()))
+    try:
+        report = erase_person(conn, email=args.email, customer_id=args.customer_id,
+                              outbox_dir=paths.outbox_dir(), sendgrid_client=client)
+    finally:
+        conn.close()
+    print(f"erased: {report.emails} address(es), {report.customer_ids} customer id(s)")
+    for table, n in sorted(report.rows_deleted.items()):
+        print(f"  deleted {n:>6} rows from {table}")
+    print(f"  pseudonymised {report.ledger_rows_pseudonymised} ledger rows (the address stays suppressed)")
+    print(f"  deleted {report.outbox_files_deleted} outbox files")
+    print(f"  SendGrid erasure requests: {report.sendgrid_requests}"
+          + ("" if api_key else " (SENDGRID_API_KEY not set: request SendGrid's erasure separately)"))
+    return 0
+
+
 def _delegate(module: str, argv: list[str]) -> int:
     import importlib
 
@@ -196,6 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--job", default="nachfass_job")
     run.add_argument("--no-summary", action="store_true")
     run.set_defaults(func=cmd_run)
+
+    erase = sub.add_parser("erase", help="DSGVO erasure of one person (by email or customer id)")
+    locations(erase)
+    who = erase.add_mutually_exclusive_group(required=True)
+    who.add_argument("--email")
+    who.add_argument("--customer-id")
+    erase.set_defaults(func=cmd_erase)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

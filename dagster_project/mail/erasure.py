@@ -1,0 +1,208 @@
+"""DSGVO (Art. 17) erasure of one person, by email address or customer id.
+
+What happens:
+- rows about the person are deleted from every table of the warehouse that names them (raw exports,
+  quarantine, SendGrid events, dbt-built tables, the outgoing queue), found by their addresses, customer
+  ids and order ids;
+- their send-ledger rows stay (the ledger proves what was sent) but are pseudonymised: address and
+  customer id removed, trigger key replaced by a hash, and a salted hash of the address recorded in
+  ``mail.erasures`` so the address stays suppressed and is never mailed again, even when a later export
+  brings the person back, until they confirm consent anew;
+- their outbox files are deleted;
+- when a SendGrid key is set, SendGrid's erasure is requested (``POST /v3/recipients/erasejob``, at most
+  5,000 addresses per request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from dagster_project.mail.erasure_schema import ensure_erasure_schema
+
+SENDGRID_ERASE_BATCH = 5000  # SendGrid's limit per erasejob request
+PERSON_COLUMNS = ("email", "to_email", "customer_id", "order_id")
+DERIVED_SCHEMAS = ("raw", "staging", "intermediate", "segments", "eligibility", "analytics", "mail")
+
+
+@dataclass
+class ErasureReport:
+    emails: int = 0
+    customer_ids: int = 0
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+    ledger_rows_pseudonymised: int = 0
+    outbox_files_deleted: int = 0
+    sendgrid_requests: int = 0
+
+
+def salted_hash(salt: str, email: str) -> str:
+    """The hash dbt's int_suppressions recomputes: sha256(salt || lower(email)), hex."""
+    return hashlib.sha256((salt + email.strip().lower()).encode("utf-8")).hexdigest()
+
+
+def _identify(
+    conn: duckdb.DuckDBPyConnection, email: str | None, customer_id: str | None
+) -> tuple[set, set, set]:
+    emails = {email.strip().lower()} if email else set()
+    ids = {customer_id} if customer_id else set()
+    # Follow the links both ways (an address may belong to several accounts, an account to several addresses).
+    for _ in range(2):
+        if ids:
+            marks = ",".join("?" * len(ids))
+            for table in ("raw.customers", "raw.consents"):
+                emails |= {
+                    r[0].lower()
+                    for r in conn.execute(
+                        f"select distinct email from {table} "
+                        f"where customer_id in ({marks}) and email is not null",
+                        list(ids),
+                    ).fetchall()
+                }
+        if emails:
+            marks = ",".join("?" * len(emails))
+            for table in ("raw.customers", "raw.consents"):
+                ids |= {
+                    r[0]
+                    for r in conn.execute(
+                        f"select distinct customer_id from {table} where lower(email) in ({marks}) "
+                        "and customer_id is not null",
+                        list(emails),
+                    ).fetchall()
+                }
+    orders: set = set()
+    if ids:
+        marks = ",".join("?" * len(ids))
+        orders = {
+            r[0]
+            for r in conn.execute(
+                f"select distinct order_id from raw.orders where customer_id in ({marks})", list(ids)
+            ).fetchall()
+        }
+    return emails, ids, orders
+
+
+def _tables_with_person_columns(conn: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    rows = conn.execute(
+        f"""
+        select c.table_schema || '.' || c.table_name, list(c.column_name)
+        from information_schema.columns c
+        join information_schema.tables t on c.table_schema = t.table_schema and c.table_name = t.table_name
+        where t.table_type = 'BASE TABLE'
+          and c.table_schema in ({",".join("?" * len(DERIVED_SCHEMAS))})
+          and c.column_name in ({",".join("?" * len(PERSON_COLUMNS))})
+        group by all
+        """,
+        [*DERIVED_SCHEMAS, *PERSON_COLUMNS],
+    ).fetchall()
+    # The ledger is pseudonymised, not deleted; erasure bookkeeping is not about a person.
+    return {name: cols for name, cols in rows if name not in ("mail.sends", "mail.erasures")}
+
+
+def erase_person(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    email: str | None = None,
+    customer_id: str | None = None,
+    outbox_dir: Path | None = None,
+    sendgrid_client=None,
+    now: datetime | None = None,
+) -> ErasureReport:
+    if not email and not customer_id:
+        raise ValueError("give an email address or a customer id to erase")
+    ensure_erasure_schema(conn)
+    now = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    emails, ids, orders = _identify(conn, email, customer_id)
+    report = ErasureReport(emails=len(emails), customer_ids=len(ids))
+    salt = conn.execute("select salt from mail.erasure_salt").fetchone()[0]
+    values = {"email": emails, "to_email": emails, "customer_id": ids, "order_id": orders}
+
+    conn.execute("begin")
+    try:
+        for table, columns in _tables_with_person_columns(conn).items():
+            conditions, params = [], []
+            for column in columns:
+                wanted = values[column]
+                if wanted:
+                    expr = f"lower({column})" if column in ("email", "to_email") else column
+                    conditions.append(f"{expr} in ({','.join('?' * len(wanted))})")
+                    params += sorted(wanted)
+            if conditions:
+                deleted = conn.execute(
+                    f"delete from {table} where {' or '.join(conditions)}", params
+                ).fetchone()
+                if deleted and deleted[0]:
+                    report.rows_deleted[table] = int(deleted[0])
+        # Quarantined rows keep raw values as JSON: look inside.
+        if conn.execute(
+            "select count(*) from information_schema.tables where table_schema='raw' "
+            "and table_name='quarantine'"
+        ).fetchone()[0]:
+            deleted = conn.execute(
+                "delete from raw.quarantine where lower(raw_values->>'email') in (select unnest(?)) "
+                "or raw_values->>'customer_id' in (select unnest(?)) "
+                "or raw_values->>'order_id' in (select unnest(?))",
+                [sorted(emails) or [""], sorted(ids) or [""], sorted(orders) or [""]],
+            ).fetchone()[0]
+            if deleted:
+                report.rows_deleted["raw.quarantine"] = report.rows_deleted.get("raw.quarantine", 0) + int(
+                    deleted
+                )
+        for address in emails:
+            conn.execute(
+                "insert into mail.erasures values (?, ?, false) on conflict do nothing",
+                [salted_hash(salt, address), now],
+            )
+        if emails or ids:
+            pseudonymised = conn.execute(
+                """
+                update mail.sends
+                set email_hash = sha256(? || lower(coalesce(email, ''))),
+                    email = null,
+                    customer_id = null,
+                    trigger_key = 'erased:' || left(sha256(? || trigger_key), 24),
+                    updated_at = ?
+                where lower(email) in (select unnest(?)) or customer_id in (select unnest(?))
+                """,
+                [salt, salt, now, sorted(emails) or [""], sorted(ids) or [""]],
+            ).fetchone()[0]
+            report.ledger_rows_pseudonymised = int(pseudonymised)
+        conn.execute("commit")
+    except Exception:
+        conn.execute("rollback")
+        raise
+
+    if outbox_dir and outbox_dir.is_dir():
+        report.outbox_files_deleted = _erase_outbox(outbox_dir, emails)
+    if sendgrid_client is not None and emails:
+        addresses = sorted(emails)
+        for start in range(0, len(addresses), SENDGRID_ERASE_BATCH):
+            sendgrid_client.client.recipients.erasejob.post(
+                request_body={"email_addresses": addresses[start : start + SENDGRID_ERASE_BATCH]}
+            )
+            report.sendgrid_requests += 1
+        conn.execute("update mail.erasures set sendgrid_erasure_requested = true where erased_at = ?", [now])
+    return report
+
+
+def _erase_outbox(outbox_dir: Path, emails: set[str]) -> int:
+    deleted = 0
+    for payload_path in outbox_dir.glob("*.json"):
+        try:
+            payload = json.loads(payload_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        recipients = {
+            to.get("email", "").lower()
+            for personalization in payload.get("personalizations", [])
+            for to in personalization.get("to", [])
+        }
+        if recipients & emails:
+            for sibling in outbox_dir.glob(payload_path.stem + ".*"):
+                sibling.unlink()
+                deleted += 1
+    return deleted
