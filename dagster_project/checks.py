@@ -18,7 +18,7 @@ UNKNOWN_MAX_AGE_HOURS = 24
     description="No marketing mail is decided `send` without the consent its policy requires.",
 )
 def marketing_mails_have_consent(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    with warehouse.connect(read_only=True) as conn:
+    with warehouse.connect() as conn:
         violations = conn.execute(
             """
             select candidates.campaign, candidates.step, count(*)
@@ -52,7 +52,7 @@ def marketing_mails_have_consent(warehouse: WarehouseResource) -> dg.AssetCheckR
     description="The ledger holds each (campaign, step, trigger key) at most once.",
 )
 def ledger_trigger_keys_unique(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    with warehouse.connect(read_only=True) as conn:
+    with warehouse.connect() as conn:
         duplicates = conn.execute(
             "select count(*) from (select campaign, step, trigger_key from mail.sends group by all "
             "having count(*) > 1)"
@@ -66,7 +66,7 @@ def ledger_trigger_keys_unique(warehouse: WarehouseResource) -> dg.AssetCheckRes
     "(events should have reconciled them; look at SendGrid's activity feed).",
 )
 def no_stale_unknown_sends(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    with warehouse.connect(read_only=True) as conn:
+    with warehouse.connect() as conn:
         stale = conn.execute(
             f"select count(*) from mail.sends where status = 'unknown' "
             f"and updated_at < now()::timestamp - interval {UNKNOWN_MAX_AGE_HOURS} hour"
@@ -84,7 +84,7 @@ def _quarantine_check(table: str, key: dg.AssetKey) -> dg.AssetChecksDefinition:
         f"{QUARANTINE_WARN_SHARE:.0%}.",
     )
     def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        with warehouse.connect(read_only=True) as conn:
+        with warehouse.connect() as conn:
             latest = conn.execute(
                 "select path, rows_read, rows_quarantined from raw.loaded_files where table_name = ? "
                 "order by loaded_at desc, path desc limit 1",
