@@ -1,0 +1,240 @@
+"""Payloads: valid against SendGrid's official OpenAPI spec, equal to the sendgrid helpers, safe headers."""
+
+from __future__ import annotations
+
+import copy
+import email
+import email.policy
+import json
+
+import jsonschema
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sendgrid.helpers.mail import (
+    Category,
+    Content,
+    CustomArg,
+    From,
+    Header,
+    Mail,
+    MailSettings,
+    Personalization,
+    ReplyTo,
+    SandBoxMode,
+    Subject,
+    To,
+)
+from sendgrid_fixtures import SHOP, SPEC_PATH, mail_send_schema, make_mail
+
+from dagster_project.mail.sendgrid_payload import (
+    RESERVED_HEADERS,
+    PayloadError,
+    build_payload,
+    clean_display_name,
+)
+from dagster_project.mail.transport import OutboxTransport, payload_to_eml
+from dagster_project.sandbox.sendgrid_server import ValidationError, validate
+
+_SCHEMA = mail_send_schema()
+needs_spec = pytest.mark.skipif(_SCHEMA is None, reason=f"official SendGrid spec not found at {SPEC_PATH}")
+
+
+def _validator() -> jsonschema.Validator:
+    return jsonschema.Draft7Validator(_SCHEMA, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+
+
+def _schema_errors(payload: dict) -> list[str]:
+    return [f"{list(e.absolute_path)}: {e.message}" for e in _validator().iter_errors(payload)]
+
+
+VARIANTS = [
+    make_mail(0),
+    make_mail(1, to_name=None, headers={}, categories=[]),
+    make_mail(2, experiment_id="exp-7", variant="holdout-free", categories=["a", "b", "c"]),
+    make_mail(
+        3, campaign="order_thanks", step="immediate", is_marketing=False, headers={"X-Entity-Ref-ID": "x"}
+    ),
+    make_mail(4, to_name="Eve\r\nBcc: x@evil.test"),
+]
+
+
+@needs_spec
+@pytest.mark.parametrize("sandbox_mode", [False, True])
+@pytest.mark.parametrize("mail", VARIANTS, ids=lambda m: m.trigger_key)
+def test_payload_validates_against_official_spec(mail, sandbox_mode):
+    payload = build_payload(mail, SHOP, sandbox_mode=sandbox_mode)
+    assert _schema_errors(payload) == []
+    # ... and against the local server's rules (which add what the spec cannot express).
+    validate(payload)
+
+
+@needs_spec
+def test_schema_check_is_not_vacuous():
+    payload = build_payload(make_mail(0), SHOP)
+    broken = copy.deepcopy(payload)
+    del broken["from"]
+    broken["custom_args"]["n"] = 1
+    errors = _schema_errors(broken)
+    assert any("'from' is a required property" in e for e in errors)
+    assert any("is not of type 'string'" in e for e in errors)
+
+
+@needs_spec
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.one_of(st.none(), st.text(min_size=0, max_size=40)),
+    subject=st.text(min_size=1, max_size=80).filter(lambda s: s.strip()),
+    text=st.text(min_size=1, max_size=200).filter(lambda s: s.strip()),
+    cats=st.lists(st.text(alphabet="abcdefghij_:-", min_size=1, max_size=30), max_size=8),
+)
+def test_generated_payloads_validate(name, subject, text, cats):
+    mail = make_mail(9, to_name=name, subject=subject, text=text, categories=cats)
+    payload = build_payload(mail, SHOP)
+    assert _schema_errors(payload) == []
+    validate(payload)
+    assert len(payload["categories"]) <= 10
+
+
+def _helper_mail(mail, sandbox_mode: bool) -> dict:
+    """The same mail built with sendgrid.helpers.mail: build_payload must produce exactly this."""
+    m = Mail()
+    m.from_email = From(SHOP.sender.email, SHOP.sender.name)
+    m.subject = Subject(mail.subject)
+    p = Personalization()
+    p.add_to(To(mail.to_email, clean_display_name(mail.to_name)))
+    m.add_personalization(p)
+    m.add_content(Content("text/html", mail.html))
+    m.add_content(Content("text/plain", mail.text))
+    for k, v in mail.headers.items():
+        m.add_header(Header(k, v))
+    cats = list(dict.fromkeys([mail.campaign, f"{mail.campaign}:{mail.step}", *mail.categories]))
+    for cat in reversed(cats):  # the helper prepends categories
+        m.add_category(Category(cat))
+    for k in ("send_id", "campaign", "step", "variant"):
+        m.add_custom_arg(CustomArg(k, getattr(mail, k)))
+    if sandbox_mode:
+        m.mail_settings = MailSettings()
+        m.mail_settings.sandbox_mode = SandBoxMode(True)
+    m.reply_to = ReplyTo(SHOP.reply_to.email, SHOP.reply_to.name)
+    return m.get()
+
+
+@pytest.mark.parametrize("sandbox_mode", [False, True])
+@pytest.mark.parametrize("mail", VARIANTS[:4], ids=lambda m: m.trigger_key)
+def test_payload_equals_sendgrid_helpers(mail, sandbox_mode):
+    assert build_payload(mail, SHOP, sandbox_mode=sandbox_mode) == _helper_mail(mail, sandbox_mode)
+
+
+def test_payload_shape():
+    mail = make_mail(5)
+    p = build_payload(mail, SHOP)
+    assert p["from"] == {"name": "Gartenglück Versand", "email": "service@gartenglueck.example"}
+    assert p["reply_to"]["email"] == "kundenservice@gartenglueck.example"
+    assert p["personalizations"] == [{"to": [{"name": "Jörg Müller 5", "email": "kunde5@beispiel.example"}]}]
+    assert [c["type"] for c in p["content"]] == ["text/plain", "text/html"]
+    assert p["categories"][:2] == ["abandoned_cart", "abandoned_cart:reminder_1"]
+    assert p["custom_args"] == {
+        "send_id": mail.send_id,
+        "campaign": "abandoned_cart",
+        "step": "reminder_1",
+        "variant": "B",
+    }
+    assert "mail_settings" not in p
+    assert build_payload(mail, SHOP, sandbox_mode=True)["mail_settings"] == {"sandbox_mode": {"enable": True}}
+
+
+def test_no_personal_data_in_custom_args_or_categories():
+    mail = make_mail(6)
+    p = build_payload(mail, SHOP)
+    opaque = json.dumps([p["custom_args"], p["categories"]])
+    for personal in (mail.to_email, "Jörg", "Müller", mail.customer_id, mail.trigger_key):
+        assert personal not in opaque
+
+
+@pytest.mark.parametrize("header", sorted(RESERVED_HEADERS) + ["Subject", "BCC", "dkim-Signature"])
+def test_reserved_headers_refused(header):
+    with pytest.raises(PayloadError, match="reserved"):
+        build_payload(make_mail(0, headers={header: "x"}), SHOP)
+
+
+@pytest.mark.parametrize("headers", [{"X-A": "a\r\nBcc: x@evil.test"}, {"X-A\r\nBcc": "x"}, {"X A": "x"}])
+def test_header_injection_refused(headers):
+    with pytest.raises(PayloadError):
+        build_payload(make_mail(0, headers=headers), SHOP)
+
+
+def test_category_limits():
+    with pytest.raises(PayloadError, match="categories"):
+        build_payload(make_mail(0, categories=[f"c{i}" for i in range(9)]), SHOP)
+    with pytest.raises(PayloadError, match="255"):
+        build_payload(make_mail(0, categories=["x" * 256]), SHOP)
+    assert len(build_payload(make_mail(0, categories=[f"c{i}" for i in range(8)]), SHOP)["categories"]) == 10
+
+
+def test_empty_content_and_subject_refused():
+    with pytest.raises(PayloadError):
+        build_payload(make_mail(0, text="  "), SHOP)
+    with pytest.raises(PayloadError):
+        build_payload(make_mail(0, subject="\r\n"), SHOP)
+
+
+def test_subject_is_one_line():
+    p = build_payload(make_mail(0, subject="Hallo\r\nBcc: x@evil.test"), SHOP)
+    assert "\n" not in p["subject"] and "\r" not in p["subject"]
+
+
+# --- outbox ----------------------------------------------------------------------------------------------
+
+
+def test_outbox_writes_eml_and_exact_payload(tmp_path):
+    mail = make_mail(7)
+    result = OutboxTransport(tmp_path, shop=SHOP).send(mail)
+    assert result.status == "sent" and result.message_id is None
+    payload = json.loads((tmp_path / f"{mail.send_id}.json").read_text(encoding="utf-8"))
+    assert payload == build_payload(mail, SHOP)
+    msg = email.message_from_bytes(
+        (tmp_path / f"{mail.send_id}.eml").read_bytes(), policy=email.policy.default
+    )
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    assert msg["To"].addresses[0].addr_spec == mail.to_email
+    assert str(msg["Subject"]) == mail.subject
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["X-Nachfass-Send-Id"] == mail.send_id
+    assert "Ihr Warenkorb 7 wartet" in msg.get_body(("plain",)).get_content()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_outbox_header_injection_is_neutralised(tmp_path):
+    mail = make_mail(8, to_name="Eve\r\nBcc: x@evil.test")
+    assert OutboxTransport(tmp_path, shop=SHOP).send(mail).status == "sent"
+    raw = (tmp_path / f"{mail.send_id}.eml").read_bytes()
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["Bcc"] is None
+    assert [a.addr_spec for a in msg["To"].addresses] == [mail.to_email]
+    assert b"\r\nBcc:" not in raw
+
+
+def test_email_package_refuses_raw_crlf():
+    # Defence in depth: even a payload that bypassed build_payload cannot inject a header line.
+    payload = build_payload(make_mail(0), SHOP)
+    payload["personalizations"][0]["to"][0]["name"] = "Eve\r\nBcc: x@evil.test"
+    with pytest.raises(ValueError):
+        payload_to_eml(payload, send_id="s_x")
+    payload = build_payload(make_mail(0), SHOP)
+    payload["subject"] = "Hi\r\nBcc: x@evil.test"
+    with pytest.raises(ValueError):
+        payload_to_eml(payload, send_id="s_x")
+
+
+def test_outbox_refuses_bad_mail_without_writing(tmp_path):
+    result = OutboxTransport(tmp_path, shop=SHOP).send(make_mail(0, headers={"To": "x@evil.test"}))
+    assert result.status == "failed" and "reserved" in result.error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_server_validation_error_shape():
+    with pytest.raises(ValidationError) as info:
+        validate({"personalizations": []})
+    assert info.value.field == "personalizations"
