@@ -35,16 +35,12 @@ def _export_locations(args: argparse.Namespace) -> None:
 
 def ensure_dbt_manifest() -> None:
     """`dbt parse` so the @dbt_assets definitions can load (dagster dev does this itself)."""
-    from dagster_dbt import DbtCliResource
+    from dagster_project.dbt_project import prepare_dbt_manifest
 
-    from dagster_project.paths import DBT_PROJECT_DIR
-
-    DbtCliResource(project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR)).cli(
-        ["parse", "--quiet"], raise_on_error=True
-    ).wait()
+    prepare_dbt_manifest()
 
 
-def run_job(as_of: str | None, job_name: str = "nachfass_job", quiet: bool = False) -> bool:
+def run_job(as_of: str | None, job_name: str = "nachfass_job", verbose: bool = False) -> bool:
     """Execute a job of the Definitions in this process; return success."""
     import dagster as dg
 
@@ -52,7 +48,12 @@ def run_job(as_of: str | None, job_name: str = "nachfass_job", quiet: bool = Fal
     from dagster_project.definitions import defs
 
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    run_config = {"resources": {"clock": {"config": {"as_of": as_of}}}} if as_of else None
+    run_config: dict = {
+        # dbt's own log lines stream through Dagster's logger: keep the console to warnings unless asked.
+        "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "WARNING"}}},
+    }
+    if as_of:
+        run_config["resources"] = {"clock": {"config": {"as_of": as_of}}}
     job = defs.get_job_def(job_name)
     result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
     if not result.success:
@@ -121,7 +122,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _export_locations(args)
-    ok = run_job(args.as_of, args.job)
+    ok = run_job(args.as_of, args.job, verbose=args.verbose)
     if ok and not args.no_summary:
         print_summary()
     return 0 if ok else 1
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--as-of", help="logical time (ISO 8601); default now")
     run.add_argument("--job", default="nachfass_job")
     run.add_argument("--no-summary", action="store_true")
+    run.add_argument("--verbose", action="store_true", help="show every log line (incl. dbt's)")
     run.set_defaults(func=cmd_run)
 
     erase = sub.add_parser("erase", help="DSGVO erasure of one person (by email or customer id)")

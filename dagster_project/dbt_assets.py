@@ -1,5 +1,4 @@
-"""dbt as Dagster assets: one DbtProject, one @dbt_assets, a translator mapping dbt folders to groups."""
-
+"""dbt as Dagster assets: one @dbt_assets and a translator mapping dbt folders to Dagster groups."""
 
 import json
 from collections.abc import Mapping
@@ -14,12 +13,8 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from dagster_project.paths import DBT_PROJECT_DIR
+from dagster_project.dbt_project import dbt_project
 from dagster_project.resources import RunClockResource
-
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-# Under `dagster dev` this (re)builds the manifest; in tests and the CLI `dbt parse` runs explicitly first.
-dbt_project.prepare_if_dev()
 
 
 class NachfassDbtTranslator(DagsterDbtTranslator):

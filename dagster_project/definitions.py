@@ -4,7 +4,8 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from dagster_project.checks import checks
-from dagster_project.dbt_assets import dbt_project, nachfass_dbt_assets
+from dagster_project.dbt_assets import nachfass_dbt_assets
+from dagster_project.dbt_project import dbt_project
 from dagster_project.events.assets import sendgrid_events
 from dagster_project.ingest.assets import raw_exports
 from dagster_project.jobs import jobs, schedules

@@ -2,8 +2,9 @@
 
 import dagster as dg
 
+from dagster_project import paths
 from dagster_project.mail.candidates import job_from_row
-from dagster_project.mail.ledger import ensure_ledger, record_holdout, recover_crashed
+from dagster_project.mail.ledger import ensure_ledger, record_holdouts, recover_crashed
 from dagster_project.mail.outgoing import ensure_outgoing, read_outgoing, replace_outgoing
 from dagster_project.mail.render import MailRenderer
 from dagster_project.mail.sender import deliver
@@ -17,6 +18,7 @@ from dagster_project.resources import (
 )
 
 MAIL_CANDIDATES = dg.AssetKey(["eligibility", "mail_candidates"])
+RENDER_CHUNK = 1000
 CANDIDATE_COLUMNS = (
     "campaign, step, variant, trigger_key, customer_id, email, first_name, last_name, salutation, locale, "
     "consent_policy, has_marketing_consent, payload, experiment_id, decision, reason"
@@ -66,22 +68,58 @@ def rendered_mails(
             "in production"
         )
     renderer = MailRenderer(shop.settings(), link_signer.signer(), now=as_of)
+    # Preflight: every template of every campaign/step/variant/locale compiles and renders its legal
+    # duties on sample data, before a single real mail is rendered.
+    checked = renderer.check_templates()
     with warehouse.connect() as conn:
         ensure_outgoing(conn)
         rows = _fetch_candidates(conn, "decision = 'send'", config.campaigns)
-        # Any failure raises RenderError here, before a single mail of the batch is queued or sent.
-        mails = renderer.render_batch(job_from_row(row) for row in rows)
-        queued = replace_outgoing(conn, mails, run_id=context.run_id, rendered_at=as_of)
-    per_campaign: dict[str, int] = {}
-    for mail in mails:
-        per_campaign[f"{mail.campaign}/{mail.step}"] = per_campaign.get(f"{mail.campaign}/{mail.step}", 0) + 1
+        # Rendered in chunks (memory stays flat) inside one transaction; any RenderError rolls the whole
+        # batch back, so nothing of it reaches the send step.
+        chunks = (
+            renderer.render_batch(job_from_row(row) for row in rows[start : start + RENDER_CHUNK])
+            for start in range(0, len(rows), RENDER_CHUNK)
+        )
+        per_step = replace_outgoing(conn, chunks, run_id=context.run_id, rendered_at=as_of)
+        decisions = conn.execute(
+            "select campaign, step, decision, reason, count(*) from eligibility.mail_candidates "
+            "group by all order by 1, 2, 3, 4"
+        ).fetchall()
+    previews = _write_previews(renderer, rows, context.run_id)
     return dg.MaterializeResult(
         metadata={
-            "mails_rendered": queued,
-            "per_campaign_step": dg.MetadataValue.json(per_campaign),
+            "mails_rendered": sum(per_step.values()),
+            "per_campaign_step": dg.MetadataValue.json(per_step),
+            "candidates_by_decision": dg.MetadataValue.md(
+                "| campaign | step | decision | reason | candidates |\n|---|---|---|---|---|\n"
+                + "\n".join(f"| {c} | {s} | {d} | {r} | {n} |" for c, s, d, r, n in decisions)
+            ),
+            "templates_checked": len(checked),
+            "previews": dg.MetadataValue.md(
+                "\n".join(f"- {name}: `{path}`" for name, path in previews.items()) or "no mails this run"
+            ),
             "as_of": as_of.isoformat(),
         }
     )
+
+
+def _write_previews(renderer: MailRenderer, rows: list[dict], run_id: str) -> dict[str, str]:
+    """One rendered HTML per campaign/step of this run, for a person to open (paths in the metadata).
+    Rendered from sample data of the same campaign/step, so previews never hold a customer's data."""
+    from dagster_project.mail.samples import sample_jobs
+
+    wanted = {(row["campaign"], str(row["step"])) for row in rows}
+    out_dir = paths.data_dir() / "previews" / run_id
+    written: dict[str, str] = {}
+    for job in sample_jobs(locales=("de-DE",)):
+        key = (job.campaign, job.step)
+        name = f"{job.campaign}/{job.step}"
+        if key in wanted and name not in written:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path = out_dir / f"{job.campaign}-{job.step}.html"
+            path.write_text(renderer.render(job).html, encoding="utf-8")
+            written[name] = str(path)
+    return written
 
 
 @dg.asset(
@@ -108,7 +146,7 @@ def sent_mails(
             host=sendgrid.resolved_host(),
             shop=shop.settings(),
             sandbox_mode=sendgrid.sandbox_mode,
-            timeout_s=sendgrid.timeout_s,
+            timeout=sendgrid.timeout_s,
         )
         context.log.info(f"sending through SendGrid at {sendgrid.resolved_host()}")
     else:
@@ -126,33 +164,37 @@ def sent_mails(
                 f"{crashed} ledger rows were left in `sending` by an earlier crash and are now `unknown`; "
                 "they are not resent (events with their send id reconcile them)"
             )
-        holdouts = 0
-        for row in _fetch_candidates(conn, "reason = 'holdout'", config.campaigns):
-            holdouts += int(record_holdout(conn, job_from_row(row), run_id=context.run_id, as_of=as_of))
-        report = deliver(
+        holdouts = record_holdouts(
             conn,
-            read_outgoing(conn),
-            transport,
+            (job_from_row(row) for row in _fetch_candidates(conn, "reason = 'holdout'", config.campaigns)),
             run_id=context.run_id,
             as_of=as_of,
-            chunk_size=sendgrid.chunk_size,
-            concurrency=sendgrid.concurrency,
-            rate_limit_per_s=sendgrid.rate_limit_per_s,
-            log=context.log,
         )
+        queued = conn.execute("select count(*) from mail.outgoing").fetchone()[0]
+        try:
+            report = deliver(
+                conn,
+                read_outgoing(conn),
+                transport,
+                run_id=context.run_id,
+                as_of=as_of,
+                chunk_size=sendgrid.chunk_size,
+                concurrency=sendgrid.concurrency,
+                rate_limit_per_s=sendgrid.rate_limit_per_s,
+                log=context.log,
+                total=int(queued),
+                recover=False,
+            )
+        finally:
+            transport.close()
         by_status = dict(
             conn.execute("select status, count(*) from mail.sends group by status order by status").fetchall()
         )
     return dg.MaterializeResult(
         metadata={
-            "transport": transport.name,
-            "sent": report.counts.get("sent", 0),
-            "failed": report.counts.get("failed", 0),
-            "unknown": report.counts.get("unknown", 0),
-            "skipped_already_in_ledger": report.counts.get("skipped", 0),
+            **report.as_metadata(),
             "holdout_recorded": holdouts,
             "recovered_from_crash": crashed,
-            "mails_per_second": round(report.rate, 1),
             "ledger_by_status": dg.MetadataValue.json(by_status),
         }
     )

@@ -47,42 +47,56 @@ def ensure_outgoing(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _row(m: RenderedMail, run_id: str, rendered_at: datetime) -> tuple:
+    return (
+        m.send_id,
+        m.campaign,
+        m.step,
+        m.variant,
+        m.trigger_key,
+        m.customer_id,
+        m.to_email,
+        m.to_name,
+        m.subject,
+        m.html,
+        m.text,
+        json.dumps(m.headers),
+        list(m.categories),
+        m.is_marketing,
+        m.experiment_id,
+        run_id,
+        rendered_at.replace(tzinfo=None),
+    )
+
+
 def replace_outgoing(
-    conn: duckdb.DuckDBPyConnection, mails: Iterable[RenderedMail], *, run_id: str, rendered_at: datetime
-) -> int:
-    """Replace the queue with this run's rendered mails (atomically)."""
-    rows = [
-        (
-            m.send_id,
-            m.campaign,
-            m.step,
-            m.variant,
-            m.trigger_key,
-            m.customer_id,
-            m.to_email,
-            m.to_name,
-            m.subject,
-            m.html,
-            m.text,
-            json.dumps(m.headers),
-            list(m.categories),
-            m.is_marketing,
-            m.experiment_id,
-            run_id,
-            rendered_at.replace(tzinfo=None),
-        )
-        for m in mails
-    ]
+    conn: duckdb.DuckDBPyConnection,
+    chunks: Iterable[list[RenderedMail]],
+    *,
+    run_id: str,
+    rendered_at: datetime,
+) -> dict[str, int]:
+    """Replace the queue with this run's rendered mails, chunk by chunk in ONE transaction: if rendering
+    any chunk fails, the exception rolls everything back and the queue is left empty of this run's mails,
+    so the send step has nothing half-rendered to send. Returns mails per campaign/step."""
+    per_step: dict[str, int] = {}
     conn.execute("begin")
     try:
         conn.execute("delete from mail.outgoing")
-        if rows:
-            conn.executemany(f"insert into mail.outgoing values ({', '.join('?' * 17)})", rows)
+        for chunk in chunks:
+            if chunk:
+                conn.executemany(
+                    f"insert into mail.outgoing values ({', '.join('?' * 17)})",
+                    [_row(m, run_id, rendered_at) for m in chunk],
+                )
+            for m in chunk:
+                per_step[f"{m.campaign}/{m.step}"] = per_step.get(f"{m.campaign}/{m.step}", 0) + 1
         conn.execute("commit")
-    except Exception:
+    except BaseException:
         conn.execute("rollback")
+        conn.execute("delete from mail.outgoing")
         raise
-    return len(rows)
+    return per_step
 
 
 def read_outgoing(conn: duckdb.DuckDBPyConnection, *, batch_size: int = 1000) -> Iterator[RenderedMail]:
