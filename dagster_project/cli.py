@@ -8,9 +8,12 @@ Dagster resources and dbt's profiles.yml read.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from dagster_project import paths
@@ -46,6 +49,7 @@ def run_job(as_of: str | None, job_name: str = "nachfass_job", verbose: bool = F
 
     ensure_dbt_manifest()
     from dagster_project.definitions import defs
+    from dagster_project.jobs import JOB_CAMPAIGN_CONFIG
 
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     run_config: dict = {
@@ -54,14 +58,20 @@ def run_job(as_of: str | None, job_name: str = "nachfass_job", verbose: bool = F
     }
     if as_of:
         run_config["resources"] = {"clock": {"config": {"as_of": as_of}}}
-    job = defs.get_job_def(job_name)
-    result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+    # Run config given here replaces a job's default config: keep the scheduled jobs' campaign filters.
+    run_config.update(JOB_CAMPAIGN_CONFIG.get(job_name, {}))
+    job = defs.resolve_job_def(job_name)
+    # dagster-dbt echoes every dbt log line to stdout; keep it for failures and --verbose only.
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(sys.stdout if verbose else captured):
+        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
     if not result.success:
+        dbt_tail = [line for line in captured.getvalue().splitlines() if line.strip()][-25:]
+        if dbt_tail:
+            print("last dbt output:\n  " + "\n  ".join(dbt_tail), file=sys.stderr)
         for event in result.all_events:
             if event.is_failure and event.step_key:
-                error = (
-                    event.event_specific_data.error if hasattr(event.event_specific_data, "error") else None
-                )
+                error = getattr(event.event_specific_data, "error", None)
                 print(
                     f"step {event.step_key} failed: {error.message.strip() if error else event.message}",
                     file=sys.stderr,
@@ -129,22 +139,102 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Generate sample exports (once), run the main job at a fixed as_of, print what happened."""
+    """Generate sample exports (once), run the main job at a fixed as_of, print what happened; then close
+    the feedback loop locally and print the A/B results."""
+    from dagster_project.resources import parse_as_of
+
     _export_locations(args)
     landing = paths.landing_dir()
+    as_of = parse_as_of(args.as_of)
     if not any(landing.glob("customers/*")):
         from dagster_project.datagen.generate import generate_exports
-        from dagster_project.resources import parse_as_of
 
         print(f"Generating sample exports for {args.customers:,} customers into {landing} …")
-        generate_exports(landing, customers=args.customers, seed=42, as_of=parse_as_of(args.as_of))
+        generate_exports(landing, customers=args.customers, seed=42, as_of=as_of)
     if not os.environ.get("SENDGRID_API_KEY"):
         print("SENDGRID_API_KEY is not set: mails go to the outbox folder, nothing is sent.")
-    print(f"Running the main job as of {args.as_of} …")
-    ok = run_job(args.as_of)
-    if ok:
-        print_summary()
-    return 0 if ok else 1
+    print(f"Running the main job as of {as_of.isoformat()} …")
+    if not run_job(as_of.isoformat()):
+        return 1
+    print_summary()
+    if args.no_loop:
+        return 0
+    return 0 if demo_feedback_loop(as_of + timedelta(days=1)) else 1
+
+
+def demo_feedback_loop(as_of: datetime) -> bool:
+    """The closed loop on this machine only: a local SendGrid-compatible server accepts the next day's
+    mails and emits signed events for them to the real webhook receiver, whose files the events asset
+    loads; the analytics models then answer the A/B question."""
+    import secrets
+
+    from dagster_project.events.webapp import run_webapp
+    from dagster_project.resources import LinkSignerResource
+    from dagster_project.sandbox.event_simulator import generate_keypair, simulate
+    from dagster_project.sandbox.sendgrid_server import run_sandbox
+
+    demo_key = "SG.demo-" + secrets.token_urlsafe(16)  # valid for the local server only, never printed
+    private_key, public_key = generate_keypair()
+    saved = {name: os.environ.get(name) for name in ("SENDGRID_API_KEY", "SENDGRID_API_HOST")}
+    print("\nFeedback loop (local only): a SendGrid-compatible server on 127.0.0.1 stands in for SendGrid,")
+    print("and the webhook receiver gets signed events for the mails it accepted.")
+    with (
+        run_sandbox(api_key=demo_key) as sandbox,
+        run_webapp(
+            paths.landing_dir(), public_key=public_key, link_signer=LinkSignerResource().signer()
+        ) as web,
+    ):
+        os.environ["SENDGRID_API_KEY"], os.environ["SENDGRID_API_HOST"] = demo_key, sandbox.url
+        try:
+            print(f"Running the main job as of {as_of.isoformat()} against {sandbox.url} …")
+            if not run_job(as_of.isoformat()):
+                return False
+            counts = simulate(
+                sandbox.url, f"{web.url}/webhooks/sendgrid", private_key, now=as_of + timedelta(hours=6)
+            )
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+    print(
+        f"Events posted to the webhook: {counts.get('events', 0):,} for {counts.get('messages', 0):,} mails"
+    )
+    later = as_of + timedelta(hours=8)
+    print(f"Loading events and refreshing analytics as of {later.isoformat()} …")
+    if not run_job(later.isoformat(), job_name="events_job"):
+        return False
+    print_ab_results()
+    return True
+
+
+AB_QUERY = """
+select experiment_id, step, variant, n_assigned, n_sent, n_delivered, n_opened, n_clicked, n_converted,
+       round(conversion_rate, 4) as conversion_rate, round(lift, 3) as lift, round(p_value, 4) as p_value,
+       is_winner
+from analytics.ab_results
+order by experiment_id, step, variant
+"""
+
+
+def print_ab_results() -> None:
+    import duckdb
+
+    conn = duckdb.connect(str(paths.warehouse_path()), read_only=True)
+    try:
+        cursor = conn.execute(AB_QUERY)
+        names = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+    finally:
+        conn.close()
+    print("\nA/B results (analytics.ab_results):")
+    widths = [
+        max(len(str(n)), *(len(str(r[i])) for r in rows)) if rows else len(n) for i, n in enumerate(names)
+    ]
+    print("  " + "  ".join(str(n).ljust(w) for n, w in zip(names, widths, strict=True)))
+    for row in rows:
+        print("  " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
@@ -165,8 +255,13 @@ def cmd_erase(args: argparse.Namespace) -> int:
         client = sendgrid.SendGridAPIClient(api_key=api_key, host=SendGridResource().resolved_host())
     conn = duckdb.connect(str(paths.warehouse_path()))
     try:
-        report = erase_person(conn, email=args.email, customer_id=args.customer_id,
-                              outbox_dir=paths.outbox_dir(), sendgrid_client=client)
+        report = erase_person(
+            conn,
+            email=args.email,
+            customer_id=args.customer_id,
+            outbox_dir=paths.outbox_dir(),
+            sendgrid_client=client,
+        )
     finally:
         conn.close()
     print(f"erased: {report.emails} address(es), {report.customer_ids} customer id(s)")
@@ -174,8 +269,10 @@ def cmd_erase(args: argparse.Namespace) -> int:
         print(f"  deleted {n:>6} rows from {table}")
     print(f"  pseudonymised {report.ledger_rows_pseudonymised} ledger rows (the address stays suppressed)")
     print(f"  deleted {report.outbox_files_deleted} outbox files")
-    print(f"  SendGrid erasure requests: {report.sendgrid_requests}"
-          + ("" if api_key else " (SENDGRID_API_KEY not set: request SendGrid's erasure separately)"))
+    print(
+        f"  SendGrid erasure requests: {report.sendgrid_requests}"
+        + ("" if api_key else " (SENDGRID_API_KEY not set: request SendGrid's erasure separately)")
+    )
     return 0
 
 
@@ -212,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     locations(demo)
     demo.add_argument("--customers", type=int, default=2000)
     demo.add_argument("--as-of", default=DEFAULT_DEMO_AS_OF)
+    demo.add_argument("--no-loop", action="store_true", help="skip the local feedback loop")
     demo.set_defaults(func=cmd_demo)
 
     gen = sub.add_parser("generate", help="write sample shop exports (export contract v1)")

@@ -69,7 +69,8 @@ ingest_job = dg.define_asset_job(
 
 events_job = dg.define_asset_job(
     "events_job",
-    selection=events_selection | dg.AssetSelection.groups("analytics"),
+    # everything but the mail group: events feed intermediate models (engagement, suppressions) too
+    selection=dg.AssetSelection.all() - mail_selection,
     executor_def=_serial,
     description="Load new SendGrid event files and refresh the analytics models (events sensor).",
 )
@@ -114,4 +115,8 @@ def _make_schedules() -> list[dg.ScheduleDefinition]:
 
 
 schedules = _make_schedules()
+JOB_CAMPAIGN_CONFIG = {
+    frequent_job.name: _campaign_config(FREQUENT_CAMPAIGNS),
+    daily_job.name: _campaign_config(DAILY_CAMPAIGNS),
+}
 jobs = [main_job, frequent_job, daily_job, ingest_job, events_job]
