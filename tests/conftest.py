@@ -8,22 +8,27 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests_support import DBT_DIR, DBT_EXECUTABLE
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DBT_DIR = REPO_ROOT / "dbt"
-# dbt installed beside the interpreter running the tests (the project venv)
-DBT_EXECUTABLE = Path(sys.executable).parent / "dbt"
-SECRET_ENV = ("SENDGRID_API_KEY", "SENDGRID_API_HOST", "NACHFASS_LINK_SIGNING_KEY", "SENDGRID_WEBHOOK_PUBLIC_KEY")
+SECRET_ENV = (
+    "SENDGRID_API_KEY",
+    "SENDGRID_API_HOST",
+    "NACHFASS_LINK_SIGNING_KEY",
+    "SENDGRID_WEBHOOK_PUBLIC_KEY",
+)
 
 
 def dbt_parse(env: dict[str, str] | None = None) -> None:
     result = subprocess.run(
         [str(DBT_EXECUTABLE), "parse", "--profiles-dir", ".", "--quiet"],
-        cwd=DBT_DIR, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False,
+        cwd=DBT_DIR,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"dbt parse failed:\n{result.stdout}\n{result.stderr}")

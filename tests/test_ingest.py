@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from dagster_project.ingest.contract import TABLES
 from dagster_project.ingest.loader import load_landing
 
-CUSTOMER_HEADER = "customer_id,email,first_name,last_name,salutation,locale,timezone,is_guest,created_at,updated_at"
+CUSTOMER_HEADER = (
+    "customer_id,email,first_name,last_name,salutation,locale,timezone,is_guest,created_at,updated_at"
+)
 
 
 def write(landing: Path, table: str, name: str, content: str | bytes) -> Path:
@@ -34,32 +36,49 @@ def conn(tmp_path: Path):
 
 
 def quarantine(conn) -> list[tuple]:
-    return conn.execute("select table_name, row_number, reason from raw.quarantine order by row_number").fetchall()
+    return conn.execute(
+        "select table_name, row_number, reason from raw.quarantine order by row_number"
+    ).fetchall()
 
 
 def test_good_file_loads_with_types_and_utc(tmp_path: Path, conn) -> None:
-    write(tmp_path, "customers", "c.csv",
-          f"{CUSTOMER_HEADER}\nC1,Erika.Schmidt@Example.de,Erika,Schmidt,Frau,de-DE,Europe/Berlin,false,"
-          "2026-11-20T14:03:11+01:00,\nC2,max@example.de,Max,,Herr,,,1,2026-07-01 12:00:00,2026-07-02T00:00:00Z\n")
+    write(
+        tmp_path,
+        "customers",
+        "c.csv",
+        f"{CUSTOMER_HEADER}\nC1,Erika.Schmidt@Example.de,Erika,Schmidt,Frau,de-DE,Europe/Berlin,false,"
+        "2026-11-20T14:03:11+01:00,\nC2,max@example.de,Max,,Herr,,,1,2026-07-01 12:00:00,2026-07-02T00:00:00Z\n",
+    )
     [report] = load_landing(conn, tmp_path, shop_tz="Europe/Berlin")
-    assert (report.status, report.rows_read, report.rows_loaded, report.rows_quarantined) == ("loaded", 2, 2, 0)
+    assert (report.status, report.rows_read, report.rows_loaded, report.rows_quarantined) == (
+        "loaded",
+        2,
+        2,
+        0,
+    )
     rows = dict(conn.execute("select customer_id, created_at from raw.customers").fetchall())
     assert rows["C1"] == datetime(2026, 11, 20, 13, 3, 11)  # offset given: taken as given, stored as UTC
     assert rows["C2"] == datetime(2026, 7, 1, 10, 0)  # no offset: read in the shop's timezone (CEST)
     assert conn.execute("select email, is_guest from raw.customers where customer_id='C1'").fetchone() == (
-        "erika.schmidt@example.de", False)
+        "erika.schmidt@example.de",
+        False,
+    )
 
 
 def test_bad_rows_are_quarantined_with_actionable_reasons(tmp_path: Path, conn) -> None:
-    write(tmp_path, "customers", "c.csv",
-          f"{CUSTOMER_HEADER}\n"
-          "C1,ok@example.de,,,,,,,2026-11-20T10:00:00Z,\n"
-          "C2,max@,,,,,,,2026-11-20T10:00:00Z,\n"
-          "C3,c3@example.de,,,,,,,31.12.2025,\n"
-          "C1,dup@example.de,,,,,,,2026-11-20T10:00:00Z,\n"
-          ",nobody@example.de,,,,,,,2026-11-20T10:00:00Z,\n"
-          "C6,c6@example.de,,,Dr.,,,,2026-11-20T10:00:00Z,\n"
-          "C7,c7@example.de,,,,,,vielleicht,2026-11-20T10:00:00Z,\n")
+    write(
+        tmp_path,
+        "customers",
+        "c.csv",
+        f"{CUSTOMER_HEADER}\n"
+        "C1,ok@example.de,,,,,,,2026-11-20T10:00:00Z,\n"
+        "C2,max@,,,,,,,2026-11-20T10:00:00Z,\n"
+        "C3,c3@example.de,,,,,,,31.12.2025,\n"
+        "C1,dup@example.de,,,,,,,2026-11-20T10:00:00Z,\n"
+        ",nobody@example.de,,,,,,,2026-11-20T10:00:00Z,\n"
+        "C6,c6@example.de,,,Dr.,,,,2026-11-20T10:00:00Z,\n"
+        "C7,c7@example.de,,,,,,vielleicht,2026-11-20T10:00:00Z,\n",
+    )
     [report] = load_landing(conn, tmp_path)
     assert (report.rows_read, report.rows_loaded, report.rows_quarantined) == (7, 1, 6)
     reasons = {row: reason for _, row, reason in quarantine(conn)}
@@ -70,28 +89,40 @@ def test_bad_rows_are_quarantined_with_actionable_reasons(tmp_path: Path, conn) 
     assert reasons[6] == 'unknown salutation: "Dr."'
     assert reasons[7] == 'not a boolean in is_guest (true/false/1/0): "vielleicht"'
     raw = json.loads(conn.execute("select raw_values from raw.quarantine where row_number = 2").fetchone()[0])
-    assert raw["email"] == "max@" and raw["customer_id"] == "C2"  # the raw values are kept for a person to fix
+    assert (
+        raw["email"] == "max@" and raw["customer_id"] == "C2"
+    )  # the raw values are kept for a person to fix
 
 
 def test_unknown_event_type_is_quarantined(tmp_path: Path, conn) -> None:
     header = ",".join(TABLES["session_events"].column_names)
-    write(tmp_path, "session_events", "s.csv",
-          f"{header}\nE1,S1,C1,true,kart,K1,P1,1,9.99,EUR,2026-11-20T10:00:00Z\n"
-          "E2,S1,C1,true,add_to_cart,K1,P1,2,\"9,99\",EUR,2026-11-20T10:00:00Z\n")
+    write(
+        tmp_path,
+        "session_events",
+        "s.csv",
+        f"{header}\nE1,S1,C1,true,kart,K1,P1,1,9.99,EUR,2026-11-20T10:00:00Z\n"
+        'E2,S1,C1,true,add_to_cart,K1,P1,2,"9,99",EUR,2026-11-20T10:00:00Z\n',
+    )
     load_landing(conn, tmp_path)
     reasons = [reason for _, _, reason in quarantine(conn)]
-    assert reasons == ['unknown event_type: "kart"',
-                       'not a decimal number in unit_price (use a decimal point, no thousands separator): "9,99"']
+    assert reasons == [
+        'unknown event_type: "kart"',
+        'not a decimal number in unit_price (use a decimal point, no thousands separator): "9,99"',
+    ]
 
 
 def test_bom_crlf_and_quoted_newline(tmp_path: Path, conn) -> None:
-    content = (f"\ufeff{CUSTOMER_HEADER}\r\n"
-               'C1,a@example.de,"Anna\r\nMaria","Müller, geb. Weiß",Frau,de-DE,,,2026-11-20T10:00:00Z,\r\n'
-               "C2,b@example.de,Bernd,Bauer,Herr,,,,2026-11-20T10:00:00Z,\r\n")
+    content = (
+        f"\ufeff{CUSTOMER_HEADER}\r\n"
+        'C1,a@example.de,"Anna\r\nMaria","Müller, geb. Weiß",Frau,de-DE,,,2026-11-20T10:00:00Z,\r\n'
+        "C2,b@example.de,Bernd,Bauer,Herr,,,,2026-11-20T10:00:00Z,\r\n"
+    )
     write(tmp_path, "customers", "c.csv", content.encode("utf-8"))
     [report] = load_landing(conn, tmp_path)
     assert (report.rows_loaded, report.rows_quarantined) == (2, 0)
-    first, last = conn.execute("select first_name, last_name from raw.customers where customer_id='C1'").fetchone()
+    first, last = conn.execute(
+        "select first_name, last_name from raw.customers where customer_id='C1'"
+    ).fetchone()
     assert first == "Anna\r\nMaria" and last == "Müller, geb. Weiß"
 
 
@@ -116,28 +147,41 @@ def test_missing_required_column_rejects_file_and_corrected_reexport_loads(tmp_p
 
 
 def test_each_file_loads_once_and_changed_content_loads_again(tmp_path: Path, conn) -> None:
-    path = write(tmp_path, "customers", "c.csv", f"{CUSTOMER_HEADER}\nC1,a@example.de,,,,,,,2026-11-20T10:00:00Z,\n")
+    path = write(
+        tmp_path, "customers", "c.csv", f"{CUSTOMER_HEADER}\nC1,a@example.de,,,,,,,2026-11-20T10:00:00Z,\n"
+    )
     load_landing(conn, tmp_path)
     assert [r.status for r in load_landing(conn, tmp_path)] == ["skipped"]
     path.write_text(f"{CUSTOMER_HEADER}\nC1,new@example.de,,,,,,,2026-11-20T10:00:00Z,2026-11-21T10:00:00Z\n")
     assert [r.status for r in load_landing(conn, tmp_path)] == ["loaded"]
-    assert conn.execute("select count(*) from raw.customers").fetchone()[0] == 2  # append-only; staging dedupes
+    assert (
+        conn.execute("select count(*) from raw.customers").fetchone()[0] == 2
+    )  # append-only; staging dedupes
 
 
 def test_unknown_columns_are_ignored_and_reported(tmp_path: Path, conn) -> None:
-    write(tmp_path, "customers", "c.csv",
-          f"{CUSTOMER_HEADER},loyalty_tier\nC1,a@example.de,,,,,,,2026-11-20T10:00:00Z,,gold\n")
+    write(
+        tmp_path,
+        "customers",
+        "c.csv",
+        f"{CUSTOMER_HEADER},loyalty_tier\nC1,a@example.de,,,,,,,2026-11-20T10:00:00Z,,gold\n",
+    )
     [report] = load_landing(conn, tmp_path)
     assert report.rows_loaded == 1 and report.unknown_columns == ["loyalty_tier"]
 
 
 def test_gzip_and_parquet_and_hidden_temp_files(tmp_path: Path, conn) -> None:
-    write(tmp_path, "customers", "a.csv.gz",
-          gzip.compress(f"{CUSTOMER_HEADER}\nC1,a@example.de,,,,,,,2026-11-20T10:00:00Z,\n".encode()))
+    write(
+        tmp_path,
+        "customers",
+        "a.csv.gz",
+        gzip.compress(f"{CUSTOMER_HEADER}\nC1,a@example.de,,,,,,,2026-11-20T10:00:00Z,\n".encode()),
+    )
     write(tmp_path, "customers", ".b.csv.tmp", "half written")
     parquet = tmp_path / "customers" / "c.parquet"
-    duckdb.sql("select 'C2' as customer_id, 'b@example.de' as email, '2026-11-20T10:00:00Z' as created_at").write_parquet(
-        str(parquet))
+    duckdb.sql(
+        "select 'C2' as customer_id, 'b@example.de' as email, '2026-11-20T10:00:00Z' as created_at"
+    ).write_parquet(str(parquet))
     reports = load_landing(conn, tmp_path)
     assert sorted((Path(r.path).name, r.rows_loaded) for r in reports) == [("a.csv.gz", 1), ("c.parquet", 1)]
 
@@ -152,11 +196,20 @@ names = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", 
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(st.tuples(st.sampled_from(["C1", "C2", "C3", "", "C 4"]),
-                               st.one_of(st.emails(), names), names,
-                               st.one_of(st.sampled_from(["2026-11-20T10:00:00Z", "2026-11-20", "31.12.2025", ""]),
-                                         st.datetimes().map(lambda d: d.isoformat()))),
-                     max_size=12))
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["C1", "C2", "C3", "", "C 4"]),
+            st.one_of(st.emails(), names),
+            names,
+            st.one_of(
+                st.sampled_from(["2026-11-20T10:00:00Z", "2026-11-20", "31.12.2025", ""]),
+                st.datetimes().map(lambda d: d.isoformat()),
+            ),
+        ),
+        max_size=12,
+    )
+)
 def test_property_every_row_is_loaded_or_quarantined(tmp_path_factory, rows) -> None:
     """Whatever the values, each data row ends up in exactly one place: raw or quarantine."""
     landing = tmp_path_factory.mktemp("landing")
