@@ -242,7 +242,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     would stay in Dagster's run history, which is exactly what erasure must not leave behind."""
     import duckdb
 
-    from dagster_project.mail.erasure import erase_person
+    from dagster_project.mail.erasure import compact_warehouse, erase_person
 
     _export_locations(args)
     client = None
@@ -264,6 +264,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
         )
     finally:
         conn.close()
+    # Deleted rows stay in DuckDB's file blocks until rewritten: copy the live data into a fresh file.
+    compact_warehouse(paths.warehouse_path())
     print(f"erased: {report.emails} address(es), {report.customer_ids} customer id(s)")
     for table, n in sorted(report.rows_deleted.items()):
         print(f"  deleted {n:>6} rows from {table}")

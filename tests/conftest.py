@@ -52,6 +52,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path
     monkeypatch.setenv("NACHFASS_WAREHOUSE", str(locations["warehouse"]))
     monkeypatch.setenv("NACHFASS_LANDING", str(locations["landing"]))
     monkeypatch.setenv("NACHFASS_OUTBOX", str(locations["outbox"]))
+    monkeypatch.setenv("NACHFASS_DATA", str(tmp_path / "data"))  # previews and other run files
     for name in SECRET_ENV:
         monkeypatch.delenv(name, raising=False)
     return locations

@@ -47,7 +47,8 @@ def test_good_file_loads_with_types_and_utc(tmp_path: Path, conn) -> None:
         "customers",
         "c.csv",
         f"{CUSTOMER_HEADER}\nC1,Erika.Schmidt@Example.de,Erika,Schmidt,Frau,de-DE,Europe/Berlin,false,"
-        "2026-11-20T14:03:11+01:00,\nC2,max@example.de,Max,,Herr,,,1,2026-07-01 12:00:00,2026-07-02T00:00:00Z\n",
+        "2026-11-20T14:03:11+01:00,\n"
+        "C2,max@example.de,Max,,Herr,,,1,2026-07-01 12:00:00,2026-07-02T00:00:00Z\n",
     )
     [report] = load_landing(conn, tmp_path, shop_tz="Europe/Berlin")
     assert (report.status, report.rows_read, report.rows_loaded, report.rows_quarantined) == (

@@ -1,6 +1,5 @@
 """Ingest assets: landing folder → DuckDB ``raw`` tables (one asset key per export table)."""
 
-
 import dagster as dg
 
 from dagster_project.ingest.contract import EXPORT_TABLES

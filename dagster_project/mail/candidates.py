@@ -1,4 +1,4 @@
-"""Turn a row of the dbt model ``main_eligibility.mail_candidates`` into a ``MailJob``.
+"""Turn a row of the dbt model ``eligibility.mail_candidates`` into a ``MailJob``.
 
 Used by the preview CLI and by the send asset, so that both read candidates the same way. Rows may come
 from DuckDB (``fetchall`` + column names) or pandas (``to_dict("records")``), so NULLs may arrive as

@@ -45,16 +45,27 @@ def salted_hash(salt: str, email: str) -> str:
     return hashlib.sha256((salt + email.strip().lower()).encode("utf-8")).hexdigest()
 
 
+def _exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(
+        conn.execute(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+            [schema, table],
+        ).fetchone()[0]
+    )
+
+
 def _identify(
     conn: duckdb.DuckDBPyConnection, email: str | None, customer_id: str | None
 ) -> tuple[set, set, set]:
     emails = {email.strip().lower()} if email else set()
     ids = {customer_id} if customer_id else set()
+    # A warehouse that has not loaded every table yet: look only where there is something to look at.
+    people_tables = [t for t in ("raw.customers", "raw.consents") if _exists(conn, *t.split("."))]
     # Follow the links both ways (an address may belong to several accounts, an account to several addresses).
     for _ in range(2):
         if ids:
             marks = ",".join("?" * len(ids))
-            for table in ("raw.customers", "raw.consents"):
+            for table in people_tables:
                 emails |= {
                     r[0].lower()
                     for r in conn.execute(
@@ -65,7 +76,7 @@ def _identify(
                 }
         if emails:
             marks = ",".join("?" * len(emails))
-            for table in ("raw.customers", "raw.consents"):
+            for table in people_tables:
                 ids |= {
                     r[0]
                     for r in conn.execute(
@@ -75,7 +86,7 @@ def _identify(
                     ).fetchall()
                 }
     orders: set = set()
-    if ids:
+    if ids and _exists(conn, "raw", "orders"):
         marks = ",".join("?" * len(ids))
         orders = {
             r[0]
@@ -154,10 +165,12 @@ def erase_person(
                 )
         for address in emails:
             conn.execute(
-                "insert into mail.erasures values (?, ?, false) on conflict do nothing",
+                # Erased again (e.g. after a new opt-in): the suppression restarts at this erasure.
+                "insert into mail.erasures values (?, ?, false) on conflict (email_hash) do update "
+                "set erased_at = excluded.erased_at, sendgrid_erasure_requested = false",
                 [salted_hash(salt, address), now],
             )
-        if emails or ids:
+        if (emails or ids) and _exists(conn, "mail", "sends"):
             pseudonymised = conn.execute(
                 """
                 update mail.sends
@@ -187,6 +200,35 @@ def erase_person(
             report.sendgrid_requests += 1
         conn.execute("update mail.erasures set sendgrid_erasure_requested = true where erased_at = ?", [now])
     return report
+
+
+def compact_warehouse(db_path: Path) -> None:
+    """Rewrite the DuckDB file so deleted rows are gone from its bytes, not only from its tables.
+
+    DuckDB marks deleted rows and reuses their blocks later; neither ``CHECKPOINT`` nor ``VACUUM`` removes
+    them from the file, so an erased address stays readable with ``strings warehouse.duckdb``. ``COPY FROM
+    DATABASE`` writes live data only (schemas, tables with constraints, views, sequences, macros) into a new
+    file, which then replaces the old one. Call it after the erasure's connection is closed; no other process
+    may have the warehouse open (the same "one writer" rule as for every job).
+    """
+    db_path = Path(db_path)
+    fresh = db_path.with_name(f".{db_path.name}.compact")
+    for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    conn = duckdb.connect()
+    try:
+        conn.execute("attach ? as erased_src (read_only)", [str(db_path)])
+        conn.execute("attach ? as erased_dst", [str(fresh)])
+        conn.execute("copy from database erased_src to erased_dst")
+        conn.execute("detach erased_dst")
+        conn.execute("detach erased_src")
+    except BaseException:
+        conn.close()
+        fresh.unlink(missing_ok=True)
+        raise
+    conn.close()
+    fresh.replace(db_path)
+    db_path.with_name(db_path.name + ".wal").unlink(missing_ok=True)
 
 
 def _erase_outbox(outbox_dir: Path, emails: set[str]) -> int:

@@ -31,7 +31,7 @@ from dagster_project.shop import ShopSettings, load_shop_settings
 __all__ = ["build_gallery", "job_from_row", "load_candidate", "main", "write_mail"]
 
 PREVIEW_SIGNING_KEY = "nachfass-preview-only-key-not-valid-in-production"
-CANDIDATES_TABLE = "main_eligibility.mail_candidates"
+CANDIDATES_TABLE = "eligibility.mail_candidates"
 GALLERY_LOCALES = {"de": "de-DE", "en": "en-GB"}
 DESKTOP_WIDTH, MOBILE_WIDTH = 640, 375
 

@@ -9,11 +9,16 @@
 400 ``{"errors": [{"message", "field", "help"}]}`` for the rules in docs/spec/sendgrid.md; 401 for a
 missing or wrong ``Authorization: Bearer``; 413 above 30 MB; 429 with ``X-RateLimit-*`` headers.
 
+``POST /v3/recipients/erasejob`` (Recipients' Data Erasure API) answers 202 ``{"job_id": "<uuid>"}`` for
+``{"email_addresses": [...]}`` with 1 to 5,000 valid addresses (at most 256 KB); 400 ``{"errors": [{"message",
+"field"}]}`` otherwise; 401 like mail/send. Accepted requests are kept (``GET /_sandbox/erasejobs``).
+
 Sandbox endpoints (contract used by ``event_simulator.py``):
     GET    /_sandbox/messages   JSON list of {message_id, received_at (ISO 8601 UTC), payload}
     DELETE /_sandbox/messages   forget them
     GET    /_sandbox/faults     current fault settings;  POST /_sandbox/faults  JSON object, merged in
     GET    /_sandbox/stats      counters (requests, accepted, by status, drops, max in flight, ...)
+    GET    /_sandbox/erasejobs  JSON list of {job_id, received_at, email_addresses} (accepted erase jobs)
 
 Fault injection (each request draws independently, in this order):
     drop_rate               close the socket without an answer, mail NOT stored ("drop before accept")
@@ -37,6 +42,7 @@ import secrets
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
@@ -46,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 MAX_BODY_BYTES = 30 * 1024 * 1024
+MAX_ERASE_ADDRESSES = 5000
+MAX_ERASE_BODY_BYTES = 256 * 1024
 MAX_PERSONALIZATIONS = 1000
 MAX_RECIPIENTS = 1000
 MAX_CUSTOM_ARGS_BYTES = 10_000
@@ -241,6 +249,11 @@ def _errors(message: str, field: str | None = None, help: str | None = None) -> 
     return json.dumps({"errors": [{"message": message, "field": field, "help": help}]}).encode()
 
 
+def _erase_error(message: str, field: str) -> bytes:
+    # The Recipients' Data Erasure API's error shape: {"errors": [{"message", "field"}]}
+    return json.dumps({"errors": [{"message": message, "field": field}]}).encode()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API
     server: SandboxHTTPServer
@@ -312,6 +325,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._mail_send()
             finally:
                 self.server.leave()
+        elif self.path == "/v3/recipients/erasejob":
+            self._erasejob()
         elif self.path == "/_sandbox/faults":
             body = self._read_body()
             if body is None:
@@ -332,6 +347,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, json.dumps(self.server.stats()).encode())
         elif self.path == "/_sandbox/faults":
             self._reply(200, json.dumps(asdict(self.server.faults)).encode())
+        elif self.path == "/_sandbox/erasejobs":
+            self._reply(200, json.dumps(self.server.erasejobs()).encode())
         else:
             self._reply(404, _errors("Not found"))
 
@@ -342,6 +359,51 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._reply(404, _errors("Not found"))
 
+    def _authorized(self) -> bool:
+        """Bearer key check shared by all API routes; answers 401 itself when it fails."""
+        auth = self.headers.get("Authorization", "")
+        expected = self.server.api_key
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
+        if not token or (expected is not None and not secrets.compare_digest(token, expected)):
+            self._reply(
+                401, _errors("The provided authorization grant is invalid, expired, or revoked", None, None)
+            )
+            return False
+        return True
+
+    def _erasejob(self) -> None:
+        """POST /v3/recipients/erasejob: 202 {"job_id"} for 1..5000 valid, unique addresses (max 256 KB)."""
+        body = self._read_body()
+        if body is None:
+            return
+        if not self._authorized():
+            return
+        field = "email_addresses"
+        if len(body) > MAX_ERASE_BODY_BYTES:
+            self._reply(400, _erase_error("The request payload exceeds 256Kb.", field))
+            return
+        try:
+            data = json.loads(body)
+        except ValueError:
+            self._reply(400, _erase_error("The request body must be valid JSON.", ""))
+            return
+        addresses = data.get(field) if isinstance(data, dict) else None
+        if not isinstance(addresses, list) or not addresses:
+            self._reply(400, _erase_error("email_addresses is required and must not be empty.", field))
+            return
+        if len(addresses) > MAX_ERASE_ADDRESSES:
+            self._reply(
+                400, _erase_error(f"A maximum of {MAX_ERASE_ADDRESSES} email_addresses is allowed.", field)
+            )
+            return
+        for address in addresses:
+            if not isinstance(address, str) or not _EMAIL.match(address):
+                self._reply(400, _erase_error(f"Email_address {address} is not valid", field))
+                return
+        job_id = str(uuid.uuid4())
+        self.server.store_erasejob(job_id, list(dict.fromkeys(addresses)))
+        self._reply(202, json.dumps({"job_id": job_id}).encode())
+
     def _mail_send(self) -> None:
         srv = self.server
         faults = srv.faults
@@ -349,13 +411,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()  # always read first: answering before reading makes clients see resets
         if body is None:
             return
-        auth = self.headers.get("Authorization", "")
-        expected = srv.api_key
-        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
-        if not token or (expected is not None and not secrets.compare_digest(token, expected)):
-            self._reply(
-                401, _errors("The provided authorization grant is invalid, expired, or revoked", None, None)
-            )
+        if not self._authorized():
             return
         delay = faults.latency_ms + random.uniform(0, faults.latency_jitter_ms)
         if delay > 0:
@@ -434,6 +490,7 @@ class SandboxHTTPServer(ThreadingHTTPServer):
         self.api_key = api_key
         self.faults = faults or Faults()
         self._messages: list[dict[str, Any]] = []
+        self._erasejobs: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._counters: Counter[str] = Counter()
         self._inflight = 0
@@ -494,6 +551,17 @@ class SandboxHTTPServer(ThreadingHTTPServer):
         with self._lock:
             return list(self._messages)
 
+    def store_erasejob(self, job_id: str, addresses: list[str]) -> None:
+        received_at = datetime.now(UTC).isoformat()
+        record = {"job_id": job_id, "received_at": received_at, "email_addresses": addresses}
+        with self._lock:
+            self._erasejobs.append(record)
+            self._counters["erasejobs"] += 1
+
+    def erasejobs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._erasejobs)
+
     def clear(self) -> None:
         with self._lock:
             self._messages.clear()
@@ -524,6 +592,10 @@ class SandboxHandle:
 
     def messages(self) -> list[dict[str, Any]]:
         return self.server.messages()
+
+    def erasejobs(self) -> list[dict[str, Any]]:
+        """Accepted POST /v3/recipients/erasejob requests: {job_id, received_at, email_addresses}."""
+        return self.server.erasejobs()
 
     def clear(self) -> None:
         self.server.clear()
