@@ -3,6 +3,7 @@
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
+from dagster_project.campaigns import validate_campaigns
 from dagster_project.checks import checks
 from dagster_project.dbt_assets import nachfass_dbt_assets
 from dagster_project.dbt_project import dbt_project
@@ -19,6 +20,10 @@ from dagster_project.resources import (
     WarehouseResource,
 )
 from dagster_project.sensors import sensors
+
+# A typo in a campaign's settings (dbt/models/segments/*.yml) fails loudly here, naming file and key,
+# before any job can run with it.
+validate_campaigns()
 
 defs = dg.Definitions(
     assets=[raw_exports, sendgrid_events, nachfass_dbt_assets, rendered_mails, sent_mails],

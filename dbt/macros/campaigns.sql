@@ -4,7 +4,8 @@
 
 {#- The segment models that feed mail_candidates. Adding a campaign = a new segment model + its name here. -#}
 {% macro campaign_models() -%}
-    {{ return(['abandoned_cart']) }}
+    {{ return(['checkout_recovery', 'abandoned_cart', 'order_thanks', 'shipping_update', 'review_request',
+                     'cross_sell', 'reactivation', 'support_followup']) }}
 {%- endmacro %}
 
 {% macro campaign_settings() -%}
@@ -20,7 +21,7 @@
 {%- endmacro %}
 
 {#- A stable bucket in [0, 10000) from text, identical on every run and every DuckDB version (md5, not
-    hash(), whose values are an implementation detail). Python mirrors it in dagster_project.mail.ab. -#}
+    hash(), whose values are an implementation detail). Python mirrors it in dagster_project.campaigns. -#}
 {% macro stable_bucket(expr) -%}
     (cast(('0x' || substr(md5({{ expr }}), 1, 8)) as bigint) % 10000)
 {%- endmacro %}
@@ -43,4 +44,35 @@
             {%- endfor %}
         end
     {%- endif -%}
+{%- endmacro %}
+
+{#- Sum of minute settings as one interval literal, e.g. delay + expiry. The `int` filter also lets dbt
+    parse the model before the YAML settings are attached (they exist only at run time). -#}
+{% macro minutes() -%}
+    interval '{{ varargs | map("int") | sum }} minutes'
+{%- endmacro %}
+
+{#- The settings of a segment model (its YAML `config.meta.campaign`). Read from the model's config; a unit
+    test of the model has its own config, so there the settings come from the model's node in the graph.
+    YAML configs are attached after dbt parses the SQL, so while parsing this returns placeholder zeros. -#}
+{% macro segment_settings(name) -%}
+    {%- set campaign = (config.get('meta') or {}).get('campaign') -%}
+    {%- if campaign -%}
+        {{ return(campaign) }}
+    {%- endif -%}
+    {%- if execute -%}
+        {%- for node in graph.nodes.values() -%}
+            {%- if node.resource_type == 'model' and node.name == name and node.config.meta.get('campaign') -%}
+                {{ return(node.config.meta['campaign']) }}
+            {%- endif -%}
+        {%- endfor -%}
+        {{ exceptions.raise_compiler_error("segment " ~ name ~ " has no config.meta.campaign in its YAML") }}
+    {%- endif -%}
+    {%- set placeholder_step = {'delay_minutes': 0, 'expire_after_minutes': 0, 'template': ''} -%}
+    {{ return({
+        'consent_policy': 'none',
+        'inactive_after_days': 0,
+        'steps': {'1': placeholder_step, '2': placeholder_step, 'shipped': placeholder_step,
+                  'delivered': placeholder_step}
+    }) }}
 {%- endmacro %}

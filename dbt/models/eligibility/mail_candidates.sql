@@ -20,12 +20,14 @@ campaign_settings as (
         '{{ name }}' as campaign,
         '{{ campaign["consent_policy"] }}' as consent_policy,
         {{ campaign.get("priority", 99) }} as priority,
+        {{ "true" if campaign.get("exit_on_order", false) else "false" }} as exit_on_order,
         {{ "'" ~ campaign["experiment"]["id"] ~ "'" if campaign.get("experiment") else "null" }} as experiment_id
     {%- if not loop.last %}
     union all
     {%- endif %}
     {%- else %}
-    select null as campaign, null as consent_policy, null as priority, null as experiment_id where false
+    select null as campaign, null as consent_policy, null as priority, null as exit_on_order, null as experiment_id
+    where false
     {%- endfor %}
 ),
 
@@ -43,6 +45,10 @@ suppressions as (
 
 windows as (
     select * from {{ ref('int_send_windows') }}
+),
+
+dormant as (
+    select * from {{ ref('int_dormant_addresses') }}
 ),
 
 ledger as (
@@ -81,6 +87,7 @@ due as (
         triggers.*,
         campaign_settings.consent_policy,
         campaign_settings.priority,
+        campaign_settings.exit_on_order,
         campaign_settings.experiment_id,
         campaign_settings.consent_policy in ('required', 'existing_customer') as is_marketing
     from triggers
@@ -103,12 +110,14 @@ enriched as (
         coalesce(consent.has_withdrawn, false) as has_withdrawn,
         buyers.first_order_at is not null and buyers.first_order_at < due.trigger_at as has_bought_before,
         suppressions.suppression_reason,
+        dormant.dormant_since,
+        not regexp_full_match(coalesce(due.email, ''), '[^@\s]+@[^@\s]+\.[^@\s]+') as is_invalid_address,
         ledger.send_status as ledger_status,
         windows.is_in_send_window,
         windows.next_window_at,
         coalesce(recent_marketing.n_last_24h, 0) as n_marketing_last_24h,
         coalesce(recent_marketing.n_last_7d, 0) as n_marketing_last_7d,
-        {% if settings %}
+        {% if settings.values() | selectattr('experiment', 'defined') | list %}
         case due.campaign
             {%- for name, campaign in settings.items() if campaign.get('experiment') %}
             when '{{ name }}' then {{ assign_variant('due.customer_id', campaign['experiment']) }}
@@ -125,6 +134,7 @@ enriched as (
     left join windows on due.customer_id = windows.customer_id
     left join recent_marketing on lower(due.email) = recent_marketing.email
     left join buyers on due.customer_id = buyers.customer_id
+    left join dormant on lower(due.email) = dormant.email
 ),
 
 decided as (
@@ -132,8 +142,10 @@ decided as (
         enriched.*,
         case
             when ledger_status is not null then 'already_sent'
+            when exit_reason = 'order_cancelled' then exit_reason
+            when exit_reason is not null and exit_on_order then exit_reason
             when {{ as_of() }} > expires_at then 'expired'
-            when exit_reason is not null then exit_reason
+            when is_invalid_address or suppression_reason = 'invalid_address' then 'invalid_address'
             when suppression_reason is not null then 'suppressed'
             when is_marketing and is_guest and not has_marketing_consent then 'no_consent'
             when consent_policy = 'required' and not has_marketing_consent then 'no_consent'
@@ -141,6 +153,7 @@ decided as (
                 and not has_marketing_consent
                 and not (has_bought_before and has_objection_notice and not has_withdrawn)
                 then 'no_consent'
+            when is_marketing and dormant_since is not null then 'dormant'
             when variant = 'holdout' then 'holdout'
             when is_marketing and not is_in_send_window and next_window_at > expires_at then 'expired'
             when is_marketing and not is_in_send_window then 'quiet_hours'
@@ -199,6 +212,12 @@ final as (
             else 'due'
         end as reason,
         case when pre_reason = 'quiet_hours' then next_window_at end as deferred_until,
+        exit_reason,
+        suppression_reason,
+        dormant_since,
+        n_marketing_last_24h,
+        n_marketing_last_7d,
+        prefers_weekly,
         {{ as_of() }} as decided_at
     from ranked
 )

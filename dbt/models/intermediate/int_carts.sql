@@ -1,9 +1,23 @@
--- One row per cart with a known owner: its net lines (adds minus removes), last activity and whether it
--- was bought, as of the run's time.
-with cart_events as (
+-- One row per cart active in the recent past: its net lines (adds minus removes), last activity and
+-- whether it was bought, as of the run's time. Only carts with an event in the last `cart_lookback_days`
+-- (14: cart reminders expire after 72 h, checkout recovery after 24.5 h) are computed, from all their
+-- events, so the model costs a few days of events, not the whole history.
+{%- set lookback_days = var('cart_lookback_days', 14) %}
+with session_events as (
     select * from {{ ref('stg_session_events') }}
     where cart_id is not null
         and occurred_at <= {{ as_of() }}
+),
+
+recent_carts as (
+    select distinct cart_id
+    from session_events
+    where occurred_at > {{ as_of() }} - interval {{ lookback_days }} day
+),
+
+cart_events as (
+    select * from session_events
+    where cart_id in (select cart_id from recent_carts)
 ),
 
 products as (

@@ -1,5 +1,6 @@
-{%- set campaign = config.get('meta')['campaign'] -%}
+{%- set campaign = segment_settings('abandoned_cart') -%}
 {%- set step_1 = campaign['steps']['1'] -%}
+{%- set step_2 = campaign['steps']['2'] -%}
 with carts as (
     select * from {{ ref('int_carts') }}
 ),
@@ -12,8 +13,16 @@ orders as (
     select * from {{ ref('stg_orders') }}
 ),
 
+sends as (
+    select * from {{ ref('stg_sends') }}
+),
+
+engagement as (
+    select * from {{ ref('int_mail_engagement') }}
+),
+
 -- a cart with items left whose owner was logged in while filling it; carts long past their expiry are
--- left out so the candidates table stays the size of the recent past, not of the whole history
+-- left out so the table stays the size of the recent past, not of the whole history
 abandoned as (
     select carts.*
     from carts
@@ -21,7 +30,7 @@ abandoned as (
         and carts.was_logged_in
         and carts.n_items > 0
         and carts.last_cart_activity_at
-            > {{ as_of() }} - interval '{{ step_1["expire_after_minutes"] }} minutes' - interval 7 day
+            > {{ as_of() }} - {{ minutes(step_1["expire_after_minutes"]) }} - interval 7 day
 ),
 
 -- exit rule: the customer ordered (this cart or anything else) since the last cart activity
@@ -35,16 +44,55 @@ ordered_since as (
     group by abandoned.cart_id
 ),
 
+step_1 as (
+    select
+        '1' as step,
+        abandoned.cart_id,
+        abandoned.last_cart_activity_at as trigger_at,
+        abandoned.last_cart_activity_at + {{ minutes(step_1["delay_minutes"]) }} as due_at,
+        abandoned.last_cart_activity_at + {{ minutes(step_1["expire_after_minutes"]) }} as expires_at
+    from abandoned
+),
+
+-- step 2: a day after step 1 went out, only if step 1 was not clicked; still never past the cart's 72 h
+step_1_sent as (
+    select sends.trigger_key as cart_id, sends.sent_at, engagement.first_click_at
+    from sends
+    left join engagement on sends.send_id = engagement.send_id
+    where sends.campaign = 'abandoned_cart'
+        and sends.step = '1'
+        and sends.send_status in ('sent', 'unknown')
+        and sends.sent_at <= {{ as_of() }}
+),
+
+step_2 as (
+    select
+        '2' as step,
+        abandoned.cart_id,
+        step_1_sent.sent_at as trigger_at,
+        step_1_sent.sent_at + {{ minutes(step_2["delay_minutes"]) }} as due_at,
+        abandoned.last_cart_activity_at + {{ minutes(step_2["expire_after_minutes"]) }} as expires_at
+    from abandoned
+    inner join step_1_sent on abandoned.cart_id = step_1_sent.cart_id
+    where step_1_sent.first_click_at is null
+),
+
+steps as (
+    select * from step_1
+    union all
+    select * from step_2
+),
+
 final as (
     select
         'abandoned_cart' as campaign,
-        '1' as step,
+        steps.step,
         abandoned.cart_id as trigger_key,
         abandoned.customer_id,
         customers.email,
-        abandoned.last_cart_activity_at as trigger_at,
-        abandoned.last_cart_activity_at + interval '{{ step_1["delay_minutes"] }} minutes' as due_at,
-        abandoned.last_cart_activity_at + interval '{{ step_1["expire_after_minutes"] }} minutes' as expires_at,
+        steps.trigger_at,
+        steps.due_at,
+        steps.expires_at,
         case
             when abandoned.purchased_at is not null or ordered_since.ordered_at is not null then 'purchased'
         end as exit_reason,
@@ -54,7 +102,8 @@ final as (
             'total_amount': abandoned.cart_value,
             'currency': 'EUR'
         }) as payload
-    from abandoned
+    from steps
+    inner join abandoned on steps.cart_id = abandoned.cart_id
     inner join customers on abandoned.customer_id = customers.customer_id
     left join ordered_since on abandoned.cart_id = ordered_since.cart_id
 )

@@ -1,5 +1,17 @@
-with source as (
-    {{ latest_version(source('raw', 'session_events'), ['event_id']) }}
+-- Incremental: the history is large (≈ 30 storefront events per customer and quarter), so each run only
+-- dedupes the rows loaded since the last run and replaces earlier versions of their event ids (newest
+-- load wins, as latest_version does for the other staging models). `dbt build --full-refresh` rebuilds.
+{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert') }}
+
+with new_rows as (
+    select * from {{ source('raw', 'session_events') }}
+    {%- if is_incremental() %}
+    where _loaded_at > (select coalesce(max(_loaded_at), timestamp '1900-01-01') from {{ this }})
+    {%- endif %}
+),
+
+source as (
+    {{ latest_version('new_rows', ['event_id']) }}
 ),
 
 final as (
@@ -14,7 +26,8 @@ final as (
         case when event_type in ('add_to_cart', 'remove_from_cart') then coalesce(quantity, 1) end as quantity,
         unit_price,
         coalesce(currency, 'EUR') as currency,
-        occurred_at
+        occurred_at,
+        _loaded_at
     from source
 )
 

@@ -1,0 +1,37 @@
+-- One row per order up to as_of with the customer's ordering cadence so far: the median days between
+-- their orders up to and including this one, and when they ordered next (null = not yet). An inactivity
+-- episode starts after an order that was not followed by another within the customer's threshold
+-- (reactivation); the order identifies the episode.
+with orders as (
+    select * from {{ ref('stg_orders') }}
+    where placed_at <= {{ as_of() }}
+),
+
+sequenced as (
+    select
+        order_id,
+        customer_id,
+        placed_at,
+        lead(placed_at) over (partition by customer_id order by placed_at, order_id) as next_order_at,
+        date_diff('second', lag(placed_at) over (partition by customer_id order by placed_at, order_id), placed_at)
+            / 86400.0 as days_since_previous_order,
+        row_number() over (partition by customer_id order by placed_at, order_id) as order_number
+    from orders
+),
+
+final as (
+    select
+        order_id,
+        customer_id,
+        placed_at,
+        next_order_at,
+        order_number,
+        days_since_previous_order,
+        median(days_since_previous_order) over (
+            partition by customer_id order by placed_at, order_id
+            rows between unbounded preceding and current row
+        ) as median_days_between_orders
+    from sequenced
+)
+
+select * from final

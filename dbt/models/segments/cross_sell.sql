@@ -1,0 +1,104 @@
+{%- set campaign = segment_settings('cross_sell') -%}
+{%- set step_1 = campaign['steps']['1'] -%}
+{%- set n_recommendations = campaign.get('n_recommendations', 3) -%}
+with orders as (
+    select * from {{ ref('int_orders') }}
+),
+
+order_items as (
+    select * from {{ ref('stg_order_items') }}
+),
+
+recommendations as (
+    select * from {{ ref('int_product_recommendations') }}
+),
+
+products as (
+    select * from {{ ref('stg_products') }}
+),
+
+customers as (
+    select * from {{ ref('stg_customers') }}
+),
+
+-- delivered orders (or shipped + 4 days where the delivery was never reported) of the recent past
+delivered as (
+    select * from orders
+    where delivered_at_or_assumed <= {{ as_of() }}
+        and delivered_at_or_assumed > {{ as_of() }}
+            - {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} - interval 7 day
+),
+
+delivered_products as (
+    select distinct order_items.order_id, order_items.product_id
+    from order_items
+    inner join delivered on order_items.order_id = delivered.order_id
+),
+
+-- complements of the order's products that the order does not already contain, best first
+order_recommendations as (
+    select
+        delivered_products.order_id,
+        recommendations.recommended_product_id,
+        min(recommendations.source_rank) as source_rank,
+        sum(recommendations.n_orders_together) as n_orders_together
+    from delivered_products
+    inner join recommendations on delivered_products.product_id = recommendations.product_id
+    left join delivered_products as already_bought
+        on delivered_products.order_id = already_bought.order_id
+        and recommendations.recommended_product_id = already_bought.product_id
+    where already_bought.product_id is null
+    group by delivered_products.order_id, recommendations.recommended_product_id
+    qualify row_number() over (
+        partition by delivered_products.order_id
+        order by min(recommendations.source_rank), sum(recommendations.n_orders_together) desc,
+            recommendations.recommended_product_id
+    ) <= {{ n_recommendations }}
+),
+
+recommendation_lists as (
+    select
+        order_recommendations.order_id,
+        list({
+            'product_id': products.product_id,
+            'name': products.product_name,
+            'unit_price': products.price,
+            'currency': products.currency,
+            'image_url': products.image_url,
+            'url': products.product_url
+        } order by order_recommendations.source_rank, order_recommendations.n_orders_together desc,
+            products.product_id) as recommendations
+    from order_recommendations
+    inner join products on order_recommendations.recommended_product_id = products.product_id
+    group by order_recommendations.order_id
+),
+
+order_lines as (
+    {{ order_items_json('delivered') }}
+),
+
+final as (
+    select
+        'cross_sell' as campaign,
+        '1' as step,
+        delivered.order_id as trigger_key,
+        delivered.customer_id,
+        customers.email,
+        delivered.delivered_at_or_assumed as trigger_at,
+        delivered.delivered_at_or_assumed + {{ minutes(step_1["delay_minutes"]) }} as due_at,
+        delivered.delivered_at_or_assumed
+            + {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} as expires_at,
+        case when delivered.is_cancelled_or_returned then 'order_cancelled' end as exit_reason,
+        to_json({
+            'order_id': delivered.order_id,
+            'placed_at': delivered.placed_at,
+            'items': json(coalesce(order_lines.items, '[]')),
+            'recommendations': recommendation_lists.recommendations
+        }) as payload
+    from delivered
+    inner join recommendation_lists on delivered.order_id = recommendation_lists.order_id
+    inner join customers on delivered.customer_id = customers.customer_id
+    left join order_lines on delivered.order_id = order_lines.order_id
+)
+
+select * from final

@@ -1,0 +1,48 @@
+{%- set campaign = segment_settings('order_thanks') -%}
+{%- set step_1 = campaign['steps']['1'] -%}
+with orders as (
+    select * from {{ ref('int_orders') }}
+),
+
+customers as (
+    select * from {{ ref('stg_customers') }}
+),
+
+-- every order of the recent past; a cancelled or returned one stays as a row with its exit reason so
+-- "why no thank-you mail?" has an answer
+recent_orders as (
+    select * from orders
+    where placed_at
+        > {{ as_of() }} - {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }}
+        - interval 7 day
+),
+
+order_lines as (
+    {{ order_items_json('recent_orders') }}
+),
+
+final as (
+    select
+        'order_thanks' as campaign,
+        '1' as step,
+        recent_orders.order_id as trigger_key,
+        recent_orders.customer_id,
+        customers.email,
+        recent_orders.placed_at as trigger_at,
+        recent_orders.placed_at + {{ minutes(step_1["delay_minutes"]) }} as due_at,
+        recent_orders.placed_at
+            + {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} as expires_at,
+        case when recent_orders.is_cancelled_or_returned then 'order_cancelled' end as exit_reason,
+        to_json({
+            'order_id': recent_orders.order_id,
+            'placed_at': recent_orders.placed_at,
+            'items': json(coalesce(order_lines.items, '[]')),
+            'total_amount': recent_orders.total_amount,
+            'currency': recent_orders.currency
+        }) as payload
+    from recent_orders
+    inner join customers on recent_orders.customer_id = customers.customer_id
+    left join order_lines on recent_orders.order_id = order_lines.order_id
+)
+
+select * from final

@@ -1,0 +1,47 @@
+{%- set campaign = segment_settings('review_request') -%}
+{%- set step_1 = campaign['steps']['1'] -%}
+with orders as (
+    select * from {{ ref('int_orders') }}
+),
+
+customers as (
+    select * from {{ ref('stg_customers') }}
+),
+
+-- delivered orders (or shipped + 4 days where the delivery was never reported) of the recent past
+delivered as (
+    select * from orders
+    where delivered_at_or_assumed <= {{ as_of() }}
+        and delivered_at_or_assumed > {{ as_of() }}
+            - {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} - interval 7 day
+),
+
+order_lines as (
+    {{ order_items_json('delivered') }}
+),
+
+final as (
+    select
+        'review_request' as campaign,
+        '1' as step,
+        delivered.order_id as trigger_key,
+        delivered.customer_id,
+        customers.email,
+        delivered.delivered_at_or_assumed as trigger_at,
+        delivered.delivered_at_or_assumed + {{ minutes(step_1["delay_minutes"]) }} as due_at,
+        delivered.delivered_at_or_assumed
+            + {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} as expires_at,
+        case when delivered.is_cancelled_or_returned then 'order_cancelled' end as exit_reason,
+        to_json({
+            'order_id': delivered.order_id,
+            'placed_at': delivered.placed_at,
+            'items': json(coalesce(order_lines.items, '[]')),
+            'total_amount': delivered.total_amount,
+            'currency': delivered.currency
+        }) as payload
+    from delivered
+    inner join customers on delivered.customer_id = customers.customer_id
+    left join order_lines on delivered.order_id = order_lines.order_id
+)
+
+select * from final

@@ -1,0 +1,108 @@
+{%- set campaign = segment_settings('shipping_update') -%}
+{%- set shipped = campaign['steps']['shipped'] -%}
+{%- set delivered = campaign['steps']['delivered'] -%}
+with shipments as (
+    select * from {{ ref('stg_shipments') }}
+),
+
+orders as (
+    select * from {{ ref('int_orders') }}
+),
+
+order_items as (
+    select * from {{ ref('stg_order_items') }}
+),
+
+products as (
+    select * from {{ ref('stg_products') }}
+),
+
+customers as (
+    select * from {{ ref('stg_customers') }}
+),
+
+-- one row per shipment and event (shipped, delivered) of the recent past
+shipment_events as (
+    select
+        'shipped' as step,
+        shipment_id,
+        order_id,
+        shipped_at as trigger_at,
+        shipped_at + {{ minutes(shipped["delay_minutes"]) }} as due_at,
+        shipped_at + {{ minutes(shipped["delay_minutes"], shipped["expire_after_minutes"]) }}
+            as expires_at
+    from shipments
+    where shipped_at <= {{ as_of() }}
+        and shipped_at > {{ as_of() }}
+            - {{ minutes(shipped["delay_minutes"], shipped["expire_after_minutes"]) }} - interval 7 day
+    union all
+    select
+        'delivered' as step,
+        shipment_id,
+        order_id,
+        delivered_at as trigger_at,
+        delivered_at + {{ minutes(delivered["delay_minutes"]) }} as due_at,
+        delivered_at + {{ minutes(delivered["delay_minutes"], delivered["expire_after_minutes"]) }}
+            as expires_at
+    from shipments
+    where delivered_at <= {{ as_of() }}
+        and delivered_at > {{ as_of() }}
+            - {{ minutes(delivered["delay_minutes"], delivered["expire_after_minutes"]) }}
+            - interval 7 day
+),
+
+-- on delivery: the how-to guide of every product in the order that has one
+guides as (
+    select
+        order_items.order_id,
+        list(distinct {
+            'product_id': products.product_id,
+            'name': products.product_name,
+            'guide_url': products.guide_url
+        }) as guides
+    from order_items
+    inner join products on order_items.product_id = products.product_id
+    where products.guide_url is not null
+        and order_items.order_id in (select order_id from shipment_events)
+    group by order_items.order_id
+),
+
+order_lines as (
+    {{ order_items_json('shipment_events') }}
+),
+
+final as (
+    select
+        'shipping_update' as campaign,
+        shipment_events.step,
+        shipment_events.shipment_id as trigger_key,
+        orders.customer_id,
+        customers.email,
+        shipment_events.trigger_at,
+        shipment_events.due_at,
+        shipment_events.expires_at,
+        case when orders.is_cancelled_or_returned then 'order_cancelled' end as exit_reason,
+        to_json({
+            'order_id': orders.order_id,
+            'placed_at': orders.placed_at,
+            'items': json(coalesce(order_lines.items, '[]')),
+            'total_amount': orders.total_amount,
+            'currency': orders.currency,
+            'shipment': {
+                'shipment_id': shipments.shipment_id,
+                'carrier': shipments.carrier,
+                'tracking_url': shipments.tracking_url,
+                'shipped_at': shipments.shipped_at,
+                'delivered_at': case when shipment_events.step = 'delivered' then shipments.delivered_at end
+            },
+            'guides': case when shipment_events.step = 'delivered' then coalesce(guides.guides, []) end
+        }) as payload
+    from shipment_events
+    inner join shipments on shipment_events.shipment_id = shipments.shipment_id
+    inner join orders on shipment_events.order_id = orders.order_id
+    inner join customers on orders.customer_id = customers.customer_id
+    left join guides on shipment_events.order_id = guides.order_id
+    left join order_lines on shipment_events.order_id = order_lines.order_id
+)
+
+select * from final

@@ -1,0 +1,337 @@
+"""Campaign settings validation and the Python mirror of the dbt A/B assignment."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dagster_project.campaigns import (
+    CampaignSettingsError,
+    Experiment,
+    assign_variant,
+    declared_campaign_models,
+    load_campaigns,
+    stable_bucket,
+    validate_campaigns,
+)
+from dagster_project.paths import DBT_PROJECT_DIR
+
+SEGMENTS = DBT_PROJECT_DIR / "models" / "segments"
+CAMPAIGNS = {
+    "abandoned_cart",
+    "checkout_recovery",
+    "order_thanks",
+    "shipping_update",
+    "review_request",
+    "cross_sell",
+    "reactivation",
+    "support_followup",
+}
+
+
+# ---- the settings in the repository -----------------------------------------------------------------------
+
+
+def test_repository_settings_are_valid_and_complete() -> None:
+    campaigns = validate_campaigns()
+    assert set(campaigns) == CAMPAIGNS
+    assert set(declared_campaign_models()) == CAMPAIGNS
+    marketing = sorted((c.priority, c.name) for c in campaigns.values() if c.is_marketing)
+    assert [name for _, name in marketing] == [
+        "checkout_recovery",
+        "abandoned_cart",
+        "review_request",
+        "cross_sell",
+        "reactivation",
+    ]
+    assert {c.name for c in campaigns.values() if not c.is_marketing} == {
+        "order_thanks",
+        "shipping_update",
+        "support_followup",
+    }
+    assert campaigns["review_request"].consent_policy == "existing_customer"
+    assert set(campaigns["shipping_update"].steps) == {"shipped", "delivered"}
+    assert campaigns["reactivation"].inactive_after_days == 120
+
+
+# ---- validation errors name the file and the key -----------------------------------------------------------
+
+
+@pytest.fixture
+def segments(tmp_path: Path) -> Path:
+    folder = tmp_path / "segments"
+    shutil.copytree(SEGMENTS, folder, ignore=shutil.ignore_patterns("*.sql"))
+    return folder
+
+
+def _edit(folder: Path, campaign: str, change) -> Path:
+    path = folder / f"{campaign}.yml"
+    document = yaml.safe_load(path.read_text())
+    change(document["models"][0]["config"]["meta"]["campaign"])
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def _step(name: str = "1"):
+    return lambda campaign: campaign["steps"][name]
+
+
+BROKEN = [
+    ("unknown key", "abandoned_cart", lambda c: c.update(priorty=2), "'priorty'", "unknown setting"),
+    (
+        "unknown step key",
+        "order_thanks",
+        lambda c: c["steps"]["1"].update(delay=15),
+        "'steps.1.delay'",
+        "unknown",
+    ),
+    (
+        "delay as text",
+        "order_thanks",
+        lambda c: c["steps"]["1"].update(delay_minutes="15m"),
+        "'steps.1.delay_minutes'",
+        "whole number of minutes",
+    ),
+    (
+        "negative delay",
+        "cross_sell",
+        lambda c: c["steps"]["1"].update(delay_minutes=-1),
+        "'steps.1.delay_minutes'",
+        "≥ 0",
+    ),
+    (
+        "missing expiry",
+        "support_followup",
+        lambda c: c["steps"]["1"].pop("expire_after_minutes"),
+        "'steps.1.expire_after_minutes'",
+        "missing",
+    ),
+    (
+        "zero weight",
+        "abandoned_cart",
+        lambda c: c["experiment"]["variants"].update(b=0),
+        "'experiment.variants.b'",
+        "positive",
+    ),
+    (
+        "negative weight",
+        "abandoned_cart",
+        lambda c: c["experiment"]["variants"].update(control=-5),
+        "'experiment.variants.control'",
+        "positive",
+    ),
+    (
+        "holdout above 50",
+        "abandoned_cart",
+        lambda c: c["experiment"].update(holdout_percent=60),
+        "'experiment.holdout_percent'",
+        "0 to 50",
+    ),
+    (
+        "holdout negative",
+        "abandoned_cart",
+        lambda c: c["experiment"].update(holdout_percent=-1),
+        "'experiment.holdout_percent'",
+        "0 to 50",
+    ),
+    (
+        "holdout as text",
+        "abandoned_cart",
+        lambda c: c["experiment"].update(holdout_percent="10%"),
+        "'experiment.holdout_percent'",
+        "0 to 50",
+    ),
+    (
+        "unknown policy",
+        "review_request",
+        lambda c: c.update(consent_policy="existing_customers"),
+        "'consent_policy'",
+        "none, required, existing_customer",
+    ),
+    (
+        "unknown template",
+        "reactivation",
+        lambda c: c["steps"]["2"].update(template="reactivation/3"),
+        "'steps.2.template'",
+        "unknown template",
+    ),
+    ("priority as text", "cross_sell", lambda c: c.update(priority="high"), "'priority'", "whole number"),
+    (
+        "marketing without priority",
+        "cross_sell",
+        lambda c: c.pop("priority"),
+        "'priority'",
+        "needs a priority",
+    ),
+    (
+        "exit flag as text",
+        "abandoned_cart",
+        lambda c: c.update(exit_on_order="yes"),
+        "'exit_on_order'",
+        "true",
+    ),
+    (
+        "inactive days as text",
+        "reactivation",
+        lambda c: c.update(inactive_after_days="120"),
+        "'inactive_after_days'",
+        "whole number",
+    ),
+    (
+        "bool as number",
+        "order_thanks",
+        lambda c: c["steps"]["1"].update(delay_minutes=True),
+        "'steps.1.delay_minutes'",
+        "whole number",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("campaign", "change", "key", "message"), [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN]
+)
+def test_a_typo_is_a_clear_error_naming_file_and_key(
+    segments: Path, campaign: str, change, key: str, message: str
+) -> None:
+    _edit(segments, campaign, change)
+    with pytest.raises(CampaignSettingsError) as error:
+        load_campaigns(segments)
+    text = str(error.value)
+    assert f"{campaign}.yml" in text
+    assert key in text
+    assert message in text
+
+
+def test_campaign_missing_from_campaign_models_is_an_error(segments: Path, tmp_path: Path) -> None:
+    macros = tmp_path / "campaigns.sql"
+    macros.write_text(
+        "{% macro campaign_models() -%}\n    {{ return(['abandoned_cart']) }}\n{%- endmacro %}\n"
+    )
+    with pytest.raises(CampaignSettingsError, match="not listed in campaign_models"):
+        load_campaigns(segments, macros_file=macros)
+
+
+def test_settings_in_the_wrong_place_are_an_error(segments: Path) -> None:
+    path = segments / "order_thanks.yml"
+    document = yaml.safe_load(path.read_text())
+    document["models"][0]["meta"] = {"campaign": {"consent_policy": "none"}}
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(CampaignSettingsError, match=r"order_thanks\.yml.*config: meta: campaign"):
+        load_campaigns(segments)
+
+
+def test_invalid_yaml_names_the_file(segments: Path) -> None:
+    (segments / "cross_sell.yml").write_text("models: [\n")
+    with pytest.raises(CampaignSettingsError, match=r"cross_sell\.yml"):
+        load_campaigns(segments)
+
+
+# ---- A/B assignment: Python mirror == dbt macro ---------------------------------------------------------
+
+
+def _sql_variants(customer_ids: list[str], experiment: Experiment) -> list[str]:
+    """The dbt macro's SQL (same arithmetic as dbt/macros/campaigns.sql assign_variant), run in DuckDB."""
+    bucket = (
+        "(cast(('0x' || substr(md5(cast(customer_id as varchar) || ':' || '{id}'), 1, 8)) as bigint) % 10000)"
+    )
+    bucket = bucket.format(id=experiment.id)
+    holdout = int(experiment.holdout_percent * 100)
+    total = sum(experiment.variants.values())
+    whens = [f"when {bucket} < {holdout} then 'holdout'"]
+    cumulative = 0
+    for name, weight in experiment.variants.items():
+        cumulative += weight
+        whens.append(
+            f"when ({bucket} - {holdout}) * {total} < {cumulative} * ({10000 - holdout}) then '{name}'"
+        )
+    sql = f"select case {' '.join(whens)} end from unnest(?) as t(customer_id)"
+    conn = duckdb.connect()
+    try:
+        # unnest keeps the order of the list
+        return [row[0] for row in conn.execute(sql, [customer_ids]).fetchall()]
+    finally:
+        conn.close()
+
+
+def test_sql_helper_matches_the_dbt_macro() -> None:
+    """The SQL used below is what the macro renders: compare with the macro's text."""
+    macro = (DBT_PROJECT_DIR / "macros" / "campaigns.sql").read_text()
+    assert "cast(('0x' || substr(md5({{ expr }}), 1, 8)) as bigint) % 10000" in macro
+    assert "({{ bucket }} - {{ holdout }}) * {{ total }} < {{ ns.cum }} * ({{ 10000 - holdout }})" in macro
+
+
+experiments = st.builds(
+    Experiment,
+    id=st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True),
+    variants=st.dictionaries(
+        st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True).filter(lambda n: n != "holdout"),
+        st.integers(min_value=1, max_value=1000),
+        min_size=1,
+        max_size=5,
+    ),
+    holdout_percent=st.one_of(
+        st.integers(0, 50), st.floats(0, 50, allow_nan=False).map(lambda x: round(x, 2))
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    experiment=experiments, customer_ids=st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=40)
+)
+def test_python_and_sql_assign_the_same_variant(experiment: Experiment, customer_ids: list[str]) -> None:
+    python = [assign_variant(c, experiment) for c in customer_ids]
+    assert python == _sql_variants(customer_ids, experiment)
+
+
+@settings(max_examples=30, deadline=None)
+@given(experiment=experiments, customer_id=st.text(min_size=1, max_size=30))
+def test_assignment_is_stable(experiment: Experiment, customer_id: str) -> None:
+    first = assign_variant(customer_id, experiment)
+    assert first in {*experiment.variants, "holdout"}
+    assert assign_variant(customer_id, experiment) == first
+    assert (
+        assign_variant(
+            customer_id,
+            {
+                "id": experiment.id,
+                "variants": experiment.variants,
+                "holdout_percent": experiment.holdout_percent,
+            },
+        )
+        == first
+    )
+
+
+def test_no_experiment_means_control() -> None:
+    assert assign_variant("C1", None) == "control"
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    weights=st.lists(st.integers(1, 10), min_size=2, max_size=4),
+    holdout=st.integers(0, 30),
+)
+def test_shares_match_weights_on_large_samples(weights: list[int], holdout: int) -> None:
+    experiment = Experiment(
+        id="share_test", variants={f"v{i}": w for i, w in enumerate(weights)}, holdout_percent=holdout
+    )
+    n = 40_000
+    counts = Counter(assign_variant(f"C{i:07d}", experiment) for i in range(n))
+    assert abs(counts["holdout"] / n - holdout / 100) < 0.01
+    total = sum(weights)
+    for i, weight in enumerate(weights):
+        expected = (1 - holdout / 100) * weight / total
+        assert abs(counts[f"v{i}"] / n - expected) < 0.015
+
+
+def test_bucket_is_uniform_enough() -> None:
+    counts = Counter(stable_bucket(f"C{i}:x") // 1000 for i in range(50_000))
+    assert all(4500 < c < 5500 for c in counts.values())

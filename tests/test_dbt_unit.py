@@ -1,0 +1,66 @@
+"""The dbt project's own checks: `dbt build` on an empty warehouse (every model, data test and unit test),
+then `dbt test --select test_type:unit` again on its own.
+
+dbt-duckdb unit tests need the upstream relations to exist (dbt reads their column types), so the build
+runs first; on an empty warehouse it takes a few seconds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.dbt_helpers import prepare_all, run_dbt
+
+pytestmark = pytest.mark.slow
+
+AS_OF = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+UNIT_TESTS = {
+    "int_carts_net_quantity_after_removals",
+    "int_consent_state_double_opt_in_withdrawal_and_reconfirmation",
+    "int_send_windows_quiet_hours_across_midnight_holidays_and_time_zones",
+    "int_send_windows_after_midnight_on_a_workday",
+    "int_dormant_addresses_after_two_unanswered_reactivation_mails",
+    "reactivation_cadence_based_inactivity",
+    "mail_candidates_frequency_cap_with_priorities",
+    "mail_candidates_exit_rule",
+    "mail_candidates_quiet_hours_defer_or_expire",
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("dbt_unit")
+    warehouse = root / "warehouse.duckdb"
+    conn = duckdb.connect(str(warehouse))
+    try:
+        prepare_all(conn)
+    finally:
+        conn.close()
+    run_dbt(["build"], warehouse=warehouse, target_path=root / "target", as_of=AS_OF)
+    return warehouse, root
+
+
+def test_build_on_an_empty_warehouse_passes(built: tuple[Path, Path]) -> None:
+    warehouse, _ = built
+    conn = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        assert conn.execute("select count(*) from eligibility.mail_candidates").fetchone() == (0,)
+    finally:
+        conn.close()
+
+
+def test_unit_tests_pass(built: tuple[Path, Path]) -> None:
+    warehouse, root = built
+    result = run_dbt(
+        ["test", "--select", "test_type:unit"], warehouse=warehouse, target_path=root / "unit", as_of=AS_OF
+    )
+    ran = {
+        line.split("::")[1].split(" ")[0]
+        for line in result.stdout.splitlines()
+        if " PASS " in line and "::" in line
+    }
+    assert not UNIT_TESTS - ran, result.stdout[-3000:]
