@@ -201,7 +201,11 @@ def demo_feedback_loop(as_of: datetime) -> bool:
     print(
         f"Events posted to the webhook: {counts.get('events', 0):,} for {counts.get('messages', 0):,} mails"
     )
-    later = as_of + timedelta(hours=8)
+    from dagster_project.sandbox.shop_simulator import simulate_orders
+
+    orders = simulate_orders(paths.warehouse_path(), paths.landing_dir())
+    print(f"Simulated shop: {orders} customers who clicked came back and ordered (a new orders export file)")
+    later = as_of + timedelta(days=2)
     print(f"Loading events and refreshing analytics as of {later.isoformat()} …")
     if not run_job(later.isoformat(), job_name="events_job"):
         return False
