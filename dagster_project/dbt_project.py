@@ -1,6 +1,10 @@
 """The one DbtProject, imported by the dbt assets, the dbt resource and the CLI."""
 
-from dagster_dbt import DbtProject
+import shutil
+import sys
+from pathlib import Path
+
+from dagster_dbt import DbtCliResource, DbtProject
 
 from dagster_project.paths import DBT_PROJECT_DIR
 
@@ -9,7 +13,14 @@ dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_D
 # `dbt parse` themselves (prepare_if_dev does nothing under pytest).
 dbt_project.prepare_if_dev()
 
+# The dbt installed beside this interpreter, so `.venv/bin/nachfass` works without an activated venv.
+DBT_EXECUTABLE = shutil.which("dbt", path=str(Path(sys.executable).parent)) or shutil.which("dbt") or "dbt"
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)
+
 
 def prepare_dbt_manifest() -> None:
     """`dbt parse` into the project's target folder, so the @dbt_assets definitions can load."""
-    dbt_project.preparer.prepare(dbt_project)
+    dbt_resource().cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()

@@ -1,12 +1,11 @@
 """The one Definitions object: assets, checks, jobs, schedules, sensors and resources."""
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
 from dagster_project.campaigns import validate_campaigns
 from dagster_project.checks import checks
 from dagster_project.dbt_assets import nachfass_dbt_assets
-from dagster_project.dbt_project import dbt_project
+from dagster_project.dbt_project import dbt_resource
 from dagster_project.events.assets import sendgrid_events
 from dagster_project.ingest.assets import raw_exports
 from dagster_project.jobs import jobs, schedules
@@ -38,6 +37,6 @@ defs = dg.Definitions(
         "clock": RunClockResource(),
         "link_signer": LinkSignerResource(),
         "sendgrid": SendGridResource(),
-        "dbt": DbtCliResource(project_dir=dbt_project),
+        "dbt": dbt_resource(),
     },
 )
