@@ -205,7 +205,7 @@ def demo_feedback_loop(as_of: datetime) -> bool:
 
     orders = simulate_orders(paths.warehouse_path(), paths.landing_dir())
     print(f"Simulated shop: {orders} customers who clicked came back and ordered (a new orders export file)")
-    later = as_of + timedelta(days=2)
+    later = as_of + timedelta(days=3)  # after every simulated order (clicks + up to 20 h)
     print(f"Loading events and refreshing analytics as of {later.isoformat()} …")
     if not run_job(later.isoformat(), job_name="events_job"):
         return False

@@ -170,8 +170,10 @@ def _recipient_events(
     horizon: int,
     r: Mapping[str, float],
 ) -> list[dict[str, Any]]:
-    # One RNG per recipient, seeded by identity: results do not depend on message order or count.
-    rng = random.Random(f"{seed}|{message_id}|{index}|{email}")
+    # One RNG per recipient, seeded by identity: results do not depend on message order or count. Our
+    # send id (custom_args) is stable across runs where the server's message id is random, so prefer it.
+    identity = args.get("send_id") or message_id
+    rng = random.Random(f"{seed}|{identity}|{index}|{email}")
     sg_message_id = f"{message_id}.filter0001.{index + 1:05d}.0"
     campaign = args.get("campaign", "")
     counters: Counter[str] = Counter()
