@@ -7,7 +7,9 @@ Stages (each reuses the work dir, so a second invocation skips what is there alr
 1. generate ``days`` (90) of exports with ``generate_exports`` (parquet) and load them with ``load_landing``;
 2. ``dbt build`` at ``as_of`` (full: incremental models are rebuilt with ``--full-refresh``);
 3. write a one-day delta (the last day's events, orders, shipments and tickets shifted by one day under new
-   keys, as new files), load it, and time ``dbt build`` at ``as_of + 1 day`` (the daily run);
+   keys, as new files), load it, and time ``dbt build --exclude tag:full_history`` at ``as_of + 1 day`` (the
+   daily run: the whole-history data tests of the big incremental staging tables are left to the full
+   build and CI), then time those skipped tests on their own (``dbt test --select tag:full_history``);
 4. compile the project and run the compiled SQL of the heavy models straight in DuckDB, so the dbt overhead
    shows as a ratio.
 
@@ -39,12 +41,17 @@ DIRECT_MODELS = [
     "int_orders",
     "int_customer_order_gaps",
     "int_product_recommendations",
+    "int_order_lines",
     "abandoned_cart",
     "checkout_recovery",
     "cross_sell",
     "reactivation",
     "mail_candidates",
 ]
+
+# The daily run's extra arguments (what the Dagster daily job passes): the data tests tagged full_history
+# (whole-history checks of the big incremental staging tables) run in the full build and CI only.
+DAILY_ARGS = ["--exclude", "tag:full_history"]
 
 # The delta day: event tables get new rows; keys are prefixed so they never collide with the history.
 DELTA_SQL = {
@@ -240,9 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     n = len({p.name for p in delta_files}) + 1
     report["delta_rows"] = write_delta(workdir, as_of, n)
     report["delta_load_s"] = round(load_delta(workdir), 1)
-    report["daily_build_s"] = round(dbt(workdir, "build", next_day), 1)
+    report["daily_build_s"] = round(dbt(workdir, "build", next_day, *DAILY_ARGS), 1)
     report["daily_build_models_s"] = model_timings(workdir)
     print(f"daily dbt build: {report['daily_build_s']} s (target ≤ 20 s)", flush=True)
+    report["daily_skipped_tests_s"] = round(dbt(workdir, "test", next_day, "--select", "tag:full_history"), 1)
+    print(f"the daily run's skipped tests on their own: {report['daily_skipped_tests_s']} s", flush=True)
     report["dbt_overhead_ratio_full"] = round(
         report["full_build_s"] / max(report["direct_duckdb_total_s"], 0.1), 2
     )

@@ -164,18 +164,30 @@ decided as (
     from enriched
 ),
 
--- several marketing mails competing for one address in this run: the highest priority wins
+-- several marketing mails competing for one address in this run: the highest priority wins. Ranked over the
+-- competing rows only (a narrow window, joined back), not over every row with its payload
+marketing_ranks as (
+    select
+        campaign,
+        step,
+        trigger_key,
+        row_number() over (
+            partition by lower(email)
+            order by priority, due_at, campaign, step, trigger_key
+        ) as marketing_rank
+    from decided
+    where pre_reason is null and is_marketing
+),
+
 ranked as (
     select
         decided.*,
-        case
-            when pre_reason is null and is_marketing
-                then row_number() over (
-                    partition by lower(email), (pre_reason is null and is_marketing)
-                    order by priority, due_at, campaign, step, trigger_key
-                )
-        end as marketing_rank
+        marketing_ranks.marketing_rank
     from decided
+    left join marketing_ranks
+        on decided.campaign = marketing_ranks.campaign
+        and decided.step = marketing_ranks.step
+        and decided.trigger_key = marketing_ranks.trigger_key
 ),
 
 final as (

@@ -3,21 +3,32 @@
 -- (14: cart reminders expire after 72 h, checkout recovery after 24.5 h) are computed, from all their
 -- events, so the model costs a few days of events, not the whole history.
 {%- set lookback_days = var('cart_lookback_days', 14) %}
-with session_events as (
+with session_events as not materialized (
     select * from {{ ref('stg_session_events') }}
-    where cart_id is not null
-        and occurred_at <= {{ as_of() }}
 ),
 
 recent_carts as (
     select distinct cart_id
     from session_events
-    where occurred_at > {{ as_of() }} - interval {{ lookback_days }} day
+    where cart_id is not null
+        and occurred_at <= {{ as_of() }}
+        and occurred_at > {{ as_of() }} - interval {{ lookback_days }} day
+),
+
+-- the earliest event of any recent cart: every event of these carts is at or after it. stg_session_events
+-- is written in occurred_at order, so the scan below skips the row groups before it (zone maps) instead
+-- of reading the whole history; the result is the same on any row order.
+first_recent_cart_event as (
+    select min(occurred_at) as occurred_at
+    from session_events
+    where cart_id in (select cart_id from recent_carts)
 ),
 
 cart_events as (
     select * from session_events
-    where cart_id in (select cart_id from recent_carts)
+    where occurred_at >= (select occurred_at from first_recent_cart_event)
+        and occurred_at <= {{ as_of() }}
+        and cart_id in (select cart_id from recent_carts)
 ),
 
 products as (
@@ -68,7 +79,9 @@ cart_items as (
         lines.cart_id,
         sum(lines.net_quantity) as n_items,
         sum(lines.net_quantity * coalesce(lines.unit_price, products.price)) as cart_value,
-        to_json(list({
+        -- sorted by product_id, the struct's first field (one line per product): list_sort is much cheaper
+        -- than an ordered aggregate (list(... order by ...))
+        to_json(list_sort(list({
             'product_id': lines.product_id,
             'name': products.product_name,
             'quantity': lines.net_quantity,
@@ -76,7 +89,7 @@ cart_items as (
             'currency': lines.currency,
             'image_url': products.image_url,
             'url': products.product_url
-        } order by lines.product_id)) as items
+        }))) as items
     from lines
     left join products on lines.product_id = products.product_id
     where lines.net_quantity > 0

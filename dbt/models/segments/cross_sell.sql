@@ -21,10 +21,12 @@ customers as (
     select * from {{ ref('stg_customers') }}
 ),
 
--- delivered orders (or shipped + 4 days where the delivery was never reported) of the recent past
+-- delivered orders (or shipped + 4 days where the delivery was never reported) of the recent past whose
+-- mail is due (delivered at least delay_minutes ago): a row that is not due yet never reaches
+-- mail_candidates in this run, and a later run computes it afresh
 delivered as (
     select * from orders
-    where delivered_at_or_assumed <= {{ as_of() }}
+    where delivered_at_or_assumed <= {{ as_of() }} - {{ minutes(step_1["delay_minutes"]) }}
         and delivered_at_or_assumed > {{ as_of() }}
             - {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} - interval 7 day
 ),
@@ -35,8 +37,8 @@ delivered_products as (
     inner join delivered on order_items.order_id = delivered.order_id
 ),
 
--- complements of the order's products that the order does not already contain, best first
-order_recommendations as (
+-- complements of the order's products that the order does not already contain
+order_complements as (
     select
         delivered_products.order_id,
         recommendations.recommended_product_id,
@@ -49,32 +51,42 @@ order_recommendations as (
         and recommendations.recommended_product_id = already_bought.product_id
     where already_bought.product_id is null
     group by delivered_products.order_id, recommendations.recommended_product_id
-    qualify row_number() over (
-        partition by delivered_products.order_id
-        order by min(recommendations.source_rank), sum(recommendations.n_orders_together) desc,
-            recommendations.recommended_product_id
-    ) <= {{ n_recommendations }}
+),
+
+-- the best n_recommendations per order
+order_recommendations as (
+    select
+        *,
+        row_number() over (
+            partition by order_id
+            order by source_rank, n_orders_together desc, recommended_product_id
+        ) as recommendation_rank
+    from order_complements
+    qualify recommendation_rank <= {{ n_recommendations }}
 ),
 
 recommendation_lists as (
     select
         order_recommendations.order_id,
-        list({
-            'product_id': products.product_id,
-            'name': products.product_name,
-            'unit_price': products.price,
-            'currency': products.currency,
-            'image_url': products.image_url,
-            'url': products.product_url
-        } order by order_recommendations.source_rank, order_recommendations.n_orders_together desc,
-            products.product_id) as recommendations
+        -- best first: list_sort on (rank, product) structs, cheaper than an ordered aggregate
+        list_transform(list_sort(list({
+            'recommendation_rank': order_recommendations.recommendation_rank,
+            'product': {
+                'product_id': products.product_id,
+                'name': products.product_name,
+                'unit_price': products.price,
+                'currency': products.currency,
+                'image_url': products.image_url,
+                'url': products.product_url
+            }
+        })), lambda recommendation: recommendation.product) as recommendations
     from order_recommendations
     inner join products on order_recommendations.recommended_product_id = products.product_id
     group by order_recommendations.order_id
 ),
 
 order_lines as (
-    {{ order_items_json('delivered') }}
+    select * from {{ ref('int_order_lines') }}
 ),
 
 final as (

@@ -18,7 +18,7 @@ recent_orders as (
 ),
 
 order_lines as (
-    {{ order_items_json('recent_orders') }}
+    select * from {{ ref('int_order_lines') }}
 ),
 
 final as (

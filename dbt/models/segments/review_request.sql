@@ -8,16 +8,18 @@ customers as (
     select * from {{ ref('stg_customers') }}
 ),
 
--- delivered orders (or shipped + 4 days where the delivery was never reported) of the recent past
+-- delivered orders (or shipped + 4 days where the delivery was never reported) of the recent past whose
+-- mail is due (delivered at least delay_minutes ago): a row that is not due yet never reaches
+-- mail_candidates in this run, and a later run computes it afresh
 delivered as (
     select * from orders
-    where delivered_at_or_assumed <= {{ as_of() }}
+    where delivered_at_or_assumed <= {{ as_of() }} - {{ minutes(step_1["delay_minutes"]) }}
         and delivered_at_or_assumed > {{ as_of() }}
             - {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} - interval 7 day
 ),
 
 order_lines as (
-    {{ order_items_json('delivered') }}
+    select * from {{ ref('int_order_lines') }}
 ),
 
 final as (

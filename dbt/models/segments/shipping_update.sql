@@ -55,11 +55,12 @@ shipment_events as (
 guides as (
     select
         order_items.order_id,
-        list(distinct {
+        -- sorted (by product id, the struct's first field): list(distinct …) alone has no defined order
+        list_sort(list(distinct {
             'product_id': products.product_id,
             'name': products.product_name,
             'guide_url': products.guide_url
-        }) as guides
+        })) as guides
     from order_items
     inner join products on order_items.product_id = products.product_id
     where products.guide_url is not null
@@ -68,7 +69,7 @@ guides as (
 ),
 
 order_lines as (
-    {{ order_items_json('shipment_events') }}
+    select * from {{ ref('int_order_lines') }}
 ),
 
 final as (

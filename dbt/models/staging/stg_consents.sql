@@ -1,5 +1,17 @@
+-- Incremental table (like stg_session_events): a run recomputes only the keys with a version loaded since
+-- the last run, from all their raw versions (macro latest_version_incremental), instead of deduplicating
+-- the whole history for every reference and data test. `dbt build --full-refresh` rebuilds it.
+-- Only marketing-email consents are kept. The purpose filter runs after the insert (post_hook), so a newer
+-- version of an event that changed its purpose still replaces (and then removes) the older one.
+{{ config(
+    materialized='incremental',
+    unique_key='consent_event_id',
+    incremental_strategy='delete+insert',
+    post_hook="delete from {{ this }} where purpose is distinct from 'marketing_email'"
+) }}
+
 with source as (
-    {{ latest_version(source('raw', 'consents'), ['consent_event_id']) }}
+    {{ latest_version_incremental(source('raw', 'consents'), ['consent_event_id']) }}
 ),
 
 final as (
@@ -10,9 +22,9 @@ final as (
         purpose,
         event as consent_event,
         source as consent_source,
-        occurred_at
+        occurred_at,
+        _loaded_at
     from source
-    where purpose = 'marketing_email'
 )
 
 select * from final

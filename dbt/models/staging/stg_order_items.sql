@@ -1,5 +1,10 @@
+-- Incremental table (like stg_session_events): a run recomputes only the keys with a version loaded since
+-- the last run, from all their raw versions (macro latest_version_incremental), instead of deduplicating
+-- the whole history for every reference and data test. `dbt build --full-refresh` rebuilds it.
+{{ config(materialized='incremental', unique_key=['order_id', 'line_no'], incremental_strategy='delete+insert') }}
+
 with source as (
-    {{ latest_version(source('raw', 'order_items'), ['order_id', 'line_no']) }}
+    {{ latest_version_incremental(source('raw', 'order_items'), ['order_id', 'line_no']) }}
 ),
 
 final as (
@@ -8,7 +13,8 @@ final as (
         line_no,
         product_id,
         quantity,
-        unit_price
+        unit_price,
+        _loaded_at
     from source
 )
 

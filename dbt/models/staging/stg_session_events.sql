@@ -31,4 +31,7 @@ final as (
     from source
 )
 
+-- written in occurred_at order (appended batches are newer anyway), so scans bounded by time (int_carts)
+-- skip old row groups
 select * from final
+order by occurred_at

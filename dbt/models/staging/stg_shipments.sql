@@ -1,5 +1,10 @@
+-- Incremental table (like stg_session_events): a run recomputes only the keys with a version loaded since
+-- the last run, from all their raw versions (macro latest_version_incremental), instead of deduplicating
+-- the whole history for every reference and data test. `dbt build --full-refresh` rebuilds it.
+{{ config(materialized='incremental', unique_key='shipment_id', incremental_strategy='delete+insert') }}
+
 with source as (
-    {{ latest_version(source('raw', 'shipments'), ['shipment_id']) }}
+    {{ latest_version_incremental(source('raw', 'shipments'), ['shipment_id']) }}
 ),
 
 final as (
@@ -9,7 +14,8 @@ final as (
         carrier,
         tracking_url,
         shipped_at,
-        delivered_at
+        delivered_at,
+        _loaded_at
     from source
 )
 
