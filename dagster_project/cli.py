@@ -71,12 +71,21 @@ def run_job(as_of: str | None, job_name: str = "nachfass_job", verbose: bool = F
             print("last dbt output:\n  " + "\n  ".join(dbt_tail), file=sys.stderr)
         for event in result.all_events:
             if event.is_failure and event.step_key:
-                error = getattr(event.event_specific_data, "error", None)
-                print(
-                    f"step {event.step_key} failed: {error.message.strip() if error else event.message}",
-                    file=sys.stderr,
-                )
+                print(f"step {event.step_key} failed: {_root_cause(event)}", file=sys.stderr)
     return result.success
+
+
+def _root_cause(event) -> str:
+    """The asset's own exception(s) behind a failed step, without Dagster's wrapper around them."""
+    error = getattr(event.event_specific_data, "error", None)
+    if error is None:
+        return event.message or "unknown error"
+    messages = []
+    while error is not None:
+        if not (error.cls_name or "").startswith("Dagster"):
+            messages.append(error.message.strip())
+        error = error.cause
+    return " ← caused by ".join(messages) or event.message or "unknown error"
 
 
 def print_summary() -> None:

@@ -78,12 +78,17 @@ def parse_as_of(value: str) -> datetime:
 
 
 class ShopResource(dg.ConfigurableResource):
-    """Shop settings (sender, Impressum, base URLs) from config/shop.yaml or $NACHFASS_SHOP_CONFIG."""
+    """Shop settings (sender, Impressum, base URLs) from config/shop.yaml or $NACHFASS_SHOP_CONFIG, and
+    the mail templates (mail_templates/ or $NACHFASS_TEMPLATES, e.g. a shop's own branded copy)."""
 
     config_path: str | None = None
+    templates_dir: str | None = None
 
     def settings(self) -> ShopSettings:
         return load_shop_settings(Path(self.config_path) if self.config_path else None)
+
+    def resolved_templates_dir(self) -> Path:
+        return Path(self.templates_dir or os.environ.get("NACHFASS_TEMPLATES") or paths.TEMPLATES_DIR)
 
 
 class LinkSignerResource(dg.ConfigurableResource):

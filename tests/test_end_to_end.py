@@ -95,3 +95,25 @@ def test_sendgrid_run_has_the_same_ledger_semantics(workspace, dbt_manifest, mon
         assert run_job(AS_OF)
         assert len(sandbox.messages()) == len(accepted)  # nothing reached the server twice
     assert not list(workspace["outbox"].glob("*.json"))
+
+
+def test_a_broken_template_stops_the_run_before_anything_is_sent(
+    workspace, dbt_manifest, monkeypatch, capsys
+) -> None:
+    """A marketer's typo in one template: the run fails in the render step, the ledger and the outbox
+    stay empty (the rest of the batch is not sent either), and the error names the template."""
+    import shutil
+
+    from dagster_project.paths import TEMPLATES_DIR
+
+    templates = workspace["landing"].parent / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates)
+    broken = templates / "de" / "order_thanks" / "1.html"
+    broken.write_text(broken.read_text(encoding="utf-8").replace("{{", "{{ undefined_variable ~ ", 1))
+    monkeypatch.setenv("NACHFASS_TEMPLATES", str(templates))
+    generate_exports(workspace["landing"], customers=300, seed=7, as_of=parse_as_of(AS_OF))
+    assert not run_job(AS_OF)
+    error = capsys.readouterr().err
+    assert "step mail__rendered_mails failed" in error and "de/order_thanks/1.html line" in error
+    assert ledger(workspace["warehouse"]) == []
+    assert not workspace["outbox"].exists() or not any(workspace["outbox"].iterdir())

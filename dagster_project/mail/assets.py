@@ -67,7 +67,9 @@ def rendered_mails(
             f"{link_signer.key_env} is not set: links are signed with the development key and are not valid "
             "in production"
         )
-    renderer = MailRenderer(shop.settings(), link_signer.signer(), now=as_of)
+    renderer = MailRenderer(
+        shop.settings(), link_signer.signer(), templates_dir=shop.resolved_templates_dir(), now=as_of
+    )
     # Preflight: every template of every campaign/step/variant/locale compiles and renders its legal
     # duties on sample data, before a single real mail is rendered.
     checked = renderer.check_templates()
