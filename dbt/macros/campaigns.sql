@@ -52,6 +52,13 @@
     interval '{{ varargs | map("int") | sum }} minutes'
 {%- endmacro %}
 
+{#- A trigger whose mail expired at most 7 days ago (due = trigger + delay, expiry = due + expire_after).
+    Older triggers can only ever be `expired`: leaving them out keeps segments the size of the recent past,
+    while mail_candidates still explains the recently expired ones. -#}
+{% macro within_recent_past(trigger_at, step) -%}
+    {{ trigger_at }} > {{ as_of() }} - {{ minutes(step["delay_minutes"], step["expire_after_minutes"]) }} - interval 7 day
+{%- endmacro %}
+
 {#- The settings of a segment model (its YAML `config.meta.campaign`). Read from the model's config; a unit
     test of the model has its own config, so there the settings come from the model's node in the graph.
     YAML configs are attached after dbt parses the SQL, so while parsing this returns placeholder zeros. -#}

@@ -27,8 +27,7 @@ customers as (
 delivered as (
     select * from orders
     where delivered_at_or_assumed <= {{ as_of() }} - {{ minutes(step_1["delay_minutes"]) }}
-        and delivered_at_or_assumed > {{ as_of() }}
-            - {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} - interval 7 day
+        and {{ within_recent_past('delivered_at_or_assumed', step_1) }}
 ),
 
 delivered_products as (

@@ -33,8 +33,7 @@ shipment_events as (
             as expires_at
     from shipments
     where shipped_at <= {{ as_of() }}
-        and shipped_at > {{ as_of() }}
-            - {{ minutes(shipped["delay_minutes"], shipped["expire_after_minutes"]) }} - interval 7 day
+        and {{ within_recent_past('shipped_at', shipped) }}
     union all
     select
         'delivered' as step,

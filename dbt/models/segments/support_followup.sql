@@ -13,8 +13,7 @@ closed as (
     select * from tickets
     where ticket_status in ('solved', 'closed')
         and closed_at <= {{ as_of() }}
-        and closed_at > {{ as_of() }}
-            - {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} - interval 7 day
+        and {{ within_recent_past('closed_at', step_1) }}
 ),
 
 final as (
