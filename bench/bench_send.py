@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,7 +153,7 @@ def main() -> None:
                 synthetic(args.mails, marks),
                 transport,
                 run_id="bench",
-                as_of=None,
+                as_of=datetime(2026, 11, 24, 10, tzinfo=UTC),
                 chunk_size=args.chunk_size,
                 concurrency=args.concurrency,
                 log=PrintLog(),

@@ -21,6 +21,8 @@ from dagster_project.paths import DBT_PROJECT_DIR
 from dagster_project.warehouse import prepare_warehouse
 
 DBT = str(Path(sys.executable).parent / "dbt")
+# The audit columns' wall clock in hand-made ledger rows: years away from any scenario's as_of.
+WALL_CLOCK_FAR_AWAY = datetime(2031, 1, 1, 12, 0)
 
 
 def iso(ts: datetime) -> str:
@@ -75,10 +77,12 @@ def insert_sends(warehouse: Path, sends: list[dict]) -> None:
     try:
         for send in sends:
             sent_at = send["sent_at"].astimezone(UTC).replace(tzinfo=None)
+            # as_of is the logical send time every rule reads; created_at/updated_at are the wall clock
+            # (audit), deliberately far from it so a rule that read them would fail the scenarios.
             conn.execute(
                 "insert into mail.sends (send_id, campaign, step, trigger_key, customer_id, email, status, "
-                "transport, created_at, updated_at, attempts) "
-                "values (?, ?, ?, ?, ?, ?, ?, 'outbox', ?, ?, 1)",
+                "transport, as_of, created_at, updated_at, attempts) "
+                "values (?, ?, ?, ?, ?, ?, ?, 'outbox', ?, ?, ?, 1)",
                 [
                     make_send_id(send["campaign"], send["step"], send["trigger_key"]),
                     send["campaign"],
@@ -88,7 +92,8 @@ def insert_sends(warehouse: Path, sends: list[dict]) -> None:
                     send["email"],
                     send.get("status", "sent"),
                     sent_at,
-                    sent_at,
+                    WALL_CLOCK_FAR_AWAY,
+                    WALL_CLOCK_FAR_AWAY,
                 ],
             )
     finally:
@@ -119,7 +124,7 @@ def insert_events(warehouse: Path, events: list[dict]) -> None:
                     event.get("bounce_type"),
                     event.get("is_machine_open", False),
                     json.dumps({}),
-                    datetime.now(UTC).replace(tzinfo=None),
+                    WALL_CLOCK_FAR_AWAY,
                 ],
             )
     finally:

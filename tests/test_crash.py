@@ -30,6 +30,7 @@ N_MAILS = 300
 CHILD = textwrap.dedent(
     """
     import sys
+    from datetime import UTC, datetime
     import duckdb
     from dagster_project.mail import ledger
     from dagster_project.mail.sender import deliver
@@ -41,7 +42,9 @@ CHILD = textwrap.dedent(
     ledger.ensure_ledger(conn)
     transport = SendGridTransport(key, url, shop=SHOP, timeout=5.0, backoff_base=0.01)
     print("ready", flush=True)
-    report = deliver(conn, iter(mails(n)), transport, run_id=run_id, as_of=None, chunk_size=20, concurrency=2)
+    as_of = datetime(2026, 11, 24, 10, tzinfo=UTC)
+    report = deliver(conn, iter(mails(n)), transport, run_id=run_id, as_of=as_of, chunk_size=20,
+                     concurrency=2)
     print("done", report.sent, report.unknown, report.recovered, report.skipped, flush=True)
     conn.close()
     """

@@ -104,6 +104,23 @@ def test_events_are_deterministic_for_a_seed() -> None:
     assert reversed_ids == {e["sg_event_id"] for e in first}
 
 
+def test_event_times_follow_the_logical_send_time_not_the_receipt() -> None:
+    """A mail sent by a run as of last year (replay, backfill) gets events in that run's time, however
+    late the local server received it; without `now`, within the default horizon after that send."""
+    logical = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
+    messages = [message(i) for i in range(100)]
+    for msg in messages:
+        msg["payload"]["custom_args"]["as_of"] = logical.strftime("%Y-%m-%dT%H:%M:%SZ")
+    observed = logical + timedelta(hours=6)
+    events = generate_events(messages, seed=2, now=observed)
+    assert events and all(logical.timestamp() <= e["timestamp"] <= observed.timestamp() for e in events)
+    unbounded = generate_events(messages, seed=2)
+    horizon = logical.timestamp() + event_simulator.DEFAULT_HORIZON_S
+    assert all(logical.timestamp() <= e["timestamp"] <= horizon for e in unbounded)
+    # the same events either way: only their times depend on the observation moment
+    assert {e["sg_event_id"] for e in events} == {e["sg_event_id"] for e in unbounded}
+
+
 def test_event_shape() -> None:
     messages = [message(i) for i in range(200)]
     events = generate_events(messages, seed=1, now=NOW)

@@ -72,10 +72,10 @@ def test_malformed_lines_are_skipped_and_counted(tmp_path: Path, conn) -> None:
 
 def test_unknown_ledger_rows_are_reconciled_from_events(tmp_path: Path, conn) -> None:
     conn.execute(
-        "insert into mail.sends (send_id, campaign, step, trigger_key, status, reason, created_at, "
+        "insert into mail.sends (send_id, campaign, step, trigger_key, status, reason, as_of, created_at, "
         "updated_at, attempts) values "
-        "('s_1', 'abandoned_cart', '1', 'K-1', 'unknown', 'read timeout', now(), now(), 1), "
-        "('s_2', 'abandoned_cart', '1', 'K-2', 'unknown', 'read timeout', now(), now(), 1)"
+        "('s_1', 'abandoned_cart', '1', 'K-1', 'unknown', 'timeout', '2026-11-24 10:00', now(), now(), 1), "
+        "('s_2', 'abandoned_cart', '1', 'K-2', 'unknown', 'timeout', '2026-11-24 10:00', now(), now(), 1)"
     )
     write(tmp_path, "a.ndjson", [event(1, "processed", send_id="s_1")])
     report = load_events(conn, tmp_path)

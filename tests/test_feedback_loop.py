@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import urllib.request
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -51,34 +51,66 @@ def new_cart(landing: Path, name: str, customer_id: str, at) -> str:
     return cart_id
 
 
+class WorldClock:
+    """The loop's one clock: the web service stamps consent events and checks webhook signatures with it,
+    and the simulator signs with it, so the test world lives in logical time on any calendar day."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def timestamp(self) -> float:
+        return self.now.timestamp()
+
+
 @pytest.fixture
 def loop(workspace, dbt_manifest, monkeypatch):
     monkeypatch.setenv("NACHFASS_LINK_SIGNING_KEY", LINK_KEY)
     generate_exports(workspace["landing"], customers=400, seed=11, as_of=AS_OF)
     private_key, public_key = generate_keypair()
+    clock = WorldClock(AS_OF + timedelta(hours=1))
     with (
         run_sandbox(api_key=KEY) as sandbox,
-        run_webapp(workspace["landing"], public_key=public_key, link_signer=LinkSigner(LINK_KEY)) as web,
+        run_webapp(
+            workspace["landing"], public_key=public_key, link_signer=LinkSigner(LINK_KEY), now=clock
+        ) as web,
     ):
         monkeypatch.setenv("SENDGRID_API_KEY", KEY)
         monkeypatch.setenv("SENDGRID_API_HOST", sandbox.url)
         assert run_job(AS_OF.isoformat())
-        yield {**workspace, "sandbox": sandbox, "web": web, "private_key": private_key}
+        yield {**workspace, "sandbox": sandbox, "web": web, "private_key": private_key, "clock": clock}
 
 
 def test_events_flow_into_ab_results_and_duplicates_count_once(loop) -> None:
     warehouse, sandbox = loop["warehouse"], loop["sandbox"]
     webhook = f"{loop['web'].url}/webhooks/sendgrid"
     rates = {"*": {"open": 0.6, "click": 0.3, "bounce": 0.0, "dropped": 0.0}}
+    loop["clock"].now = AS_OF + timedelta(hours=6)
     counts = simulate(
-        sandbox.url, webhook, loop["private_key"], rates=rates, seed=3, now=AS_OF + timedelta(hours=6)
+        sandbox.url,
+        webhook,
+        loop["private_key"],
+        rates=rates,
+        seed=3,
+        now=AS_OF + timedelta(hours=6),
+        clock=loop["clock"].timestamp,
     )
     assert counts["messages"] == len(sandbox.messages()) > 0
     events_dir = loop["landing"] / "sendgrid_events"
     assert run_job((AS_OF + timedelta(hours=8)).isoformat(), job_name="events_job")
 
     # the same events delivered again (SendGrid retries) change nothing
-    simulate(sandbox.url, webhook, loop["private_key"], rates=rates, seed=3, now=AS_OF + timedelta(hours=6))
+    simulate(
+        sandbox.url,
+        webhook,
+        loop["private_key"],
+        rates=rates,
+        seed=3,
+        now=AS_OF + timedelta(hours=6),
+        clock=loop["clock"].timestamp,
+    )
     assert len(list(events_dir.glob("*.ndjson"))) >= 2
     assert run_job((AS_OF + timedelta(hours=8)).isoformat(), job_name="events_job")
 
@@ -165,7 +197,9 @@ def test_hard_bounce_suppresses_the_address(loop) -> None:
         "sg_message_id": f"{message['message_id']}.filter0001",
         **message["payload"]["custom_args"],
     }
-    post_events(f"{loop['web'].url}/webhooks/sendgrid", [bounce], loop["private_key"])
+    post_events(
+        f"{loop['web'].url}/webhooks/sendgrid", [bounce], loop["private_key"], clock=loop["clock"].timestamp
+    )
     customer_id = query(warehouse, "select customer_id from mail.sends where email = ?", [email])[0][0]
     later = AS_OF + timedelta(days=1)
     cart_id = new_cart(landing, "bounce", customer_id, later - timedelta(hours=2))

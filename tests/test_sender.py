@@ -262,14 +262,14 @@ def test_holdout_is_never_sent(conn):
 
 def test_ledger_claim_finish_semantics(conn):
     m = make_mail(0)
-    assert ledger.claim(conn, m, run_id="r", as_of=None, transport_name="sendgrid")
-    assert not ledger.claim(conn, m, run_id="r2", as_of=None, transport_name="sendgrid")
+    assert ledger.claim(conn, m, run_id="r", as_of=AS_OF, transport_name="sendgrid")
+    assert not ledger.claim(conn, m, run_id="r2", as_of=AS_OF, transport_name="sendgrid")
     assert ledger.finish(conn, m.send_id, SendResult("sent", "mid-1"))
     assert not ledger.finish(conn, m.send_id, SendResult("failed", error="late"))  # outcome is final
     assert ledger.release_many(conn, [m.send_id], run_id="r") == 0  # only 'sending' rows can be released
     dup = [make_mail(1), make_mail(1), make_mail(2)]
     assert [
-        x.trigger_key for x in ledger.claim_many(conn, dup, run_id="r", as_of=None, transport_name="outbox")
+        x.trigger_key for x in ledger.claim_many(conn, dup, run_id="r", as_of=AS_OF, transport_name="outbox")
     ] == ["cart-000001", "cart-000002"]
     assert ledger.recover_crashed(conn) == 2
     assert ledger.recover_crashed(conn) == 0
@@ -310,7 +310,7 @@ def test_logger_compatible(conn, caplog, tmp_path):
             mails(2),
             OutboxTransport(tmp_path, shop=SHOP),
             run_id="r",
-            as_of=None,
+            as_of=AS_OF,
             log=logging.getLogger("nachfass.test"),
         )
     assert "2 sent" in caplog.text

@@ -149,10 +149,11 @@ def sent_mails(
             shop=shop.settings(),
             sandbox_mode=sendgrid.sandbox_mode,
             timeout=sendgrid.timeout_s,
+            as_of=as_of,
         )
         context.log.info(f"sending through SendGrid at {sendgrid.resolved_host()}")
     else:
-        transport = OutboxTransport(sendgrid.resolved_outbox(), shop=shop.settings())
+        transport = OutboxTransport(sendgrid.resolved_outbox(), shop=shop.settings(), as_of=as_of)
         context.log.warning(
             f"{sendgrid.api_key_env} is not set: mails are written to the outbox "
             f"{sendgrid.resolved_outbox()} instead of being sent"

@@ -14,6 +14,11 @@ State transitions::
     sending --recover_crashed--> unknown          (a crash left it; the API may or may not have it)
     sending --release--> (none)                   (certainly not accepted: 401, never dispatched)
 
+Time: ``as_of`` is the logical time of the run that decided and sent the mail (its as_of); every rule
+that counts sends (caps, "24 h after step 1", dormancy) reads it as the send time (``stg_sends.sent_at``).
+``created_at`` and ``updated_at`` are the wall clock, kept for audit only: no decision reads them, so a
+replay or a backfill decides exactly as live runs would have.
+
 All functions take a ``duckdb.DuckDBPyConnection`` in autocommit mode and commit their own transaction.
 They are meant to be called from one thread (DuckDB connections are not shared between threads here).
 """
@@ -53,9 +58,9 @@ create table if not exists {TABLE} (
     sg_message_id varchar,
     transport     varchar check (transport is null or transport in ({_TRANSPORT_SQL})),
     run_id        varchar,
-    as_of         timestamp,
-    created_at    timestamp not null,
-    updated_at    timestamp not null,
+    as_of         timestamp not null,   -- logical time of the deciding run (UTC): the send time for rules
+    created_at    timestamp not null,   -- wall clock (UTC), audit only
+    updated_at    timestamp not null,   -- wall clock (UTC), audit only
     attempts      integer not null default 0,
     unique (campaign, step, trigger_key)
 );
@@ -94,17 +99,22 @@ def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(_DDL)
 
 
-def _utc_naive(ts: datetime | None) -> datetime | None:
+def _utc_naive(ts: datetime) -> datetime:
     # DuckDB ``timestamp`` has no zone: store UTC so that runs in different zones compare correctly.
-    if ts is None:
-        return None
     if ts.tzinfo is not None:
         ts = ts.astimezone(UTC).replace(tzinfo=None)
     return ts
 
 
 def _now() -> datetime:
+    """Wall clock for the audit columns only (created_at, updated_at); decisions use as_of."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _logical(as_of: datetime | None) -> datetime:
+    if as_of is None:
+        raise ValueError("the ledger needs the run's logical time (as_of) for every row")
+    return _utc_naive(as_of)
 
 
 def _rows_frame(rows: list[dict]) -> pd.DataFrame:
@@ -164,7 +174,7 @@ def _insert_new(conn: duckdb.DuckDBPyConnection, rows: list[dict]) -> set[str]:
     return {r[0] for r in inserted}
 
 
-def _claim_row(mail: RenderedMail, run_id: str, as_of: datetime | None, transport_name: str) -> dict:
+def _claim_row(mail: RenderedMail, run_id: str, as_of: datetime, transport_name: str) -> dict:
     now = _now()
     return {
         "send_id": mail.send_id,
@@ -181,7 +191,7 @@ def _claim_row(mail: RenderedMail, run_id: str, as_of: datetime | None, transpor
         "sg_message_id": None,
         "transport": transport_name,
         "run_id": run_id,
-        "as_of": _utc_naive(as_of),
+        "as_of": as_of,
         "created_at": now,
         "updated_at": now,
         "attempts": 0,
@@ -202,7 +212,8 @@ def claim_many(
     """
     if transport_name not in TRANSPORTS:
         raise ValueError(f"transport_name must be one of {TRANSPORTS}, got {transport_name!r}")
-    inserted = _insert_new(conn, [_claim_row(m, run_id, as_of, transport_name) for m in mails])
+    logical = _logical(as_of)
+    inserted = _insert_new(conn, [_claim_row(m, run_id, logical, transport_name) for m in mails])
     out: list[RenderedMail] = []
     for mail in mails:
         # A second copy of the same send id inside the batch is not handed out twice.
@@ -306,6 +317,7 @@ def record_holdouts(
     conn: duckdb.DuckDBPyConnection, jobs: Iterable[MailJob], *, run_id: str, as_of: datetime | None
 ) -> int:
     """Record A/B holdout members (not mailed, but counted for the experiment); returns rows inserted."""
+    logical = _logical(as_of)
     rows = []
     for job in jobs:
         now = _now()
@@ -325,7 +337,7 @@ def record_holdouts(
                 "sg_message_id": None,
                 "transport": None,
                 "run_id": run_id,
-                "as_of": _utc_naive(as_of),
+                "as_of": logical,
                 "created_at": now,
                 "updated_at": now,
                 "attempts": 0,

@@ -13,6 +13,7 @@ content values non-empty, text/plain before text/html.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from dagster_project.mail.message import RenderedMail
@@ -77,9 +78,15 @@ def categories_for(mail: RenderedMail) -> list[str]:
     return cats
 
 
-def custom_args_for(mail: RenderedMail) -> dict[str, str]:
-    """Opaque identifiers only: SendGrid keeps custom_args forever and echoes them in every event."""
+def custom_args_for(mail: RenderedMail, as_of: datetime | None = None) -> dict[str, str]:
+    """Opaque identifiers only: SendGrid keeps custom_args forever and echoes them in every event.
+
+    ``as_of`` is the logical time of the sending run (UTC, ISO 8601): events carry the time their mail was
+    decided in, so the local event simulator (and an analyst) can relate them to it.
+    """
     args = {"send_id": mail.send_id, "campaign": mail.campaign, "step": mail.step, "variant": mail.variant}
+    if as_of is not None:
+        args["as_of"] = as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     args = {k: str(v) for k, v in args.items()}
     size = sum(len(k.encode()) + len(v.encode()) for k, v in args.items())
     if size > MAX_CUSTOM_ARGS_BYTES:
@@ -103,7 +110,9 @@ def check_headers(headers: dict[str, str], send_id: str = "?") -> dict[str, str]
     return out
 
 
-def build_payload(mail: RenderedMail, shop: ShopSettings, *, sandbox_mode: bool = False) -> dict[str, Any]:
+def build_payload(
+    mail: RenderedMail, shop: ShopSettings, *, sandbox_mode: bool = False, as_of: datetime | None = None
+) -> dict[str, Any]:
     """The exact JSON body for ``POST /v3/mail/send`` (equal to the sendgrid helpers' ``Mail.get()``)."""
     subject = " ".join(mail.subject.split())  # a subject is one line; CR/LF would be header injection
     if not subject:
@@ -123,7 +132,7 @@ def build_payload(mail: RenderedMail, shop: ShopSettings, *, sandbox_mode: bool 
     if headers:
         payload["headers"] = headers
     payload["categories"] = categories_for(mail)
-    payload["custom_args"] = custom_args_for(mail)
+    payload["custom_args"] = custom_args_for(mail, as_of)
     if sandbox_mode:
         payload["mail_settings"] = {"sandbox_mode": {"enable": True}}
     payload["reply_to"] = _address(shop.reply_to.email, shop.reply_to.name)

@@ -37,6 +37,7 @@ import time
 import urllib.error
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -210,6 +211,7 @@ class SendGridTransport:
         max_rate_limit_wait: float = 120.0,
         connection_reuse: bool = True,
         sleep: Callable[[float], None] = time.sleep,
+        as_of: datetime | None = None,
     ) -> None:
         if not api_key or not api_key.strip():
             raise SendGridAuthError(f"{ENV_API_KEY} is empty: set it in the environment to send via SendGrid")
@@ -218,6 +220,7 @@ class SendGridTransport:
             raise SendGridAuthError(f"{ENV_API_KEY} contains whitespace or control characters")
         self._api_key = api_key
         self.shop = shop
+        self.as_of = as_of  # the run's logical time, echoed in custom_args (events carry it back)
         self.sandbox_mode = sandbox_mode
         self.timeout = timeout
         self.max_attempts = max(1, max_attempts)
@@ -332,7 +335,7 @@ class SendGridTransport:
 
     def send(self, mail: RenderedMail) -> TransportResult:
         try:
-            payload = build_payload(mail, self.shop, sandbox_mode=self.sandbox_mode)
+            payload = build_payload(mail, self.shop, sandbox_mode=self.sandbox_mode, as_of=self.as_of)
         except PayloadError as exc:
             return TransportResult("failed", error=str(exc), attempts=0)
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
@@ -415,10 +418,11 @@ class OutboxTransport:
 
     name = "outbox"
 
-    def __init__(self, outbox_dir: Path | str, *, shop: ShopSettings) -> None:
+    def __init__(self, outbox_dir: Path | str, *, shop: ShopSettings, as_of: datetime | None = None) -> None:
         self.outbox_dir = Path(outbox_dir)
         self.outbox_dir.mkdir(parents=True, exist_ok=True)
         self.shop = shop
+        self.as_of = as_of  # the run's logical time: the payload's custom_args and the .eml Date
 
     def __repr__(self) -> str:
         return f"OutboxTransport({str(self.outbox_dir)!r})"
@@ -436,8 +440,8 @@ class OutboxTransport:
 
     def send(self, mail: RenderedMail) -> TransportResult:
         try:
-            payload = build_payload(mail, self.shop)
-            eml = payload_to_eml(payload, send_id=mail.send_id)
+            payload = build_payload(mail, self.shop, as_of=self.as_of)
+            eml = payload_to_eml(payload, send_id=mail.send_id, date=self.as_of)
         except (PayloadError, ValueError) as exc:
             return TransportResult("failed", error=str(exc), attempts=0)
         self._write_atomic(
@@ -457,15 +461,17 @@ def _addr(obj: Mapping[str, str]) -> Address:
     return Address(display_name=obj.get("name", ""), username=local, domain=domain)
 
 
-def payload_to_eml(payload: Mapping, *, send_id: str) -> bytes:
-    """An RFC 5322 multipart/alternative message equivalent to a SendGrid payload (one recipient)."""
+def payload_to_eml(payload: Mapping, *, send_id: str, date: datetime | None = None) -> bytes:
+    """An RFC 5322 multipart/alternative message equivalent to a SendGrid payload (one recipient).
+
+    ``date``: the run's logical time for the Date header (the wall clock when not given)."""
     msg = EmailMessage(policy=SMTP)  # SMTP policy: CRLF line ends; header values with CR/LF raise
     msg["From"] = _addr(payload["from"])
     msg["To"] = [_addr(to) for to in payload["personalizations"][0]["to"]]
     if "reply_to" in payload:
         msg["Reply-To"] = _addr(payload["reply_to"])
     msg["Subject"] = payload["subject"]
-    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    msg["Date"] = formatdate(date.timestamp() if date else None, localtime=False, usegmt=True)
     msg["Message-ID"] = make_msgid(idstring=send_id, domain=payload["from"]["email"].rpartition("@")[2])
     for name, value in (payload.get("headers") or {}).items():
         msg[name] = value

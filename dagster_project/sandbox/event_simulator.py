@@ -7,7 +7,8 @@ signed with ECDSA P-256 exactly as SendGrid signs (base64 DER signature over ``t
 
 Deterministic: for a given seed the same message always yields the same events with the same
 ``sg_event_id``s, so running it twice only re-delivers duplicates (which the ingest dedups, as it must
-for SendGrid's at-least-once delivery). Only timestamps depend on ``now``.
+for SendGrid's at-least-once delivery). Event times follow the mail's logical send time (its ``as_of``
+custom arg) and the observation moment ``now``, never the wall clock.
 
 CLI::
 
@@ -53,6 +54,8 @@ DEFAULT_RATES: dict[str, float] = {
     "unsubscribe": 0.005,
     "spamreport": 0.001,
 }
+# Without an observation moment (`now`), events spread over this long after each mail's logical send.
+DEFAULT_HORIZON_S = 3 * 86400
 # SendGrid flushes a batch at 768 KB or 30 s; stay below the size in bytes too.
 MAX_BATCH_BYTES = 700 * 1024
 
@@ -262,16 +265,23 @@ def generate_events(
     seed: int = 1,
     now: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """The events SendGrid could have reported for these sandbox messages, sorted by timestamp."""
-    now_ts = int((now or datetime.now(UTC)).timestamp())
+    """The events SendGrid could have reported for these sandbox messages, sorted by timestamp.
+
+    Times follow the mail's logical send time: the ``as_of`` custom arg the send step puts on every mail
+    (the server's receipt time only for mails without it). ``now`` is the moment the events are observed:
+    every event lies between the send and ``now``; without it, within ``DEFAULT_HORIZON`` of the send. The
+    wall clock plays no part, so a replayed or backdated run gets events in its own time.
+    """
+    now_ts = int(now.timestamp()) if now is not None else None
     events: list[dict[str, Any]] = []
     for message in messages:
         message_id = str(message["message_id"])
         payload = message.get("payload") or {}
-        sent_ts = math.ceil(_parse_time(message.get("received_at", now_ts)))
         categories = [str(c) for c in payload.get("categories") or []]
         links = _links(payload)
         for index, (email, args) in enumerate(_recipients(payload)):
+            sent_ts = math.ceil(_parse_time(args.get("as_of") or message.get("received_at")))
+            horizon = DEFAULT_HORIZON_S if now_ts is None else max(now_ts - sent_ts, 0)
             events += _recipient_events(
                 seed=seed,
                 message_id=message_id,
@@ -281,7 +291,7 @@ def generate_events(
                 categories=categories,
                 links=links,
                 sent_ts=sent_ts,
-                horizon=max(now_ts - sent_ts, 0),
+                horizon=horizon,
                 r=_rates_for(rates, args.get("variant", "control")),
             )
     # Stable sort: ties keep generation order, so the output is deterministic.
