@@ -43,6 +43,7 @@ CAMPAIGN_KEYS = {
     "experiment",
     "inactive_after_days",
     "n_recommendations",
+    "skip_if_reminded_by",
 }
 STEP_KEYS = {"delay_minutes", "expire_after_minutes", "template"}
 EXPERIMENT_KEYS = {"id", "variants", "holdout_percent"}
@@ -77,6 +78,8 @@ class CampaignSettings:
     experiment: Experiment | None = None
     inactive_after_days: int | None = None
     n_recommendations: int | None = None
+    # "one cart, one series": skipped (already_reminded) once one of these campaigns mailed the trigger key
+    skip_if_reminded_by: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -222,6 +225,17 @@ def parse_campaign(
             path, name, "inactive_after_days", "missing (days without an order before a customer is inactive)"
         )
 
+    reminded_by = raw.get("skip_if_reminded_by", [])
+    if not isinstance(reminded_by, list) or not all(
+        isinstance(c, str) and c and c != name for c in reminded_by
+    ):
+        raise _fail(
+            path,
+            name,
+            "skip_if_reminded_by",
+            f"expected a list of other campaigns' names, got {reminded_by!r}",
+        )
+
     return CampaignSettings(
         name=name,
         file=path,
@@ -232,6 +246,7 @@ def parse_campaign(
         experiment=experiment,
         inactive_after_days=counts["inactive_after_days"],
         n_recommendations=counts["n_recommendations"],
+        skip_if_reminded_by=tuple(reminded_by),
     )
 
 
@@ -305,6 +320,10 @@ def load_campaigns(
                 if other != name:
                     raise _fail(path, name, "experiment.id", f"already used by campaign {other!r}")
             campaigns[name] = settings
+    for name, settings in campaigns.items():
+        for other in settings.skip_if_reminded_by:
+            if other not in campaigns:
+                raise _fail(settings.file, name, "skip_if_reminded_by", f"unknown campaign {other!r}")
     if macros_file is not None:
         declared = declared_campaign_models(macros_file)
         for name, settings in campaigns.items():

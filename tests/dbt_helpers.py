@@ -29,13 +29,15 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_exports(landing: Path, rows: dict[str, list[dict]]) -> None:
+def write_exports(landing: Path, rows: dict[str, list[dict]], name: str = "export.csv") -> None:
     """One CSV per table in the export contract format (header = the contract's columns)."""
     for table, table_rows in rows.items():
+        if not table_rows and name != "export.csv":
+            continue
         folder = landing / table
         folder.mkdir(parents=True, exist_ok=True)
         columns = [c.name for c in TABLES[table].columns]
-        with (folder / "export.csv").open("w", newline="", encoding="utf-8") as handle:
+        with (folder / name).open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             for row in table_rows:

@@ -61,6 +61,7 @@ class World:
                 "support_tickets",
             )
         }
+        self.later_rows: dict[str, list[dict]] = {}  # a second export file per table
         self.ids: dict[str, str] = {}
         self.sends: list[dict] = []
         self.events: list[dict] = []
@@ -156,6 +157,12 @@ class World:
                 }
             )
         return cart_id
+
+    def version(self, table: str, key: str, **changes: object) -> None:
+        """A later version of an exported row (same key, new values), in a later export file."""
+        key_column = {"orders": "order_id", "customers": "customer_id"}[table]
+        latest = [row for row in self.rows[table] if row[key_column] == key][-1]
+        self.later_rows.setdefault(table, []).append({**latest, **changes})
 
     def order(
         self,
@@ -293,14 +300,43 @@ def build_world() -> World:
             "sent_at": now - days(3),
         }
     )
-    cid, _ = world.customer("cap_priority")
+    # priority: a cart reminder (priority 2) and a review request (3) for one address in one run
+    cid, _ = world.customer("cap_priority", consent=("confirmed", "objection_notice_given"))
+    world.cart(cid, now - hours(2))
+    world.order(cid, now - days(10), status="delivered", shipped_at=now - days(9), delivered_at=now - days(8))
+
+    # one cart, one series: a checkout recovery for the cart (this run, or an earlier one) ends its reminders
+    cid, _ = world.customer("series_same_run")
     world.cart(cid, now - hours(2), events=("add_to_cart", "checkout_started"))
+    cid, email = world.customer("series_earlier_run")
+    cart = world.cart(cid, now - hours(3), events=("add_to_cart", "checkout_started"))
+    world.sends.append(
+        {
+            "campaign": "checkout_recovery",
+            "step": "1",
+            "trigger_key": cart,
+            "customer_id": cid,
+            "email": email,
+            "sent_at": now - hours(2),
+        }
+    )
 
     # transactional mails: no consent needed
     cid, _ = world.customer("order_thanks", consent=())
     world.order(cid, now - hours(1))
     cid, _ = world.customer("order_cancelled", consent=())
     world.order(cid, now - hours(1), status="cancelled")
+    cid, _ = world.customer("order_returned", consent=("objection_notice_given",))
+    world.order(cid, now - days(20), status="delivered")  # bought before: the review request may go
+    world.order(cid, now - days(12), status="returned", shipped_at=now - days(11), delivered_at=now - days(8))
+
+    # logical time: versions stamped after as_of are not seen yet (a return, a changed address)
+    cid, _ = world.customer("later_return", consent=())
+    order = world.order(cid, now - hours(1))
+    world.version("orders", order, status="returned", updated_at=now + days(3))
+    cid, _ = world.customer("later_address")
+    world.cart(cid, now - hours(2))
+    world.version("customers", cid, email="new.address@example.com", updated_at=now + hours(1))
     cid, _ = world.customer("shipping", consent=())
     world.order(
         cid,
@@ -398,6 +434,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, World]:
     root = tmp_path_factory.mktemp("scenario")
     world = build_world()
     write_exports(root / "landing", world.rows)
+    write_exports(root / "landing", world.later_rows, name="export-later.csv")
     warehouse = root / "warehouse.duckdb"
     load_exports(warehouse, root / "landing")
     insert_sends(warehouse, world.sends)
@@ -432,10 +469,16 @@ CASES = [
     ("quiet_expired", "abandoned_cart", "1", ("skip", "expired")),
     ("cap_24h", "abandoned_cart", "1", ("skip", "frequency_cap")),
     ("cap_weekly", "abandoned_cart", "1", ("skip", "frequency_cap")),
-    ("cap_priority", "checkout_recovery", "1", ("send", "due")),
-    ("cap_priority", "abandoned_cart", "1", ("skip", "frequency_cap")),
+    ("cap_priority", "abandoned_cart", "1", ("send", "due")),
+    ("cap_priority", "review_request", "1", ("skip", "frequency_cap")),
+    ("series_same_run", "checkout_recovery", "1", ("send", "due")),
+    ("series_same_run", "abandoned_cart", "1", ("skip", "already_reminded")),
+    ("series_earlier_run", "abandoned_cart", "1", ("skip", "already_reminded")),
     ("order_thanks", "order_thanks", "1", ("send", "due")),
     ("order_cancelled", "order_thanks", "1", ("skip", "order_cancelled")),
+    ("order_returned", "review_request", "1", ("skip", "order_returned")),
+    ("later_return", "order_thanks", "1", ("send", "due")),
+    ("later_address", "abandoned_cart", "1", ("send", "due")),
     ("shipping", "shipping_update", "shipped", ("send", "due")),
     ("shipping", "shipping_update", "delivered", ("send", "due")),
     ("shipping", "order_thanks", "1", ("skip", "expired")),
@@ -472,8 +515,10 @@ def test_every_reason_is_covered() -> None:
         "frequency_cap",
         "quiet_hours",
         "already_sent",
+        "already_reminded",
         "purchased",
         "order_cancelled",
+        "order_returned",
         "expired",
         "holdout",
         "invalid_address",
@@ -488,6 +533,11 @@ def test_no_row_when_the_trigger_does_not_hold(rows: dict, scenario: tuple[Path,
     assert (world.ids["cart_step2_clicked"], "abandoned_cart", "2") not in keys
     assert (world.ids["cart_anonymous_session"], "abandoned_cart", "1") not in keys
     assert not any(c == world.ids["react_not_yet"] and campaign == "reactivation" for c, campaign, _ in keys)
+
+
+def test_a_version_stamped_after_as_of_is_not_seen_yet(rows: dict, scenario: tuple[Path, World]) -> None:
+    row = rows[(scenario[1].ids["later_address"], "abandoned_cart", "1")]
+    assert row["email"] == "later.address@example.com"  # the address changes an hour after as_of
 
 
 def test_quiet_hours_defer_to_eight_in_the_morning_local_time(

@@ -31,3 +31,41 @@
     {{ latest_version(relation, key_columns, updated_at) }}
     {%- endif -%}
 {%- endmacro %}
+
+{#- Every version of each key, one row per (key, version_at): the staging store of a versioned export
+    table (customers, orders, products, support tickets). `version_at` is the moment the version became
+    true (updated_at, else the row's own creation time); two rows of one key with the same version_at are
+    the same version, and the one loaded last wins (a re-export corrects it). Incremental: only rows loaded
+    since the last run are read; delete+insert on (key, version_at) replaces re-exported versions.
+    Keeping every version, not only the newest, is what lets a run see the state *at its as_of*. -#}
+{% macro versions_incremental(relation, key_columns, version_at) -%}
+    select
+        *,
+        {{ version_at }} as version_at
+    from {{ relation }}
+    {%- if is_incremental() %}
+    where _loaded_at > (select coalesce(max(_loaded_at), timestamp '1900-01-01') from {{ this }})
+    {%- endif %}
+    qualify row_number() over (
+        partition by {{ key_columns | join(', ') }}, {{ version_at }}
+        order by _loaded_at desc, _file desc, _row desc
+    ) = 1
+{%- endmacro %}
+
+{#- The version of each key that was true at the run's as_of: the newest with version_at <= as_of. Data
+    stamped after as_of waits for a later run. A key whose every version is stamped later (a snapshot
+    export replayed into an earlier period) falls back to its earliest version; `is_later_version` says
+    so, and the staging model masks the facts that version cannot have known at as_of. -#}
+{% macro as_of_version(relation, key_columns) -%}
+    select
+        *,
+        version_at > {{ as_of() }} as is_later_version
+    from {{ relation }}
+    qualify row_number() over (
+        partition by {{ key_columns | join(', ') }}
+        order by
+            (version_at <= {{ as_of() }}) desc,
+            case when version_at <= {{ as_of() }} then version_at end desc nulls last,
+            version_at
+    ) = 1
+{%- endmacro %}

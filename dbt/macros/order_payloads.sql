@@ -25,3 +25,12 @@
     left join {{ ref('stg_products') }} as products on order_items.product_id = products.product_id
     group by order_items.order_id
 {%- endmacro %}
+
+{#- Exit reason of an order mail (order thanks, shipping update, review request, cross-sell): a returned
+    order skips with `order_returned`, a cancelled one with `order_cancelled` (campaigns.md, Clarifications). -#}
+{% macro order_exit_reason(orders) -%}
+    case
+        when {{ orders }}.is_returned then 'order_returned'
+        when {{ orders }}.is_cancelled then 'order_cancelled'
+    end
+{%- endmacro %}

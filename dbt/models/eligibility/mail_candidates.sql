@@ -21,12 +21,16 @@ campaign_settings as (
         '{{ campaign["consent_policy"] }}' as consent_policy,
         {{ campaign.get("priority", 99) }} as priority,
         {{ "true" if campaign.get("exit_on_order", false) else "false" }} as exit_on_order,
-        {{ "'" ~ campaign["experiment"]["id"] ~ "'" if campaign.get("experiment") else "null" }} as experiment_id
+        {{ "'" ~ campaign["experiment"]["id"] ~ "'" if campaign.get("experiment") else "null" }} as experiment_id,
+        {%- set reminded_by = campaign.get("skip_if_reminded_by", []) %}
+        {% if reminded_by %}['{{ reminded_by | join("', '") }}']{% else %}cast([] as varchar[]){% endif %}
+            as skip_if_reminded_by
     {%- if not loop.last %}
     union all
     {%- endif %}
     {%- else %}
-    select null as campaign, null as consent_policy, null as priority, null as exit_on_order, null as experiment_id
+    select null as campaign, null as consent_policy, null as priority, null as exit_on_order, null as experiment_id,
+        cast([] as varchar[]) as skip_if_reminded_by
     where false
     {%- endfor %}
 ),
@@ -75,6 +79,15 @@ recent_marketing as (
     group by lower(ledger.email)
 ),
 
+-- "one cart, one series": the campaigns that already mailed each trigger key (e.g. a checkout recovery
+-- for a cart), for campaigns whose setting `skip_if_reminded_by` names them
+reminded as (
+    select trigger_key, list(distinct campaign) as campaigns
+    from ledger
+    where send_status in ('sending', 'sent', 'unknown')
+    group by trigger_key
+),
+
 buyers as (
     select customer_id, min(placed_at) as first_order_at
     from orders
@@ -89,6 +102,7 @@ due as (
         campaign_settings.priority,
         campaign_settings.exit_on_order,
         campaign_settings.experiment_id,
+        campaign_settings.skip_if_reminded_by,
         campaign_settings.consent_policy in ('required', 'existing_customer') as is_marketing
     from triggers
     inner join campaign_settings on triggers.campaign = campaign_settings.campaign
@@ -113,6 +127,7 @@ enriched as (
         dormant.dormant_since,
         not regexp_full_match(coalesce(due.email, ''), '[^@\s]+@[^@\s]+\.[^@\s]+') as is_invalid_address,
         ledger.send_status as ledger_status,
+        coalesce(list_has_any(due.skip_if_reminded_by, reminded.campaigns), false) as is_already_reminded,
         windows.is_in_send_window,
         windows.next_window_at,
         coalesce(recent_marketing.n_last_24h, 0) as n_marketing_last_24h,
@@ -135,6 +150,7 @@ enriched as (
     left join recent_marketing on lower(due.email) = recent_marketing.email
     left join buyers on due.customer_id = buyers.customer_id
     left join dormant on lower(due.email) = dormant.email
+    left join reminded on due.trigger_key = reminded.trigger_key
 ),
 
 decided as (
@@ -142,8 +158,9 @@ decided as (
         enriched.*,
         case
             when ledger_status is not null then 'already_sent'
-            when exit_reason = 'order_cancelled' then exit_reason
+            when exit_reason in ('order_cancelled', 'order_returned') then exit_reason
             when exit_reason is not null and exit_on_order then exit_reason
+            when is_already_reminded then 'already_reminded'
             when {{ as_of() }} > expires_at then 'expired'
             when is_invalid_address or suppression_reason = 'invalid_address' then 'invalid_address'
             when suppression_reason is not null then 'suppressed'
@@ -190,6 +207,24 @@ ranked as (
         and decided.trigger_key = marketing_ranks.trigger_key
 ),
 
+-- the mails this run sends, per trigger key: a cart reminder losing to this run's checkout recovery of the
+-- same cart is `already_reminded` (the same rule as for a checkout recovery sent in an earlier run)
+run_winners as (
+    select trigger_key, list(distinct campaign) as campaigns
+    from ranked
+    where pre_reason is null and coalesce(marketing_rank, 1) = 1
+    group by trigger_key
+),
+
+ranked_in_series as (
+    select
+        ranked.*,
+        coalesce(list_has_any(ranked.skip_if_reminded_by, run_winners.campaigns), false)
+            as is_reminded_in_this_run
+    from ranked
+    left join run_winners on ranked.trigger_key = run_winners.trigger_key
+),
+
 final as (
     select
         campaign,
@@ -220,6 +255,7 @@ final as (
         end as decision,
         case
             when pre_reason is not null then pre_reason
+            when marketing_rank > 1 and is_reminded_in_this_run then 'already_reminded'
             when marketing_rank > 1 then 'frequency_cap'
             else 'due'
         end as reason,
@@ -231,7 +267,7 @@ final as (
         n_marketing_last_7d,
         prefers_weekly,
         {{ as_of() }} as decided_at
-    from ranked
+    from ranked_in_series
 )
 
 select * from final

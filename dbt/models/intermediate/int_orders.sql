@@ -25,6 +25,8 @@ final as (
         orders.customer_id,
         orders.cart_id,
         orders.order_status,
+        orders.is_cancelled,
+        orders.is_returned,
         orders.is_cancelled_or_returned,
         orders.total_amount,
         orders.currency,

@@ -18,14 +18,17 @@ consent as (
     select * from {{ ref('int_consent_state') }}
 ),
 
--- every address the exports know now; an erased person who reappears is recognised by the salted hash
+-- every address the exports know at as_of; an erased person who reappears is recognised by the salted hash
 known_addresses as (
     select lower(email) as email from {{ ref('stg_customers') }}
     union
     select lower(email) from {{ ref('stg_consents') }}
+    where occurred_at <= {{ as_of() }}
 ),
 
--- erased people stay suppressed until they confirm consent anew after the erasure
+-- erased people stay suppressed until they confirm consent anew after the erasure. Erasures are not bound
+-- to as_of: an erasure holds for every run from the moment it is recorded, whatever logical time a
+-- replay or backfill runs at (the right to erasure does not wait for the clock).
 erased as (
     select known_addresses.email, 'erased' as suppression_reason, erasures.erased_at as suppressed_at
     from known_addresses

@@ -99,7 +99,7 @@ final as (
         delivered.delivered_at_or_assumed + {{ minutes(step_1["delay_minutes"]) }} as due_at,
         delivered.delivered_at_or_assumed
             + {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} as expires_at,
-        case when delivered.is_cancelled_or_returned then 'order_cancelled' end as exit_reason,
+        {{ order_exit_reason('delivered') }} as exit_reason,
         to_json({
             'order_id': delivered.order_id,
             'placed_at': delivered.placed_at,

@@ -32,7 +32,7 @@ final as (
         recent_orders.placed_at + {{ minutes(step_1["delay_minutes"]) }} as due_at,
         recent_orders.placed_at
             + {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} as expires_at,
-        case when recent_orders.is_cancelled_or_returned then 'order_cancelled' end as exit_reason,
+        {{ order_exit_reason('recent_orders') }} as exit_reason,
         to_json({
             'order_id': recent_orders.order_id,
             'placed_at': recent_orders.placed_at,

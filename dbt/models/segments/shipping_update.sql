@@ -81,7 +81,7 @@ final as (
         shipment_events.trigger_at,
         shipment_events.due_at,
         shipment_events.expires_at,
-        case when orders.is_cancelled_or_returned then 'order_cancelled' end as exit_reason,
+        {{ order_exit_reason('orders') }} as exit_reason,
         to_json({
             'order_id': orders.order_id,
             'placed_at': orders.placed_at,

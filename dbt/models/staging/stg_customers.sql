@@ -1,26 +1,29 @@
--- Incremental table (like stg_session_events): a run recomputes only the keys with a version loaded since
--- the last run, from all their raw versions (macro latest_version_incremental), instead of deduplicating
--- the whole history for every reference and data test. `dbt build --full-refresh` rebuilds it.
-{{ config(materialized='incremental', unique_key='customer_id', incremental_strategy='delete+insert') }}
+-- One row per customer that exists at as_of (created_at <= as_of), in the version true at as_of: an
+-- address or name change stamped later is not seen yet (macro as_of_version).
+with versions as (
+    select * from {{ ref('stg_customer_versions') }}
+    where created_at <= {{ as_of() }}
+),
 
-with source as (
-    {{ latest_version_incremental(source('raw', 'customers'), ['customer_id'], 'updated_at') }}
+at_as_of as (
+    {{ as_of_version('versions', ['customer_id']) }}
 ),
 
 final as (
     select
         customer_id,
         email,
-        nullif(trim(first_name), '') as first_name,
-        nullif(trim(last_name), '') as last_name,
+        first_name,
+        last_name,
         salutation,
-        coalesce(locale, 'de-DE') as locale,
-        coalesce(timezone, '{{ var("shop_timezone") }}') as timezone,
-        coalesce(is_guest, false) as is_guest,
+        locale,
+        timezone,
+        is_guest,
         created_at,
         updated_at,
+        version_at,
         _loaded_at
-    from source
+    from at_as_of
 )
 
 select * from final

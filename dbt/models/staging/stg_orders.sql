@@ -1,10 +1,13 @@
--- Incremental table (like stg_session_events): a run recomputes only the keys with a version loaded since
--- the last run, from all their raw versions (macro latest_version_incremental), instead of deduplicating
--- the whole history for every reference and data test. `dbt build --full-refresh` rebuilds it.
-{{ config(materialized='incremental', unique_key='order_id', incremental_strategy='delete+insert') }}
+-- One row per order placed up to as_of, in the version true at as_of: a cancellation or return stamped
+-- later is not seen yet. Where only a later version exists (a snapshot export replayed into an earlier
+-- period), that version's cancellation or return had not happened at as_of: the order counts as placed.
+with versions as (
+    select * from {{ ref('stg_order_versions') }}
+    where placed_at <= {{ as_of() }}
+),
 
-with source as (
-    {{ latest_version_incremental(source('raw', 'orders'), ['order_id'], 'updated_at') }}
+at_as_of as (
+    {{ as_of_version('versions', ['order_id']) }}
 ),
 
 final as (
@@ -13,14 +16,26 @@ final as (
         customer_id,
         cart_id,
         session_id,
-        status as order_status,
+        case
+            when is_later_version and order_status in ('cancelled', 'returned') then 'placed'
+            else order_status
+        end as order_status,
         total_amount,
-        coalesce(currency, 'EUR') as currency,
+        currency,
         placed_at,
         updated_at,
-        status in ('cancelled', 'returned') as is_cancelled_or_returned,
+        version_at,
         _loaded_at
-    from source
+    from at_as_of
+),
+
+with_flags as (
+    select
+        *,
+        order_status = 'cancelled' as is_cancelled,
+        order_status = 'returned' as is_returned,
+        order_status in ('cancelled', 'returned') as is_cancelled_or_returned
+    from final
 )
 
-select * from final
+select * from with_flags

@@ -1,5 +1,12 @@
-with source as (
-    {{ latest_version(source('raw', 'products'), ['product_id'], 'updated_at') }}
+-- One row per product in the version true at as_of (a price or stock change stamped later is not seen
+-- yet). Products are reference data: one whose every version is stamped after as_of (a catalogue snapshot
+-- replayed into an earlier period) keeps its earliest version rather than vanishing from cart mails.
+with versions as (
+    {{ versions_incremental(source('raw', 'products'), ['product_id'], "coalesce(updated_at, timestamp '1900-01-01')") }}
+),
+
+at_as_of as (
+    {{ as_of_version('versions', ['product_id']) }}
 ),
 
 final as (
@@ -14,7 +21,7 @@ final as (
         guide_url,
         coalesce(in_stock, true) as is_in_stock,
         updated_at
-    from source
+    from at_as_of
 )
 
 select * from final

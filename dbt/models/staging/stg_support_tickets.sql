@@ -1,5 +1,16 @@
-with source as (
-    {{ latest_version(source('raw', 'support_tickets'), ['ticket_id'], 'updated_at') }}
+-- One row per support ticket opened up to as_of, in the version true at as_of (a status change stamped
+-- later is not seen yet; the follow-up also requires closed_at <= as_of).
+with versions as (
+    {{ versions_incremental(source('raw', 'support_tickets'), ['ticket_id'], 'coalesce(updated_at, opened_at)') }}
+),
+
+opened as (
+    select * from versions
+    where opened_at <= {{ as_of() }}
+),
+
+at_as_of as (
+    {{ as_of_version('opened', ['ticket_id']) }}
 ),
 
 final as (
@@ -9,9 +20,9 @@ final as (
         topic,
         status as ticket_status,
         opened_at,
-        closed_at,
+        case when closed_at <= {{ as_of() }} then closed_at end as closed_at,
         updated_at
-    from source
+    from at_as_of
 )
 
 select * from final
