@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import io
 import os
+import shutil
 import sys
 import time
 from datetime import datetime, timedelta
@@ -43,28 +44,48 @@ def ensure_dbt_manifest() -> None:
     prepare_dbt_manifest()
 
 
-def run_job(as_of: str | None, job_name: str = "nachfass_job", verbose: bool = False) -> bool:
-    """Execute a job of the Definitions in this process; return success."""
+def run_job(
+    as_of: str | None,
+    job_name: str = "nachfass_job",
+    verbose: bool = False,
+    partition_key: str | None = None,
+) -> bool:
+    """Execute a job of the Definitions in this process; return success.
+
+    ``partition_key``: a slot of a scheduled job (its run config, as_of = the slot's end, comes from the
+    job's partitions); otherwise ``as_of`` (ISO 8601) is the logical time, default the run's start."""
     import dagster as dg
 
     ensure_dbt_manifest()
     from dagster_project.definitions import defs
-    from dagster_project.jobs import JOB_CAMPAIGN_CONFIG
+    from dagster_project.jobs import JOB_CAMPAIGN_CONFIG, clock_config
+    from dagster_project.resources import parse_as_of
 
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def(job_name)
     run_config: dict = {
         # dbt's own log lines stream through Dagster's logger: keep the console to warnings unless asked.
         "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "WARNING"}}},
     }
-    if as_of:
-        run_config["resources"] = {"clock": {"config": {"as_of": as_of}}}
-    # Run config given here replaces a job's default config: keep the scheduled jobs' campaign filters.
-    run_config.update(JOB_CAMPAIGN_CONFIG.get(job_name, {}))
-    job = defs.resolve_job_def(job_name)
+    if partition_key:
+        if job.partitioned_config is None:
+            raise SystemExit(f"{job_name} has no partitions (only the scheduled mail jobs have)")
+        job.validate_partition_key(partition_key)
+        run_config.update(job.get_run_config_for_partition_key(partition_key))
+    else:
+        # Run config given here replaces a job's default config: keep the scheduled jobs' campaign filters.
+        run_config.update(JOB_CAMPAIGN_CONFIG.get(job_name, {}))
+        if as_of:
+            run_config.update(clock_config(parse_as_of(as_of)))
     # dagster-dbt echoes every dbt log line to stdout; keep it for failures and --verbose only.
     captured = io.StringIO()
     with contextlib.redirect_stdout(sys.stdout if verbose else captured):
-        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            run_config=run_config,
+            instance=instance,
+            partition_key=partition_key,
+            raise_on_error=False,
+        )
     if not result.success:
         dbt_tail = [line for line in captured.getvalue().splitlines() if line.strip()][-25:]
         if dbt_tail:
@@ -141,7 +162,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _export_locations(args)
-    ok = run_job(args.as_of, args.job, verbose=args.verbose)
+    if args.partition and args.as_of:
+        raise SystemExit("give either --as-of or --partition (a partition's as_of is the end of its slot)")
+    ok = run_job(args.as_of, args.job, verbose=args.verbose, partition_key=args.partition)
     if ok and not args.no_summary:
         print_summary()
     return 0 if ok else 1
@@ -291,6 +314,36 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def prepare_dagster_home(home: Path | None = None) -> Path:
+    """DAGSTER_HOME (default data/dagster_home) with the project's instance settings (config/dagster.yaml:
+    the run queue that lets one warehouse writer run at a time). An existing dagster.yaml that differs is
+    left alone, with a note, since a deployment may have its own."""
+    home = Path(home or os.environ.get("DAGSTER_HOME") or paths.data_dir() / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    shipped = (paths.CONFIG_DIR / "dagster.yaml").read_text(encoding="utf-8")
+    target = home / "dagster.yaml"
+    if not target.exists():
+        target.write_text(shipped, encoding="utf-8")
+    elif target.read_text(encoding="utf-8") != shipped:
+        print(f"note: {target} differs from config/dagster.yaml; keeping it", file=sys.stderr)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """`dagster dev` on this project with DAGSTER_HOME, locations and the dbt manifest prepared."""
+    _export_locations(args)
+    home = prepare_dagster_home()
+    ensure_dbt_manifest()
+    beside = Path(sys.executable).parent / "dagster"
+    dagster = str(beside) if beside.exists() else shutil.which("dagster") or "dagster"
+    workspace = str(paths.REPO_ROOT / "workspace.yaml")
+    command = [dagster, "dev", "-w", workspace, "-h", args.host, "-p", str(args.port)]
+    print(f"DAGSTER_HOME={home}\n+ {' '.join(command)}", flush=True)
+    os.execvp(dagster, command)
+    return 0  # pragma: no cover (exec does not return)
+
+
 def _delegate(module: str, argv: list[str]) -> int:
     import importlib
 
@@ -340,9 +393,20 @@ def main(argv: list[str] | None = None) -> int:
     locations(run)
     run.add_argument("--as-of", help="logical time (ISO 8601); default now")
     run.add_argument("--job", default="nachfass_job")
+    run.add_argument(
+        "--partition",
+        help="a slot of a scheduled job, e.g. 2026-11-24-10:00 (frequent) or 2026-11-24 (daily); "
+        "its as_of is the slot's end",
+    )
     run.add_argument("--no-summary", action="store_true")
     run.add_argument("--verbose", action="store_true", help="show every log line (incl. dbt's)")
     run.set_defaults(func=cmd_run)
+
+    dev = sub.add_parser("dev", help="start `dagster dev` with DAGSTER_HOME and the run queue prepared")
+    locations(dev)
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=cmd_dev)
 
     erase = sub.add_parser("erase", help="DSGVO erasure of one person (by email or customer id)")
     locations(erase)

@@ -14,7 +14,11 @@ from dagster_dbt import (
 )
 
 from dagster_project.dbt_project import dbt_project
-from dagster_project.resources import RunClockResource
+from dagster_project.mail.runs import check_as_of
+from dagster_project.resources import RunClockResource, WarehouseResource
+
+# The send asset's key (mail/sent_mails): a run that selects it will send mail.
+SENT_MAILS = dg.AssetKey(["mail", "sent_mails"])
 
 
 class NachfassDbtTranslator(DagsterDbtTranslator):
@@ -56,9 +60,18 @@ class DbtRunConfig(dg.Config):
 
 @dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=translator, project=dbt_project)
 def nachfass_dbt_assets(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, clock: RunClockResource, config: DbtRunConfig
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    clock: RunClockResource,
+    warehouse: WarehouseResource,
+    config: DbtRunConfig,
 ):
     as_of = clock.resolve(context)
+    if SENT_MAILS in context.job_def.asset_layer.selected_asset_keys:
+        # A run that will send refuses an as_of before the warehouse's last mail run now, not after the
+        # dbt build (mail/runs.py).
+        with warehouse.connect() as conn:
+            check_as_of(conn, as_of, run_id=context.run_id)
     context.log.info(f"dbt build as of {as_of.isoformat()}")
     yield from dbt.cli(
         dbt_build_args(as_of.isoformat(), config.full_refresh, config.skip_full_history_tests),

@@ -5,6 +5,7 @@ Validated when loaded: a missing or misspelt key is an error naming the file and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,8 @@ class ShopSettings:
     impressum: Impressum
     utm_source: str
     link_ttl_days: int
+    # ISO date: the first slot of the scheduled jobs' partitions (the day the shop went live with them)
+    schedule_start: str = "2026-11-01"
 
 
 def _take(data: dict[str, Any], cls: type, path: Path, prefix: str = "") -> Any:
@@ -71,6 +74,8 @@ def _take(data: dict[str, Any], cls: type, path: Path, prefix: str = "") -> Any:
     values: dict[str, Any] = {}
     for name, field in fields.items():
         if name not in data:
+            if field.default is not dataclasses.MISSING:
+                continue
             raise SettingsError(f"{path}: missing key {prefix}{name!r}")
         value = data[name]
         nested = {"sender": Address, "reply_to": Address, "contact": Contact, "impressum": Impressum}

@@ -134,28 +134,66 @@ def defs(dbt_manifest):
 
 
 @pytest.mark.parametrize(
-    ("name", "job", "campaigns", "cron"),
+    ("name", "job", "campaigns", "cron", "tick", "slot", "slot_end"),
     [
-        ("frequent_mails_schedule", "frequent_mails_job", FREQUENT_CAMPAIGNS, "*/15 * * * *"),
-        ("daily_mails_schedule", "daily_mails_job", DAILY_CAMPAIGNS, "0 9 * * *"),
+        # a 15-minute slot's run fires at its end and decides as of that moment
+        (
+            "frequent_mails_schedule",
+            "frequent_mails_job",
+            FREQUENT_CAMPAIGNS,
+            "*/15 * * * *",
+            datetime(2026, 11, 24, 11, 0, tzinfo=ZoneInfo("Europe/Berlin")),
+            "2026-11-24-10:45",
+            datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+        ),
+        # the daily slot "2026-11-23" runs from 09:00 that day to 09:00 the next, when its tick fires
+        (
+            "daily_mails_schedule",
+            "daily_mails_job",
+            DAILY_CAMPAIGNS,
+            "0 9 * * *",
+            datetime(2026, 11, 24, 9, 0, tzinfo=ZoneInfo("Europe/Berlin")),
+            "2026-11-23",
+            datetime(2026, 11, 24, 8, 0, tzinfo=UTC),
+        ),
     ],
 )
-def test_schedule_run_request_carries_scheduled_time_and_campaigns(defs, name, job, campaigns, cron):
-    schedule = next(s for s in defs.schedules if s.name == name)
+def test_schedule_ticks_run_the_slot_that_ended_as_of_its_end(
+    defs, name, job, campaigns, cron, tick, slot, slot_end
+):
+    schedule = defs.resolve_schedule_def(name)
     assert schedule.job_name == job
     assert schedule.cron_schedule == cron
     assert schedule.execution_timezone == "Europe/Berlin"
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
-    tick = datetime(2026, 11, 24, 11, 0, tzinfo=ZoneInfo("Europe/Berlin"))  # 10:00 UTC
     with dg.build_schedule_context(scheduled_execution_time=tick) as ctx:
         request = schedule.evaluate_tick(ctx).run_requests[0]
+    assert request.partition_key == slot
     config = request.run_config
-    as_of = parse_as_of(config["resources"]["clock"]["config"]["as_of"])
-    assert as_of == datetime(2026, 11, 24, 10, tzinfo=UTC)
+    assert parse_as_of(config["resources"]["clock"]["config"]["as_of"]) == slot_end == tick
     for op in (RENDER_OP, SEND_OP):
         assert config["ops"][op]["config"]["campaigns"] == campaigns
     assert config["ops"] == JOB_CAMPAIGN_CONFIG[job]["ops"]
+
+
+def test_any_slot_can_be_backfilled_with_its_own_as_of(defs):
+    """A backfill of a missed slot gets the slot's end as as_of, whatever day it runs on."""
+    job = defs.resolve_job_def("frequent_mails_job")
+    keys = job.partitions_def.get_partition_keys()
+    assert keys[0] == "2026-11-01-00:00" and "2026-11-24-10:00" in keys
+    config = job.get_run_config_for_partition_key("2026-11-24-10:00")
+    as_of = parse_as_of(config["resources"]["clock"]["config"]["as_of"])
+    assert as_of == datetime(2026, 11, 24, 10, 15, tzinfo=ZoneInfo("Europe/Berlin"))
+    daily = defs.resolve_job_def("daily_mails_job").get_run_config_for_partition_key("2026-11-28")
+    assert parse_as_of(daily["resources"]["clock"]["config"]["as_of"]) == datetime(
+        2026, 11, 29, 9, 0, tzinfo=ZoneInfo("Europe/Berlin")
+    )
+
+
+def test_every_job_queues_as_a_warehouse_writer(defs):
+    for name in ALL_JOBS:
+        assert defs.resolve_job_def(name).tags.get("nachfass/warehouse") == "writer", name
 
 
 def test_frequent_and_daily_campaigns_are_disjoint():
@@ -207,10 +245,12 @@ def test_ingest_and_events_jobs_never_send(defs):
     assert not {RENDERED, SENT} & events
 
 
-def test_job_campaign_config_matches_the_jobs_defaults(defs):
+def test_job_campaign_config_matches_the_jobs_partitions(defs):
     for name in SCHEDULED_JOBS:
-        # run_job() passes JOB_CAMPAIGN_CONFIG explicitly (run config replaces a job's default): same thing
-        assert defs.resolve_job_def(name).run_config == JOB_CAMPAIGN_CONFIG[name]
+        # run_job() passes JOB_CAMPAIGN_CONFIG explicitly for an as_of outside a slot: same campaigns
+        job = defs.resolve_job_def(name)
+        key = job.partitions_def.get_partition_keys()[-1]
+        assert job.get_run_config_for_partition_key(key)["ops"] == JOB_CAMPAIGN_CONFIG[name]["ops"]
     assert "nachfass_job" not in JOB_CAMPAIGN_CONFIG  # the main job sends every campaign
 
 

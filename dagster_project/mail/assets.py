@@ -7,6 +7,7 @@ from dagster_project.mail.candidates import job_from_row
 from dagster_project.mail.ledger import ensure_ledger, record_holdouts, recover_crashed
 from dagster_project.mail.outgoing import ensure_outgoing, read_outgoing, replace_outgoing
 from dagster_project.mail.render import MailRenderer
+from dagster_project.mail.runs import begin_mail_run
 from dagster_project.mail.sender import deliver
 from dagster_project.mail.transport import OutboxTransport, SendGridTransport
 from dagster_project.resources import (
@@ -74,6 +75,13 @@ def rendered_mails(
     # duties on sample data, before a single real mail is rendered.
     checked = renderer.check_templates()
     with warehouse.connect() as conn:
+        begin_mail_run(
+            conn,
+            run_id=context.run_id,
+            job_name=context.job_name,
+            partition_key=context.run.tags.get("dagster/partition"),
+            as_of=as_of,
+        )
         ensure_outgoing(conn)
         rows = _fetch_candidates(conn, "decision = 'send'", config.campaigns)
         # Rendered in chunks (memory stays flat) inside one transaction; any RenderError rolls the whole
@@ -159,6 +167,13 @@ def sent_mails(
             f"{sendgrid.resolved_outbox()} instead of being sent"
         )
     with warehouse.connect() as conn:
+        begin_mail_run(
+            conn,
+            run_id=context.run_id,
+            job_name=context.job_name,
+            partition_key=context.run.tags.get("dagster/partition"),
+            as_of=as_of,
+        )
         ensure_ledger(conn)
         ensure_outgoing(conn)
         crashed = recover_crashed(conn)
