@@ -314,6 +314,35 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay a period's ticks into a fresh warehouse (outbox only) and print the per-day table."""
+    from dagster_project.replay import ReplayError, format_daily, parse_every, replay
+    from dagster_project.resources import parse_as_of
+
+    data = paths.data_dir()
+    warehouse = Path(args.warehouse or data / "replay" / "warehouse.duckdb")
+    outbox = Path(args.outbox or data / "replay" / "outbox")
+    # dbt's profiles.yml reads the warehouse from the environment, like every other command
+    os.environ[paths.ENV_WAREHOUSE] = str(warehouse.resolve())
+    try:
+        report = replay(
+            landing=Path(args.landing or paths.landing_dir()),
+            warehouse=warehouse,
+            outbox=outbox,
+            start=parse_as_of(args.start),
+            end=parse_as_of(args.end),
+            every=parse_every(args.every),
+        )
+    except (ReplayError, ValueError) as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 1
+    print(f"\n{len(report.ticks)} ticks in {report.seconds:.0f} s; mails per day (shop time):")
+    print(format_daily(report.daily))
+    print(f"\nWarehouse: {report.warehouse} (replay.decisions: every decision of every tick; mail.sends)")
+    print(f"Outbox: {report.outbox} (nothing was sent)")
+    return 0
+
+
 def prepare_dagster_home(home: Path | None = None) -> Path:
     """DAGSTER_HOME (default data/dagster_home) with the project's instance settings (config/dagster.yaml:
     the run queue that lets one warehouse writer run at a time). An existing dagster.yaml that differs is
@@ -401,6 +430,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-summary", action="store_true")
     run.add_argument("--verbose", action="store_true", help="show every log line (incl. dbt's)")
     run.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser(
+        "replay",
+        help="run a period's ticks in order into a fresh warehouse, as live runs would have (outbox only)",
+    )
+    rep.add_argument("--landing", help="landing folder with the exports (default $NACHFASS_LANDING)")
+    rep.add_argument("--warehouse", help="a new DuckDB file (default data/replay/warehouse.duckdb)")
+    rep.add_argument("--outbox", help="outbox folder (default data/replay/outbox)")
+    rep.add_argument("--from", dest="start", required=True, help="first tick (ISO 8601)")
+    rep.add_argument("--to", dest="end", required=True, help="last tick, inclusive (ISO 8601)")
+    rep.add_argument("--every", default="1h", help="tick spacing: 15m, 1h, 1d … (default 1h)")
+    rep.set_defaults(func=cmd_replay)
 
     dev = sub.add_parser("dev", help="start `dagster dev` with DAGSTER_HOME and the run queue prepared")
     locations(dev)

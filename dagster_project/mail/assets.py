@@ -3,12 +3,9 @@
 import dagster as dg
 
 from dagster_project import paths
-from dagster_project.mail.candidates import job_from_row
-from dagster_project.mail.ledger import ensure_ledger, record_holdouts, recover_crashed
-from dagster_project.mail.outgoing import ensure_outgoing, read_outgoing, replace_outgoing
 from dagster_project.mail.render import MailRenderer
 from dagster_project.mail.runs import begin_mail_run
-from dagster_project.mail.sender import deliver
+from dagster_project.mail.steps import render_due_mails, send_queued_mails
 from dagster_project.mail.transport import OutboxTransport, SendGridTransport
 from dagster_project.resources import (
     LinkSignerResource,
@@ -19,31 +16,12 @@ from dagster_project.resources import (
 )
 
 MAIL_CANDIDATES = dg.AssetKey(["eligibility", "mail_candidates"])
-RENDER_CHUNK = 1000
-CANDIDATE_COLUMNS = (
-    "campaign, step, variant, trigger_key, customer_id, email, first_name, last_name, salutation, locale, "
-    "consent_policy, has_marketing_consent, payload, experiment_id, decision, reason"
-)
 
 
 class MailRunConfig(dg.Config):
     """Which campaigns this run renders and sends (empty = all). The scheduled jobs set it."""
 
     campaigns: list[str] = []
-
-
-def _fetch_candidates(conn, where: str, campaigns: list[str]) -> list[dict]:
-    params: list = []
-    if campaigns:
-        where += f" and campaign in ({', '.join('?' * len(campaigns))})"
-        params = list(campaigns)
-    cursor = conn.execute(
-        f"select {CANDIDATE_COLUMNS} from eligibility.mail_candidates where {where} "
-        "order by campaign, step, trigger_key",
-        params,
-    )
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 @dg.asset(
@@ -82,15 +60,9 @@ def rendered_mails(
             partition_key=context.run.tags.get("dagster/partition"),
             as_of=as_of,
         )
-        ensure_outgoing(conn)
-        rows = _fetch_candidates(conn, "decision = 'send'", config.campaigns)
-        # Rendered in chunks (memory stays flat) inside one transaction; any RenderError rolls the whole
-        # batch back, so nothing of it reaches the send step.
-        chunks = (
-            renderer.render_batch(job_from_row(row) for row in rows[start : start + RENDER_CHUNK])
-            for start in range(0, len(rows), RENDER_CHUNK)
+        per_step, rows = render_due_mails(
+            conn, renderer, run_id=context.run_id, as_of=as_of, campaigns=config.campaigns
         )
-        per_step = replace_outgoing(conn, chunks, run_id=context.run_id, rendered_at=as_of)
         decisions = conn.execute(
             "select campaign, step, decision, reason, count(*) from eligibility.mail_candidates "
             "group by all order by 1, 2, 3, 4"
@@ -174,45 +146,25 @@ def sent_mails(
             partition_key=context.run.tags.get("dagster/partition"),
             as_of=as_of,
         )
-        ensure_ledger(conn)
-        ensure_outgoing(conn)
-        crashed = recover_crashed(conn)
-        if crashed:
-            context.log.warning(
-                f"{crashed} ledger rows were left in `sending` by an earlier crash and are now `unknown`; "
-                "they are not resent (events with their send id reconcile them)"
-            )
-        holdouts = record_holdouts(
+        outcome = send_queued_mails(
             conn,
-            (job_from_row(row) for row in _fetch_candidates(conn, "reason = 'holdout'", config.campaigns)),
+            transport,
             run_id=context.run_id,
             as_of=as_of,
+            campaigns=config.campaigns,
+            chunk_size=sendgrid.chunk_size,
+            concurrency=sendgrid.concurrency,
+            rate_limit_per_s=sendgrid.rate_limit_per_s,
+            log=context.log,
         )
-        queued = conn.execute("select count(*) from mail.outgoing").fetchone()[0]
-        try:
-            report = deliver(
-                conn,
-                read_outgoing(conn),
-                transport,
-                run_id=context.run_id,
-                as_of=as_of,
-                chunk_size=sendgrid.chunk_size,
-                concurrency=sendgrid.concurrency,
-                rate_limit_per_s=sendgrid.rate_limit_per_s,
-                log=context.log,
-                total=int(queued),
-                recover=False,
-            )
-        finally:
-            transport.close()
         by_status = dict(
             conn.execute("select status, count(*) from mail.sends group by status order by status").fetchall()
         )
     return dg.MaterializeResult(
         metadata={
-            **report.as_metadata(),
-            "holdout_recorded": holdouts,
-            "recovered_from_crash": crashed,
+            **outcome.report.as_metadata(),
+            "holdout_recorded": outcome.holdouts,
+            "recovered_from_crash": outcome.recovered_from_crash,
             "ledger_by_status": dg.MetadataValue.json(by_status),
         }
     )

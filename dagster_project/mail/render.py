@@ -277,6 +277,13 @@ class MailRenderer:
             },
         }
 
+    def at(self, now: datetime) -> MailRenderer:
+        """This renderer for another logical time (link expiry, dates): compiled templates are shared, so
+        a replay renders tick after tick without compiling or inlining anything again."""
+        other = copy.copy(self)
+        other._fixed_now = now
+        return other
+
     # ---- template lookup ---------------------------------------------------------------------------
 
     def _load_lines(self, lang: str) -> dict[str, Any]:
