@@ -170,19 +170,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+DEMO_MARKER = ".nachfass-demo"
+
+
+def reset_demo_state(landing: Path, warehouse: Path, outbox: Path) -> None:
+    """The demo starts from its own sample exports and a fresh warehouse every time, so it shows the same
+    thing on every run and any day (a warehouse that already sent as of a later day would refuse the
+    demo's fixed as_of). Only what the demo wrote is removed: a landing folder it did not create is left
+    alone and the demo stops instead."""
+    if landing.is_dir() and any(landing.iterdir()) and not (landing / DEMO_MARKER).exists():
+        raise SystemExit(
+            f"{landing} holds exports the demo did not write: point --landing at an empty folder "
+            "(the demo rewrites its landing folder on every run)"
+        )
+    shutil.rmtree(landing, ignore_errors=True)
+    for path in (warehouse, warehouse.with_name(warehouse.name + ".wal")):
+        path.unlink(missing_ok=True)
+    if outbox.is_dir():
+        for mail in [*outbox.glob("*.json"), *outbox.glob("*.eml")]:
+            mail.unlink()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Generate sample exports (once), run the main job at a fixed as_of, print what happened; then close
-    the feedback loop locally and print the A/B results."""
+    """Generate sample exports, run the main job at a fixed as_of, print what happened; then close the
+    feedback loop locally and print the A/B results. Every run starts fresh (reset_demo_state)."""
+    from dagster_project.datagen.generate import generate_exports
     from dagster_project.resources import parse_as_of
 
     _export_locations(args)
     landing = paths.landing_dir()
     as_of = parse_as_of(args.as_of)
-    if not any(landing.glob("customers/*")):
-        from dagster_project.datagen.generate import generate_exports
-
-        print(f"Generating sample exports for {args.customers:,} customers into {landing} …")
-        generate_exports(landing, customers=args.customers, seed=42, as_of=as_of)
+    reset_demo_state(landing, paths.warehouse_path(), paths.outbox_dir())
+    print(f"Generating sample exports for {args.customers:,} customers into {landing} …")
+    generate_exports(landing, customers=args.customers, seed=42, as_of=as_of)
+    (landing / DEMO_MARKER).write_text("written by `nachfass demo`; rewritten on every demo run\n")
     if not os.environ.get("SENDGRID_API_KEY"):
         print("SENDGRID_API_KEY is not set: mails go to the outbox folder, nothing is sent.")
     print(f"Running the main job as of {as_of.isoformat()} …")
@@ -355,7 +376,6 @@ def prepare_dagster_home(home: Path | None = None) -> Path:
         target.write_text(shipped, encoding="utf-8")
     elif target.read_text(encoding="utf-8") != shipped:
         print(f"note: {target} differs from config/dagster.yaml; keeping it", file=sys.stderr)
-    os.environ["DAGSTER_HOME"] = str(home)
     return home
 
 
@@ -363,6 +383,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     """`dagster dev` on this project with DAGSTER_HOME, locations and the dbt manifest prepared."""
     _export_locations(args)
     home = prepare_dagster_home()
+    os.environ["DAGSTER_HOME"] = str(home)
     ensure_dbt_manifest()
     beside = Path(sys.executable).parent / "dagster"
     dagster = str(beside) if beside.exists() else shutil.which("dagster") or "dagster"

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -83,6 +84,21 @@ query Failure($runId: ID!) { logsForRun(runId: $runId) { __typename
 """
 
 
+def without_faketime(env: dict[str, str]) -> dict[str, str]:
+    """The environment for `dagster dev` without libfaketime (CI's shifted-clock pass runs the suite under
+    it). libfaketime shifts CLOCK_MONOTONIC too, and glibc's sem_clockwait, which Python's timed lock
+    waits use, is not intercepted: a wait with a timeout then never returns, and the Dagster daemon's
+    loops (the run queue among them) stall. The runs launched here pass their logical time as run config,
+    so what they decide does not depend on the calendar either way; this process stays shifted."""
+    cleaned = {k: v for k, v in env.items() if not k.startswith("FAKETIME")}
+    preload = [p for p in cleaned.get("LD_PRELOAD", "").split() if "faketime" not in p]
+    if preload:
+        cleaned["LD_PRELOAD"] = " ".join(preload)
+    else:
+        cleaned.pop("LD_PRELOAD", None)
+    return cleaned
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -133,6 +149,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture
 def dagster_dev(tmp_path, dbt_manifest):
+    from dagster_project.cli import prepare_dagster_home
     from dagster_project.datagen.generate import generate_exports
     from dagster_project.resources import parse_as_of
 
@@ -143,9 +160,9 @@ def dagster_dev(tmp_path, dbt_manifest):
         "NACHFASS_DATA": tmp_path / "data",
         "DAGSTER_HOME": tmp_path / "dagster_home",
     }
-    locations["DAGSTER_HOME"].mkdir()
+    prepare_dagster_home(locations["DAGSTER_HOME"])  # as `nachfass dev` does: the project's run queue
     generate_exports(locations["NACHFASS_LANDING"], customers=200, seed=3, as_of=parse_as_of(AS_OF))
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    env = without_faketime({k: v for k, v in os.environ.items() if k not in SECRET_ENV})
     env.update({k: str(v) for k, v in locations.items()})
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     port = _free_port()
@@ -241,3 +258,90 @@ def test_dagster_dev_shows_the_graph_and_runs_the_main_job(dagster_dev):
     outbox = list(dagster_dev["NACHFASS_OUTBOX"].glob("*.json"))
     assert len(outbox) == sends["sent"]
     assert len(list(dagster_dev["NACHFASS_OUTBOX"].glob("*.eml"))) == sends["sent"]
+
+
+START_SENSOR = """
+mutation Start($selector: SensorSelector!) { startSensor(sensorSelector: $selector) { __typename
+  ... on Sensor { sensorState { status } } ... on PythonError { message } } }
+"""
+RUNS = """
+{ runsOrError { __typename ... on Runs { results {
+    runId jobName status startTime endTime tags { key value } } } } }
+"""
+
+
+def _settled(path: Path, text: str) -> None:
+    """A file that has stayed put for ten minutes, by the clock of this process."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    stamp = time.time() - 600
+    os.utime(path, (stamp, stamp))
+
+
+def test_sensor_runs_and_a_schedule_slot_queue_one_writer_at_a_time(dagster_dev):
+    """The landing sensor (a new export), the events sensor (a new event file) and a 15-minute slot of
+    the frequent job fire together: with the shipped run queue (config/dagster.yaml) they run one after
+    another on the one DuckDB file, and none fails on its lock."""
+    from dagster_project.definitions import defs
+
+    url = dagster_dev["url"]
+    (repo,) = dagster_dev["repositories"]["nodes"]
+    location, repository = repo["location"]["name"], repo["name"]
+    landing = dagster_dev["NACHFASS_LANDING"]
+    _settled(
+        landing / "customers" / "late.csv",
+        "customer_id,email,created_at\nC_LATE,late@example.com,2026-11-24T09:00:00Z\n",
+    )
+    event = {
+        "sg_event_id": "ev-queue-1",
+        "event": "processed",
+        "email": "late@example.com",
+        "timestamp": 1795510800,
+    }
+    _settled(landing / "sendgrid_events" / "batch-1.ndjson", json.dumps(event) + "\n")
+
+    slot = "2026-11-24-10:45"  # ends 11:00 in Berlin = AS_OF
+    job = defs.resolve_job_def("frequent_mails_job")
+    launched = _graphql(
+        url,
+        LAUNCH,
+        {
+            "executionParams": {
+                "selector": {
+                    "repositoryLocationName": location,
+                    "repositoryName": repository,
+                    "jobName": "frequent_mails_job",
+                },
+                "runConfigData": job.get_run_config_for_partition_key(slot),
+                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": slot}]},
+            }
+        },
+    )["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    for sensor in ("landing_sensor", "events_sensor"):
+        selector = {"repositoryLocationName": location, "repositoryName": repository, "sensorName": sensor}
+        started = _graphql(url, START_SENSOR, {"selector": selector})["startSensor"]
+        assert started["__typename"] == "Sensor", started
+
+    deadline = time.monotonic() + 3 * RUN_TIMEOUT_S
+    runs: list[dict] = []
+    while time.monotonic() < deadline:
+        runs = _graphql(url, RUNS)["runsOrError"]["results"]
+        jobs = {run["jobName"] for run in runs}
+        done = all(run["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run in runs)
+        if {"frequent_mails_job", "ingest_job", "events_job"} <= jobs and done:
+            break
+        time.sleep(2)
+    assert {run["jobName"] for run in runs} >= {"frequent_mails_job", "ingest_job", "events_job"}, runs
+    assert all(run["status"] == "SUCCESS" for run in runs), runs
+    by_start = sorted(runs, key=lambda run: run["startTime"])
+    for earlier, later in zip(by_start, by_start[1:], strict=False):
+        assert later["startTime"] >= earlier["endTime"], f"two writers at once: {earlier} and {later}"
+    conn = duckdb.connect(str(dagster_dev["NACHFASS_WAREHOUSE"]), read_only=True)
+    try:
+        assert conn.execute("select count(*) from raw.sendgrid_events").fetchone()[0] == 1
+        assert conn.execute("select count(*) from raw.customers where customer_id = 'C_LATE'").fetchone()[0]
+        slot_run = conn.execute("select partition_key, as_of from mail.runs").fetchall()
+    finally:
+        conn.close()
+    assert slot_run == [(slot, datetime(2026, 11, 24, 10, 0))]

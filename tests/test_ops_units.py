@@ -24,11 +24,12 @@ ALL_JOBS = ("nachfass_job", "frequent_mails_job", "daily_mails_job", "ingest_job
 
 
 def _write(path: Path, text: str = "a,b\n1,2\n", age_s: float = 0.0) -> Path:
+    """A file last modified age_s ago by the process's clock. The file system stamps files with the real
+    time, which a shifted clock (faketime, a test under another date) does not move: stamp it ourselves."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
-    if age_s:
-        past = time.time() - age_s
-        os.utime(path, (past, past))
+    stamp = time.time() - age_s
+    os.utime(path, (stamp, stamp))
     return path
 
 

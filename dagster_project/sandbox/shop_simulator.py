@@ -64,7 +64,9 @@ def simulate_orders(
         rows.append([order_id, customer_id, "", "", "paid", f"{amount:.2f}", "EUR", stamp, stamp])
     folder = landing / "orders"
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"zz-demo-orders-{datetime.now(UTC):%Y%m%dT%H%M%S}.csv"
+    # named after the last order's logical time: the same clicks give the same file, on any day
+    latest = max(row[7] for row in rows) if rows else "none"
+    final = folder / f"zz-demo-orders-{latest.replace(':', '').replace('-', '')}.csv"
     temporary = folder / f".{final.name}.tmp"
     with temporary.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
