@@ -61,10 +61,13 @@ class RunClockResource(dg.ConfigurableResource):
 
     as_of: str | None = None
 
-    def resolve(self, context: dg.AssetExecutionContext | dg.OpExecutionContext) -> datetime:
+    def resolve(
+        self,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext | dg.AssetCheckExecutionContext,
+    ) -> datetime:
         if self.as_of:
             return parse_as_of(self.as_of)
-        record = context.instance.get_run_record_by_id(context.run_id)
+        record = context.instance.get_run_record_by_id(context.run.run_id)
         created = record.create_timestamp if record else datetime.now(UTC)
         return created.astimezone(UTC)
 
