@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     def progress(line: str) -> None:
         if line.startswith("tick 1/") and not setup_done:
             setup_done.append(time.perf_counter() - started)
-        if not line.startswith("tick ") or line.startswith("tick 1/") or "/24 " in line[:12]:
+        number = line.split("/")[0].removeprefix("tick ") if line.startswith("tick ") else ""
+        if not number or number == "1" or int(number) % 24 == 0:
             print(line, flush=True)
 
     report = replay(

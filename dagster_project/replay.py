@@ -291,6 +291,8 @@ def replay(
         for number, tick in enumerate(ticks, start=1):
             tick_started = time.monotonic()
             conn.execute(f"set variable {AS_OF_VARIABLE} = ?", [tick.astimezone(UTC).replace(tzinfo=None)])
+            # one transaction per tick's models: one commit instead of 25, and a tick is all or nothing
+            conn.execute("begin transaction")
             for model in models:
                 conn.execute(f"create or replace {model.materialized} {model.relation} as {model.sql}")
             conn.execute(
@@ -298,6 +300,7 @@ def replay(
                 "decision, reason from eligibility.mail_candidates",
                 [tick.astimezone(UTC).replace(tzinfo=None)],
             )
+            conn.execute("commit")
             campaigns = campaigns_due(previous, tick)
             mails: dict[str, int] = {}
             if campaigns:

@@ -1,5 +1,7 @@
 -- One row per customer that exists at as_of (created_at <= as_of), in the version true at as_of: an
 -- address or name change stamped later is not seen yet (macro as_of_version).
+{{ config(materialized='table') }}  -- picked once per run: read by most models
+
 with versions as (
     select * from {{ ref('stg_customer_versions') }}
     where created_at <= {{ as_of() }}

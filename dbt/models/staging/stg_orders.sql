@@ -1,6 +1,8 @@
 -- One row per order placed up to as_of, in the version true at as_of: a cancellation or return stamped
 -- later is not seen yet. Where only a later version exists (a snapshot export replayed into an earlier
 -- period), that version's cancellation or return had not happened at as_of: the order counts as placed.
+{{ config(materialized='table') }}  -- picked once per run: read by most models
+
 with versions as (
     select * from {{ ref('stg_order_versions') }}
     where placed_at <= {{ as_of() }}

@@ -1,6 +1,8 @@
 -- One row per product in the version true at as_of (a price or stock change stamped later is not seen
 -- yet). Products are reference data: one whose every version is stamped after as_of (a catalogue snapshot
 -- replayed into an earlier period) keeps its earliest version rather than vanishing from cart mails.
+{{ config(materialized='table') }}  -- picked once per run: read by every mail with products
+
 with versions as (
     {{ versions_incremental(source('raw', 'products'), ['product_id'], "coalesce(updated_at, timestamp '1900-01-01')") }}
 ),
