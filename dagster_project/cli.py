@@ -89,32 +89,43 @@ def _root_cause(event) -> str:
 
 
 def print_summary() -> None:
+    """What the run left in the warehouse. Only tables that exist are shown: a job that selects part of the
+    graph (``ingest_job``) has not built the candidates or the ledger yet, and that is no failure."""
     import duckdb
 
     db = paths.warehouse_path()
     conn = duckdb.connect(str(db), read_only=True)
     try:
+        present = {
+            f"{schema}.{name}"
+            for schema, name in conn.execute(
+                "select table_schema, table_name from information_schema.tables"
+            ).fetchall()
+        }
         print(f"\nWarehouse: {db}")
-        files = conn.execute(
-            "select count(*), coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0) "
-            "from raw.loaded_files"
-        ).fetchone()
-        rejected = conn.execute("select count(distinct path) from raw.rejected_files").fetchone()[0]
-        print(
-            f"Exports: {files[0]} files loaded, {files[1]:,} rows, {files[2]:,} quarantined, "
-            f"{rejected} files rejected (see raw.quarantine, raw.rejected_files)"
-        )
-        print("\nCandidates by campaign, decision and reason (eligibility.mail_candidates):")
-        for campaign, step, decision, reason, n in conn.execute(
-            "select campaign, step, decision, reason, count(*) from eligibility.mail_candidates "
-            "group by all order by campaign, step, decision, reason"
-        ).fetchall():
-            print(f"  {campaign:<18} {step:<10} {decision:<6} {reason:<16} {n:>8,}")
-        print("\nSend ledger (mail.sends) by status and transport:")
-        for status, transport, n in conn.execute(
-            "select status, coalesce(transport, '-'), count(*) from mail.sends group by all order by 1, 2"
-        ).fetchall():
-            print(f"  {status:<10} {transport:<9} {n:>8,}")
+        if "raw.loaded_files" in present:
+            files = conn.execute(
+                "select count(*), coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0) "
+                "from raw.loaded_files"
+            ).fetchone()
+            rejected = conn.execute("select count(distinct path) from raw.rejected_files").fetchone()[0]
+            print(
+                f"Exports: {files[0]} files loaded, {files[1]:,} rows, {files[2]:,} quarantined, "
+                f"{rejected} files rejected (see raw.quarantine, raw.rejected_files)"
+            )
+        if "eligibility.mail_candidates" in present:
+            print("\nCandidates by campaign, decision and reason (eligibility.mail_candidates):")
+            for campaign, step, decision, reason, n in conn.execute(
+                "select campaign, step, decision, reason, count(*) from eligibility.mail_candidates "
+                "group by all order by campaign, step, decision, reason"
+            ).fetchall():
+                print(f"  {campaign:<18} {step:<10} {decision:<6} {reason:<16} {n:>8,}")
+        if "mail.sends" in present:
+            print("\nSend ledger (mail.sends) by status and transport:")
+            for status, transport, n in conn.execute(
+                "select status, coalesce(transport, '-'), count(*) from mail.sends group by all order by 1, 2"
+            ).fetchall():
+                print(f"  {status:<10} {transport:<9} {n:>8,}")
     finally:
         conn.close()
     print(f"\nOutbox: {paths.outbox_dir()}")
