@@ -13,7 +13,7 @@ import io
 import os
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dagster_project import paths
@@ -267,6 +267,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     import duckdb
 
     from dagster_project.mail.erasure import compact_warehouse, erase_person
+    from dagster_project.resources import parse_as_of
 
     _export_locations(args)
     client = None
@@ -277,6 +278,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
         from dagster_project.resources import SendGridResource
 
         client = sendgrid.SendGridAPIClient(api_key=api_key, host=SendGridResource().resolved_host())
+    as_of = parse_as_of(args.as_of) if args.as_of else datetime.now(UTC)
     conn = duckdb.connect(str(paths.warehouse_path()))
     try:
         report = erase_person(
@@ -284,7 +286,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
             email=args.email,
             customer_id=args.customer_id,
             outbox_dir=paths.outbox_dir(),
+            landing_dir=paths.landing_dir(),
             sendgrid_client=client,
+            now=as_of,
         )
     finally:
         conn.close()
@@ -295,6 +299,11 @@ def cmd_erase(args: argparse.Namespace) -> int:
         print(f"  deleted {n:>6} rows from {table}")
     print(f"  pseudonymised {report.ledger_rows_pseudonymised} ledger rows (the address stays suppressed)")
     print(f"  deleted {report.outbox_files_deleted} outbox files")
+    print(
+        f"  removed {report.event_lines_removed} SendGrid event lines from {report.event_files_rewritten} "
+        f"landing files, deleted {report.consent_files_deleted} unsubscribe-page consent files"
+    )
+    print(f"  erasure recorded as of {as_of.isoformat()}")
     print(
         f"  SendGrid erasure requests: {report.sendgrid_requests}"
         + ("" if api_key else " (SENDGRID_API_KEY not set: request SendGrid's erasure separately)")
@@ -360,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     who = erase.add_mutually_exclusive_group(required=True)
     who.add_argument("--email")
     who.add_argument("--customer-id")
+    erase.add_argument(
+        "--as-of", help="logical time of the erasure (ISO 8601), stamped on mail.erasures; default now (UTC)"
+    )
     erase.set_defaults(func=cmd_erase)
 
     args = parser.parse_args(argv)
