@@ -4,7 +4,7 @@ import dagster as dg
 
 from dagster_project import paths
 from dagster_project.mail.candidates import job_from_row
-from dagster_project.mail.ledger import ensure_ledger, record_holdouts, recover_crashed
+from dagster_project.mail.ledger import ensure_ledger, record_holdouts, recover
 from dagster_project.mail.outgoing import ensure_outgoing, read_outgoing, replace_outgoing
 from dagster_project.mail.render import MailRenderer
 from dagster_project.mail.sender import deliver
@@ -160,7 +160,13 @@ def sent_mails(
     with warehouse.connect() as conn:
         ensure_ledger(conn)
         ensure_outgoing(conn)
-        crashed = recover_crashed(conn)
+        recovery = recover(conn)
+        crashed = recovery.unknown
+        if recovery.released or recovery.settled:
+            context.log.info(
+                f"an earlier crash left rows in `sending`: {recovery.released} were never handed to the "
+                f"transport (released, sent now), {recovery.settled} had an answer (recorded)"
+            )
         if crashed:
             context.log.warning(
                 f"{crashed} ledger rows were left in `sending` by an earlier crash and are now `unknown`; "
@@ -197,6 +203,8 @@ def sent_mails(
             **report.as_metadata(),
             "holdout_recorded": holdouts,
             "recovered_from_crash": crashed,
+            "recovered_released": recovery.released,
+            "recovered_settled": recovery.settled,
             "ledger_by_status": dg.MetadataValue.json(by_status),
         }
     )
