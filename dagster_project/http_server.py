@@ -141,6 +141,8 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError:
         sock.close()
         raise
+    # Listening from here on: a client that connects before the server loop runs waits in the backlog.
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
