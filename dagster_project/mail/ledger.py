@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 
 from dagster_project.mail import journal as send_journal
@@ -280,10 +279,14 @@ def finish_many(conn: duckdb.DuckDBPyConnection, results: Iterable[tuple[str, Se
     for row in rows:
         if row["status"] not in ("sent", "failed", "unknown"):
             raise ValueError(f"finish: status must be sent/failed/unknown, got {row['status']!r}")
-    frame = pd.DataFrame(rows)
-    for col in ("send_id", "status", "reason", "sg_message_id"):
-        frame[col] = frame[col].astype("object")
-    frame["updated_at"] = pd.to_datetime(frame["updated_at"])
+    frame = pa.table(
+        {
+            **{col: pa.array([r[col] for r in rows], pa.string()) for col in ("send_id", "status", "reason")},
+            "sg_message_id": pa.array([r["sg_message_id"] for r in rows], pa.string()),
+            "attempts": pa.array([r["attempts"] for r in rows], pa.int32()),
+            "updated_at": pa.array([r["updated_at"] for r in rows], pa.timestamp("us")),
+        }
+    )
     conn.execute("begin transaction")
     try:
         conn.register("_ledger_finish", frame)
