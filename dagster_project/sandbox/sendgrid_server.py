@@ -70,6 +70,9 @@ MAX_CUSTOM_ARGS_BYTES = 10_000
 MAX_CATEGORIES = 10
 MAX_CATEGORY_LEN = 255
 MAX_SEND_AT_AHEAD_S = 72 * 3600
+# SendGrid's own, looser address check (this server stands in for SendGrid, so it keeps SendGrid's rule,
+# not the project's stricter one in dagster_project/addresses.py, which runs before a request is made).
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 RESERVED_HEADERS = frozenset(
     h.lower()
     for h in (
@@ -87,7 +90,6 @@ RESERVED_HEADERS = frozenset(
         "BCC",
     )
 )
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 @dataclass
