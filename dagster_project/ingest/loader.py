@@ -45,6 +45,8 @@ _REJECT_REASONS = {
     "UNQUOTED VALUE": "unterminated or stray quote (the rest of the record could not be read)",
     "LINE SIZE OVER MAXIMUM": f"line longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB",
 }
+# NUL and the other C0 controls (tab and line breaks aside): never text a shop meant to export.
+_CONTROL_PATTERN = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]"
 BOOL_TRUE = ("true", "1")
 BOOL_FALSE = ("false", "0")
 SQL_TYPES = {
@@ -220,9 +222,8 @@ def _check_expr(col: Column, shop_tz: str, as_of: datetime | None) -> tuple[str,
         f"when length({raw}) > {MAX_VALUE_CHARS} then 'value too long in {col.name} (' || length({raw}) || "
         f"' characters, at most {MAX_VALUE_CHARS:,})'"
     )
-    # NUL and the other C0 controls (tab and line breaks aside) are never text a shop meant to export.
     checks.append(
-        f"when regexp_matches({raw}, '[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]') "
+        f"when __has_control and regexp_matches({raw}, '{_CONTROL_PATTERN}') "
         f"then 'control character (NUL, ESC …) in {col.name}'"
     )
     if col.type == "email":
@@ -403,6 +404,7 @@ def load_file(
     checks = [_check_expr(c, shop_tz, as_of) for c in table.columns]
     reasons = ", ".join(reason for reason, _ in checks)
     key_cols = ", ".join(f'"{k}"' for k in table.key)
+    all_cols = ", ".join(f'"{c.name}"' for c in table.columns)
     key_text = " || ', ' || ".join(f"'{k}=\"' || coalesce(\"{k}\", '') || '\"'" for k in table.key)
     conn.execute(
         f"""
@@ -414,7 +416,9 @@ def load_file(
                      then 'duplicate key in file: ' || {key_text} ||
                           ' (first seen in row ' || min(_row) over (partition by {key_cols}) || ')' end
             ) as _reason
-        from _stage
+        -- One regular expression per row, not per value: the per-column check runs only where it matched.
+        from (select *, regexp_matches(concat_ws('', {all_cols}), '{_CONTROL_PATTERN}') as __has_control
+              from _stage)
         """
     )
     typed = ", ".join(f'{expr} as "{c.name}"' for c, (_, expr) in zip(table.columns, checks, strict=True))
@@ -477,11 +481,13 @@ def load_file(
 def _number_rows(conn: duckdb.DuckDBPyConnection, rejected_records: list[int]) -> None:
     """``_stage``: the parsed rows with ``_row``, their record number in the file (1 = first after the
     header), counting the records that could not be parsed, so a row number points at the right record."""
+    conn.execute("drop table if exists _stage")
+    if not rejected_records:  # the usual case: parsed row k is record k
+        conn.execute("alter table _parsed rename column _k to _row")
+        conn.execute("alter table _parsed rename to _stage")
+        return
     conn.execute("create or replace temp table _rejected_records (r bigint)")
-    if rejected_records:
-        conn.executemany(
-            "insert into _rejected_records values (?)", [[r] for r in sorted(set(rejected_records))]
-        )
+    conn.executemany("insert into _rejected_records values (?)", [[r] for r in sorted(set(rejected_records))])
     # Parsed row k is record k + (number of rejected records before it). With the rejected records sorted as
     # r_1 < r_2 < …, that number is the largest i with r_i - i < k: an ASOF join on the running threshold.
     conn.execute(
