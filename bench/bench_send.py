@@ -96,6 +96,8 @@ def main() -> None:
     p.add_argument("--latency-ms", type=float, default=50.0)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--chunk-size", type=int, default=500)
+    p.add_argument("--claim-batch", type=int, default=None, help="mails per claim (default: concurrency)")
+    p.add_argument("--no-journal", action="store_true", help="deliver() without the send journal")
     p.add_argument(
         "--naive", type=int, default=200, help="mails for the sequential SendGridAPIClient baseline"
     )
@@ -146,6 +148,7 @@ def main() -> None:
             server_cpu0 = cpu_seconds(server.pid)
             print(
                 f"deliver(): {args.mails:,} mails, concurrency {args.concurrency}, chunk {args.chunk_size}, "
+                f"claim batch {args.claim_batch or args.concurrency}, journal {not args.no_journal}, "
                 f"rss at start {rss_mib():.0f} MiB"
             )
             report = deliver(
@@ -155,6 +158,8 @@ def main() -> None:
                 run_id="bench",
                 as_of=datetime(2026, 11, 24, 10, tzinfo=UTC),
                 chunk_size=args.chunk_size,
+                claim_batch=args.claim_batch,
+                journal_dir=None if args.no_journal else "auto",
                 concurrency=args.concurrency,
                 log=PrintLog(),
                 total=args.mails,

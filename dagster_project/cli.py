@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dagster_project import paths
@@ -110,32 +110,43 @@ def _root_cause(event) -> str:
 
 
 def print_summary() -> None:
+    """What the run left in the warehouse. Only tables that exist are shown: a job that selects part of the
+    graph (``ingest_job``) has not built the candidates or the ledger yet, and that is no failure."""
     import duckdb
 
     db = paths.warehouse_path()
     conn = duckdb.connect(str(db), read_only=True)
     try:
+        present = {
+            f"{schema}.{name}"
+            for schema, name in conn.execute(
+                "select table_schema, table_name from information_schema.tables"
+            ).fetchall()
+        }
         print(f"\nWarehouse: {db}")
-        files = conn.execute(
-            "select count(*), coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0) "
-            "from raw.loaded_files"
-        ).fetchone()
-        rejected = conn.execute("select count(distinct path) from raw.rejected_files").fetchone()[0]
-        print(
-            f"Exports: {files[0]} files loaded, {files[1]:,} rows, {files[2]:,} quarantined, "
-            f"{rejected} files rejected (see raw.quarantine, raw.rejected_files)"
-        )
-        print("\nCandidates by campaign, decision and reason (eligibility.mail_candidates):")
-        for campaign, step, decision, reason, n in conn.execute(
-            "select campaign, step, decision, reason, count(*) from eligibility.mail_candidates "
-            "group by all order by campaign, step, decision, reason"
-        ).fetchall():
-            print(f"  {campaign:<18} {step:<10} {decision:<6} {reason:<16} {n:>8,}")
-        print("\nSend ledger (mail.sends) by status and transport:")
-        for status, transport, n in conn.execute(
-            "select status, coalesce(transport, '-'), count(*) from mail.sends group by all order by 1, 2"
-        ).fetchall():
-            print(f"  {status:<10} {transport:<9} {n:>8,}")
+        if "raw.loaded_files" in present:
+            files = conn.execute(
+                "select count(*), coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0) "
+                "from raw.loaded_files"
+            ).fetchone()
+            rejected = conn.execute("select count(distinct path) from raw.rejected_files").fetchone()[0]
+            print(
+                f"Exports: {files[0]} files loaded, {files[1]:,} rows, {files[2]:,} quarantined, "
+                f"{rejected} files rejected (see raw.quarantine, raw.rejected_files)"
+            )
+        if "eligibility.mail_candidates" in present:
+            print("\nCandidates by campaign, decision and reason (eligibility.mail_candidates):")
+            for campaign, step, decision, reason, n in conn.execute(
+                "select campaign, step, decision, reason, count(*) from eligibility.mail_candidates "
+                "group by all order by campaign, step, decision, reason"
+            ).fetchall():
+                print(f"  {campaign:<18} {step:<10} {decision:<6} {reason:<16} {n:>8,}")
+        if "mail.sends" in present:
+            print("\nSend ledger (mail.sends) by status and transport:")
+            for status, transport, n in conn.execute(
+                "select status, coalesce(transport, '-'), count(*) from mail.sends group by all order by 1, 2"
+            ).fetchall():
+                print(f"  {status:<10} {transport:<9} {n:>8,}")
     finally:
         conn.close()
     print(f"\nOutbox: {paths.outbox_dir()}")
@@ -300,6 +311,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     import duckdb
 
     from dagster_project.mail.erasure import compact_warehouse, erase_person
+    from dagster_project.resources import parse_as_of
 
     _export_locations(args)
     client = None
@@ -310,6 +322,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
         from dagster_project.resources import SendGridResource
 
         client = sendgrid.SendGridAPIClient(api_key=api_key, host=SendGridResource().resolved_host())
+    as_of = parse_as_of(args.as_of) if args.as_of else datetime.now(UTC)
     conn = duckdb.connect(str(paths.warehouse_path()))
     try:
         report = erase_person(
@@ -317,7 +330,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
             email=args.email,
             customer_id=args.customer_id,
             outbox_dir=paths.outbox_dir(),
+            landing_dir=paths.landing_dir(),
             sendgrid_client=client,
+            now=as_of,
         )
     finally:
         conn.close()
@@ -328,6 +343,11 @@ def cmd_erase(args: argparse.Namespace) -> int:
         print(f"  deleted {n:>6} rows from {table}")
     print(f"  pseudonymised {report.ledger_rows_pseudonymised} ledger rows (the address stays suppressed)")
     print(f"  deleted {report.outbox_files_deleted} outbox files")
+    print(
+        f"  removed {report.event_lines_removed} SendGrid event lines from {report.event_files_rewritten} "
+        f"landing files, deleted {report.consent_files_deleted} unsubscribe-page consent files"
+    )
+    print(f"  erasure recorded as of {as_of.isoformat()}")
     print(
         f"  SendGrid erasure requests: {report.sendgrid_requests}"
         + ("" if api_key else " (SENDGRID_API_KEY not set: request SendGrid's erasure separately)")
@@ -475,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     who = erase.add_mutually_exclusive_group(required=True)
     who.add_argument("--email")
     who.add_argument("--customer-id")
+    erase.add_argument(
+        "--as-of", help="logical time of the erasure (ISO 8601), stamped on mail.erasures; default now (UTC)"
+    )
     erase.set_defaults(func=cmd_erase)
 
     args = parser.parse_args(argv)

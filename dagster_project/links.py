@@ -57,6 +57,8 @@ class LinkSigner:
             body, mac = token.split(".")
         except (ValueError, AttributeError):
             raise InvalidToken("malformed token") from None
+        if not (body.isascii() and mac.isascii()):  # tokens are base64url; anything else is not one
+            raise InvalidToken("malformed token")
         if not hmac.compare_digest(mac, self._mac(body)):
             raise InvalidToken("bad signature")
         try:

@@ -248,7 +248,10 @@ def replay(
                 "a replay needs a fresh warehouse; give another --warehouse or delete this one"
             )
         progress(f"loading the exports in {landing} …")
-        reports = load_landing(conn, Path(landing))
+        # the exports' arrival is the end of the replayed period: rows stamped later than a day after it
+        # are quarantined as "in the future", as a live run at that moment would have
+        shop_tz = ShopResource().settings().timezone
+        reports = load_landing(conn, Path(landing), shop_tz=shop_tz, as_of=ticks[-1])
         events = load_events(conn, Path(landing))
         rows = sum(r.rows_loaded for r in reports)
         progress(f"  {rows:,} rows from {len(reports)} files, {events.events_new:,} SendGrid events")

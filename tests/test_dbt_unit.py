@@ -28,6 +28,8 @@ UNIT_TESTS = {
     "mail_candidates_frequency_cap_with_priorities",
     "mail_candidates_exit_rule",
     "mail_candidates_quiet_hours_defer_or_expire",
+    "orphans_are_held_until_their_parent_arrives",
+    "shared_addresses_lists_an_address_on_two_customer_ids",
 }
 
 

@@ -25,6 +25,7 @@ from dagster_project.sandbox.sendgrid_server import run_sandbox
 pytestmark = pytest.mark.slow
 
 AS_OF = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+ERASED_AS_OF = AS_OF + timedelta(hours=3)  # the erasure's logical time (`nachfass erase --as-of`)
 PERSON_ID = "C0000001"  # scenario: abandoned cart step 1 due, consent confirmed
 PERSON_EMAIL = "juergen.mueller1@example.de"
 API_KEY = "SG.erasure-test-key-0123456789"
@@ -97,6 +98,34 @@ def _write_csv(path: Path, header: list[str], rows: list[dict]) -> None:
     tmp.rename(path)
 
 
+def _webhook_files(landing: Path) -> dict[str, Path]:
+    from dagster_project.events.storage import write_sendgrid_batch
+
+    def ev(n: int, email: str) -> dict:
+        return {
+            "sg_event_id": f"erasure-ev-{n}",
+            "event": "delivered",
+            "email": email,
+            "timestamp": 1795000000 + n,
+        }
+
+    mixed = write_sendgrid_batch(
+        landing, [ev(1, PERSON_EMAIL), ev(2, "someone.else@example.de"), ev(3, PERSON_EMAIL.upper())], AS_OF
+    )
+    only_person = write_sendgrid_batch(landing, [ev(4, PERSON_EMAIL)], AS_OF)
+    return {"mixed": mixed, "only_person": only_person}
+
+
+def _unsubscribe_file(landing: Path) -> Path:
+    """The person clicked the unsubscribe link in the mail they got: the web service wrote this file."""
+    from dagster_project.events.storage import write_consent_event
+
+    path, _ = write_consent_event(
+        landing, email=PERSON_EMAIL, customer_id=PERSON_ID, event="withdrawn", occurred_at=AS_OF
+    )
+    return path
+
+
 def _scenario_rows(landing: Path, table: str, customer_id: str) -> tuple[list[str], list[dict]]:
     with (landing / table / "scenarios.csv").open(encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -127,6 +156,8 @@ def world(tmp_path_factory, dbt_manifest):
             mp.delenv(name, raising=False)
         landing = Path(env["NACHFASS_LANDING"])
         generate_exports(landing, customers=200, seed=11, as_of=AS_OF)
+        # What the web service wrote: SendGrid events about the person and others, and their unsubscribe.
+        world_events = _webhook_files(landing)
         _run(AS_OF)
 
         world = {"tmp": tmp, "landing": landing, "warehouse": Path(env["NACHFASS_WAREHOUSE"])}
@@ -143,10 +174,20 @@ def world(tmp_path_factory, dbt_manifest):
             ]
             world["traces_before"] = _traces(conn, {"email": PERSON_EMAIL, "ids": [PERSON_ID]})
         world["outbox_before"] = sorted(p.name for p in world["outbox"].iterdir())
+        world_events["consent"] = _unsubscribe_file(landing)
 
         with run_sandbox(api_key=API_KEY) as sandbox:
             result = subprocess.run(
-                [sys.executable, "-m", "dagster_project.cli", "erase", "--email", PERSON_EMAIL.upper()],
+                [
+                    sys.executable,
+                    "-m",
+                    "dagster_project.cli",
+                    "erase",
+                    "--email",
+                    PERSON_EMAIL.upper(),
+                    "--as-of",
+                    ERASED_AS_OF.isoformat(),
+                ],
                 cwd=REPO_ROOT,
                 env={**os.environ, "SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": sandbox.url},
                 capture_output=True,
@@ -157,6 +198,7 @@ def world(tmp_path_factory, dbt_manifest):
         assert result.returncode == 0, result.stdout + result.stderr
         world["erase_output"] = result.stdout + result.stderr
         world["file_hits_after_cli"] = _file_hits(world["warehouse"])
+        world["webhook_files"] = world_events
         yield world
 
 
@@ -204,6 +246,36 @@ def test_outbox_files_of_the_person_are_gone(world):
     for path in world["outbox"].iterdir():
         text = path.read_text(encoding="utf-8", errors="replace").lower()
         assert PERSON_EMAIL not in text, path.name
+
+
+def test_web_service_files_of_the_person_are_rewritten(world):
+    files = world["webhook_files"]
+    mixed = files["mixed"].read_text(encoding="utf-8")
+    assert PERSON_EMAIL not in mixed.lower()
+    assert [json.loads(line)["sg_event_id"] for line in mixed.splitlines()] == ["erasure-ev-2"]
+    assert not files["only_person"].exists() and not files["consent"].exists()
+    for path in world["landing"].rglob("*"):
+        if path.is_file() and path.parent.name in ("sendgrid_events",):
+            assert PERSON_EMAIL not in path.read_text(encoding="utf-8").lower()
+    assert "removed 3 SendGrid event lines from 2 landing files" in world["erase_output"]
+    assert "deleted 1 unsubscribe-page consent files" in world["erase_output"]
+    # The rewritten file is recorded as loaded: the next event load reads nothing again.
+    from dagster_project.events.ingest import load_events
+
+    with _connect(world, read_only=False) as conn:
+        assert load_events(conn, world["landing"]).files_loaded == 0
+        assert (
+            conn.execute(
+                "select count(*) from raw.sendgrid_events where sg_event_id = 'erasure-ev-2'"
+            ).fetchone()[0]
+            == 1
+        )
+
+
+def test_erasure_is_stamped_with_its_logical_time(world):
+    with _connect(world) as conn:
+        stamps = conn.execute("select erased_at from mail.erasures").fetchall()
+    assert stamps == [(ERASED_AS_OF.replace(tzinfo=None),)]
 
 
 def test_sendgrid_erasejob_requested(world):

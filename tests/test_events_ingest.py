@@ -1,6 +1,6 @@
 """Event ingest: files from the webhook receiver load once, events deduplicate on sg_event_id across
-files and runs (SendGrid retries and reorders), malformed lines are skipped and counted, and events carrying
-a send id reconcile `unknown` ledger rows."""
+files and runs (SendGrid retries and reorders), bad lines are quarantined with their line number and reason
+while the rest loads (poison never blocks), and events carrying a send id reconcile `unknown` ledger rows."""
 
 from __future__ import annotations
 
@@ -98,3 +98,114 @@ def test_property_any_batching_and_order_gives_each_event_once(tmp_path_factory,
     load_events(connection, landing)
     stored = {row[0] for row in connection.execute("select sg_event_id from raw.sendgrid_events").fetchall()}
     assert stored == {f"ev-{n}" for batch in batches for n in batch}
+
+
+# ---- poison never blocks ---------------------------------------------------------------------------------
+
+
+def test_poison_event_is_quarantined_and_the_rest_loads(tmp_path: Path, conn) -> None:
+    """Issue 12: a signed event with ``"timestamp": 1e20`` used to stop event loading for good."""
+    write(tmp_path, "001.ndjson", [{**event(0), "timestamp": 1e20}])
+    write(tmp_path, "002.ndjson", [event(n) for n in range(1, 101)])
+    report = load_events(conn, tmp_path)
+    assert (report.files_loaded, report.events_new, report.quarantined) == (2, 100, 1)
+    assert conn.execute("select count(*) from raw.sendgrid_events").fetchone()[0] == 100
+    line, reason, sg_event_id = conn.execute(
+        "select line_number, reason, sg_event_id from raw.event_quarantine"
+    ).fetchone()
+    assert (line, sg_event_id) == (1, "ev-0")
+    assert reason.startswith("timestamp out of range")
+    write(tmp_path, "003.ndjson", [event(200)])  # later files keep loading
+    assert load_events(conn, tmp_path).events_new == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[" * 60_000, "JSON nested too deeply"),
+        (b'{"sg_event_id": "a", "event": "open", "timestamp": NaN}', "not JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"[1, 2]", "not a JSON object"),
+        (json.dumps({**event(1), "timestamp": "1795000000"}).encode(), "timestamp not a number"),
+        (json.dumps({**event(1), "timestamp": -5}).encode(), "timestamp out of range"),
+        (json.dumps({**event(1), "timestamp": 10**400}).encode(), "timestamp out of range"),
+        (json.dumps({**event(1), "timestamp": True}).encode(), "timestamp not a number"),
+        (json.dumps({**event(1), "sg_event_id": 7}).encode(), "sg_event_id not a string"),
+        (json.dumps({**event(1), "email": ["a"]}).encode(), "email not a string"),
+        (json.dumps({**event(1), "url": "x" * 9000}).encode(), "url longer than"),
+        (json.dumps({**event(1), "pad": "x" * 70_000}).encode(), "event larger than"),
+        (
+            b'{"sg_event_id": "a", "event": "open", "timestamp": 1795000000, "url": "\\ud800"}',
+            "invalid Unicode",
+        ),
+        (b'{"sg_event_id": "a\\u0000", "event": "open", "timestamp": 1795000000}', "NUL"),
+    ],
+)
+def test_each_bad_line_has_its_reason(tmp_path: Path, conn, line: bytes, reason: str) -> None:
+    folder = tmp_path / "sendgrid_events"
+    folder.mkdir()
+    (folder / "a.ndjson").write_bytes(json.dumps(event(9)).encode() + b"\n" + line + b"\n")
+    report = load_events(conn, tmp_path)
+    assert (report.events_new, report.quarantined) == (1, 1)
+    line_number, stored_reason = conn.execute(
+        "select line_number, reason from raw.event_quarantine"
+    ).fetchone()
+    assert line_number == 2 and reason in stored_reason
+
+
+_HOSTILE_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=5),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.sampled_from([1e20, -1, 0, 2**63, 4_102_444_800, 946_684_799, "x" * 9000]),
+)
+
+
+@st.composite
+def hostile_line(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["valid", "mutated", "mutated", "bytes", "nested", "json"]))
+    if kind == "valid":
+        return json.dumps(event(draw(st.integers(0, 30)))).encode()
+    if kind == "mutated":
+        doc = event(draw(st.integers(0, 30)))
+        for field in draw(st.lists(st.sampled_from([*doc, "sg_machine_open", "url", "type"]), max_size=3)):
+            if draw(st.booleans()):
+                doc[field] = draw(_HOSTILE_VALUES)
+            else:
+                doc.pop(field, None)
+        return json.dumps(doc, ensure_ascii=draw(st.booleans())).encode("utf-8", errors="surrogatepass")
+    if kind == "bytes":
+        return draw(st.binary(min_size=1, max_size=40)).replace(b"\n", b" ")
+    if kind == "nested":
+        return b"[" * draw(st.integers(1, 5000)) + draw(st.sampled_from([b"", b"]", b"{}"]))
+    return json.dumps(draw(_HOSTILE_VALUES)).encode("utf-8", errors="surrogatepass")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(files=st.lists(st.lists(hostile_line(), min_size=1, max_size=12), min_size=1, max_size=4))
+def test_property_hostile_batches_never_raise_and_every_line_is_loaded_or_quarantined(
+    tmp_path_factory, files
+) -> None:
+    landing = tmp_path_factory.mktemp("landing")
+    folder = landing / "sendgrid_events"
+    folder.mkdir()
+    for number, lines in enumerate(files):
+        (folder / f"{number:03d}.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    connection = duckdb.connect()
+    prepare_warehouse(connection)
+    report = load_events(connection, landing)  # never raises
+    non_blank = sum(1 for lines in files for line in lines if line.strip())
+    assert report.events_read == non_blank
+    assert report.events_new + report.duplicates + report.quarantined == non_blank
+    quarantined = connection.execute("select count(*) from raw.event_quarantine").fetchone()[0]
+    assert quarantined == report.quarantined
+    # Every loaded or quarantined line can be found again by its file and line number or its event id.
+    loaded_ids = {r[0] for r in connection.execute("select sg_event_id from raw.sendgrid_events").fetchall()}
+    assert len(loaded_ids) == report.events_new
+    assert load_events(connection, landing).files_loaded == 0  # and nothing is loaded twice

@@ -83,7 +83,7 @@ def test_bad_rows_are_quarantined_with_actionable_reasons(tmp_path: Path, conn) 
     [report] = load_landing(conn, tmp_path)
     assert (report.rows_read, report.rows_loaded, report.rows_quarantined) == (7, 1, 6)
     reasons = {row: reason for _, row, reason in quarantine(conn)}
-    assert reasons[2] == 'not an email address: "max@"'
+    assert reasons[2] == 'not an email address: "max@" (There must be something after the @-sign.)'
     assert reasons[3] == 'unparseable timestamp in created_at (ISO 8601 expected): "31.12.2025"'
     assert reasons[4] == 'duplicate key in file: customer_id="C1" (first seen in row 1)'
     assert reasons[5] == "missing required value: customer_id"
@@ -187,10 +187,18 @@ def test_gzip_and_parquet_and_hidden_temp_files(tmp_path: Path, conn) -> None:
     assert sorted((Path(r.path).name, r.rows_loaded) for r in reports) == [("a.csv.gz", 1), ("c.parquet", 1)]
 
 
-def test_unparseable_file_is_rejected_not_crashing(tmp_path: Path, conn) -> None:
-    write(tmp_path, "customers", "c.csv", f'{CUSTOMER_HEADER}\nC1,"unterminated,x\n')
+def test_unparseable_line_is_quarantined_with_its_line_and_the_rest_loads(tmp_path: Path, conn) -> None:
+    write(
+        tmp_path,
+        "customers",
+        "c.csv",
+        f"{CUSTOMER_HEADER}\nC0,c0@example.de,,,,,,,2026-11-20T10:00:00Z,\n"
+        'C1,"unterminated,x\nC2,c2@example.de,,,,,,,2026-11-20T10:00:00Z,\n',
+    )
     [report] = load_landing(conn, tmp_path)
-    assert report.status == "rejected" and report.message.startswith("c.csv:")
+    assert (report.status, report.rows_loaded, report.lines_rejected) == ("loaded", 1, 1)
+    line, reason = conn.execute("select line_number, reason from raw.quarantine").fetchone()
+    assert line == 3 and reason.startswith("unterminated or stray quote")
 
 
 names = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=20)

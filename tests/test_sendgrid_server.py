@@ -264,3 +264,25 @@ def test_command_line_server(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /v3/mail/send HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"POST /v3/mail/send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: 60000\r\n\r\n"
+        + b"[" * 60000,
+        b"POST /_sandbox/faults HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]",
+        b"POST /_sandbox/faults HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"[" * 5000,
+        b"POST /v3/recipients/erasejob HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
+        + b"Content-Length: 4\r\n\r\n\xff\xfe[]",
+        b"GET /%C3%A4 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"PUT /v3/mail/send HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+def test_malformed_requests_get_4xx(raw):
+    with run_sandbox() as handle, socket.create_connection(("127.0.0.1", handle.port), timeout=5) as sock:
+        sock.sendall(raw)
+        answer = sock.recv(4096)
+    status = int(answer.split(b" ", 2)[1])
+    assert 400 <= status < 500, answer[:200]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import re
+import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -53,13 +55,14 @@ def request(
     path: str,
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
-) -> tuple[int, str, dict[str, str]]:
+) -> tuple[int, str, http.client.HTTPMessage]:
     parts = urlsplit(app.url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
-        return response.status, response.read().decode("utf-8"), dict(response.getheaders())
+        # HTTP header names are case-insensitive (the server sends them in lower case): look them up so.
+        return response.status, response.read().decode("utf-8"), response.headers
     finally:
         conn.close()
 
@@ -427,3 +430,170 @@ def test_logs_carry_no_tokens_or_addresses(
     assert tok[:20] not in caplog.text
     assert EMAIL not in caplog.text
     assert LINK_KEY not in caplog.text
+
+
+# ---- hostile and slow clients (issue 12) ----------------------------------------------------------------
+
+
+def raw_exchange(app: RunningWebapp, data: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes, return everything the server answers until it closes or goes quiet."""
+    parts = urlsplit(app.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+                if b"\r\n\r\n" in received and b"connection: close" not in received.lower():
+                    head, _, rest = received.partition(b"\r\n\r\n")
+                    length = re.search(rb"content-length: (\d+)", head.lower())
+                    if length and len(rest) >= int(length.group(1)):
+                        break
+        except TimeoutError:
+            pass
+    return received
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
+
+
+def test_a_400_digit_timestamp_is_refused_not_a_500(app: RunningWebapp, keypair: tuple[bytes, str]) -> None:
+    body = json.dumps(sample_events()).encode()
+    headers = {**signed_headers(keypair[0], body), TIMESTAMP_HEADER: "9" * 400}
+    assert request(app, "POST", "/webhooks/sendgrid", body, headers)[0] == 403
+    assert all_files(app.landing_dir) == []
+
+
+def test_a_signed_body_of_100000_brackets_is_a_bad_request_not_a_500(
+    app: RunningWebapp, keypair: tuple[bytes, str]
+) -> None:
+    body = b"[" * 100_000
+    status, text, _ = request(app, "POST", "/webhooks/sendgrid", body, signed_headers(keypair[0], body))
+    assert status == 400, text
+    assert all_files(app.landing_dir) == []
+
+
+def test_a_non_ascii_token_is_an_invalid_link_not_a_500(app: RunningWebapp) -> None:
+    for method in ("GET", "POST"):
+        status, html, _ = request(app, method, "/u/%C3%A4.%C3%A4", b"" if method == "POST" else None)
+        assert status == 403 and "ungültig oder abgelaufen" in html
+    assert consent_files(app) == []
+
+
+def test_unsigned_requests_are_refused_before_the_body_is_read(app: RunningWebapp) -> None:
+    parts = urlsplit(app.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    conn.putrequest("POST", "/webhooks/sendgrid")
+    conn.putheader("Content-Length", str(4 * 1024 * 1024))  # announced, never sent
+    conn.endheaders()
+    started = time.monotonic()
+    response = conn.getresponse()
+    assert response.status == 403
+    assert time.monotonic() - started < 2  # answered without waiting for the 4 MiB
+    conn.close()
+
+
+def test_the_body_limit_holds_for_chunked_bodies_too(tmp_path: Path, keypair: tuple[bytes, str]) -> None:
+    body = json.dumps([{"event": "open", "pad": "x" * 5000}]).encode()
+    with run_webapp(tmp_path, keypair[1], None, max_body_bytes=1000) as app:
+        parts = urlsplit(app.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        conn.request(
+            "POST",
+            "/webhooks/sendgrid",
+            body=iter([body[:800], body[800:]]),
+            headers=signed_headers(keypair[0], body),
+            encode_chunked=True,
+        )
+        assert conn.getresponse().status == 413
+        conn.close()
+        assert all_files(tmp_path / "sendgrid_events") == []
+
+
+def test_a_slow_client_is_cut_off_at_the_request_deadline(tmp_path: Path) -> None:
+    with run_webapp(tmp_path, None, None, request_deadline_s=1.0) as app:
+        parts = urlsplit(app.url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            started = time.monotonic()
+            received = b""
+            try:
+                for byte in b"POST /webhooks/sendgrid HTTP/1.1\r\nHost: x\r\n":  # one byte every 0.2 s
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.2)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            try:
+                while chunk := sock.recv(4096):
+                    received += chunk
+            except (ConnectionResetError, TimeoutError):
+                pass
+            held = time.monotonic() - started
+    assert held < 3, f"a slow client held its connection for {held:.1f} s"
+    assert received.startswith(b"HTTP/1.1 408")
+
+
+def test_connections_beyond_the_limit_get_503(tmp_path: Path) -> None:
+    with run_webapp(tmp_path, None, None, max_connections=4) as app:
+        parts = urlsplit(app.url)
+        idle = [socket.create_connection((parts.hostname, parts.port), timeout=5) for _ in range(4)]
+        try:
+            time.sleep(0.2)
+            assert request(app, "GET", "/healthz")[0] == 503
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(0.2)
+        assert request(app, "GET", "/healthz")[0] == 200
+
+
+_TOKEN_CHARS = st.sampled_from(["%C3%A4", "%00", "%FF", "%2F", "..", "a", ".", "%", "%E2%80%AE", "~"])
+
+
+@st.composite
+def malformed_request(draw: st.DrawFn) -> bytes:
+    method = draw(st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"G\xc3\xa4T"]))
+    prefix = draw(st.sampled_from(["/u/", "/o/", "/webhooks/sendgrid", "/healthz", "/", "//u/"]))
+    path = prefix + "".join(draw(st.lists(_TOKEN_CHARS, max_size=6)))
+    query = draw(st.sampled_from(["", "?choice=weekly", "?choice=%FF", "?%%%", "?a=" + "b" * 3000]))
+    headers = draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    b"Content-Length: abc",
+                    b"Content-Length: -1",
+                    b"Content-Length: 99999999999999999999999",
+                    b"Transfer-Encoding: gzip",
+                    f"{TIMESTAMP_HEADER}: {'9' * 400}".encode(),
+                    f"{TIMESTAMP_HEADER}: \xb2\xb3".encode("latin-1"),
+                    f"{SIGNATURE_HEADER}: ???".encode(),
+                    b"Content-Type: application/json; charset=latin-1",
+                    b"X-Weird: \xff\xfe",
+                ]
+            ),
+            max_size=3,
+            unique=True,
+        )
+    )
+    body = draw(st.sampled_from([b"", b"[", b"[" * 5000, b"\xff\xfe", b"List-Unsubscribe=One-Click"]))
+    head = b"%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n" % (method, (path + query).encode())
+    if not any(h.lower().startswith((b"content-length", b"transfer-encoding")) for h in headers):
+        headers = [*headers, b"Content-Length: %d" % len(body)]
+    return head + b"\r\n".join(headers) + b"\r\n\r\n" + body
+
+
+@pytest.fixture(scope="module")
+def configured_app(
+    tmp_path_factory: pytest.TempPathFactory, keypair: tuple[bytes, str], signer: LinkSigner
+) -> Iterator[RunningWebapp]:
+    with run_webapp(tmp_path_factory.mktemp("landing"), keypair[1], signer) as running:
+        yield running
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=malformed_request())
+def test_malformed_requests_get_4xx_never_5xx(configured_app: RunningWebapp, raw: bytes) -> None:
+    response = raw_exchange(configured_app, raw, timeout=5)
+    status = status_of(response)
+    assert status == 0 or 200 <= status < 500, response[:300]
+    assert b"Traceback" not in response

@@ -31,15 +31,20 @@ def sendgrid_events(
         )
     if report.reconciled:
         context.log.info(f"{report.reconciled} `unknown` ledger rows reconciled to `sent` from events")
-    if report.malformed:
-        context.log.warning(f"{report.malformed} malformed event lines skipped")
+    if report.quarantined:
+        context.log.warning(
+            f"{report.quarantined} event lines quarantined (see raw.event_quarantine for line and reason)"
+        )
+    if report.files_unreadable:
+        context.log.error(f"{report.files_unreadable} event files could not be read; retried next run")
     return dg.MaterializeResult(
         metadata={
             "files_loaded": report.files_loaded,
             "events_read": report.events_read,
             "events_new": report.events_new,
             "duplicates_ignored": report.duplicates,
-            "malformed_lines": report.malformed,
+            "events_quarantined": report.quarantined,
+            "files_unreadable": report.files_unreadable,
             "unknown_sends_reconciled": report.reconciled,
             "events_in_table": dg.MetadataValue.int(int(total)),
             "events_by_type": dg.MetadataValue.json(by_type),

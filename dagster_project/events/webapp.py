@@ -4,10 +4,12 @@ Start it with::
 
     python -m dagster_project.events.webapp --host 127.0.0.1 --port 8025 --landing DIR
 
-It never opens DuckDB (one writer at a time is the warehouse's rule): every effect is a file appended to
-the landing folder, durably, before the client gets a 2xx. The ingest assets load those files later.
-Secrets come from the environment only (``SENDGRID_WEBHOOK_PUBLIC_KEY``, ``NACHFASS_LINK_SIGNING_KEY``)
-and are never logged. See docs/webservice.md.
+A Starlette application served by uvicorn (``dagster_project/http_server.py``: total request deadline,
+bounded connections, bounded header size). It never opens DuckDB (one writer at a time is the
+warehouse's rule): every effect is a file appended to the landing folder, durably, before the client gets a
+2xx. The ingest assets load those files later. Secrets come from the environment only
+(``SENDGRID_WEBHOOK_PUBLIC_KEY``, ``NACHFASS_LINK_SIGNING_KEY``) and are never logged. See
+docs/webservice.md.
 """
 
 from __future__ import annotations
@@ -17,20 +19,22 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
+import anyio
 from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dagster_project.events import pages
 from dagster_project.events.storage import (
@@ -39,6 +43,7 @@ from dagster_project.events.storage import (
     write_consent_event,
     write_sendgrid_batch,
 )
+from dagster_project.http_server import Limits, ServerThread
 from dagster_project.links import InvalidToken, LinkSigner
 from dagster_project.paths import landing_dir as default_landing_dir
 from dagster_project.shop import ShopSettings
@@ -58,10 +63,28 @@ DEFAULT_REPLAY_WINDOW_S = 600
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 # Unsubscribe form posts carry one short field; anything larger is not a mail client.
 MAX_FORM_BYTES = 16 * 1024
-# A slow client may hold a thread at most this long (keeps slow-loris from exhausting threads).
-REQUEST_TIMEOUT_S = 30
+# Unix seconds have 10 digits until the year 2286; a longer "timestamp" is not one (and a 400-digit one
+# used to overflow the float arithmetic of the replay check).
+MAX_TIMESTAMP_DIGITS = 12
+# Signed webhook batches being read, verified and written at once: bounds memory (this × the body limit)
+# and the threads that fsync. Further batches wait briefly, then get 503 and SendGrid retries them.
+MAX_BATCHES_IN_FLIGHT = 16
+BATCH_SLOT_WAIT_S = 5.0
+# The whole request: headers, body, verification, the durable write and the answer.
+REQUEST_DEADLINE_S = 30.0
+MAX_CONNECTIONS = 256
 
 _TOKEN_IN_PATH = re.compile(r"/([uo])/[^\s\"?]+")
+_SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+_PAGE_HEADERS = {
+    # The token is in the URL: no referrer may carry it elsewhere.
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'"
+    ),
+}
 
 
 def _redact(text: str) -> str:
@@ -99,269 +122,278 @@ def load_webhook_verifier(public_key: str) -> EventWebhook:
     return verifier
 
 
-class WebappServer(ThreadingHTTPServer):
-    # Non-daemon handler threads + block_on_close: server_close() waits for in-flight writes, so a stop
-    # never cuts a batch between "stored" and "answered".
-    daemon_threads = False
-    block_on_close = True
-    request_queue_size = 64
-
-    def __init__(self, address: tuple[str, int], config: WebappConfig) -> None:
-        self.config = config
-        super().__init__(address, _Handler)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.exception("unhandled error while serving a request")
+class _BodyTooLarge(Exception):
+    pass
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: WebappServer
-    server_version = "nachfass-webapp"
-    timeout = REQUEST_TIMEOUT_S
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, read as it streams in and abandoned as soon as it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
-    def version_string(self) -> str:
-        return self.server_version  # do not advertise the Python version
 
-    # ---- logging without secrets -------------------------------------------------------------------
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
-        log.info("%s %s", self.address_string(), _redact(format % args))
+def _declared_length(request: Request) -> int | None:
+    """``Content-Length`` as a number; None without one (chunked); ValueError when malformed."""
+    raw = request.headers.get("content-length")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise ValueError("bad Content-Length")
+    return int(raw)
 
-    # ---- dispatch ----------------------------------------------------------------------------------
-    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
-        self._dispatch("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch("POST")
+# ---- responses ---------------------------------------------------------------------------------------
 
-    def do_HEAD(self) -> None:  # noqa: N802
-        # Link scanners send HEAD; answer without effects and without a body.
-        self._dispatch("HEAD")
 
-    def _dispatch(self, method: str) -> None:
+def _json(status: int, payload: dict[str, Any], close: bool = False) -> JSONResponse:
+    headers = {**_SECURITY_HEADERS, **({"Connection": "close"} if close else {})}
+    return JSONResponse(payload, status_code=status, headers=headers)
+
+
+def _html(status: int, html: str) -> HTMLResponse:
+    return HTMLResponse(html, status_code=status, headers={**_SECURITY_HEADERS, **_PAGE_HEADERS})
+
+
+def _refuse(status: int, reason: str, close: bool = False) -> JSONResponse:
+    log.warning("webhook refused (%d): %s", status, reason)
+    return _json(status, {"error": reason}, close=close)
+
+
+# ---- SendGrid Event Webhook ----------------------------------------------------------------------------
+
+
+def _verify_and_store(cfg: WebappConfig, body: bytes, signature: str, timestamp: str) -> tuple[int, str, int]:
+    """Signature check, parse and durable write: CPU and fsync work, run in a worker thread."""
+    try:
+        # The helper takes str and re-encodes as UTF-8; strict UTF-8 decode/encode is the identity, so
+        # the verified bytes are exactly the bytes received.
+        payload = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return 403, "bad signature", 0
+    try:
+        valid = cfg.verifier.verify_signature(payload, signature, timestamp)  # type: ignore[union-attr]
+    except Exception:  # malformed base64/DER signatures raise instead of returning False
+        valid = False
+    if not valid:
+        return 403, "bad signature", 0
+    try:
+        events = json.loads(payload)
+    except RecursionError:
+        return 400, "body nested too deeply", 0
+    except ValueError:
+        return 400, "body is not JSON", 0
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        return 400, "body is not a JSON array of event objects", 0
+    if events:
         try:
-            self._route(method)
-        except TimeoutError:
-            self.close_connection = True
-        except Exception:
-            # No stack trace to the client; the log has it (paths redacted, no request data).
-            log.exception("error handling %s %s", method, _redact(urlsplit(self.path).path))
-            self.close_connection = True
-            with suppress(Exception):
-                self._html(500, pages.server_error(self.server.config.shop))
-
-    def _route(self, method: str) -> None:
-        parts = urlsplit(self.path)
-        path = parts.path
-        if path == "/healthz":
-            if method in ("GET", "HEAD"):
-                return self._json(
-                    200, {"status": "ok", "webhook_key_configured": self._cfg.verifier is not None}
-                )
-            return self._method_not_allowed("GET, HEAD")
-        if path == "/webhooks/sendgrid":
-            if method == "POST":
-                return self._webhook()
-            return self._method_not_allowed("POST")
-        match = re.fullmatch(r"/([uo])/([^/]+)", path)
-        if match:
-            kind, token = match.group(1), unquote(match.group(2))
-            choice = (parse_qs(parts.query).get("choice") or [""])[0]
-            if method in ("GET", "HEAD"):
-                return self._link_page(kind, token)
-            return self._link_action(kind, token, choice)
-        return self._html(404, pages.not_found(self._cfg.shop))
-
-    @property
-    def _cfg(self) -> WebappConfig:
-        return self.server.config
-
-    # ---- responses ---------------------------------------------------------------------------------
-    def _send(self, status: int, content_type: str, body: bytes, extra: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _json(self, status: int, payload: dict[str, Any]) -> None:
-        self._send(status, "application/json", json.dumps(payload).encode("utf-8"))
-
-    def _html(self, status: int, html: str) -> None:
-        self._send(
-            status,
-            "text/html; charset=utf-8",
-            html.encode("utf-8"),
-            {
-                # The token is in the URL: no referrer may carry it elsewhere.
-                "Referrer-Policy": "no-referrer",
-                "X-Frame-Options": "DENY",
-                "Content-Security-Policy": (
-                    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-                    "frame-ancestors 'none'; base-uri 'none'"
-                ),
-            },
-        )
-
-    def _method_not_allowed(self, allow: str) -> None:
-        self._send(405, "text/plain; charset=utf-8", b"method not allowed\n", {"Allow": allow})
-
-    # ---- request bodies ----------------------------------------------------------------------------
-    def _content_length(self) -> int | None:
-        """The declared body size; None if absent. Raises ValueError if malformed."""
-        if self.headers.get("Transfer-Encoding"):
-            raise ValueError("chunked bodies are not supported")
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            return None
-        value = int(raw.strip())
-        if value < 0:
-            raise ValueError("negative Content-Length")
-        return value
-
-    def _read_exactly(self, length: int) -> bytes | None:
-        data = self.rfile.read(length) if length else b""
-        return data if len(data) == length else None
-
-    # ---- SendGrid Event Webhook --------------------------------------------------------------------
-    def _refuse(self, status: int, reason: str) -> None:
-        log.warning("webhook refused (%d): %s", status, reason)
-        self._json(status, {"error": reason})
-
-    def _webhook(self) -> None:
-        cfg = self._cfg
-        try:
-            length = self._content_length()
-        except ValueError:
-            self.close_connection = True
-            return self._refuse(400, "bad Content-Length")
-        if length is None:
-            self.close_connection = True
-            return self._refuse(411, "Content-Length required")
-        if length > cfg.max_body_bytes:
-            # Decided on the header alone: the body is never read, so it cannot fill memory.
-            self.close_connection = True
-            return self._refuse(413, f"body larger than {cfg.max_body_bytes} bytes")
-        body = self._read_exactly(length)
-        if body is None:
-            self.close_connection = True
-            return self._refuse(400, "body shorter than Content-Length")
-        if cfg.verifier is None:
-            return self._refuse(403, "no webhook public key configured")
-        signature = self.headers.get(SIGNATURE_HEADER)
-        timestamp = self.headers.get(TIMESTAMP_HEADER)
-        if not signature or not timestamp:
-            return self._refuse(403, "missing signature headers")
-        if not timestamp.isascii() or not timestamp.isdigit():
-            return self._refuse(403, "malformed timestamp")
-        skew = cfg.now().timestamp() - int(timestamp)
-        if abs(skew) > cfg.replay_window_s:
-            return self._refuse(403, "timestamp outside the replay window")
-        try:
-            # The helper takes str and re-encodes as UTF-8; strict UTF-8 decode/encode is the identity,
-            # so the verified bytes are exactly the bytes received.
-            payload = body.decode("utf-8")
-        except UnicodeDecodeError:
-            return self._refuse(403, "bad signature")
-        try:
-            valid = cfg.verifier.verify_signature(payload, signature, timestamp)
-        except Exception:  # malformed base64/DER signatures raise instead of returning False
-            valid = False
-        if not valid:
-            return self._refuse(403, "bad signature")
-        try:
-            events = json.loads(payload)
-        except ValueError:
-            return self._refuse(400, "body is not JSON")
-        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-            return self._refuse(400, "body is not a JSON array of event objects")
-        if events:
             path = write_sendgrid_batch(cfg.landing_dir, events, cfg.now())
-            log.info("webhook batch stored: %d events in %s", len(events), path.name)
-        self._json(200, {"status": "stored", "events": len(events)})
+        except (ValueError, RecursionError):  # lone surrogates cannot be written as UTF-8
+            return 400, "body contains text that cannot be stored (invalid Unicode)", 0
+        log.info("webhook batch stored: %d events in %s", len(events), path.name)
+    return 200, "stored", len(events)
 
-    # ---- unsubscribe / objection -------------------------------------------------------------------
-    def _verify_link(self, kind: str, token: str) -> dict[str, Any] | None:
-        cfg = self._cfg
-        purpose = "unsubscribe" if kind == "u" else "objection"
+
+async def webhook(request: Request) -> Response:
+    cfg: WebappConfig = request.app.state.cfg
+    # Everything that needs no body is decided first (framing, then authentication headers): an
+    # unauthenticated client never gets the server to read, buffer or parse what it sends.
+    try:
+        declared = _declared_length(request)
+    except ValueError:
+        return _refuse(400, "bad Content-Length", close=True)
+    chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+    if declared is None and not chunked:
+        return _refuse(411, "Content-Length required", close=True)
+    if declared is not None and declared > cfg.max_body_bytes:
+        return _refuse(413, f"body larger than {cfg.max_body_bytes} bytes", close=True)
+    if cfg.verifier is None:
+        return _refuse(403, "no webhook public key configured", close=True)
+    signature = request.headers.get(SIGNATURE_HEADER)
+    timestamp = request.headers.get(TIMESTAMP_HEADER)
+    if not signature or not timestamp:
+        return _refuse(403, "missing signature headers", close=True)
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > MAX_TIMESTAMP_DIGITS:
+        return _refuse(403, "malformed timestamp", close=True)
+    if abs(cfg.now().timestamp() - int(timestamp)) > cfg.replay_window_s:
+        return _refuse(403, "timestamp outside the replay window", close=True)
+    slots: anyio.Semaphore = request.app.state.batch_slots
+    try:
+        with anyio.fail_after(BATCH_SLOT_WAIT_S):
+            await slots.acquire()
+    except TimeoutError:
+        return _refuse(503, "too many batches in progress; retry later", close=True)
+    try:
         try:
-            data = cfg.link_signer.verify(token, purpose, cfg.now())  # type: ignore[union-attr]
-        except InvalidToken as exc:
-            log.warning("%s link refused: %s", purpose, exc)
-            return None
-        email = data.get("email")
-        if not isinstance(email, str) or "@" not in email:
-            log.warning("%s link refused: token carries no address", purpose)
-            return None
-        return data
+            body = await _read_body(request, cfg.max_body_bytes)
+        except _BodyTooLarge:
+            return _refuse(413, f"body larger than {cfg.max_body_bytes} bytes", close=True)
+        status, reason, count = await anyio.to_thread.run_sync(
+            _verify_and_store, cfg, body, signature, timestamp
+        )
+    finally:
+        slots.release()
+    if status != 200:
+        return _refuse(status, reason)
+    return _json(200, {"status": "stored", "events": count})
 
-    def _link_page(self, kind: str, token: str) -> None:
-        shop = self._cfg.shop
-        if self._cfg.link_signer is None:
-            return self._html(503, pages.unavailable(shop))
-        data = self._verify_link(kind, token)
-        if data is None:
-            return self._html(403, pages.invalid_link(shop))
-        if kind == "u":
-            return self._html(200, pages.unsubscribe_confirm(token, data["email"], shop))
-        return self._html(200, pages.objection_confirm(token, data["email"], shop))
 
-    def _link_action(self, kind: str, token: str, choice: str) -> None:
-        cfg = self._cfg
-        try:
-            length = self._content_length() or 0
-        except ValueError:
-            self.close_connection = True
-            return self._html(400, pages.invalid_link(cfg.shop))
-        if length > MAX_FORM_BYTES:
-            self.close_connection = True
-            return self._send(413, "text/plain; charset=utf-8", b"request too large\n")
-        # The body (RFC 8058: "List-Unsubscribe=One-Click") is read only to drain the request: any POST is
-        # a deliberate act, unlike the GETs that link scanners make.
-        if self._read_exactly(length) is None:
-            self.close_connection = True
-            return self._html(400, pages.invalid_link(cfg.shop))
+# ---- unsubscribe / objection -----------------------------------------------------------------------------
+
+
+def _verify_link(cfg: WebappConfig, kind: str, token: str) -> dict[str, Any] | None:
+    purpose = "unsubscribe" if kind == "u" else "objection"
+    try:
+        data = cfg.link_signer.verify(token, purpose, cfg.now())  # type: ignore[union-attr]
+    except InvalidToken as exc:
+        log.warning("%s link refused: %s", purpose, exc)
+        return None
+    email = data.get("email")
+    if not isinstance(email, str) or "@" not in email:
+        log.warning("%s link refused: token carries no address", purpose)
+        return None
+    return data
+
+
+async def link(request: Request) -> Response:
+    cfg: WebappConfig = request.app.state.cfg
+    kind = request.url.path[1]
+    token = request.path_params["token"]
+    if request.method in ("GET", "HEAD"):
         if cfg.link_signer is None:
-            return self._html(503, pages.unavailable(cfg.shop))
-        data = self._verify_link(kind, token)
+            return _html(503, pages.unavailable(cfg.shop))
+        data = _verify_link(cfg, kind, token)
         if data is None:
-            return self._html(403, pages.invalid_link(cfg.shop))
-        event = "frequency_weekly" if kind == "u" and choice == "weekly" else "withdrawn"
-        customer_id = data.get("customer_id")
-        _, event_id = write_consent_event(
+            return _html(403, pages.invalid_link(cfg.shop))
+        if kind == "u":
+            return _html(200, pages.unsubscribe_confirm(token, data["email"], cfg.shop))
+        return _html(200, pages.objection_confirm(token, data["email"], cfg.shop))
+    try:
+        declared = _declared_length(request)
+    except ValueError:
+        return _html(400, pages.invalid_link(cfg.shop))
+    if declared is not None and declared > MAX_FORM_BYTES:
+        return PlainTextResponse("request too large\n", status_code=413, headers=_SECURITY_HEADERS)
+    # The body (RFC 8058: "List-Unsubscribe=One-Click") is read only to drain the request: any POST is a
+    # deliberate act, unlike the GETs that link scanners make.
+    try:
+        await _read_body(request, MAX_FORM_BYTES)
+    except _BodyTooLarge:
+        return PlainTextResponse("request too large\n", status_code=413, headers=_SECURITY_HEADERS)
+    if cfg.link_signer is None:
+        return _html(503, pages.unavailable(cfg.shop))
+    data = _verify_link(cfg, kind, token)
+    if data is None:
+        return _html(403, pages.invalid_link(cfg.shop))
+    choice = request.query_params.get("choice", "")
+    event = "frequency_weekly" if kind == "u" and choice == "weekly" else "withdrawn"
+    customer_id = data.get("customer_id")
+    _, event_id = await anyio.to_thread.run_sync(
+        lambda: write_consent_event(
             cfg.landing_dir,
             email=data["email"],
             customer_id=str(customer_id) if customer_id not in (None, "") else None,
             event=event,
             occurred_at=cfg.now(),
         )
-        log.info(
-            "consent event %s stored (%s, campaign=%s, send_id=%s)",
-            event_id,
-            event,
-            data.get("campaign"),
-            data.get("send_id"),
+    )
+    log.info(
+        "consent event %s stored (%s, campaign=%s, send_id=%s)",
+        event_id,
+        event,
+        data.get("campaign"),
+        data.get("send_id"),
+    )
+    if event == "frequency_weekly":
+        return _html(200, pages.weekly_saved(data["email"], cfg.shop))
+    if kind == "o":
+        return _html(200, pages.objection_saved(data["email"], cfg.shop))
+    return _html(200, pages.unsubscribed(data["email"], cfg.shop))
+
+
+async def healthz(request: Request) -> Response:
+    cfg: WebappConfig = request.app.state.cfg
+    return _json(200, {"status": "ok", "webhook_key_configured": cfg.verifier is not None})
+
+
+class _Guard:
+    """Outermost layer: one redacted log line per request, 404 pages, and never a stack trace to a client.
+
+    Any exception below becomes a plain 500 page (the traceback goes to the log, with the path redacted).
+    """
+
+    def __init__(self, app: ASGIApp, config: WebappConfig) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status: list[int] = []
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        path = _redact(scope.get("path", ""))
+        try:
+            await self.app(scope, receive, send_status)
+        except ClientDisconnect:
+            status.append(499)  # the client went away mid-request: nothing to answer
+        except Exception:
+            log.exception("error handling %s %s", scope.get("method"), path)
+            if not status:
+                response = _html(500, pages.server_error(self.config.shop))
+                response.headers["Connection"] = "close"
+                await response(scope, receive, send_status)
+        client = scope.get("client") or ("-", 0)
+        log.info("%s %s %s %s", client[0], scope.get("method"), path, status[0] if status else "-")
+
+
+def create_app(config: WebappConfig) -> ASGIApp:
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _html(404, pages.not_found(config.shop))
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        allow = getattr(exc, "headers", {}).get("Allow", "")
+        return PlainTextResponse(
+            "method not allowed\n", status_code=405, headers={**_SECURITY_HEADERS, "Allow": allow}
         )
-        if event == "frequency_weekly":
-            return self._html(200, pages.weekly_saved(data["email"], cfg.shop))
-        if kind == "o":
-            return self._html(200, pages.objection_saved(data["email"], cfg.shop))
-        return self._html(200, pages.unsubscribed(data["email"], cfg.shop))
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/webhooks/sendgrid", webhook, methods=["POST"]),
+            Route("/u/{token}", link, methods=["GET", "HEAD", "POST"]),
+            Route("/o/{token}", link, methods=["GET", "HEAD", "POST"]),
+        ],
+        exception_handlers={404: not_found, 405: method_not_allowed},
+    )
+    app.state.cfg = config
+    app.state.batch_slots = anyio.Semaphore(MAX_BATCHES_IN_FLIGHT)
+    return _Guard(app, config)
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class WebappServer(ServerThread):
+    """The service bound to its address; ``start()``/``stop()`` in a thread, or ``serve_forever()``."""
+
+    def __init__(self, config: WebappConfig, host: str, port: int, limits: Limits) -> None:
+        self.config = config
+        super().__init__(create_app(config), host, port, limits)
+
+    def serve_forever(self) -> None:
+        self.run()
 
 
 def make_server(
@@ -374,8 +406,10 @@ def make_server(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     now: Callable[[], datetime] | None = None,
     shop: ShopSettings | None = None,
+    request_deadline_s: float = REQUEST_DEADLINE_S,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> WebappServer:
-    """Create (and bind) the server; call ``serve_forever()`` / ``shutdown()`` / ``server_close()``.
+    """Create (and bind) the server.
 
     ``public_key``: base64 DER P-256 key of the signed Event Webhook, or None (the webhook then refuses
     everything). ``link_signer``: verifies unsubscribe/objection tokens, or None (pages answer 503).
@@ -400,7 +434,8 @@ def make_server(
         now=now or _utcnow,
         shop=shop,
     )
-    return WebappServer((host, port), config)
+    limits = Limits(request_deadline_s=request_deadline_s, limit_concurrency=max_connections)
+    return WebappServer(config, host, port, limits)
 
 
 @dataclass(frozen=True)
@@ -419,20 +454,11 @@ def run_webapp(
 ) -> Iterator[RunningWebapp]:
     """Run the service in a background thread for the duration of the ``with`` block (tests, demo)."""
     server = make_server(landing_dir, public_key, link_signer, **kwargs)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="nachfass-webapp", daemon=True
-    )
-    thread.start()
+    server.start("nachfass-webapp")
     try:
         yield RunningWebapp(server=server, url=server.url, landing_dir=server.config.landing_dir)
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+        server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -447,6 +473,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--replay-window", type=int, default=DEFAULT_REPLAY_WINDOW_S, help="seconds")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument(
+        "--request-deadline", type=float, default=REQUEST_DEADLINE_S, help="seconds for a whole request"
+    )
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, help="beyond: 503")
     parser.add_argument("--shop-config", type=Path, default=None, help="default: config/shop.yaml")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -474,19 +504,18 @@ def main(argv: list[str] | None = None) -> int:
             replay_window_s=args.replay_window,
             max_body_bytes=args.max_body_bytes,
             shop=shop,
+            request_deadline_s=args.request_deadline,
+            max_connections=args.max_connections,
         )
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     log.info("listening on %s, landing folder %s", server.url, server.config.landing_dir)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        log.info("stopping")
-    finally:
-        server.server_close()  # waits for in-flight requests (block_on_close)
+    # uvicorn handles SIGINT/SIGTERM: it stops accepting and lets requests in progress finish, so a batch
+    # is never cut between "stored" and "answered".
+    server.serve_forever()
+    log.info("stopped")
     return 0
 
 

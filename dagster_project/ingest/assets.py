@@ -4,7 +4,7 @@ import dagster as dg
 
 from dagster_project.ingest.contract import EXPORT_TABLES
 from dagster_project.ingest.loader import load_landing, summarize
-from dagster_project.resources import LandingResource, ShopResource, WarehouseResource
+from dagster_project.resources import LandingResource, RunClockResource, ShopResource, WarehouseResource
 from dagster_project.warehouse import prepare_warehouse
 
 RAW_KEYS = {table: dg.AssetKey(["raw", table]) for table in EXPORT_TABLES}
@@ -27,14 +27,19 @@ def raw_exports(
     warehouse: WarehouseResource,
     landing: LandingResource,
     shop: ShopResource,
+    clock: RunClockResource,
 ):
-    """Load new export files (each file once, by path + content hash); quarantine rows that break the
-    export contract; reject files with a broken header without marking them loaded."""
+    """Load new export files (each file once, by path + content hash); quarantine rows and lines that break
+    the export contract; reject unreadable files or files with a broken header without marking them loaded.
+    The run's as_of is the exports' arrival: timestamps more than a day later are quarantined."""
     tables = [t for t, key in RAW_KEYS.items() if key in context.selected_asset_keys]
     landing_dir = landing.resolved_path()
+    as_of = clock.resolve(context)
     with warehouse.connect() as conn:
         prepare_warehouse(conn)
-        reports = load_landing(conn, landing_dir, shop_tz=shop.settings().timezone, tables=tables)
+        reports = load_landing(
+            conn, landing_dir, shop_tz=shop.settings().timezone, tables=tables, as_of=as_of
+        )
         totals = {t: conn.execute(f"select count(*) from raw.{t}").fetchone()[0] for t in tables}
     for report in reports:
         if report.status == "rejected":
@@ -45,6 +50,8 @@ def raw_exports(
                 f"quarantined {report.rows_quarantined}"
                 + (f"; ignored unknown columns {report.unknown_columns}" if report.unknown_columns else "")
             )
+            if report.lines_rejected or report.rows_orphaned:
+                context.log.warning(f"{report.path}: {report.message}")
     per_table = summarize(reports)
     for table in tables:
         stats = per_table.get(table, {})
@@ -59,6 +66,8 @@ def raw_exports(
                 "rows_read": stats.get("rows_read", 0),
                 "rows_loaded": stats.get("rows_loaded", 0),
                 "rows_quarantined": stats.get("rows_quarantined", 0),
+                "lines_rejected": stats.get("lines_rejected", 0),
+                "rows_orphaned": stats.get("rows_orphaned", 0),
                 "rows_in_table": dg.MetadataValue.int(int(totals[table])),
                 "files": dg.MetadataValue.md(
                     "\n".join(

@@ -18,6 +18,8 @@ class Column:
     type: ColumnType = "str"
     required: bool = False
     allowed: tuple[str, ...] = ()  # closed vocabularies (status, event_type …)
+    minimum: int | None = None  # numbers: the smallest value allowed
+    exclusive_minimum: bool = False  # numbers: ``minimum`` itself is not allowed (quantity > 0)
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,9 @@ class Table:
     key: tuple[str, ...]
     updated_at: str | None = None  # newest version of a key wins by this column (else by load order)
     defaults: dict[str, str] = field(default_factory=dict)
+    # (column, parent table, parent column): a row whose parent is not (yet) known is loaded but held as
+    # an orphan (counted per file, listed in dbt's quality.orphans) until the parent's export arrives.
+    parents: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -37,8 +42,26 @@ class Table:
         return [c.name for c in self.columns if c.required]
 
 
-def C(name: str, type: ColumnType = "str", required: bool = False, allowed: tuple[str, ...] = ()) -> Column:  # noqa: N802
-    return Column(name, type, required, allowed)
+def C(  # noqa: N802
+    name: str,
+    type: ColumnType = "str",
+    required: bool = False,
+    allowed: tuple[str, ...] = (),
+    *,
+    minimum: int | None = None,
+    exclusive_minimum: bool = False,
+) -> Column:
+    return Column(name, type, required, allowed, minimum, exclusive_minimum)
+
+
+# Value rules shared by several tables.
+POSITIVE = {"minimum": 0, "exclusive_minimum": True}  # quantities
+NOT_NEGATIVE = {"minimum": 0}  # prices and amounts
+# Timestamps may lie at most this long after the export's arrival (the run's as_of): clocks and time zones
+# of shop systems differ by hours, a date years ahead is an error.
+MAX_FUTURE = "1 day"
+# Longest value of any one field; names, URLs and ids are far shorter, anything longer is a broken export.
+MAX_VALUE_CHARS = 10_000
 
 
 TABLES: dict[str, Table] = {
@@ -106,12 +129,13 @@ TABLES: dict[str, Table] = {
                 ),
                 C("cart_id"),
                 C("product_id"),
-                C("quantity", "int"),
-                C("unit_price", "decimal"),
+                C("quantity", "int", **POSITIVE),
+                C("unit_price", "decimal", **NOT_NEGATIVE),
                 C("currency"),
                 C("occurred_at", "ts", required=True),
             ),
             key=("event_id",),
+            parents=(("customer_id", "customers", "customer_id"),),
         ),
         Table(
             "orders",
@@ -125,13 +149,14 @@ TABLES: dict[str, Table] = {
                     required=True,
                     allowed=("placed", "paid", "shipped", "delivered", "cancelled", "returned"),
                 ),
-                C("total_amount", "decimal", required=True),
+                C("total_amount", "decimal", required=True, **NOT_NEGATIVE),
                 C("currency"),
                 C("placed_at", "ts", required=True),
                 C("updated_at", "ts"),
             ),
             key=("order_id",),
             updated_at="updated_at",
+            parents=(("customer_id", "customers", "customer_id"),),
         ),
         Table(
             "order_items",
@@ -139,10 +164,11 @@ TABLES: dict[str, Table] = {
                 C("order_id", required=True),
                 C("line_no", "int", required=True),
                 C("product_id", required=True),
-                C("quantity", "int", required=True),
-                C("unit_price", "decimal", required=True),
+                C("quantity", "int", required=True, **POSITIVE),
+                C("unit_price", "decimal", required=True, **NOT_NEGATIVE),
             ),
             key=("order_id", "line_no"),
+            parents=(("order_id", "orders", "order_id"),),
         ),
         Table(
             "shipments",
@@ -155,6 +181,7 @@ TABLES: dict[str, Table] = {
                 C("delivered_at", "ts"),
             ),
             key=("shipment_id",),
+            parents=(("order_id", "orders", "order_id"),),
         ),
         Table(
             "products",
@@ -162,7 +189,7 @@ TABLES: dict[str, Table] = {
                 C("product_id", required=True),
                 C("name", required=True),
                 C("category"),
-                C("price", "decimal"),
+                C("price", "decimal", **NOT_NEGATIVE),
                 C("currency"),
                 C("url"),
                 C("image_url"),
@@ -186,6 +213,7 @@ TABLES: dict[str, Table] = {
             ),
             key=("ticket_id",),
             updated_at="updated_at",
+            parents=(("customer_id", "customers", "customer_id"),),
         ),
     ]
 }

@@ -164,7 +164,9 @@ def sent_mails(
         metadata={
             **outcome.report.as_metadata(),
             "holdout_recorded": outcome.holdouts,
-            "recovered_from_crash": outcome.recovered_from_crash,
+            "recovered_from_crash": outcome.recovery.unknown,
+            "recovered_released": outcome.recovery.released,
+            "recovered_settled": outcome.recovery.settled,
             "ledger_by_status": dg.MetadataValue.json(by_status),
         }
     )

@@ -9,13 +9,20 @@ What happens:
   ``mail.erasures`` so the address stays suppressed and is never mailed again, even when a later export
   brings the person back, until they confirm consent anew;
 - their outbox files are deleted;
+- the web service's files in the landing folder are rewritten without them: SendGrid event lines that
+  name one of their addresses are removed from ``sendgrid_events/*.ndjson`` (the file is replaced
+  atomically and its new hash recorded as loaded, so it is not loaded again), and the one-row consent
+  files the unsubscribe pages wrote for them (``consents/*.csv`` with source ``mail_link``) are deleted.
+  The shop's own export files are the shop's data and are not touched (docs/operations.md);
 - when a SendGrid key is set, SendGrid's erasure is requested (``POST /v3/recipients/erasejob``, at most
   5,000 addresses per request).
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +30,12 @@ from pathlib import Path
 
 import duckdb
 
+from dagster_project.events.storage import (
+    CONSENT_COLUMNS,
+    CONSENTS_TABLE,
+    SENDGRID_EVENTS_TABLE,
+    write_durably,
+)
 from dagster_project.mail.erasure_schema import ensure_erasure_schema
 
 SENDGRID_ERASE_BATCH = 5000  # SendGrid's limit per erasejob request
@@ -37,6 +50,9 @@ class ErasureReport:
     rows_deleted: dict[str, int] = field(default_factory=dict)
     ledger_rows_pseudonymised: int = 0
     outbox_files_deleted: int = 0
+    event_files_rewritten: int = 0
+    event_lines_removed: int = 0
+    consent_files_deleted: int = 0
     sendgrid_requests: int = 0
 
 
@@ -120,9 +136,12 @@ def erase_person(
     email: str | None = None,
     customer_id: str | None = None,
     outbox_dir: Path | None = None,
+    landing_dir: Path | None = None,
     sendgrid_client=None,
     now: datetime | None = None,
 ) -> ErasureReport:
+    """Erase one person; ``now`` is the erasure's logical time (``nachfass erase --as-of``), stamped on the
+    ``mail.erasures`` row and the pseudonymised ledger rows. Default: the current UTC time."""
     if not email and not customer_id:
         raise ValueError("give an email address or a customer id to erase")
     ensure_erasure_schema(conn)
@@ -163,6 +182,17 @@ def erase_person(
                 report.rows_deleted["raw.quarantine"] = report.rows_deleted.get("raw.quarantine", 0) + int(
                     deleted
                 )
+        if emails and _exists(conn, "raw", "event_quarantine"):
+            # A quarantined event line may name the address without a usable `email` field.
+            deleted = conn.execute(
+                "delete from raw.event_quarantine where exists "
+                "(select 1 from unnest(?::varchar[]) as e(address) where contains(lower(raw_line), address))",
+                [sorted(emails)],
+            ).fetchone()[0]
+            if deleted:
+                report.rows_deleted["raw.event_quarantine"] = report.rows_deleted.get(
+                    "raw.event_quarantine", 0
+                ) + int(deleted)
         for address in emails:
             conn.execute(
                 # Erased again (e.g. after a new opt-in): the suppression restarts at this erasure.
@@ -191,6 +221,8 @@ def erase_person(
 
     if outbox_dir and outbox_dir.is_dir():
         report.outbox_files_deleted = _erase_outbox(outbox_dir, emails)
+    if landing_dir and emails:
+        _erase_landing(conn, Path(landing_dir), emails, report)
     if sendgrid_client is not None and emails:
         addresses = sorted(emails)
         for start in range(0, len(addresses), SENDGRID_ERASE_BATCH):
@@ -248,3 +280,59 @@ def _erase_outbox(outbox_dir: Path, emails: set[str]) -> int:
                 sibling.unlink()
                 deleted += 1
     return deleted
+
+
+def _names_person(line: bytes, emails: set[str]) -> bool:
+    """An event line is about the person if its ``email`` is one of their addresses; a line that does not
+    parse is judged by its text, so nothing unreadable that mentions them survives either."""
+    try:
+        doc = json.loads(line)
+    except (ValueError, RecursionError):
+        doc = None
+    email = doc.get("email") if isinstance(doc, dict) else None
+    if isinstance(email, str) and email.strip().lower() in emails:
+        return True
+    text = line.decode("utf-8", errors="replace").lower()
+    return any(address in text for address in emails)
+
+
+def _erase_landing(
+    conn: duckdb.DuckDBPyConnection, landing: Path, emails: set[str], report: ErasureReport
+) -> None:
+    events = landing / SENDGRID_EVENTS_TABLE
+    for path in sorted(events.glob("*.ndjson")) if events.is_dir() else []:
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        kept = [line for line in lines if not (line.strip() and _names_person(line, emails))]
+        removed = len(lines) - len(kept)
+        if not removed:
+            continue
+        old_hash = hashlib.sha256(data).hexdigest()
+        if any(line.strip() for line in kept):
+            new_data = b"\n".join(kept)
+            write_durably(events, path.name, new_data)
+            # The events that stay were loaded already: record the new content as loaded, so the
+            # rewritten file is not read again (the erased person's events are gone from the table too).
+            conn.execute(
+                "update raw.loaded_files set content_hash = ? where path = ? and content_hash = ?",
+                [hashlib.sha256(new_data).hexdigest(), str(path), old_hash],
+            )
+        else:
+            path.unlink()
+        report.event_files_rewritten += 1
+        report.event_lines_removed += removed
+    consents = landing / CONSENTS_TABLE
+    for path in sorted(consents.glob("*.csv")) if consents.is_dir() else []:
+        # Only the web service's own one-event files; a shop export is the shop's to correct.
+        try:
+            rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue
+        if (
+            len(rows) == 1
+            and tuple(rows[0]) == CONSENT_COLUMNS
+            and rows[0]["source"] == "mail_link"
+            and (rows[0]["email"] or "").strip().lower() in emails
+        ):
+            path.unlink()
+            report.consent_files_deleted += 1

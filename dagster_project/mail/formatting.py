@@ -9,6 +9,7 @@ more than the rest of a mail's context.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -111,14 +112,20 @@ def format_date(value: Any, locale: str, tz: ZoneInfo) -> str:
 
 
 def clean_text(value: Any) -> str:
-    """One line of customer-entered text: control characters (CR, LF, NUL …) become spaces, runs of
-    whitespace collapse. Used for names and anything that can end up in a header or subject."""
+    """One line of customer-entered text: invisible format characters (bidi overrides, zero-width
+    characters …) are removed, control characters (CR, LF, NUL …) become spaces, runs of whitespace
+    collapse. The one sanitiser for names, product names and everything that ends up in a header or
+    subject, so To display names, subjects, HTML and text all see the same clean value."""
     if value is None:
         return ""
     if isinstance(value, str) and value.isprintable() and "  " not in value:
-        # Fast path (most values): isprintable() is False for CR, LF, TAB, NUL, U+2028 …
+        # Fast path (most values): isprintable() is False for CR, LF, TAB, NUL, U+2028 and every Cf character
         return value.strip(" ")
-    return _SPACES.sub(" ", _CONTROL_CHARS.sub(" ", str(value))).strip()
+    # Invisible format characters (Unicode category Cf): bidi embeddings, overrides and isolates
+    # (U+202A–U+202E, U+2066–U+2069) make a name or subject read differently from what it is, zero-width
+    # characters hide text from people and filters. Only values that failed the fast path get here.
+    text = "".join(ch for ch in str(value) if unicodedata.category(ch) != "Cf")
+    return _SPACES.sub(" ", _CONTROL_CHARS.sub(" ", text)).strip()
 
 
 def header_safe(value: str, max_length: int = 250) -> str:

@@ -13,6 +13,8 @@ State transitions::
     (none) --record_holdout--> holdout
     sending --recover_crashed--> unknown          (a crash left it; the API may or may not have it)
     sending --release--> (none)                   (certainly not accepted: 401, never dispatched)
+    sending --recover (journal)--> (none) | sent | failed   (a crash left it, but the run's send journal
+                                                  proves it never reached the transport, or has its outcome)
 
 Time: ``as_of`` is the logical time of the run that decided and sent the mail (its as_of); every rule
 that counts sends (caps, "24 h after step 1", dormancy) reads it as the send time (``stg_sends.sent_at``).
@@ -27,11 +29,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
-import pandas as pd
+import pyarrow as pa
 
+from dagster_project.mail import journal as send_journal
 from dagster_project.mail.message import MailJob, RenderedMail, SendResult
 
 TABLE = "mail.sends"
@@ -117,17 +122,16 @@ def _logical(as_of: datetime | None) -> datetime:
     return _utc_naive(as_of)
 
 
-def _rows_frame(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=_COLUMNS)
-    # Explicit dtypes: an all-None column would otherwise reach DuckDB as an untyped (integer) column.
+def _rows_table(rows: list[dict]) -> pa.Table:
+    # Arrow, not pandas: a claim batch is a few dozen rows, and building a DataFrame cost more than the
+    # insert itself. Types are inferred from the values; an all-None column is sent as text (NULL).
+    columns = {}
     for col in _COLUMNS:
-        if col in ("as_of", "created_at", "updated_at"):
-            frame[col] = pd.to_datetime(frame[col])
-        elif col == "attempts":
-            frame[col] = frame[col].astype("int64")
-        else:
-            frame[col] = frame[col].astype("object")
-    return frame
+        values = [row[col] for row in rows]
+        columns[col] = (
+            pa.array(values) if any(v is not None for v in values) else pa.nulls(len(rows), pa.string())
+        )
+    return pa.table(columns)
 
 
 def _insert_new(conn: duckdb.DuckDBPyConnection, rows: list[dict]) -> set[str]:
@@ -139,17 +143,45 @@ def _insert_new(conn: duckdb.DuckDBPyConnection, rows: list[dict]) -> set[str]:
         return set()
     # Duplicates inside one batch would violate the unique key inside a single INSERT: keep the first.
     seen: set[tuple[str, str, str]] = set()
+    seen_ids: set[str] = set()
     unique_rows = []
     for row in rows:
         key = (row["campaign"], row["step"], row["trigger_key"])
-        if key not in seen:
+        if key not in seen and row["send_id"] not in seen_ids:
             seen.add(key)
+            seen_ids.add(row["send_id"])
             unique_rows.append(row)
-    frame = _rows_frame(unique_rows)
     cols = ", ".join(_COLUMNS)
     conn.execute("begin transaction")
     try:
-        conn.register("_ledger_batch", frame)
+        # Fast path, for the small batches the sender claims: send ids are derived from (campaign, step,
+        # trigger_key), so a look-up of the ids by the primary key's index finds nearly every taken row;
+        # the insert of the rest then needs no scan of the ledger. A trigger key taken under another send
+        # id makes the insert fail on the unique key, and the batch takes the general path below.
+        ids = [row["send_id"] for row in unique_rows]
+        taken = {
+            r[0]
+            for r in conn.execute(
+                f"select send_id from {TABLE} where send_id in ({', '.join('?' * len(ids))})", ids
+            ).fetchall()
+        }
+        free = [row for row in unique_rows if row["send_id"] not in taken]
+        if free:
+            conn.register("_ledger_batch", _rows_table(free))
+            try:
+                conn.execute(f"insert into {TABLE} ({cols}) select {cols} from _ledger_batch")
+            finally:
+                conn.unregister("_ledger_batch")
+        conn.execute("commit")
+        return {row["send_id"] for row in free}
+    except duckdb.ConstraintException:
+        conn.execute("rollback")
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    conn.execute("begin transaction")
+    try:
+        conn.register("_ledger_batch", _rows_table(unique_rows))
         try:
             inserted = conn.execute(
                 f"""
@@ -258,10 +290,14 @@ def finish_many(conn: duckdb.DuckDBPyConnection, results: Iterable[tuple[str, Se
     for row in rows:
         if row["status"] not in ("sent", "failed", "unknown"):
             raise ValueError(f"finish: status must be sent/failed/unknown, got {row['status']!r}")
-    frame = pd.DataFrame(rows)
-    for col in ("send_id", "status", "reason", "sg_message_id"):
-        frame[col] = frame[col].astype("object")
-    frame["updated_at"] = pd.to_datetime(frame["updated_at"])
+    frame = pa.table(
+        {
+            **{col: pa.array([r[col] for r in rows], pa.string()) for col in ("send_id", "status", "reason")},
+            "sg_message_id": pa.array([r["sg_message_id"] for r in rows], pa.string()),
+            "attempts": pa.array([r["attempts"] for r in rows], pa.int32()),
+            "updated_at": pa.array([r["updated_at"] for r in rows], pa.timestamp("us")),
+        }
+    )
     conn.execute("begin transaction")
     try:
         conn.register("_ledger_finish", frame)
@@ -353,11 +389,66 @@ def record_holdout(
     return record_holdouts(conn, [job], run_id=run_id, as_of=as_of) == 1
 
 
-def recover_crashed(conn: duckdb.DuckDBPyConnection) -> int:
-    """Turn rows left in ``sending`` by a crashed run into ``unknown``; returns how many.
+@dataclass
+class Recovery:
+    """What the start of a send run did with rows a crashed run left in ``sending``."""
 
-    Call at the start of every send run, before claiming anything (only one process writes the ledger).
+    released: int = 0  # never handed to the transport (journal): deleted, the next claim sends them
+    settled: int = 0  # the transport had answered (journal): recorded as sent / failed / unknown
+    unknown: int = 0  # handed to the transport without a recorded answer, or no trustworthy journal
+
+
+@dataclass(frozen=True)
+class _JournalOutcome:
+    status: str
+    message_id: str | None
+    error: str | None
+    attempts: int
+
+
+_AUTO = "auto"
+
+
+def recover(conn: duckdb.DuckDBPyConnection, journal_dir: Path | str | None = _AUTO) -> Recovery:
+    """Settle the rows crashed runs left in ``sending``; call at the start of every send run, before
+    claiming anything (only one process writes the ledger).
+
+    With the crashed run's send journal (see ``journal.py``), rows are released or given their recorded
+    outcome; whatever the journal cannot settle becomes ``unknown`` (never resent blindly).
+    ``journal_dir``: where the journals are; default next to the warehouse file; None: ignore journals.
     """
+    folder = send_journal.default_journal_dir(conn) if journal_dir == _AUTO else journal_dir
+    result = Recovery()
+    if folder is not None and Path(folder).is_dir():
+        runs = [
+            r[0]
+            for r in conn.execute(
+                f"select distinct run_id from {TABLE} where status = 'sending' and run_id is not null"
+            ).fetchall()
+        ]
+        for run_id in runs:
+            path = send_journal.journal_path(Path(folder), run_id)
+            if not path.exists():
+                continue
+            record = send_journal.read_journal(path)
+            if not record.trusted or record.run_id != run_id:
+                continue
+            sending = {
+                r[0]
+                for r in conn.execute(
+                    f"select send_id from {TABLE} where status = 'sending' and run_id = ?", [run_id]
+                ).fetchall()
+            }
+            outcomes = [
+                (sid, _JournalOutcome(o["s"], o.get("m"), o.get("e"), int(o.get("a") or 1)))
+                for sid, o in record.outcomes.items()
+                if sid in sending and o.get("s") in ("sent", "failed", "unknown")
+            ]
+            result.settled += finish_many(conn, outcomes)
+            release = {sid for sid, o in record.outcomes.items() if o.get("s") == "release"}
+            if not record.damaged:
+                release |= sending - record.dispatched
+            result.released += release_many(conn, sorted(release & sending), run_id=run_id)
     conn.execute("begin transaction")
     try:
         rows = conn.execute(
@@ -369,7 +460,17 @@ def recover_crashed(conn: duckdb.DuckDBPyConnection) -> int:
     except BaseException:
         conn.execute("rollback")
         raise
-    return len(rows)
+    result.unknown = len(rows)
+    if folder is not None and Path(folder).is_dir():
+        # Nothing is left in 'sending' now: every journal has served its purpose.
+        for leftover in Path(folder).glob("*.jsonl"):
+            leftover.unlink(missing_ok=True)
+    return result
+
+
+def recover_crashed(conn: duckdb.DuckDBPyConnection, journal_dir: Path | str | None = _AUTO) -> int:
+    """:func:`recover`, returning only how many rows became ``unknown``."""
+    return recover(conn, journal_dir).unknown
 
 
 def status_counts(conn: duckdb.DuckDBPyConnection, run_id: str | None = None) -> dict[str, int]:

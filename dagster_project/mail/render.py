@@ -32,6 +32,7 @@ import yaml
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
+from dagster_project.addresses import address_problem
 from dagster_project.links import LinkSigner
 from dagster_project.mail.formatting import (
     TEMPLATE_LANGUAGES,
@@ -530,8 +531,12 @@ class MailRenderer:
                 f"consent policy {job.consent_policy!r} does not match the campaign's {spec[0]!r}", **where
             )
         email = job.email or ""
-        if "@" not in email or any(c.isspace() or ord(c) < 32 for c in email):
-            raise RenderError("recipient address is empty or contains whitespace/control characters", **where)
+        if any(c.isspace() or ord(c) < 32 for c in email) or address_problem(email) is not None:
+            raise RenderError(
+                "recipient address is empty, contains whitespace/control characters or breaks the address "
+                f"rule ({address_problem(email.strip())})",
+                **where,
+            )
 
         lang = template_language(job.locale, self.shop.default_locale)
         compiled = self._templates_for(lang, job.campaign, job.step, job.variant)

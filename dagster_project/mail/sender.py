@@ -1,13 +1,18 @@
 """Deliver rendered mails through a transport, at most once, concurrently and rate limited.
 
-Per chunk: claim all mails of the chunk in one committed transaction (``mail.sends`` rows in ``sending``),
-then hand them to a thread pool; outcomes are written back in batches. The invariant "a row is committed as
-``sending`` before its request can leave the process" holds because a mail is only submitted to the pool
-after ``claim_many`` returned. The next chunk is claimed while the previous one is still in flight, so the
-pool never drains at chunk boundaries.
+Mails are claimed in small batches (``mail.sends`` rows in ``sending``, one committed transaction per batch
+of about ``concurrency`` mails) just before they are handed to the thread pool, so at most
+``2 * concurrency`` mails are claimed and not yet answered at any moment. The invariant "a row is committed
+as ``sending`` before its request can leave the process" holds because a mail is only submitted to the pool
+after ``claim_many`` returned. Outcomes are written back to the ledger in batches.
 
-Memory stays flat: mails are pulled lazily from the iterable, at most ``2 * concurrency`` requests are in
-flight and outcomes are flushed to the ledger every few hundred mails.
+The send journal (``journal.py``) records, per mail, the moment it was handed to the transport and the
+answer. After a crash the next run releases claimed mails that were never handed over and records the
+answers the ledger had not seen, so a SIGKILL turns at most the requests actually in flight (``concurrency``)
+into ``unknown``, not the whole batch it had claimed.
+
+Memory stays flat: mails are pulled lazily from the iterable in chunks of ``chunk_size`` and outcomes are
+flushed to the ledger every few hundred mails.
 """
 
 from __future__ import annotations
@@ -15,15 +20,16 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
 
+from dagster_project.mail import journal as send_journal
 from dagster_project.mail import ledger
 from dagster_project.mail.message import RenderedMail, SendResult
 from dagster_project.mail.transport import SendAbortError, Transport, TransportResult
@@ -76,6 +82,8 @@ class DeliveryReport:
     skipped: int = 0  # already had a ledger row (sent earlier, holdout, unknown, ...): never sent twice
     released: int = 0  # claimed, certainly not accepted, claim deleted (abort: 401, unreachable, interrupt)
     recovered: int = 0  # rows left in 'sending' by a crashed earlier run, turned into 'unknown'
+    recovered_released: int = 0  # ... that the crashed run's journal proves were never sent: claim deleted
+    recovered_settled: int = 0  # ... whose answer the crashed run's journal had: outcome recorded
     seconds: float = 0.0
 
     @property
@@ -96,6 +104,8 @@ class DeliveryReport:
             "skipped": self.skipped,
             "released": self.released,
             "recovered": self.recovered,
+            "recovered_released": self.recovered_released,
+            "recovered_settled": self.recovered_settled,
         }
 
     def as_metadata(self) -> dict[str, Any]:
@@ -123,6 +133,7 @@ def deliver(
     as_of: datetime | None,
     chunk_size: int = 500,
     concurrency: int = 8,
+    claim_batch: int | None = None,
     rate_limit_per_s: float | None = None,
     log: _Log | None = None,
     total: int | None = None,
@@ -130,40 +141,64 @@ def deliver(
     flush_every: int = 200,
     flush_interval_s: float = 0.25,
     recover: bool = True,
+    journal_dir: Path | str | None = "auto",
 ) -> DeliveryReport:
     """Send every mail not yet in the ledger, at most once; return counts by outcome.
 
+    ``chunk_size``: mails read from ``mails`` at a time (memory). ``claim_batch``: mails claimed per
+    committed transaction (default ``concurrency``); a new batch is claimed only when at most
+    ``2 * concurrency - claim_batch`` claimed mails are unanswered, so never more than
+    ``2 * concurrency`` are.
+    ``journal_dir``: the send journal's folder (default: next to the warehouse file; None: no journal).
+
     Raises ``SendGridAuthError`` / ``SendGridUnavailableError`` (after releasing the claims of mails that were
     certainly not accepted and recording every outcome already known). Any other exception (interrupt,
-    DuckDB error) takes the same clean-up path; rows it cannot settle stay ``sending`` and become
-    ``unknown`` at the start of the next run.
+    DuckDB error) takes the same clean-up path; rows it cannot settle stay ``sending`` and are settled from
+    the journal, or become ``unknown``, at the start of the next run.
     """
     if chunk_size < 1 or concurrency < 1:
         raise ValueError("chunk_size and concurrency must be >= 1")
+    max_inflight = 2 * concurrency
+    batch_size = max(1, min(claim_batch or concurrency, max_inflight))
     if total is None and hasattr(mails, "__len__"):
         total = len(mails)  # type: ignore[arg-type]
     started = time.monotonic()
     report = DeliveryReport(transport=transport.name, run_id=run_id)
     ledger.ensure_ledger(conn)
+    folder = send_journal.default_journal_dir(conn) if journal_dir == "auto" else journal_dir
     if recover:
-        report.recovered = ledger.recover_crashed(conn)
-        if report.recovered and log is not None:
+        recovery = ledger.recover(conn, folder)
+        report.recovered = recovery.unknown
+        report.recovered_released = recovery.released
+        report.recovered_settled = recovery.settled
+        if log is not None and (recovery.unknown or recovery.released or recovery.settled):
             log.info(
-                f"{report.recovered} mails were left in 'sending' by a crashed run: marked 'unknown', "
-                f"not resent"
+                f"rows left in 'sending' by a crashed run: {recovery.released} never sent (released, sent "
+                f"now), {recovery.settled} answered (outcome recorded), {recovery.unknown} marked 'unknown' "
+                f"(not resent)"
             )
+    journal = send_journal.SendJournal(Path(folder), run_id) if folder is not None else None
     limiter = TokenBucket(rate_limit_per_s) if rate_limit_per_s else None
 
     def work(mail: RenderedMail) -> SendResult:
         if limiter is not None:
             limiter.acquire()
-        return transport.send(mail)
+        if journal is None:
+            return transport.send(mail)
+        journal.dispatched(mail.send_id)  # from here on the request may leave the process
+        try:
+            result = transport.send(mail)
+        except SendAbortError:
+            journal.outcome(mail.send_id, "release", None, None, 1)
+            raise
+        journal.outcome(
+            mail.send_id, result.status, result.message_id, result.error, int(getattr(result, "attempts", 1))
+        )
+        return result
 
     inflight: dict[Future[SendResult], RenderedMail] = {}
-    pending: deque[RenderedMail] = deque()  # claimed, not yet submitted
     outcomes: list[tuple[str, SendResult]] = []
     to_release: list[str] = []
-    max_inflight = max(2 * concurrency, concurrency + 1)
     last_progress = started
     last_flush = started
 
@@ -209,48 +244,51 @@ def deliver(
                 report.failed += 1
             else:
                 report.unknown += 1
-        # Outcomes still in memory when the process dies become 'unknown': keep that window short.
+        # Outcomes still in memory when the process dies are in the journal; without one they become
+        # 'unknown': keep that window short either way.
         if len(outcomes) >= flush_every or time.monotonic() - last_flush >= flush_interval_s:
             flush()
         return abort
 
-    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"send-{transport.name}")
-    try:
-        for chunk in _chunks(mails, chunk_size):
-            claimed = ledger.claim_many(
-                conn, chunk, run_id=run_id, as_of=as_of, transport_name=transport.name
-            )  # committed: from here on these mails may be sent
-            report.skipped += len(chunk) - len(claimed)
-            pending.extend(claimed)
-            while pending:
-                while pending and len(inflight) < max_inflight:
-                    mail = pending.popleft()
-                    inflight[executor.submit(work, mail)] = mail
-                if pending or len(inflight) >= max_inflight:
-                    done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-                    if (abort := collect(done)) is not None:
-                        raise abort
-                    progress()
-        while inflight:
+    def wait_for_room(room_for: int) -> None:
+        while inflight and len(inflight) + room_for > max_inflight:
             done, _ = wait(list(inflight), timeout=progress_every_s, return_when=FIRST_COMPLETED)
             if (abort := collect(done)) is not None:
                 raise abort
             progress()
+
+    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"send-{transport.name}")
+    completed = False
+    try:
+        for chunk in _chunks(mails, chunk_size):
+            for start in range(0, len(chunk), batch_size):
+                batch = chunk[start : start + batch_size]
+                wait_for_room(len(batch))
+                claimed = ledger.claim_many(
+                    conn, batch, run_id=run_id, as_of=as_of, transport_name=transport.name
+                )  # committed: from here on these mails may be sent
+                report.skipped += len(batch) - len(claimed)
+                for mail in claimed:
+                    inflight[executor.submit(work, mail)] = mail
+        wait_for_room(max_inflight)  # i.e. until nothing is in flight
         flush()
+        completed = True
     except BaseException:
         # Settle what can be settled: never-dispatched mails are released, finished ones recorded.
         for fut, mail in list(inflight.items()):
             if fut.cancel():
                 inflight.pop(fut)
                 to_release.append(mail.send_id)
-        to_release.extend(m.send_id for m in pending)
-        pending.clear()
         executor.shutdown(wait=True)
         try:
             collect(list(inflight))
             flush()
             report.released += ledger.release_many(conn, to_release, run_id=run_id)
-        except Exception:  # the original error matters more; unsettled rows become 'unknown' next run
+            unsettled = conn.execute(
+                "select count(*) from mail.sends where status = 'sending' and run_id = ?", [run_id]
+            ).fetchall()[0][0]
+            completed = unsettled == 0  # the journal is needed only while rows stay 'sending'
+        except Exception:  # the original error matters more; unsettled rows are settled next run
             pass
         report.seconds = time.monotonic() - started
         if log is not None:
@@ -261,6 +299,8 @@ def deliver(
         raise
     finally:
         executor.shutdown(wait=True)
+        if journal is not None:
+            journal.close(remove=completed)
     report.seconds = time.monotonic() - started
     progress(final=True)
     return report

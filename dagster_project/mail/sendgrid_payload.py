@@ -16,6 +16,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from dagster_project.addresses import address_problem
 from dagster_project.mail.message import RenderedMail
 from dagster_project.shop import ShopSettings
 
@@ -119,8 +120,8 @@ def build_payload(
         raise PayloadError(f"send {mail.send_id}: empty subject")
     if not mail.text.strip() or not mail.html.strip():
         raise PayloadError(f"send {mail.send_id}: text and html content must be non-empty")
-    if "@" not in mail.to_email:
-        raise PayloadError(f"send {mail.send_id}: recipient address is not an email address")
+    if (problem := address_problem(mail.to_email)) is not None:
+        raise PayloadError(f"send {mail.send_id}: recipient address is not an email address ({problem})")
     payload: dict[str, Any] = {
         "from": _address(shop.sender.email, shop.sender.name),
         "subject": subject,

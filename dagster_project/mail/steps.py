@@ -12,7 +12,7 @@ from datetime import datetime
 import duckdb
 
 from dagster_project.mail.candidates import CANDIDATE_COLUMNS, job_from_row
-from dagster_project.mail.ledger import ensure_ledger, record_holdouts, recover_crashed
+from dagster_project.mail.ledger import Recovery, ensure_ledger, record_holdouts, recover
 from dagster_project.mail.outgoing import ensure_outgoing, read_outgoing, replace_outgoing
 from dagster_project.mail.render import MailRenderer
 from dagster_project.mail.sender import DeliveryReport, deliver
@@ -62,7 +62,7 @@ def render_due_mails(
 class SendOutcome:
     report: DeliveryReport
     holdouts: int
-    recovered_from_crash: int
+    recovery: Recovery  # what an earlier crash left in `sending`, settled before this run claims
 
 
 def send_queued_mails(
@@ -80,11 +80,16 @@ def send_queued_mails(
     """Record the holdouts, then send mail.outgoing through the transport, at most once per trigger."""
     ensure_ledger(conn)
     ensure_outgoing(conn)
-    crashed = recover_crashed(conn)
-    if crashed and log is not None:
+    recovery = recover(conn)
+    if log is not None and (recovery.released or recovery.settled):
+        log.info(
+            f"an earlier crash left rows in `sending`: {recovery.released} were never handed to the "
+            f"transport (released, sent now), {recovery.settled} had an answer (recorded)"
+        )
+    if log is not None and recovery.unknown:
         log.warning(
-            f"{crashed} ledger rows were left in `sending` by an earlier crash and are now `unknown`; "
-            "they are not resent (events with their send id reconcile them)"
+            f"{recovery.unknown} ledger rows were left in `sending` by an earlier crash and are now "
+            "`unknown`; they are not resent (events with their send id reconcile them)"
         )
     holdouts = record_holdouts(
         conn,
@@ -109,4 +114,4 @@ def send_queued_mails(
         )
     finally:
         transport.close()
-    return SendOutcome(report=report, holdouts=holdouts, recovered_from_crash=crashed)
+    return SendOutcome(report=report, holdouts=holdouts, recovery=recovery)

@@ -1,4 +1,4 @@
-"""A local SendGrid-compatible Mail Send API for tests, demos and benchmarks (stdlib only).
+"""A local SendGrid-compatible Mail Send API for tests, demos and benchmarks (Starlette + uvicorn).
 
     python -m dagster_project.sandbox.sendgrid_server --port 3030 [--api-key KEY] [--latency-ms 50]
         [--latency-jitter-ms 0] [--fail-rate-429 0.1] [--fail-rate-500 0.1] [--drop-rate 0.05]
@@ -29,17 +29,20 @@ Fault injection (each request draws independently, in this order):
     latency_ms (+ uniform latency_jitter_ms) is added to every request; rate_limit_per_s is a real
     fixed-window limit per second.
 Clients cannot tell a drop before accept from one after accept: both must be recorded as ``unknown``.
+
+Served like the web service (``dagster_project/http_server.py``): asyncio, a total deadline per request
+(120 s, longer than any injected timeout), bounded connections. Every malformed request gets a 4xx.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import random
 import re
 import secrets
-import sys
 import threading
 import time
 import uuid
@@ -47,9 +50,16 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from dagster_project.http_server import ABORT_EXTENSION, Limits, ServerThread
 
 MAX_BODY_BYTES = 30 * 1024 * 1024
 MAX_ERASE_ADDRESSES = 5000
@@ -60,6 +70,9 @@ MAX_CUSTOM_ARGS_BYTES = 10_000
 MAX_CATEGORIES = 10
 MAX_CATEGORY_LEN = 255
 MAX_SEND_AT_AHEAD_S = 72 * 3600
+# SendGrid's own, looser address check (this server stands in for SendGrid, so it keeps SendGrid's rule,
+# not the project's stricter one in dagster_project/addresses.py, which runs before a request is made).
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 RESERVED_HEADERS = frozenset(
     h.lower()
     for h in (
@@ -77,7 +90,6 @@ RESERVED_HEADERS = frozenset(
         "BCC",
     )
 )
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 @dataclass
@@ -254,239 +266,35 @@ def _erase_error(message: str, field: str) -> bytes:
     return json.dumps({"errors": [{"message": message, "field": field}]}).encode()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like the real API
-    server: SandboxHTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: thousands of requests per second
-        pass
-
-    # -- helpers
-    def _reply(
-        self,
-        status: int,
-        body: bytes = b"",
-        headers: dict[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> None:
-        self.send_response(status)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        if body:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
-        self.server.count(f"status_{status}")
-
-    def _read_body(self) -> bytes | None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._reply(400, _errors("Invalid Content-Length."))
-            self.close_connection = True
-            return None
-        if length > MAX_BODY_BYTES:
-            remaining = length  # drain, so the client sees the answer rather than a reset
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 1 << 20))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-            self._reply(
-                413,
-                _errors(
-                    "The JSON payload you have included in your request is too large.",
-                    None,
-                    "https://docs.sendgrid.com/api-reference/mail-send/limitations",
-                ),
-            )
-            return None
-        body = self.rfile.read(length)
-        if len(body) < length:  # the client went away mid-request (e.g. killed): nothing to answer
-            self.close_connection = True
-            self.server.count("incomplete")
-            return None
-        return body
-
-    def _drop(self) -> None:
-        # No status line: the client sees the connection closed after sending its request.
-        self.close_connection = True
-        self.server.count("dropped")
-
-    # -- routes
-    def do_POST(self) -> None:
-        if self.path == "/v3/mail/send":
-            self.server.enter()
-            try:
-                self._mail_send()
-            finally:
-                self.server.leave()
-        elif self.path == "/v3/recipients/erasejob":
-            self._erasejob()
-        elif self.path == "/_sandbox/faults":
-            body = self._read_body()
-            if body is None:
-                return
-            try:
-                self.server.faults_update(**json.loads(body or b"{}"))
-            except (ValueError, TypeError) as exc:
-                self._reply(400, _errors(str(exc)))
-                return
-            self._reply(200, json.dumps(asdict(self.server.faults)).encode())
-        else:
-            self._reply(404, _errors("Not found"))
-
-    def do_GET(self) -> None:
-        if self.path == "/_sandbox/messages":
-            self._reply(200, json.dumps(self.server.messages()).encode())
-        elif self.path == "/_sandbox/stats":
-            self._reply(200, json.dumps(self.server.stats()).encode())
-        elif self.path == "/_sandbox/faults":
-            self._reply(200, json.dumps(asdict(self.server.faults)).encode())
-        elif self.path == "/_sandbox/erasejobs":
-            self._reply(200, json.dumps(self.server.erasejobs()).encode())
-        else:
-            self._reply(404, _errors("Not found"))
-
-    def do_DELETE(self) -> None:
-        if self.path == "/_sandbox/messages":
-            self.server.clear()
-            self._reply(204)
-        else:
-            self._reply(404, _errors("Not found"))
-
-    def _authorized(self) -> bool:
-        """Bearer key check shared by all API routes; answers 401 itself when it fails."""
-        auth = self.headers.get("Authorization", "")
-        expected = self.server.api_key
-        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
-        if not token or (expected is not None and not secrets.compare_digest(token, expected)):
-            self._reply(
-                401, _errors("The provided authorization grant is invalid, expired, or revoked", None, None)
-            )
-            return False
-        return True
-
-    def _erasejob(self) -> None:
-        """POST /v3/recipients/erasejob: 202 {"job_id"} for 1..5000 valid, unique addresses (max 256 KB)."""
-        body = self._read_body()
-        if body is None:
-            return
-        if not self._authorized():
-            return
-        field = "email_addresses"
-        if len(body) > MAX_ERASE_BODY_BYTES:
-            self._reply(400, _erase_error("The request payload exceeds 256Kb.", field))
-            return
-        try:
-            data = json.loads(body)
-        except ValueError:
-            self._reply(400, _erase_error("The request body must be valid JSON.", ""))
-            return
-        addresses = data.get(field) if isinstance(data, dict) else None
-        if not isinstance(addresses, list) or not addresses:
-            self._reply(400, _erase_error("email_addresses is required and must not be empty.", field))
-            return
-        if len(addresses) > MAX_ERASE_ADDRESSES:
-            self._reply(
-                400, _erase_error(f"A maximum of {MAX_ERASE_ADDRESSES} email_addresses is allowed.", field)
-            )
-            return
-        for address in addresses:
-            if not isinstance(address, str) or not _EMAIL.match(address):
-                self._reply(400, _erase_error(f"Email_address {address} is not valid", field))
-                return
-        job_id = str(uuid.uuid4())
-        self.server.store_erasejob(job_id, list(dict.fromkeys(addresses)))
-        self._reply(202, json.dumps({"job_id": job_id}).encode())
-
-    def _mail_send(self) -> None:
-        srv = self.server
-        faults = srv.faults
-        srv.count("requests")
-        body = self._read_body()  # always read first: answering before reading makes clients see resets
-        if body is None:
-            return
-        if not self._authorized():
-            return
-        delay = faults.latency_ms + random.uniform(0, faults.latency_jitter_ms)
-        if delay > 0:
-            time.sleep(delay / 1000)
-        rnd = random.random
-        if rnd() < faults.drop_rate:
-            self._drop()
-            return
-        limited = srv.rate_limited()
-        if limited is not None or rnd() < faults.fail_rate_429:
-            limit, reset = limited or (max(faults.rate_limit_per_s, 600), int(time.time()) + 1)
-            self._reply(
-                429,
-                _errors("too many requests"),
-                {
-                    "X-RateLimit-Limit": str(limit),
-                    "X-RateLimit-Remaining": "0",
-                    "X-RateLimit-Reset": str(reset),
-                },
-            )
-            return
-        if rnd() < faults.fail_rate_500:
-            self._reply(500, _errors("Internal server error (injected fault)"))
-            return
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            self._reply(
-                400,
-                _errors(
-                    "The request body must be valid JSON.",
-                    None,
-                    "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html",
-                ),
-            )
-            return
-        try:
-            validate(payload)
-        except ValidationError as exc:
-            srv.count("invalid")
-            self._reply(400, _errors(exc.message, exc.field, exc.help))
-            return
-        message_id = secrets.token_urlsafe(16)[:22]
-        sandbox = bool(((payload.get("mail_settings") or {}).get("sandbox_mode") or {}).get("enable"))
-        if sandbox:
-            srv.count("sandbox_mode")
-            self._reply(200, b"", {"X-Message-Id": message_id})
-            return
-        srv.store(message_id, payload)
-        if rnd() < faults.drop_after_accept_rate:
-            self._drop()
-            srv.count("dropped_after_accept")
-            return
-        if rnd() < faults.timeout_rate:
-            srv.count("timeouts")
-            time.sleep(faults.timeout_s)
-            self.close_connection = True
-            return
-        self._reply(202, b"", {"X-Message-Id": message_id})
+def _json_response(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        body, status_code=status, headers=headers, media_type="application/json" if body else None
+    )
 
 
-class SandboxHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 512  # the default 5 drops connections when 64 clients connect at once
-    allow_reuse_address = True
+class DropConnection(Response):
+    """Close the connection without any answer: what a client sees when the network or SendGrid fails."""
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["extensions"][ABORT_EXTENSION]()
+        # Let the event loop register the closed connection, so the server does not try to answer anyway.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class SandboxState:
+    """Everything the server remembers: accepted mails, erase jobs, counters and the fault settings."""
 
     def __init__(
-        self,
-        address: tuple[str, int],
-        *,
-        api_key: str | None = None,
-        store: Path | None = None,
-        faults: Faults | None = None,
-    ):
-        super().__init__(address, _Handler)
+        self, *, api_key: str | None = None, store: Path | None = None, faults: Faults | None = None
+    ) -> None:
         self.api_key = api_key
         self.faults = faults or Faults()
         self._messages: list[dict[str, Any]] = []
@@ -501,12 +309,6 @@ class SandboxHTTPServer(ThreadingHTTPServer):
             store = Path(store)
             store.mkdir(parents=True, exist_ok=True)
             self._store_file = (store / "messages.ndjson").open("a", encoding="utf-8")
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that are killed or time out reset their connections: expected here, not worth a traceback.
-        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            return
-        super().handle_error(request, client_address)
 
     def faults_update(self, **changes: Any) -> None:
         with self._lock:
@@ -575,20 +377,244 @@ class SandboxHTTPServer(ThreadingHTTPServer):
                 "max_inflight": self._max_inflight,
             }
 
-    def server_close(self) -> None:
-        super().server_close()
+    def close(self) -> None:
         if self._store_file is not None:
             self._store_file.close()
+            self._store_file = None
+
+
+def _state(request: Request) -> SandboxState:
+    return request.app.state.sandbox
+
+
+def _reply(
+    request: Request, status: int, body: bytes = b"", headers: dict[str, str] | None = None
+) -> Response:
+    _state(request).count(f"status_{status}")
+    return _json_response(status, body, headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body; past ``limit`` the rest is read and discarded (a client that is still sending would see a
+    connection reset instead of the 413), then ``_TooLarge`` is raised."""
+    chunks: list[bytes] = []
+    size = 0
+    too_large = False
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            too_large = True
+            chunks.clear()
+        elif not too_large:
+            chunks.append(chunk)
+    if too_large:
+        raise _TooLarge
+    return b"".join(chunks)
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _authorized(request: Request) -> Response | None:
+    """Bearer key check shared by all API routes: None when fine, else the 401 answer."""
+    auth = request.headers.get("authorization", "")
+    expected = _state(request).api_key
+    token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
+    if not token or (expected is not None and not secrets.compare_digest(token.encode(), expected.encode())):
+        return _reply(
+            request,
+            401,
+            _errors("The provided authorization grant is invalid, expired, or revoked", None, None),
+        )
+    return None
+
+
+async def mail_send(request: Request) -> Response:
+    srv = _state(request)
+    srv.enter()
+    try:
+        return await _mail_send(request, srv)
+    finally:
+        srv.leave()
+
+
+async def _mail_send(request: Request, srv: SandboxState) -> Response:
+    faults = srv.faults
+    srv.count("requests")
+    try:
+        body = await _read_body(request, MAX_BODY_BYTES)  # read first: answering before reading causes resets
+    except _TooLarge:
+        return _reply(
+            request,
+            413,
+            _errors(
+                "The JSON payload you have included in your request is too large.",
+                None,
+                "https://docs.sendgrid.com/api-reference/mail-send/limitations",
+            ),
+        )
+    except ClientDisconnect:  # the client went away mid-request (e.g. killed): nothing to answer
+        srv.count("incomplete")
+        return DropConnection()
+    if (refusal := _authorized(request)) is not None:
+        return refusal
+    delay = faults.latency_ms + random.uniform(0, faults.latency_jitter_ms)
+    if delay > 0:
+        await asyncio.sleep(delay / 1000)
+    rnd = random.random
+    if rnd() < faults.drop_rate:
+        srv.count("dropped")
+        return DropConnection()
+    limited = srv.rate_limited()
+    if limited is not None or rnd() < faults.fail_rate_429:
+        limit, reset = limited or (max(faults.rate_limit_per_s, 600), int(time.time()) + 1)
+        return _reply(
+            request,
+            429,
+            _errors("too many requests"),
+            {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)},
+        )
+    if rnd() < faults.fail_rate_500:
+        return _reply(request, 500, _errors("Internal server error (injected fault)"))
+    try:
+        payload = _parse_json(body)
+    except ValueError:
+        return _reply(
+            request,
+            400,
+            _errors(
+                "The request body must be valid JSON.",
+                None,
+                "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html",
+            ),
+        )
+    try:
+        validate(payload)
+    except ValidationError as exc:
+        srv.count("invalid")
+        return _reply(request, 400, _errors(exc.message, exc.field, exc.help))
+    message_id = secrets.token_urlsafe(16)[:22]
+    sandbox = bool(((payload.get("mail_settings") or {}).get("sandbox_mode") or {}).get("enable"))
+    if sandbox:
+        srv.count("sandbox_mode")
+        return _reply(request, 200, b"", {"X-Message-Id": message_id})
+    srv.store(message_id, payload)
+    if rnd() < faults.drop_after_accept_rate:
+        srv.count("dropped")
+        srv.count("dropped_after_accept")
+        return DropConnection()
+    if rnd() < faults.timeout_rate:
+        srv.count("timeouts")
+        await asyncio.sleep(faults.timeout_s)
+        return DropConnection()
+    return _reply(request, 202, b"", {"X-Message-Id": message_id})
+
+
+async def erasejob(request: Request) -> Response:
+    """POST /v3/recipients/erasejob: 202 {"job_id"} for 1..5000 valid, unique addresses (max 256 KB)."""
+    try:
+        body = await _read_body(request, MAX_BODY_BYTES)
+    except _TooLarge:
+        return _reply(request, 413, _errors("The request payload is too large."))
+    if (refusal := _authorized(request)) is not None:
+        return refusal
+    field = "email_addresses"
+    if len(body) > MAX_ERASE_BODY_BYTES:
+        return _reply(request, 400, _erase_error("The request payload exceeds 256Kb.", field))
+    try:
+        data = _parse_json(body)
+    except ValueError:
+        return _reply(request, 400, _erase_error("The request body must be valid JSON.", ""))
+    addresses = data.get(field) if isinstance(data, dict) else None
+    if not isinstance(addresses, list) or not addresses:
+        return _reply(request, 400, _erase_error("email_addresses is required and must not be empty.", field))
+    if len(addresses) > MAX_ERASE_ADDRESSES:
+        return _reply(
+            request,
+            400,
+            _erase_error(f"A maximum of {MAX_ERASE_ADDRESSES} email_addresses is allowed.", field),
+        )
+    for address in addresses:
+        if not isinstance(address, str) or not _EMAIL.match(address):
+            return _reply(request, 400, _erase_error(f"Email_address {address} is not valid", field))
+    job_id = str(uuid.uuid4())
+    _state(request).store_erasejob(job_id, list(dict.fromkeys(addresses)))
+    return _reply(request, 202, json.dumps({"job_id": job_id}).encode())
+
+
+async def sandbox_messages(request: Request) -> Response:
+    srv = _state(request)
+    if request.method == "DELETE":
+        srv.clear()
+        return _reply(request, 204)
+    return _reply(request, 200, json.dumps(srv.messages()).encode())
+
+
+async def sandbox_faults(request: Request) -> Response:
+    srv = _state(request)
+    if request.method == "POST":
+        try:
+            changes = _parse_json(await _read_body(request, 64 * 1024) or b"{}")
+            if not isinstance(changes, dict):
+                raise ValueError("a JSON object of fault settings is required")
+            srv.faults_update(**changes)
+        except _TooLarge:
+            return _reply(request, 413, _errors("too large"))
+        except (ValueError, TypeError) as exc:
+            return _reply(request, 400, _errors(str(exc)))
+    return _reply(request, 200, json.dumps(asdict(srv.faults)).encode())
+
+
+async def sandbox_stats(request: Request) -> Response:
+    return _reply(request, 200, json.dumps(_state(request).stats()).encode())
+
+
+async def sandbox_erasejobs(request: Request) -> Response:
+    return _reply(request, 200, json.dumps(_state(request).erasejobs()).encode())
+
+
+def create_app(state: SandboxState) -> Starlette:
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _reply(request, 404, _errors("Not found"))
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        return _reply(
+            request,
+            405,
+            _errors("Method not allowed"),
+            {"Allow": getattr(exc, "headers", {}).get("Allow", "")},
+        )
+
+    app = Starlette(
+        routes=[
+            Route("/v3/mail/send", mail_send, methods=["POST"]),
+            Route("/v3/recipients/erasejob", erasejob, methods=["POST"]),
+            Route("/_sandbox/messages", sandbox_messages, methods=["GET", "DELETE"]),
+            Route("/_sandbox/faults", sandbox_faults, methods=["GET", "POST"]),
+            Route("/_sandbox/stats", sandbox_stats, methods=["GET"]),
+            Route("/_sandbox/erasejobs", sandbox_erasejobs, methods=["GET"]),
+        ],
+        exception_handlers={404: not_found, 405: method_not_allowed},
+    )
+    app.state.sandbox = state
+    return app
+
+
+# Injected timeouts sleep up to ``timeout_s`` inside a request: the deadline must leave room for them.
+SANDBOX_LIMITS = Limits(
+    request_deadline_s=120.0, keep_alive_s=30, limit_concurrency=2048, graceful_shutdown_s=5
+)
 
 
 @dataclass
 class SandboxHandle:
-    server: SandboxHTTPServer
+    server: SandboxState
     url: str  # e.g. http://127.0.0.1:40123 -- pass as the SendGrid host
-
-    @property
-    def port(self) -> int:
-        return self.server.server_address[1]
+    port: int
 
     def messages(self) -> list[dict[str, Any]]:
         return self.server.messages()
@@ -619,17 +645,14 @@ def run_sandbox(
     """Run the server in a background thread for the duration of the block (port 0 = a free port)."""
     f = Faults()
     f.update(**faults)
-    server = SandboxHTTPServer((host, port), api_key=api_key, store=store, faults=f)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="sendgrid-sandbox"
-    )
-    thread.start()
+    state = SandboxState(api_key=api_key, store=store, faults=f)
+    server = ServerThread(create_app(state), host, port, SANDBOX_LIMITS)
+    server.start("sendgrid-sandbox")
     try:
-        yield SandboxHandle(server, f"http://{host}:{server.server_address[1]}")
+        yield SandboxHandle(state, server.url, server.port)
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        server.stop()
+        state.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -668,18 +691,13 @@ def main(argv: list[str] | None = None) -> None:
         timeout_s=args.timeout_s,
         rate_limit_per_s=args.rate_limit_per_s,
     )
-    server = SandboxHTTPServer((args.host, args.port), api_key=args.api_key, store=args.store, faults=faults)
-    print(
-        f"SendGrid sandbox listening on http://{args.host}:{server.server_address[1]} "
-        f"(set SENDGRID_API_HOST to this URL)",
-        flush=True,
-    )
+    state = SandboxState(api_key=args.api_key, store=args.store, faults=faults)
+    server = ServerThread(create_app(state), args.host, args.port, SANDBOX_LIMITS)
+    print(f"SendGrid sandbox listening on {server.url} (set SENDGRID_API_HOST to this URL)", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.run()  # until SIGINT/SIGTERM
     finally:
-        server.server_close()
+        state.close()
 
 
 if __name__ == "__main__":

@@ -125,7 +125,9 @@ enriched as (
         buyers.first_order_at is not null and buyers.first_order_at < due.trigger_at as has_bought_before,
         suppressions.suppression_reason,
         dormant.dormant_since,
-        not regexp_full_match(coalesce(due.email, ''), '[^@\s]+@[^@\s]+\.[^@\s]+') as is_invalid_address,
+        -- Every address passed the shared address rule (dagster_project/addresses.py) when it was loaded;
+        -- a second, different rule here could only disagree with it. What is left is a trigger without one.
+        coalesce(trim(due.email), '') = '' as is_invalid_address,
         ledger.send_status as ledger_status,
         coalesce(list_has_any(due.skip_if_reminded_by, reminded.campaigns), false) as is_already_reminded,
         windows.is_in_send_window,
