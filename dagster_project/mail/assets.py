@@ -18,6 +18,17 @@ from dagster_project.resources import (
 MAIL_CANDIDATES = dg.AssetKey(["eligibility", "mail_candidates"])
 
 
+def _begin_mail_run(context: dg.AssetExecutionContext, conn, as_of) -> None:
+    """Check this run's as_of against the warehouse's last mail run and record the run (mail/runs.py)."""
+    begin_mail_run(
+        conn,
+        run_id=context.run_id,
+        job_name=context.job_name,
+        partition_key=context.run.tags.get("dagster/partition"),
+        as_of=as_of,
+    )
+
+
 class MailRunConfig(dg.Config):
     """Which campaigns this run renders and sends (empty = all). The scheduled jobs set it."""
 
@@ -53,13 +64,7 @@ def rendered_mails(
     # duties on sample data, before a single real mail is rendered.
     checked = renderer.check_templates()
     with warehouse.connect() as conn:
-        begin_mail_run(
-            conn,
-            run_id=context.run_id,
-            job_name=context.job_name,
-            partition_key=context.run.tags.get("dagster/partition"),
-            as_of=as_of,
-        )
+        _begin_mail_run(context, conn, as_of)
         per_step, rows = render_due_mails(
             conn, renderer, run_id=context.run_id, as_of=as_of, campaigns=config.campaigns
         )
@@ -139,13 +144,7 @@ def sent_mails(
             f"{sendgrid.resolved_outbox()} instead of being sent"
         )
     with warehouse.connect() as conn:
-        begin_mail_run(
-            conn,
-            run_id=context.run_id,
-            job_name=context.job_name,
-            partition_key=context.run.tags.get("dagster/partition"),
-            as_of=as_of,
-        )
+        _begin_mail_run(context, conn, as_of)
         outcome = send_queued_mails(
             conn,
             transport,
