@@ -25,8 +25,10 @@ CONTRACT_HEADERS = {
     "unit_price,currency,occurred_at",
     "orders": "order_id,customer_id,cart_id,session_id,status,total_amount,currency,placed_at,updated_at",
     "order_items": "order_id,line_no,product_id,quantity,unit_price",
-    "shipments": "shipment_id,order_id,carrier,tracking_url,shipped_at,delivered_at",
-    "products": "product_id,name,category,price,currency,url,image_url,guide_url,in_stock,updated_at",
+    "shipments": "shipment_id,order_id,carrier,tracking_url,shipped_at,delivered_at,tracking_number,"
+    "expected_delivery_date",
+    "products": "product_id,name,category,price,currency,url,image_url,guide_url,in_stock,updated_at,"
+    "content_amount,content_unit",
     "support_tickets": "ticket_id,customer_id,topic,status,opened_at,closed_at,updated_at",
 }
 AS_OF = "TIMESTAMPTZ '2026-11-24 10:00:00+00'"
