@@ -3,6 +3,7 @@
 import dagster as dg
 
 from dagster_project import paths
+from dagster_project.campaigns import load_campaigns
 from dagster_project.mail.candidates import job_from_row
 from dagster_project.mail.ledger import ensure_ledger, record_holdouts, recover_crashed
 from dagster_project.mail.outgoing import ensure_outgoing, read_outgoing, replace_outgoing
@@ -73,6 +74,8 @@ def rendered_mails(
     # Preflight: every template of every campaign/step/variant/locale compiles and renders its legal
     # duties on sample data, before a single real mail is rendered.
     checked = renderer.check_templates()
+    # Experiments vary what they declare (subject, body, send delay), also with overridden templates.
+    renderer.check_experiments(load_campaigns(templates_dir=shop.resolved_templates_dir()))
     with warehouse.connect() as conn:
         ensure_outgoing(conn)
         rows = _fetch_candidates(conn, "decision = 'send'", config.campaigns)

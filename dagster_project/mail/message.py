@@ -81,6 +81,7 @@ class RenderedMail:
     categories: list[str]
     is_marketing: bool
     experiment_id: str | None = None
+    preheader: str = ""  # the inbox preview line (also in the HTML); not stored in mail.outgoing
 
 
 SendStatus = Literal["sent", "failed", "unknown"]
