@@ -719,6 +719,14 @@ class MailRenderer:
         declare, and an aspect declared that no variant changes. Raises ``RenderError``; returns the
         (campaign, step, variant) combinations checked.
         """
+        # One clock for both renders: link expiries in the tokens must not differ by a second.
+        previous, self._fixed_now = self._fixed_now, self._fixed_now or datetime.now(UTC)
+        try:
+            return self._check_experiments(campaigns)
+        finally:
+            self._fixed_now = previous
+
+    def _check_experiments(self, campaigns: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         checked: list[tuple[str, str, str]] = []
         samples = {(j.campaign, j.step): j for j in sample_jobs(locales=("de-DE",))}
         locales = {"de": "de-DE", "en": "en-GB"}
@@ -776,11 +784,10 @@ def _differences(control: RenderedMail, variant: RenderedMail, where: dict[str, 
     changed: set[str] = set()
     if control.subject != variant.subject or control.preheader != variant.preheader:
         changed.add("subject")
-    utm_variant, utm_control = f"utm_content={variant.variant}", f"utm_content={control.variant}"
 
     def normal(mail: RenderedMail, text: str) -> str:
         # the subject is the HTML's <title>, the preheader its hidden first line: both count as "subject"
-        text = text.replace(utm_variant, utm_control)
+        text = re.sub(f"utm_content={re.escape(mail.variant)}(?![A-Za-z0-9_])", "utm_content=*", text)
         for line, mark in ((mail.preheader, "\x00"), (mail.subject, "\x01")):
             if line:
                 text = text.replace(str(escape(line)), mark)
