@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+from rfc8058 import one_click_uri
 
 from dagster_project.links import LinkSigner
 from dagster_project.mail.message import MailJob
@@ -103,25 +104,6 @@ def test_no_spamassassin_rule_scores_on_any_template(outbox: dict, tmp_path: Pat
 
 
 # ---- RFC 8058 one-click unsubscribe in the .eml --------
-
-
-def one_click_uri(raw: bytes) -> str:
-    """The HTTPS URI a mail client POSTs ``List-Unsubscribe=One-Click`` to (RFC 8058 section 3), read with
-    the standard library's parser from the raw header, as a mailbox provider reads it: a header that is
-    RFC 2047-encoded, lacks the POST header or has no HTTPS URI gives no one-click unsubscribe at all."""
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
-    values = message.get_all("List-Unsubscribe") or []
-    posts = message.get_all("List-Unsubscribe-Post") or []
-    assert len(values) == 1 and len(posts) == 1, "exactly one List-Unsubscribe and -Post header"
-    assert str(posts[0]).strip() == "List-Unsubscribe=One-Click"
-    value = re.sub(r"\r?\n[ \t]+", " ", str(values[0]))  # unfold (RFC 5322 2.2.3)
-    assert "=?" not in value, f"RFC 2047 encoded word in List-Unsubscribe: {value[:80]}"
-    # RFC 2369: a comma-separated list of <URI>s and nothing else
-    assert re.fullmatch(r"\s*<[^<>\s]+>(\s*,\s*<[^<>\s]+>)*\s*", value), value
-    uris = re.findall(r"<([^<>]+)>", value)
-    https = [uri for uri in uris if uri.startswith("https://")]
-    assert https, f"no HTTPS URI in {value}"
-    return https[0]
 
 
 def test_every_marketing_eml_offers_rfc8058_one_click(outbox: dict, shop: ShopSettings, signer) -> None:
