@@ -90,10 +90,11 @@ def test_outbox_run_records_every_mail_and_a_rerun_sends_nothing_new(workspace, 
         assert row["email"] not in json.dumps(payload["custom_args"])
 
     conn = duckdb.connect(str(workspace["warehouse"]), read_only=True)
+    guest_rows = conn.execute("select lower(email) from staging.stg_customers where is_guest").fetchall()
+    guests = {row[0] for row in guest_rows}
     decided = conn.execute(
         "select count(*) from eligibility.mail_candidates where decision = 'send'"
     ).fetchone()[0]
-    guests = {row[0] for row in conn.execute("select lower(email) from staging.stg_customers where is_guest")}
     conn.close()
     assert decided == len(sent)
     check_real_outbox(workspace["outbox"], sent, guests)
