@@ -825,9 +825,14 @@ def _check_duties(renderer: MailRenderer, job: MailJob, mail: RenderedMail) -> N
         )
 
     company = renderer.shop.impressum.company
+    legal = renderer.shop.legal
+    assert legal is not None  # the renderer refuses settings without it
     for part, body in (("HTML", mail.html), ("text", mail.text)):
         if company not in body.replace("&amp;", "&"):
             fail(f"the {part} body lacks the Impressum (company {company!r})")
+        for label, url in (("privacy policy", legal.privacy_url), ("Impressum", legal.imprint_url)):
+            if url not in body.replace("&amp;", "&"):
+                fail(f"the {part} body lacks the {label} link ({url})")
         if job.is_marketing and f"{renderer.shop.service_base_url.rstrip('/')}/u/" not in body:
             fail(f"marketing mail without unsubscribe link in the {part} body")
         if (
