@@ -9,20 +9,25 @@
 --   * popularity: the shop's bestsellers (so a target always gets products).
 -- Only in-stock products; never one the customer bought before or one in the cart/order itself. Each row
 -- keeps the reason its biggest score part gives, for the customer-readable line under the product
--- ("Passt zu „Hochbeet Classic“", "Beliebt in Gartenwerkzeug", "Bei unserer Kundschaft beliebt").
+-- ("Passend zu Hochbeet Classic", "Beliebt in Gartenwerkzeug", "Bei unserer Kundschaft beliebt").
 -- bench/bench_recommendations.py measures it (hit rate of the next purchase) against popularity alone.
 --
--- Targets: the orders cross_sell may mail (its window), carts with items of known customers (int_carts
--- holds the recent ones), and customers who could be inactive (no order for at least
--- `inactive_after_days`) and have marketing consent: reactivation needs both, and computing the whole
--- customer base every day would cost more than everything else. `--vars '{recommendation_targets:
--- all_customers}'` targets every customer with an order instead (the offline benchmark).
+-- Targets, as narrow as the mails need them (the model runs every day; targeting the whole customer base cost
+-- over a minute at 1 M customers), all of customers with marketing consent (the three campaigns require it):
+-- the orders a cross-sell mail is due and not expired for, the carts a reminder may still go out for (known
+-- customer, logged in, not bought, younger than the reminders' expiry), and customers whose inactivity
+-- episode (spec: no order for max(inactive_after_days, 2 × their median days between orders)) began within
+-- reactivation's window. A target outside these gets no recommendations: its mail would show none. `--vars '{recommendation_targets: all_customers}'` targets every
+-- customer with an order instead (the offline benchmark).
 {%- set cross = segment_settings('cross_sell')['steps']['1'] %}
-{%- set inactive_after_days = segment_settings('reactivation')['inactive_after_days'] %}
+{%- set cart = segment_settings('abandoned_cart')['steps']['1'] %}
+{%- set reactivation = segment_settings('reactivation') %}
+{%- set inactive_after_days = reactivation['inactive_after_days'] %}
 {%- set all_customers = var('recommendation_targets', 'mails') == 'all_customers' %}
 {%- set max_recommendations = 6 %}
 {%- set customer_anchors = 8 %}
-{%- set popular_per_category = 8 %}
+{%- set popular_per_category = 6 %}
+{%- set bestsellers = 8 %}
 {%- set weight_category = 0.35 %}
 {%- set weight_popular = 0.15 %}
 with orders as (
@@ -41,6 +46,10 @@ carts as (
     select * from {{ ref('int_carts') }}
 ),
 
+order_gaps as (
+    select * from {{ ref('int_customer_order_gaps') }}
+),
+
 customers as (
     select * from {{ ref('stg_customers') }}
 ),
@@ -51,15 +60,6 @@ consent as (
 
 pairs as (
     select * from {{ ref('int_product_pairs') }}
-),
-
--- what each customer bought up to as_of (never recommended to them again), newest first per customer
-bought as (
-    select orders.customer_id, order_items.product_id, max(orders.placed_at) as last_bought_at
-    from order_items
-    inner join orders on order_items.order_id = orders.order_id
-    where not orders.is_cancelled_or_returned
-    group by orders.customer_id, order_items.product_id
 ),
 
 -- bestsellers: distinct buyers in the last 90 days, in stock; `popularity` relative to the top product,
@@ -88,6 +88,14 @@ popularity as (
     where products.is_in_stock
 ),
 
+-- all three campaigns need marketing consent (policy `required`): nobody else is shown recommendations
+consented_customers as (
+    select customers.customer_id
+    from customers
+    inner join consent on lower(customers.email) = consent.email
+    where consent.has_marketing_consent
+),
+
 -- targets and their anchor products (weight 1; a customer's older purchases weigh less)
 order_anchors as (
     select distinct
@@ -98,8 +106,11 @@ order_anchors as (
         1.0 as anchor_weight
     from orders
     inner join order_items on orders.order_id = order_items.order_id
+    inner join consented_customers on orders.customer_id = consented_customers.customer_id
+    -- due and not expired
     where orders.delivered_at_or_assumed <= {{ as_of() }} - {{ minutes(cross["delay_minutes"]) }}
-        and {{ within_recent_past('orders.delivered_at_or_assumed', cross) }}
+        and orders.delivered_at_or_assumed
+            > {{ as_of() }} - {{ minutes(cross["delay_minutes"], cross["expire_after_minutes"]) }}
 ),
 
 cart_anchors as (
@@ -109,26 +120,50 @@ cart_anchors as (
         carts.customer_id,
         cart_line.product_id as anchor_product_id,
         1.0 as anchor_weight
-    from carts,
+    from carts
+    inner join consented_customers on carts.customer_id = consented_customers.customer_id,
         unnest(from_json(carts.items, '[{"product_id": "VARCHAR"}]')) as cart_lines (cart_line)
-    where carts.customer_id is not null and carts.n_items > 0
+    where carts.customer_id is not null
+        and carts.was_logged_in
+        and carts.n_items > 0
+        and carts.purchased_at is null
+        and carts.last_cart_activity_at > {{ as_of() }} - {{ minutes(cart["expire_after_minutes"]) }}
 ),
 
-last_orders as (
-    select customer_id, max(placed_at) as last_order_at
-    from orders
-    group by customer_id
-),
-
+-- customers whose inactivity began within reactivation's window (both steps: step 2 is due a week after
+-- step 1 and expires after its own expiry), with consent; or every customer with an order (benchmark)
 customer_targets as (
-    select last_orders.customer_id
-    from last_orders
+    select distinct order_gaps.customer_id
+    from order_gaps
     {%- if not all_customers %}
-    inner join customers on last_orders.customer_id = customers.customer_id
-    inner join consent on lower(customers.email) = consent.email
-    where last_orders.last_order_at <= {{ as_of() }} - interval {{ inactive_after_days | int }} day
-        and consent.has_marketing_consent
+    inner join consented_customers on order_gaps.customer_id = consented_customers.customer_id
+    where order_gaps.next_order_at is null
+        and order_gaps.placed_at + to_seconds(cast(86400 * greatest(
+            {{ inactive_after_days | int }}, 2 * coalesce(order_gaps.median_days_between_orders, 0)
+        ) as bigint))
+        between {{ as_of() }}
+            - {{ minutes(reactivation['steps']['1']['delay_minutes'], reactivation['steps']['2']['delay_minutes'],
+                         reactivation['steps']['2']['expire_after_minutes']) }} - interval 7 day
+        and {{ as_of() }}
     {%- endif %}
+),
+
+target_customers as (
+    select customer_id from order_anchors
+    union
+    select customer_id from cart_anchors
+    union
+    select customer_id from customer_targets
+),
+
+-- what the target customers bought up to as_of (never recommended to them again), newest first
+bought as (
+    select orders.customer_id, order_items.product_id, max(orders.placed_at) as last_bought_at
+    from order_items
+    inner join orders on order_items.order_id = orders.order_id
+    where not orders.is_cancelled_or_returned
+        and orders.customer_id in (select customer_id from target_customers)
+    group by orders.customer_id, order_items.product_id
 ),
 
 customer_anchors as (
@@ -205,28 +240,29 @@ bestsellers as (
         {{ weight_popular }} * popularity.popularity as score
     from targets
     cross join popularity
-    where popularity.rank_overall <= {{ max_recommendations * 2 }}
+    where popularity.rank_overall <= {{ bestsellers }}
 ),
 
+-- the three sources' scores added up per target and product (one aggregation, not joins of the three)
 scored as (
     select
-        coalesce(bought_together.target_type, category_affinity.target_type, bestsellers.target_type)
-            as target_type,
-        coalesce(bought_together.target_id, category_affinity.target_id, bestsellers.target_id) as target_id,
-        coalesce(bought_together.product_id, category_affinity.product_id, bestsellers.product_id) as product_id,
-        coalesce(bought_together.score, 0) as bought_together_score,
-        coalesce(category_affinity.score, 0) as category_score,
-        coalesce(bestsellers.score, 0) as popularity_score,
-        bought_together.reason_product_id
-    from bought_together
-    full outer join category_affinity
-        on bought_together.target_type = category_affinity.target_type
-        and bought_together.target_id = category_affinity.target_id
-        and bought_together.product_id = category_affinity.product_id
-    full outer join bestsellers
-        on coalesce(bought_together.target_type, category_affinity.target_type) = bestsellers.target_type
-        and coalesce(bought_together.target_id, category_affinity.target_id) = bestsellers.target_id
-        and coalesce(bought_together.product_id, category_affinity.product_id) = bestsellers.product_id
+        target_type,
+        target_id,
+        product_id,
+        sum(bought_together_score) as bought_together_score,
+        sum(category_score) as category_score,
+        sum(popularity_score) as popularity_score,
+        max(reason_product_id) as reason_product_id
+    from (
+        select target_type, target_id, product_id, score as bought_together_score, 0 as category_score,
+            0 as popularity_score, reason_product_id
+        from bought_together
+        union all
+        select target_type, target_id, product_id, 0, score, 0, null from category_affinity
+        union all
+        select target_type, target_id, product_id, 0, 0, score, null from bestsellers
+    ) as candidates
+    group by target_type, target_id, product_id
 ),
 
 eligible as (
@@ -239,16 +275,18 @@ eligible as (
         on scored.target_type = targets.target_type
         and scored.target_id = targets.target_id
     inner join products on scored.product_id = products.product_id
-    left join bought
-        on targets.customer_id = bought.customer_id
-        and scored.product_id = bought.product_id
-    left join anchors
-        on scored.target_type = anchors.target_type
-        and scored.target_id = anchors.target_id
-        and scored.product_id = anchors.anchor_product_id
     where products.is_in_stock
-        and bought.product_id is null
-        and anchors.anchor_product_id is null
+        -- never what the customer bought before, nor what is in the cart/order itself
+        and not exists (
+            select 1 from bought
+            where bought.customer_id = targets.customer_id and bought.product_id = scored.product_id
+        )
+        and not exists (
+            select 1 from anchors
+            where anchors.target_type = scored.target_type
+                and anchors.target_id = scored.target_id
+                and anchors.anchor_product_id = scored.product_id
+        )
 ),
 
 ranked as (

@@ -18,7 +18,8 @@ delivered as (
         and {{ within_recent_past('delivered_at_or_assumed', step_1) }}
 ),
 
--- the order's recommendations (int_product_recommendations: co-purchases, category, popularity), best first
+-- the order's recommendations (int_product_recommendations: co-purchases, category, popularity), best first;
+-- computed for customers with marketing consent only (the others are skipped with no_consent anyway)
 recommendation_lists as (
     select target_id as order_id, recommendations
     from {{ ref('int_recommendation_lists') }}
@@ -45,12 +46,12 @@ final as (
             'order_id': delivered.order_id,
             'placed_at': delivered.placed_at,
             'items': json(coalesce(order_lines.items, '[]')),
-            'recommendations': recommendation_lists.recommendations[1:{{ n_recommendations }}]
+            'recommendations': coalesce(recommendation_lists.recommendations[1:{{ n_recommendations }}], [])
         }) as payload
     from delivered
-    inner join recommendation_lists on delivered.order_id = recommendation_lists.order_id
     inner join customers on delivered.customer_id = customers.customer_id
     left join order_lines on delivered.order_id = order_lines.order_id
+    left join recommendation_lists on delivered.order_id = recommendation_lists.order_id
 )
 
 select * from final
