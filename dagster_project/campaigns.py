@@ -46,7 +46,12 @@ CAMPAIGN_KEYS = {
     "skip_if_reminded_by",
 }
 STEP_KEYS = {"delay_minutes", "expire_after_minutes", "template"}
-EXPERIMENT_KEYS = {"id", "variants", "holdout_percent"}
+EXPERIMENT_KEYS = {"id", "varies", "variants", "holdout_percent"}
+VARIANT_KEYS = {"weight", "extra_delay_minutes"}
+# What an experiment may vary: the subject line (and preheader), the body (its own templates), or the
+# send time (a variant-specific delay added to every step's due time).
+VARIED_ASPECTS = ("subject", "body", "send_delay")
+CONTROL = "control"
 
 
 class CampaignSettingsError(ValueError):
@@ -63,8 +68,10 @@ class StepSettings:
 @dataclass(frozen=True)
 class Experiment:
     id: str
-    variants: dict[str, int]
+    variants: dict[str, int]  # name -> weight
     holdout_percent: float = 0
+    varies: tuple[str, ...] = ()  # subset of VARIED_ASPECTS, as declared in the YAML
+    extra_delay_minutes: dict[str, int] = field(default_factory=dict)  # send-time variants only
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,10 @@ def assign_variant(customer_id: str, experiment: Experiment | Mapping[str, Any] 
     if isinstance(experiment, Mapping):
         experiment = Experiment(
             id=str(experiment["id"]),
-            variants=dict(experiment["variants"]),
+            variants={
+                name: spec["weight"] if isinstance(spec, Mapping) else spec
+                for name, spec in experiment["variants"].items()
+            },
             holdout_percent=experiment.get("holdout_percent", 0) or 0,
         )
     bucket = stable_bucket(f"{customer_id}:{experiment.id}")
@@ -212,7 +222,7 @@ def parse_campaign(
 
     experiment = None
     if raw.get("experiment") is not None:
-        experiment = _parse_experiment(name, raw["experiment"], path)
+        experiment = _parse_experiment(name, raw["experiment"], path, steps)
 
     counts: dict[str, int | None] = {}
     for key in ("inactive_after_days", "n_recommendations"):
@@ -250,7 +260,9 @@ def parse_campaign(
     )
 
 
-def _parse_experiment(name: str, raw: Any, path: Path) -> Experiment:
+def _parse_experiment(
+    name: str, raw: Any, path: Path, steps: Mapping[str, StepSettings] | None = None
+) -> Experiment:
     if not isinstance(raw, Mapping):
         raise _fail(path, name, "experiment", f"expected a mapping with id and variants, got {raw!r}")
     _unknown(path, name, "experiment.", raw, EXPERIMENT_KEYS)
@@ -259,10 +271,27 @@ def _parse_experiment(name: str, raw: Any, path: Path) -> Experiment:
         raise _fail(
             path, name, "experiment.id", f"expected a name of letters, digits, _ . -, got {experiment_id!r}"
         )
+    varies = raw.get("varies")
+    if isinstance(varies, str):
+        varies = [varies]
+    if (
+        not isinstance(varies, list)
+        or not varies
+        or any(v not in VARIED_ASPECTS for v in varies)
+        or len(set(varies)) != len(varies)
+    ):
+        raise _fail(
+            path,
+            name,
+            "experiment.varies",
+            f"say what the variants vary: one or more of {', '.join(VARIED_ASPECTS)}, got {varies!r}",
+        )
     variants = raw.get("variants")
     if not isinstance(variants, Mapping) or not variants:
         raise _fail(path, name, "experiment.variants", f"expected a mapping name: weight, got {variants!r}")
-    for variant, weight in variants.items():
+    weights: dict[str, int] = {}
+    delays: dict[str, int] = {}
+    for variant, spec in variants.items():
         key = f"experiment.variants.{variant}"
         if (
             not isinstance(variant, str)
@@ -270,8 +299,44 @@ def _parse_experiment(name: str, raw: Any, path: Path) -> Experiment:
             or variant == "holdout"
         ):
             raise _fail(path, name, key, "variant names are letters, digits and _ ('holdout' is reserved)")
+        if isinstance(spec, Mapping):
+            _unknown(path, name, f"{key}.", spec, VARIANT_KEYS)
+            weight, delay = spec.get("weight"), spec.get("extra_delay_minutes", 0)
+        else:
+            weight, delay = spec, 0
         if not _is_int(weight) or weight <= 0:
             raise _fail(path, name, key, f"expected a positive whole-number weight, got {weight!r}")
+        if not _is_int(delay) or delay < 0:
+            raise _fail(
+                path, name, f"{key}.extra_delay_minutes", f"expected whole minutes ≥ 0, got {delay!r}"
+            )
+        if delay and variant == CONTROL:
+            raise _fail(path, name, f"{key}.extra_delay_minutes", "the control keeps the campaign's timing")
+        weights[variant] = weight
+        if delay:
+            delays[variant] = delay
+    if CONTROL not in weights:
+        raise _fail(path, name, "experiment.variants", f"needs a {CONTROL!r} variant to compare against")
+    if ("send_delay" in varies) != bool(delays):
+        raise _fail(
+            path,
+            name,
+            "experiment.varies",
+            "send_delay needs a variant with extra_delay_minutes, and extra_delay_minutes needs send_delay "
+            "in varies",
+        )
+    for variant, delay in delays.items():
+        # The delay moves the due time, not the expiry: it must leave time to send in every step.
+        for step_name, step in (steps or {}).items():
+            window = step.expire_after_minutes - step.delay_minutes
+            if delay >= window:
+                raise _fail(
+                    path,
+                    name,
+                    f"experiment.variants.{variant}.extra_delay_minutes",
+                    f"{delay} minutes would push step {step_name!r} close to or past its expiry (must be "
+                    f"below expire_after_minutes - delay_minutes = {window})",
+                )
     holdout = raw.get("holdout_percent", 0)
     if not _is_number(holdout) or not 0 <= holdout <= MAX_HOLDOUT_PERCENT:
         raise _fail(
@@ -280,7 +345,13 @@ def _parse_experiment(name: str, raw: Any, path: Path) -> Experiment:
             "experiment.holdout_percent",
             f"expected a number from 0 to {MAX_HOLDOUT_PERCENT}, got {holdout!r}",
         )
-    return Experiment(id=experiment_id, variants=dict(variants), holdout_percent=holdout)
+    return Experiment(
+        id=experiment_id,
+        variants=weights,
+        holdout_percent=holdout,
+        varies=tuple(varies),
+        extra_delay_minutes=delays,
+    )
 
 
 def declared_campaign_models(macros_file: Path = CAMPAIGN_MACROS) -> list[str]:
@@ -342,9 +413,35 @@ def load_campaigns(
     return campaigns
 
 
-def validate_campaigns(segments_dir: Path = SEGMENTS_DIR, **kwargs: Any) -> dict[str, CampaignSettings]:
-    """Validate every campaign's settings (call when the Dagster definitions load); returns them."""
+def validate_campaigns(
+    segments_dir: Path = SEGMENTS_DIR, *, check_experiments: bool = True, **kwargs: Any
+) -> dict[str, CampaignSettings]:
+    """Validate every campaign's settings (call when the Dagster definitions load); returns them.
+
+    With ``check_experiments``, every experiment's variants are also rendered next to the control with
+    sample data: a variant that changes nothing in a step, or something its ``varies`` does not declare,
+    stops the project here (``MailRenderer.check_experiments``).
+    """
     campaigns = load_campaigns(segments_dir, **kwargs)
     if not campaigns:
         raise CampaignSettingsError(f"{segments_dir}: no campaign settings found (config.meta.campaign)")
+    if check_experiments and any(c.experiment for c in campaigns.values()):
+        _check_experiment_rendering(campaigns, kwargs.get("templates_dir", TEMPLATES_DIR))
     return campaigns
+
+
+def _check_experiment_rendering(campaigns: dict[str, CampaignSettings], templates_dir: Path) -> None:
+    # Imported here: the mail package is heavier than the settings, and needs none of them.
+    from dagster_project.links import LinkSigner
+    from dagster_project.mail.preview import PREVIEW_SIGNING_KEY
+    from dagster_project.mail.render import MailRenderer, RenderError
+    from dagster_project.shop import load_shop_settings
+
+    signer = LinkSigner(PREVIEW_SIGNING_KEY)
+    renderer = MailRenderer(load_shop_settings(), signer, templates_dir=templates_dir)
+    try:
+        renderer.check_experiments(campaigns)
+    except RenderError as exc:
+        settings = campaigns.get(exc.campaign or "")
+        where = settings.file if settings else templates_dir
+        raise CampaignSettingsError(f"{where}: {exc}") from exc

@@ -1,21 +1,41 @@
-"""Signed, expiring link tokens (HMAC-SHA256) for cart restore, checkout, unsubscribe and objection links.
+"""Signed, expiring link tokens for the links in the mails: cart restore, checkout, order status and
+returns, product ratings, unsubscribe and objection.
 
-A token is ``<base64url(json claims)>.<base64url(hmac)>``. The claims carry the purpose (so an unsubscribe
-token cannot be replayed as a cart token), the data the link needs and an expiry (unix seconds).
-The key comes from the environment (``NACHFASS_LINK_SIGNING_KEY``) through the ``LinkSignerResource``;
-this module never reads the environment itself.
+Two token formats, both URL-safe (only ``A–Z a–z 0–9 - _ .``):
+
+* **signed** ``<base64url(json claims)>.<base64url(hmac-sha256)>``: the claims carry the purpose (so an
+  unsubscribe token cannot be replayed as a cart token), the data the link needs and an expiry (unix
+  seconds). Readable by whoever has the URL, so only for links that carry ids, never personal data: the
+  shop verifies these itself (cart, checkout, order, review; docs/templates.md describes the scheme).
+* **opaque** ``<base64url(AES-SIV(json claims))>`` (no dot): encrypted and authenticated, the purpose
+  bound in as associated data. Used for unsubscribe and objection links, whose data includes the
+  recipient's address: such URLs end up in proxy logs and click tracking, so they must not show it.
+  AES-SIV is deterministic (same mail, same token) and needs no nonce that could be reused by mistake.
+
+``verify`` accepts both formats for every purpose, so unsubscribe links in mails sent before the opaque
+format existed keep working until they expire. Both keys derive from one secret
+(``NACHFASS_LINK_SIGNING_KEY``, read by ``LinkSignerResource``); this module never reads the environment.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
 from datetime import datetime
 from typing import Any
 
-PURPOSES = frozenset({"cart", "checkout", "unsubscribe", "objection", "preferences"})
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+PURPOSES = frozenset({"cart", "checkout", "order", "review", "unsubscribe", "objection", "preferences"})
+# Purposes whose data names a person (the address): their tokens are encrypted, not just signed.
+OPAQUE_PURPOSES = frozenset({"unsubscribe", "objection", "preferences"})
+_OPAQUE_KEY_INFO = b"nachfass link tokens v2: AES-SIV-512"
 
 
 class InvalidToken(ValueError):
@@ -31,12 +51,29 @@ def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + padding)
 
 
+def _canonical_b64decode(text: str) -> bytes:
+    """Decode base64url, refusing every spelling but the one ``_b64encode`` writes: otherwise a changed
+    last character (unused bits) or a '+' for '-' would decode to the same bytes and pass."""
+    try:
+        raw = _b64decode(text)
+    except (binascii.Error, ValueError):
+        raise InvalidToken("malformed token") from None
+    if _b64encode(raw) != text:
+        raise InvalidToken("malformed token")
+    return raw
+
+
 class LinkSigner:
     def __init__(self, key: bytes | str) -> None:
         key_bytes = key.encode() if isinstance(key, str) else key
         if len(key_bytes) < 16:
             raise ValueError("the link-signing key must be at least 16 bytes (NACHFASS_LINK_SIGNING_KEY)")
         self._key = key_bytes
+        # A separate key for encryption, derived from the same secret (one variable to manage).
+        derived = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=_OPAQUE_KEY_INFO).derive(
+            key_bytes
+        )
+        self._siv = AESSIV(derived)
 
     def __repr__(self) -> str:  # never show the key
         return "LinkSigner(key=***)"
@@ -45,17 +82,32 @@ class LinkSigner:
         return _b64encode(hmac.new(self._key, body.encode("ascii"), hashlib.sha256).digest()[:20])
 
     def sign(self, purpose: str, data: dict[str, Any], expires_at: datetime) -> str:
+        """A token for ``purpose``: opaque for the purposes in ``OPAQUE_PURPOSES``, else signed."""
         if purpose not in PURPOSES:
             raise ValueError(f"unknown link purpose {purpose!r}")
-        claims = {"p": purpose, "exp": int(expires_at.timestamp()), "d": data}
+        expiry = int(expires_at.timestamp())
+        if purpose in OPAQUE_PURPOSES:
+            plain = json.dumps({"exp": expiry, "d": data}, separators=(",", ":"), sort_keys=True)
+            return _b64encode(self._siv.encrypt(plain.encode("utf-8"), [purpose.encode("ascii")]))
+        claims = {"p": purpose, "exp": expiry, "d": data}
         body = _b64encode(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode("utf-8"))
         return f"{body}.{self._mac(body)}"
 
     def verify(self, token: str, purpose: str, now: datetime) -> dict[str, Any]:
         """Return the token's data, or raise ``InvalidToken`` saying why (never echoing the key)."""
+        if not isinstance(token, str) or not token:
+            raise InvalidToken("malformed token")
+        claims = self._open(token, purpose) if "." not in token else self._check_signed(token)
+        if claims.get("p", purpose) != purpose:
+            raise InvalidToken(f"token is for {claims.get('p')!r}, not {purpose!r}")
+        if int(claims.get("exp", 0)) < now.timestamp():
+            raise InvalidToken("token expired")
+        return dict(claims.get("d") or {})
+
+    def _check_signed(self, token: str) -> dict[str, Any]:
         try:
             body, mac = token.split(".")
-        except (ValueError, AttributeError):
+        except ValueError:
             raise InvalidToken("malformed token") from None
         if not (body.isascii() and mac.isascii()):  # tokens are base64url; anything else is not one
             raise InvalidToken("malformed token")
@@ -65,8 +117,30 @@ class LinkSigner:
             claims = json.loads(_b64decode(body))
         except (ValueError, UnicodeDecodeError):
             raise InvalidToken("malformed token") from None
-        if claims.get("p") != purpose:
-            raise InvalidToken(f"token is for {claims.get('p')!r}, not {purpose!r}")
-        if int(claims.get("exp", 0)) < now.timestamp():
-            raise InvalidToken("token expired")
-        return dict(claims.get("d") or {})
+        if not isinstance(claims, dict) or "p" not in claims:
+            raise InvalidToken("malformed token")
+        return claims
+
+    def _open(self, token: str, purpose: str) -> dict[str, Any]:
+        raw = _canonical_b64decode(token)
+        plain = self._decrypt(raw, purpose)
+        if plain is None:
+            # The purpose is authenticated data: a token for another purpose fails like a forged one.
+            # Say which, if it is one of ours, so a misrouted link is easy to diagnose.
+            other = next((p for p in sorted(OPAQUE_PURPOSES - {purpose}) if self._decrypt(raw, p)), None)
+            if other:
+                raise InvalidToken(f"token is for {other!r}, not {purpose!r}")
+            raise InvalidToken("bad signature")
+        try:
+            claims = json.loads(plain)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidToken("malformed token") from None
+        if not isinstance(claims, dict):
+            raise InvalidToken("malformed token")
+        return claims
+
+    def _decrypt(self, raw: bytes, purpose: str) -> bytes | None:
+        try:
+            return self._siv.decrypt(raw, [purpose.encode("ascii")])
+        except (InvalidTag, ValueError):
+            return None

@@ -149,6 +149,58 @@ BROKEN = [
         "0 to 50",
     ),
     (
+        "experiment without varies",
+        "abandoned_cart",
+        lambda c: c["experiment"].pop("varies"),
+        "'experiment.varies'",
+        "say what the variants vary",
+    ),
+    (
+        "experiment varies something unknown",
+        "abandoned_cart",
+        lambda c: c["experiment"].update(varies=["colour"]),
+        "'experiment.varies'",
+        "subject, body, send_delay",
+    ),
+    (
+        "experiment without control",
+        "review_request",
+        lambda c: c["experiment"].update(variants={"a": 50, "b": 50}),
+        "'experiment.variants'",
+        "'control'",
+    ),
+    (
+        "delay without send_delay in varies",
+        "review_request",
+        lambda c: c["experiment"]["variants"].update(b={"weight": 50, "extra_delay_minutes": 120}),
+        "'experiment.varies'",
+        "send_delay",
+    ),
+    (
+        "send_delay without a delay",
+        "review_request",
+        lambda c: c["experiment"].update(varies=["send_delay"]),
+        "'experiment.varies'",
+        "extra_delay_minutes",
+    ),
+    (
+        "delay past the expiry",
+        "abandoned_cart",
+        lambda c: c["experiment"].update(
+            varies=["subject", "send_delay"],
+            variants={"control": 50, "b": {"weight": 50, "extra_delay_minutes": 3000}},
+        ),
+        "'experiment.variants.b.extra_delay_minutes'",
+        "past its expiry",
+    ),
+    (
+        "unknown variant key",
+        "review_request",
+        lambda c: c["experiment"]["variants"].update(b={"weight": 50, "delay": 120}),
+        "'experiment.variants.b.delay'",
+        "unknown",
+    ),
+    (
         "unknown policy",
         "review_request",
         lambda c: c.update(consent_policy="existing_customers"),
@@ -335,3 +387,91 @@ def test_shares_match_weights_on_large_samples(weights: list[int], holdout: int)
 def test_bucket_is_uniform_enough() -> None:
     counts = Counter(stable_bucket(f"C{i}:x") // 1000 for i in range(50_000))
     assert all(4500 < c < 5500 for c in counts.values())
+
+
+# ---- experiments say what they vary (rendered when the project loads) ----
+
+
+@pytest.fixture
+def templates(tmp_path: Path) -> Path:
+    from dagster_project.paths import TEMPLATES_DIR
+
+    folder = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, folder)
+    return folder
+
+
+def _experiment(segments: Path, campaign: str, **experiment) -> None:
+    _edit(segments, campaign, lambda c: c.update(experiment=experiment))
+
+
+def test_repository_experiments_vary_what_they_declare() -> None:
+    campaigns = validate_campaigns()
+    assert campaigns["abandoned_cart"].experiment.varies == ("subject",)
+    assert campaigns["review_request"].experiment.varies == ("subject",)
+
+
+def test_variant_identical_to_control_is_refused(segments: Path, templates: Path) -> None:
+    """Variant "c" has no subject, template or delay of its own: it would be control under another name."""
+    _experiment(segments, "cross_sell", id="x_1", varies=["subject"], variants={"control": 1, "c": 1})
+    with pytest.raises(CampaignSettingsError, match=r"cross_sell\.yml.*'c' renders exactly like the control"):
+        validate_campaigns(segments, templates_dir=templates)
+
+
+def test_variant_identical_in_one_step_is_refused(segments: Path, templates: Path) -> None:
+    """Reactivation has two steps; a subject for step 1 only leaves step 2 of variant b equal to control."""
+    for lang in ("de", "en"):
+        path = templates / lang / "subjects.yaml"
+        lines = yaml.safe_load(path.read_text(encoding="utf-8"))
+        lines["reactivation"]["1"]["subject"]["b"] = "Neu für Sie: {{ shop.name }}"
+        path.write_text(yaml.safe_dump(lines, allow_unicode=True), encoding="utf-8")
+    _experiment(segments, "reactivation", id="r_1", varies=["subject"], variants={"control": 1, "b": 1})
+    with pytest.raises(CampaignSettingsError, match=r"reactivation/2 variant 'b'.*exactly like the control"):
+        validate_campaigns(segments, templates_dir=templates)
+
+
+def test_body_change_in_a_subject_test_is_refused(segments: Path, templates: Path) -> None:
+    for ext in ("html", "txt"):
+        source = (templates / "de" / "abandoned_cart" / f"1.{ext}").read_text(encoding="utf-8")
+        changed = source.replace("Wir haben Ihren Warenkorb", "Ihr Warenkorb ist")
+        (templates / "de" / "abandoned_cart" / f"1.b.{ext}").write_text(changed, encoding="utf-8")
+    with pytest.raises(CampaignSettingsError, match=r"changes the body although the experiment declares"):
+        validate_campaigns(segments, templates_dir=templates)
+    # declared, the same variant is fine
+    _edit(segments, "abandoned_cart", lambda c: c["experiment"].update(varies=["subject", "body"]))
+    assert validate_campaigns(segments, templates_dir=templates)["abandoned_cart"].experiment.varies == (
+        "subject",
+        "body",
+    )
+
+
+def test_body_variant_needs_its_text_part(segments: Path, templates: Path) -> None:
+    """A variant with its own HTML but the control's text: text-only readers would get the control."""
+    source = (templates / "de" / "abandoned_cart" / "1.html").read_text(encoding="utf-8")
+    (templates / "de" / "abandoned_cart" / "1.b.html").write_text(source.replace("gespeichert", "gemerkt"))
+    _edit(segments, "abandoned_cart", lambda c: c["experiment"].update(varies=["subject", "body"]))
+    with pytest.raises(CampaignSettingsError, match=r"1\.b\.html but no \.txt"):
+        validate_campaigns(segments, templates_dir=templates)
+
+
+def test_declared_aspect_that_nothing_changes_is_refused(segments: Path, templates: Path) -> None:
+    _edit(segments, "review_request", lambda c: c["experiment"].update(varies=["subject", "body"]))
+    with pytest.raises(CampaignSettingsError, match=r"declares varies.*no variant changes the body"):
+        validate_campaigns(segments, templates_dir=templates)
+
+
+def test_send_time_experiment_needs_no_other_difference(segments: Path, templates: Path) -> None:
+    _experiment(
+        segments,
+        "cross_sell",
+        id="cross_sell_send_time",
+        varies=["send_delay"],
+        variants={"control": 1, "evening": {"weight": 1, "extra_delay_minutes": 480}},
+    )
+    experiment = validate_campaigns(segments, templates_dir=templates)["cross_sell"].experiment
+    assert experiment.extra_delay_minutes == {"evening": 480}
+    assert experiment.variants == {"control": 1, "evening": 1}
+    assert assign_variant("C1", {"id": "x", "variants": {"control": 1, "evening": {"weight": 3}}}) in {
+        "control",
+        "evening",
+    }

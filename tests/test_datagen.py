@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -25,8 +26,10 @@ CONTRACT_HEADERS = {
     "unit_price,currency,occurred_at",
     "orders": "order_id,customer_id,cart_id,session_id,status,total_amount,currency,placed_at,updated_at",
     "order_items": "order_id,line_no,product_id,quantity,unit_price",
-    "shipments": "shipment_id,order_id,carrier,tracking_url,shipped_at,delivered_at",
-    "products": "product_id,name,category,price,currency,url,image_url,guide_url,in_stock,updated_at",
+    "shipments": "shipment_id,order_id,carrier,tracking_url,shipped_at,delivered_at,tracking_number,"
+    "expected_delivery_date",
+    "products": "product_id,name,category,price,currency,url,image_url,guide_url,in_stock,updated_at,"
+    "content_amount,content_unit",
     "support_tickets": "ticket_id,customer_id,topic,status,opened_at,closed_at,updated_at",
 }
 AS_OF = "TIMESTAMPTZ '2026-11-24 10:00:00+00'"
@@ -304,3 +307,33 @@ def test_night_timezone_is_in_quiet_hours(moment: datetime) -> None:
 
 def test_default_as_of_is_fixed() -> None:
     assert datetime(2026, 11, 24, 10, tzinfo=UTC) == DEFAULT_AS_OF
+
+
+def test_baskets_follow_shopping_themes(db: duckdb.DuckDBPyConnection) -> None:
+    """Products bought together share a theme (a raised bed with soil and herbs) far more often than two
+    products drawn independently would: the co-purchase structure the recommendation benchmark needs."""
+    from dagster_project.datagen.vocab import CATALOGUE, THEMES
+
+    nouns = [noun for _, noun, _ in CATALOGUE]
+    themes_of = {
+        i + 1: {t for t, (_, members) in enumerate(THEMES) if noun in members} for i, noun in enumerate(nouns)
+    }
+
+    def noun(product_id: str) -> int:
+        return (int(product_id[1:]) - 1) % len(nouns) + 1
+
+    pairs = db.execute(
+        """
+        select a.product_id, b.product_id
+        from order_items as a
+        inner join order_items as b on a.order_id = b.order_id and a.line_no < b.line_no
+        where a.order_id not like 'O3%'  -- the bulk, not the hand-shaped scenarios
+        """
+    ).fetchall()
+    assert len(pairs) > 300
+    together = sum(bool(themes_of[noun(a)] & themes_of[noun(b)]) for a, b in pairs) / len(pairs)
+    partners = [b for _, b in pairs]
+    random.Random(0).shuffle(partners)  # the same products, paired at random
+    shuffled = list(zip([a for a, _ in pairs], partners, strict=True))
+    chance = sum(bool(themes_of[noun(a)] & themes_of[noun(b)]) for a, b in shuffled) / len(shuffled)
+    assert together > 0.5 and together > 2 * chance, (together, chance)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from rfc8058 import one_click_uri
 
 from dagster_project.cli import run_job
 from dagster_project.datagen.generate import generate_exports
@@ -47,6 +48,31 @@ def test_definitions_load_with_every_stage(dbt_manifest) -> None:
     assert {job.name for job in defs.jobs} >= {"nachfass_job", "frequent_mails_job", "daily_mails_job"}
 
 
+def check_real_outbox(outbox: Path, sent: list[dict], guests: set[str]) -> None:
+    """What the real mails of a run contain (issue 13), not only the gallery's samples: products in every
+    sales mail, star links in review requests, no account link for guests, one-click unsubscribe in every
+    marketing .eml."""
+    by_campaign: dict[str, list[tuple[dict, str, bytes]]] = {}
+    for row in sent:
+        payload = json.loads((outbox / f"{row['send_id']}.json").read_text(encoding="utf-8"))
+        html = payload["content"][1]["value"]
+        eml = (outbox / f"{row['send_id']}.eml").read_bytes()
+        by_campaign.setdefault(row["campaign"], []).append((row, html, eml))
+        if row["email"].lower() in guests:
+            assert "/konto/" not in html and "/konto/" not in payload["content"][0]["value"], row
+        if "headers" in payload:
+            assert one_click_uri(eml).startswith("https://"), row["send_id"]
+    for campaign in ("abandoned_cart", "cross_sell", "reactivation"):
+        for row, html, _ in by_campaign.get(campaign, []):
+            assert html.count('class="card-name"') >= 2, (campaign, row["step"])
+    for _row, html, _ in by_campaign.get("review_request", []):
+        assert html.count('class="star-link"') >= 5 and 'class="item-name"' in html
+    # the run has at least cart reminders, cross-sell and review requests to look at
+    assert {"abandoned_cart", "cross_sell", "review_request"} <= set(by_campaign), set(by_campaign)
+    guest_mails = [r for rows in by_campaign.values() for r, _, _ in rows if r["email"].lower() in guests]
+    assert guest_mails, "the sample should mail some guests (order and shipping mails)"
+
+
 def test_outbox_run_records_every_mail_and_a_rerun_sends_nothing_new(workspace, dbt_manifest) -> None:
     generate_exports(workspace["landing"], customers=300, seed=7, as_of=parse_as_of(AS_OF))
     assert run_job(AS_OF)
@@ -64,11 +90,14 @@ def test_outbox_run_records_every_mail_and_a_rerun_sends_nothing_new(workspace, 
         assert row["email"] not in json.dumps(payload["custom_args"])
 
     conn = duckdb.connect(str(workspace["warehouse"]), read_only=True)
+    guest_rows = conn.execute("select lower(email) from staging.stg_customers where is_guest").fetchall()
+    guests = {row[0] for row in guest_rows}
     decided = conn.execute(
         "select count(*) from eligibility.mail_candidates where decision = 'send'"
     ).fetchone()[0]
     conn.close()
     assert decided == len(sent)
+    check_real_outbox(workspace["outbox"], sent, guests)
 
     assert run_job(AS_OF)  # same exports, same as_of
     assert ledger(workspace["warehouse"]) == rows

@@ -1,20 +1,31 @@
-"""The preview gallery: built from sample data, opened in headless Chromium at desktop and mobile width."""
+"""The preview gallery: built from sample data, opened in headless Chromium at desktop and mobile width and
+in dark mode."""
 
 from __future__ import annotations
 
 import shutil
 import struct
-import subprocess
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from dagster_project.mail.preview import MOBILE_WIDTH, build_gallery, main
+from dagster_project.mail.preview import (
+    MOBILE_WIDTH,
+    SCREENSHOT_HEIGHT,
+    SCREENSHOT_VIEWS,
+    _screenshots,
+    build_gallery,
+    main,
+    screenshot,
+)
 from dagster_project.mail.render import CAMPAIGNS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="chromium not installed (apt-get install chromium)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +42,9 @@ def test_gallery_links_every_combination(gallery: Path) -> None:
                 slug = f"{campaign}__{step}__control__{locale}"
                 assert f'src="mails/{slug}.html" width="640"' in index
                 assert f'src="mails/{slug}.html" width="{MOBILE_WIDTH}"' in index
+                assert f'src="mails/{slug}.dark.html" width="{MOBILE_WIDTH}"' in index
+                dark = (gallery.parent / "mails" / f"{slug}.dark.html").read_text(encoding="utf-8")
+                assert "prefers-color-scheme" not in dark and "@media all" in dark
                 assert (gallery.parent / "mails" / f"{slug}.txt").exists()
     assert "abandoned_cart__1__b__de-DE" in index
 
@@ -47,8 +61,8 @@ def test_preview_cli_render(tmp_path: Path) -> None:
     assert main(["render", "--campaign", "abandoned_cart", "--step", "9", "--out", str(tmp_path)]) == 1
 
 
-def _png_stats(path: Path) -> tuple[int, int, int, int]:
-    """(width, height, distinct scanlines, distinct byte values) of an 8-bit PNG, with stdlib only."""
+def _png_rows(path: Path) -> tuple[int, int, int, list[bytes]]:
+    """(width, height, channels, unfiltered scanlines) of an 8-bit PNG, with the stdlib only."""
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, width, height, channels = 8, b"", 0, 0, 0
@@ -63,36 +77,98 @@ def _png_stats(path: Path) -> tuple[int, int, int, int]:
             idat += chunk
         pos += 12 + length
     raw = zlib.decompress(idat)
-    stride = 1 + width * channels
-    rows = {raw[i : i + stride] for i in range(0, len(raw), stride)}
-    return width, height, len(rows), len(set(raw))
+    stride = width * channels
+    rows: list[bytes] = []
+    previous = bytearray(stride)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for x in range(stride):  # the five PNG filters (RFC 2083, 6.)
+            left = line[x - channels] if x >= channels else 0
+            up = previous[x]
+            corner = previous[x - channels] if x >= channels else 0
+            if kind == 1:
+                line[x] = (line[x] + left) & 0xFF
+            elif kind == 2:
+                line[x] = (line[x] + up) & 0xFF
+            elif kind == 3:
+                line[x] = (line[x] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                line[x] = (line[x] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)) & 0xFF
+        rows.append(bytes(line))
+        previous = line
+    return width, height, channels, rows
 
 
-def _screenshot(url: str, width: int, out: Path, profile: Path) -> Path:
-    cmd = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", f"--window-size={width},2000", "--hide-scrollbars",
-        f"--screenshot={out}", url,
-    ]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, timeout=90)
-    return out
+def _png_stats(path: Path) -> tuple[int, int, int, float]:
+    """(width, height, distinct scanlines, mean brightness 0..255 of the colour channels)."""
+    width, height, channels, rows = _png_rows(path)
+    colour = [value for row in rows[::8] for i, value in enumerate(row) if i % channels < 3]
+    return width, height, len(set(rows)), sum(colour) / len(colour)
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed (apt-get install chromium)")
-@pytest.mark.parametrize("width", [640, MOBILE_WIDTH])
-def test_mail_screenshot_not_blank(gallery: Path, tmp_path: Path, width: int) -> None:
-    mail = gallery.parent / "mails" / "abandoned_cart__1__control__de-DE.html"
-    png = _screenshot(mail.as_uri(), width, tmp_path / f"mail_{width}.png", tmp_path / "profile")
-    got_width, height, distinct_rows, distinct_bytes = _png_stats(png)
-    assert (got_width, height) == (width, 2000)
+@needs_chromium
+@pytest.mark.parametrize("view", list(SCREENSHOT_VIEWS))
+def test_mail_screenshots_desktop_mobile_dark(gallery: Path, tmp_path: Path, view: str) -> None:
+    mail = gallery.parent / "mails" / "cross_sell__1__control__de-DE.html"
+    png = screenshot(CHROMIUM, mail.as_uri(), tmp_path / f"mail_{view}.png", view, tmp_path / "profile")
+    width, height, distinct_rows, brightness = _png_stats(png)
+    assert (width, height) == (SCREENSHOT_VIEWS[view][0], SCREENSHOT_HEIGHT)
     # A blank or error page has a handful of distinct scanlines; the mail has hundreds.
     assert distinct_rows > 200, distinct_rows
-    assert distinct_bytes > 100, distinct_bytes
+    # Dark mode really is dark (the mail's own dark stylesheet applied), the light views really light.
+    assert (brightness < 80) if view == "dark" else (brightness > 170), brightness
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed (apt-get install chromium)")
+def _border_runs(png: Path, colour: bytes, min_length: int) -> list[list[int]]:
+    """Per scanline, the lengths of the runs of one colour at least ``min_length`` pixels long."""
+    width, _, channels, rows = _png_rows(png)
+    runs_per_row = []
+    for row in rows:
+        runs, run = [], 0
+        for x in range(width):
+            if row[x * channels : x * channels + 3] == colour:
+                run += 1
+            else:
+                if run >= min_length:
+                    runs.append(run)
+                run = 0
+        if run >= min_length:
+            runs.append(run)
+        runs_per_row.append(runs)
+    return runs_per_row
+
+
+@needs_chromium
+def test_product_grid_is_two_columns_on_desktop_one_on_mobile(gallery: Path, tmp_path: Path) -> None:
+    """The top edges of the product cards' image frames (#e4e1d8): two side by side in one scanline on
+    desktop, never on a phone, where a card spans the screen."""
+    mail = gallery.parent / "mails" / "cross_sell__1__control__de-DE.html"
+    frame = bytes((0xE4, 0xE1, 0xD8))
+    desktop = _border_runs(
+        screenshot(CHROMIUM, mail.as_uri(), tmp_path / "d.png", "desktop", tmp_path / "p"), frame, 120
+    )
+    mobile = _border_runs(
+        screenshot(CHROMIUM, mail.as_uri(), tmp_path / "m.png", "mobile", tmp_path / "p"), frame, 120
+    )
+    assert any(len(runs) == 2 and all(run < 320 for run in runs) for runs in desktop)
+    assert not any(len(runs) >= 2 for runs in mobile)
+    assert any(run > 0.8 * MOBILE_WIDTH for runs in mobile for run in runs)
+
+
+@needs_chromium
+def test_gallery_screenshots_option_writes_three_views(gallery: Path, tmp_path: Path) -> None:
+    shots = tmp_path / "screenshots"
+    markup = _screenshots(CHROMIUM, gallery.parent / "mails", shots, "review_request__1__control__de-DE")
+    for view in SCREENSHOT_VIEWS:
+        png = shots / f"review_request__1__control__de-DE.{view}.png"
+        assert png.exists() and f'src="screenshots/{png.name}"' in markup
+        assert _png_stats(png)[2] > 100
+
+
+@needs_chromium
 def test_gallery_index_screenshot_not_blank(gallery: Path, tmp_path: Path) -> None:
-    png = _screenshot(gallery.as_uri(), 1100, tmp_path / "index.png", tmp_path / "profile")
-    _, _, distinct_rows, distinct_bytes = _png_stats(png)
-    assert distinct_rows > 200 and distinct_bytes > 100
+    png = screenshot(CHROMIUM, gallery.as_uri(), tmp_path / "index.png", "desktop", tmp_path / "profile")
+    _, _, distinct_rows, _ = _png_stats(png)
+    assert distinct_rows > 200

@@ -85,3 +85,68 @@ def test_any_single_character_change_refused(position: int, char: str) -> None:
     changed = _TOKEN[:position] + char + _TOKEN[position + 1 :]
     with pytest.raises(InvalidToken):
         SIGNER.verify(changed, "unsubscribe", NOW)
+
+
+# ---- opaque unsubscribe/objection tokens ----
+
+OPT_OUT = {"email": "anna.schmidt@example.org", "customer_id": "C0001234", "send_id": "s_1", "campaign": "x"}
+
+
+def _legacy_token(key: str, purpose: str, data: dict, expires: datetime) -> str:
+    """A token in the signed format every mail used before the opaque one (docs/templates.md)."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    claims = {"p": purpose, "exp": int(expires.timestamp()), "d": data}
+    body = b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
+    return f"{body}.{b64(hmac.new(key.encode(), body.encode(), hashlib.sha256).digest()[:20])}"
+
+
+@pytest.mark.parametrize("purpose", ["unsubscribe", "objection"])
+def test_opt_out_tokens_carry_no_readable_personal_data(purpose: str) -> None:
+    import base64
+
+    token = SIGNER.sign(purpose, OPT_OUT, NOW + timedelta(days=730))
+    assert SIGNER.verify(token, purpose, NOW) == OPT_OUT
+    assert "." not in token and len(token) < 260
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    for secret in ("anna", "schmidt", "example", "c0001234"):
+        assert secret.encode() not in raw.lower() and secret not in token.lower()
+    # deterministic: the same mail gets the same link when it is rendered again after a crash
+    assert SIGNER.sign(purpose, OPT_OUT, NOW + timedelta(days=730)) == token
+
+
+def test_opaque_token_bound_to_purpose_and_key() -> None:
+    token = SIGNER.sign("unsubscribe", OPT_OUT, NOW + timedelta(days=1))
+    with pytest.raises(InvalidToken, match="for 'unsubscribe', not 'objection'"):
+        SIGNER.verify(token, "objection", NOW)
+    with pytest.raises(InvalidToken):
+        SIGNER.verify(token, "cart", NOW)
+    with pytest.raises(InvalidToken, match="signature"):
+        LinkSigner("another-key-0123456789abcdef").verify(token, "unsubscribe", NOW)
+    with pytest.raises(InvalidToken, match="expired"):
+        SIGNER.verify(token, "unsubscribe", NOW + timedelta(days=2))
+
+
+def test_old_signed_opt_out_tokens_still_honoured() -> None:
+    key = "test-signing-key-0123456789abcdef"
+    old = _legacy_token(key, "unsubscribe", OPT_OUT, NOW + timedelta(days=730))
+    assert SIGNER.verify(old, "unsubscribe", NOW) == OPT_OUT
+    with pytest.raises(InvalidToken, match="not 'objection'"):
+        SIGNER.verify(old, "objection", NOW)
+    forged = _legacy_token("an-attacker-key-0123456789", "unsubscribe", OPT_OUT, NOW + timedelta(days=1))
+    with pytest.raises(InvalidToken, match="signature"):
+        SIGNER.verify(forged, "unsubscribe", NOW)
+
+
+def test_shop_tokens_stay_in_the_documented_signed_format() -> None:
+    """Cart, checkout, order and review links are verified by the shop with HMAC (docs/templates.md)."""
+    key = "test-signing-key-0123456789abcdef"
+    for purpose, data in (("cart", DATA), ("order", {"order_id": "100234"}), ("review", {"order_id": "1"})):
+        token = SIGNER.sign(purpose, data, NOW + timedelta(days=1))
+        assert token == _legacy_token(key, purpose, data, NOW + timedelta(days=1))

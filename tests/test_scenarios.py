@@ -370,10 +370,11 @@ def build_world() -> World:
             cid, now - days(10), status="delivered", shipped_at=now - days(9), delivered_at=now - days(8)
         )
 
-    # cross-sell: P1 bought together with P2 (in stock) and P3 (sold out) by others
-    cid, _ = world.customer("other_buyer", consent=())
-    world.order(cid, now - days(300), status="delivered", products=("P1", "P2", "P3"))
-    world.order(cid, now - days(299), status="delivered", products=("P1", "P2", "P3"))
+    # cross-sell: P1 bought together with P2 (in stock) and P3 (sold out) by two other customers (a pair
+    # needs at least two buyers to count as "bought together")
+    for other in ("other_buyer", "other_buyer_2"):
+        cid, _ = world.customer(other, consent=())
+        world.order(cid, now - days(300), status="delivered", products=("P1", "P2", "P3"))
     cid, email = world.customer("cross_sell")
     order = world.order(
         cid,

@@ -91,6 +91,8 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("tracking_url", "str"),
         ("shipped_at", "ts"),
         ("delivered_at", "ts"),
+        ("tracking_number", "str"),
+        ("expected_delivery_date", "date"),
     ],
     "products": [
         ("product_id", "str"),
@@ -103,6 +105,8 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("guide_url", "str"),
         ("in_stock", "bool"),
         ("updated_at", "ts"),
+        ("content_amount", "str"),
+        ("content_unit", "str"),
     ],
     "support_tickets": [
         ("ticket_id", "str"),
@@ -172,6 +176,7 @@ def _create_macros(
     lines = [name for name, _ in vocab.PRODUCT_LINES]
     factors = [f for _, f in vocab.PRODUCT_LINES]
     male, female, last = vocab.MALE_FIRST_NAMES, vocab.FEMALE_FIRST_NAMES, vocab.LAST_NAMES
+    themes = "[" + ", ".join(_sql_list([nouns.index(n) + 1 for n in t]) for _, t in vocab.THEMES) + "]"
     macros = f"""
     -- Pseudo-randomness: a pure function of (key, salt, seed). Casting to BIGINT keeps the hash identical
     -- whichever query computes the key, so a customer's attributes agree across tables.
@@ -197,8 +202,24 @@ def _create_macros(
     CREATE MACRO p_name(p) AS {_sql_list(nouns)}[p_noun_i(p)] || ' ' || {_sql_list(lines)}[p_line_i(p)]
         || CASE WHEN u(p, 41) < 0.5 THEN ', ' || {_sql_list(vocab.PRODUCT_COLOURS)}[1 + ri(p, 44,
            {len(vocab.PRODUCT_COLOURS)})] ELSE '' END;
-    -- Popular products are drawn more often (square of a uniform): gives "bought together" signal.
+    -- Popular products are drawn more often (square of a uniform).
     CREATE MACRO prod(a, s) AS 1 + floor({n_products} * pow(u(a, s), 2))::BIGINT;
+    -- Shopping themes (vocab.THEMES): a line of an order or cart is a product of the basket's theme with
+    -- probability 0.75 (a popular variant of one of the theme's nouns), else drawn by overall popularity.
+    -- Products cycle through the nouns, so noun n is product n, n + {len(nouns)}, n + {2 * len(nouns)}, ...
+    CREATE MACRO theme_nouns(t) AS {themes}[t];
+    CREATE MACRO theme_prod(t, a, s) AS theme_nouns(t)[1 + ri(a, s + 51, len(theme_nouns(t)))]
+        + {len(nouns)} * floor(pow(u(a, s + 52), 2)
+            * (({n_products} - theme_nouns(t)[1 + ri(a, s + 51, len(theme_nouns(t)))]) // {len(nouns)} + 1)
+        )::BIGINT;
+    CREATE MACRO tprod(t, a, s) AS CASE WHEN u(a, s + 50) < 0.75 THEN theme_prod(t, a, s) ELSE prod(a, s) END;
+    -- A customer's main and second theme; a basket (key) follows the main one mostly. Anonymous
+    -- visitors' baskets get a theme of their own.
+    CREATE MACRO c_theme(c) AS 1 + ri(c, 80, {len(vocab.THEMES)});
+    CREATE MACRO c_theme2(c) AS 1 + ri(c, 81, {len(vocab.THEMES)});
+    CREATE MACRO b_theme(key, c) AS CASE WHEN c IS NULL THEN 1 + ri(key, 83, {len(vocab.THEMES)})
+        WHEN u(key, 82) < 0.6 THEN c_theme(c) WHEN u(key, 82) < 0.85 THEN c_theme2(c)
+        ELSE 1 + ri(key, 83, {len(vocab.THEMES)}) END;
     CREATE MACRO qty(a, s) AS CASE WHEN u(a, s) < 0.85 THEN 1 ELSE 2 + ri(a, s + 1, 2) END;
 
     -- Customers (c = 1-based index).
@@ -275,6 +296,26 @@ def _bulk_queries(
     cats = _sql_list([c for c, _, _ in vocab.CATALOGUE])
     guide_slugs = _sql_list([vocab.slug(p) for _, p, _ in vocab.CATALOGUE])
     carriers = _sql_list(vocab.CARRIERS)
+    nouns = [noun for _, noun, _ in vocab.CATALOGUE]
+    content_amounts = _sql_list([vocab.CONTENTS.get(n, ("",))[0] for n in nouns]).replace("''", "NULL")
+    content_units = _sql_list([vocab.CONTENTS.get(n, ("", ""))[1] for n in nouns]).replace("''", "NULL")
+    tracking_number = (
+        "CASE carrier "
+        + " ".join(
+            f"WHEN {_sql_str(name)} THEN lpad((hh(key, 57) % (10^{min(digits, 18)})::UBIGINT)::VARCHAR, "
+            f"{digits}, '0')"
+            for name, digits in vocab.TRACKING_DIGITS.items()
+        )
+        + " END"
+    )
+    tracking_url = (
+        "CASE carrier "
+        + " ".join(
+            f"WHEN {_sql_str(name)} THEN replace({_sql_str(url)}, '{{tracking_number}}', tracking_number)"
+            for name, url in vocab.CARRIER_TRACKING_URLS.items()
+        )
+        + " END"
+    )
     topics = _sql_list(vocab.TICKET_TOPICS)
     cart_types = "('add_to_cart', 'remove_from_cart', 'checkout_started', 'payment_failed', 'purchase')"
     # One row per (session, event slot); sessions have at most MAX_EVENTS events.
@@ -291,7 +332,8 @@ def _bulk_queries(
         SELECT p_id(p) AS product_id, p_name(p) AS name, {cats}[p_noun_i(p)] AS category, p_price(p) AS price,
             'EUR' AS currency, '{shop}/p/' || p_id(p) AS url, '{shop}/img/' || p_id(p) || '.jpg' AS image_url,
             CASE WHEN u(p, 43) < 0.35 THEN '{shop}/ratgeber/' || {guide_slugs}[p_noun_i(p)] END AS guide_url,
-            u(p, 42) < 0.92 AS in_stock, {as_of} - floor(u(p, 45) * 60 * {DAY})::BIGINT AS updated_at
+            u(p, 42) < 0.92 AS in_stock, {as_of} - floor(u(p, 45) * 60 * {DAY})::BIGINT AS updated_at,
+            {content_amounts}[p_noun_i(p)] AS content_amount, {content_units}[p_noun_i(p)] AS content_unit
         FROM range(1, {n_products + 1}) t(p)"""
     q["customers"] = f"""
         SELECT c_id(c) AS customer_id,
@@ -336,10 +378,10 @@ def _bulk_queries(
             CASE WHEN event_type = 'page_view' AND u(ek, 91) < {BAD_EVENT_TYPE_SHARE} THEN 'kart'
                  ELSE event_type END AS event_type,
             CASE WHEN event_type IN {cart_types} THEN 'K' || j END AS cart_id,
-            CASE WHEN pk IS NOT NULL THEN p_id(prod(pk, 31)) END AS product_id,
+            CASE WHEN pk IS NOT NULL THEN p_id(tprod(b_theme(j, cust), pk, 31)) END AS product_id,
             CASE WHEN event_type IN ('add_to_cart', 'remove_from_cart') THEN qty(pk, 33) END AS quantity,
-            CASE WHEN event_type IN ('add_to_cart', 'remove_from_cart') THEN p_price(prod(pk, 31)) END
-                AS unit_price,
+            CASE WHEN event_type IN ('add_to_cart', 'remove_from_cart')
+                THEN p_price(tprod(b_theme(j, cust), pk, 31)) END AS unit_price,
             CASE WHEN event_type IN ('add_to_cart', 'remove_from_cart') THEN 'EUR' END AS currency,
             start + kk * 60 + floor(u(ek, 32) * 50)::BIGINT AS occurred_at,
             event_type = 'page_view' AND u(ek, 90) < {BAD_TIMESTAMP_SHARE} AS _bad_ts
@@ -366,12 +408,18 @@ def _bulk_queries(
             p_price(it.p) AS unit_price
         FROM (SELECT key, unnest(range(1, len(items) + 1)) AS line_no, unnest(items) AS it FROM ord)
         ORDER BY key, line_no"""
+    # Carrier exports: most carry the tracking page, some only the number (the mail then builds the link
+    # from config/shop.yaml carrier_tracking_urls); most announce a delivery date 1-3 days after shipping.
     q["shipments"] = f"""
         SELECT 'SH' || key AS shipment_id, 'O' || key AS order_id, carrier,
-            '{shop}/sendungsverfolgung/' || lower(carrier) || '/' || upper(left(carrier, 2))
-                || (100000000 + ri(key, 56, 899999999)) AS tracking_url,
-            ship AS shipped_at, CASE WHEN status IN ('delivered', 'returned') THEN deliv END AS delivered_at
-        FROM (SELECT *, {carriers}[1 + ri(key, 55, {len(vocab.CARRIERS)})] AS carrier FROM ord)
+            CASE WHEN u(key, 58) < 0.7 THEN {tracking_url} END AS tracking_url,
+            ship AS shipped_at, CASE WHEN status IN ('delivered', 'returned') THEN deliv END AS delivered_at,
+            tracking_number,
+            CASE WHEN u(key, 59) < 0.85 THEN ship + (1 + ri(key, 60, 3)) * {DAY} END AS expected_delivery_date
+        FROM (
+            SELECT *, {tracking_number} AS tracking_number
+            FROM (SELECT *, {carriers}[1 + ri(key, 55, {len(vocab.CARRIERS)})] AS carrier FROM ord)
+        )
         WHERE status IN ('shipped', 'delivered', 'returned')"""
     q["support_tickets"] = f"""
         SELECT 'T' || key AS ticket_id, c_id(c) AS customer_id,
@@ -436,14 +484,16 @@ def _build_tables(
         SELECT 100000000 + j AS key, c_id(cust) AS customer_id, 'K' || j AS cart_id, 'S' || j AS session_id,
             start + (e - 1) * 60 + floor(u(j * 16 + e - 1, 32) * 50)::BIGINT AS placed,
             list_transform(range(v, v + m),
-                           lambda kk: {'p': prod(j * 16 + kk, 31), 'q': qty(j * 16 + kk, 33)})
+                           lambda kk: {'p': tprod(b_theme(j, cust), j * 16 + kk, 31),
+                                       'q': qty(j * 16 + kk, 33)})
                 AS items
         FROM sess WHERE kind = 3""")
     con.execute(f"""
         INSERT INTO ord_raw
         SELECT 200000000 + c * 8 + h AS key, c_id(c), NULL, NULL, h_placed(c, h),
             list_transform(range(1 + ri(c * 8 + h, 60, 4)),
-                lambda l: {{'p': prod((c * 8 + h) * 8 + l, 35), 'q': qty((c * 8 + h) * 8 + l, 37)}})
+                lambda l: {{'p': tprod(b_theme(c * 8 + h, c), (c * 8 + h) * 8 + l, 35),
+                           'q': qty((c * 8 + h) * 8 + l, 37)}})
         FROM (SELECT {k + 1} + i // 8 AS c, i % 8 AS h FROM range({nb * 8}) t(i))
         WHERE h < c_hist_n(c) AND h_placed(c, h) < {win_start - DAY}""")
     con.execute(f"""
@@ -462,7 +512,14 @@ def _build_tables(
 
 
 def _arrow_rows(table: str, rows: list[dict]) -> pa.Table:
-    types = {"str": pa.string(), "int": pa.int64(), "dec": pa.int64(), "bool": pa.bool_(), "ts": pa.int64()}
+    types = {
+        "str": pa.string(),
+        "int": pa.int64(),
+        "dec": pa.int64(),
+        "bool": pa.bool_(),
+        "ts": pa.int64(),
+        "date": pa.int64(),
+    }
     cols = list(SCHEMA[table])
     if table == "session_events":
         cols.append(("_bad_ts", "bool"))
@@ -478,6 +535,9 @@ def _copy(con: duckdb.DuckDBPyConnection, table: str, inner: str, path: Path, fi
             expr = f"fmt_{style}({name})" if file_format == "csv" else f"to_timestamp({name})"
             if table == "session_events" and name == "occurred_at" and file_format == "csv":
                 expr = f"CASE WHEN _bad_ts THEN '31.12.2025' ELSE {expr} END"
+        elif kind == "date":
+            # A calendar day in the shop's timezone, ISO 8601 without a time (2026-11-26).
+            expr = f"left(fmt_local({name}), 10)"
         elif kind == "dec":
             expr = f"({name}::DECIMAL(14, 2) / 100)::DECIMAL(14, 2)"
         else:

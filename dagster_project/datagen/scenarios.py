@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from dagster_project.datagen.vocab import SHOP_BASE_URL, email_address
+from dagster_project.datagen.vocab import (
+    CARRIER_TRACKING_URLS,
+    CARRIERS,
+    TRACKING_DIGITS,
+    email_address,
+)
 
 HOUR = 3600
 DAY = 86400
@@ -215,19 +220,26 @@ class ScenarioWorld:
                 },
             )
         if shipped_hours_ago is not None:
-            carrier = ("DHL", "DPD", "Hermes", "GLS")[n % 4]
-            code = f"{carrier[:2].upper()}{700000000 + n * 7919}"
+            carrier = CARRIERS[n % len(CARRIERS)]
+            digits = TRACKING_DIGITS[carrier]
+            code = str(700000000 + n * 7919).rjust(digits, "0")
+            shipped = self.ago(shipped_hours_ago)
             self._add(
                 "shipments",
                 {
                     "shipment_id": f"SH3{n:08d}",
                     "order_id": oid,
                     "carrier": carrier,
-                    "tracking_url": f"{SHOP_BASE_URL}/sendungsverfolgung/{carrier.lower()}/{code}",
-                    "shipped_at": self.ago(shipped_hours_ago),
+                    # every other carrier export has no URL: the mail builds it from the number
+                    "tracking_url": CARRIER_TRACKING_URLS[carrier].format(tracking_number=code)
+                    if n % 2
+                    else None,
+                    "shipped_at": shipped,
                     "delivered_at": self.ago(delivered_hours_ago)
                     if delivered_hours_ago is not None
                     else None,
+                    "tracking_number": code,
+                    "expected_delivery_date": shipped + 2 * DAY,
                 },
             )
         return oid

@@ -190,6 +190,38 @@ CATALOGUE: tuple[tuple[str, str, int], ...] = (
     ("Wohnen", "Wolldecke", 4990),
 )
 
+# Shopping themes: nouns that customers buy together (a raised bed with soil and herbs, a grill with
+# tools). Every customer has a main and a second theme; most lines of an order come from the order's
+# theme, the rest from overall popularity. That gives the sample data the co-purchase and category
+# structure real shops have, so recommendations can be measured on it (bench/bench_recommendations.py).
+THEMES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Hochbeet & Kräuter", ("Hochbeet", "Bio-Blumenerde 40 L", "Kräutertopf", "Tomatensamen", "Hornspäne",
+                            "Handschaufel")),
+    ("Bewässerung", ("Gartenschlauch", "Schlauchwagen", "Rasensprenger", "Tropfbewässerungs-Set",
+                     "Gießkanne", "Regentonne")),
+    ("Grillabend", ("Holzkohlegrill", "Gasgrill", "Grillbesteck-Set", "Feuerschale", "Lichterkette",
+                    "Solarleuchte")),
+    ("Balkon", ("Balkonkasten", "Blumenampel", "Lavendel", "Bio-Blumenerde 40 L", "Pflanzkübel",
+                "Gießkanne")),
+    ("Terrasse", ("Gartenbank", "Sitzauflage", "Sonnenschirm", "Bistroset", "Liegestuhl", "Leinenkissen")),
+    ("Rasenpflege", ("Rasendünger", "Rasensprenger", "Laubrechen", "Spaten", "Kompostbeschleuniger")),
+    ("Obst & Gehölze", ("Säulenapfel", "Pflanzkübel", "Astschere", "Rosenschere", "Hornspäne", "Hortensie")),
+    ("Naturgarten", ("Vogelhaus", "Insektenhotel", "Blumenzwiebel-Mix", "Lavendel", "Solarleuchte")),
+    ("Heckenschnitt & Beet", ("Heckenschere", "Grabegabel", "Unkrautstecher", "Laubrechen",
+                              "Kompostbeschleuniger", "Spaten")),
+    ("Gemütliches Zuhause", ("Duftkerze", "Leinenkissen", "Wolldecke", "Lichterkette", "Sitzauflage")),
+)  # fmt: skip
+
+# Net content of goods sold by weight or volume (PAngV: such products need a unit price, "Grundpreis").
+# noun -> (amount, unit as in the export contract's content_unit).
+CONTENTS: dict[str, tuple[str, str]] = {
+    "Bio-Blumenerde 40 L": ("40", "l"),
+    "Rasendünger": ("5", "kg"),
+    "Hornspäne": ("2.5", "kg"),
+    "Kompostbeschleuniger": ("1.5", "kg"),
+    "Blumenzwiebel-Mix": ("500", "g"),
+}
+
 # (product line, price factor in percent). Some names carry ASCII double quotes and commas on purpose so
 # that the CSV files exercise RFC 4180 quoting.
 PRODUCT_LINES: tuple[tuple[str, int], ...] = (
@@ -207,6 +239,15 @@ PRODUCT_LINES: tuple[tuple[str, int], ...] = (
 PRODUCT_COLOURS: tuple[str, ...] = ("anthrazit", "salbeigrün", "terrakotta", "natur", "weiß", "schwarz")
 
 CARRIERS: tuple[str, ...] = ("DHL", "DPD", "Hermes", "GLS")
+# The carriers' public tracking pages (as in config/shop.yaml carrier_tracking_urls).
+CARRIER_TRACKING_URLS: dict[str, str] = {
+    "DHL": "https://www.dhl.de/de/privatkunden/pakete-empfangen/verfolgen.html?piececode={tracking_number}",
+    "DPD": "https://tracking.dpd.de/status/de_DE/parcel/{tracking_number}",
+    "Hermes": "https://www.myhermes.de/empfangen/sendungsverfolgung/sendungsinformation#{tracking_number}",
+    "GLS": "https://gls-group.com/DE/de/paketverfolgung?match={tracking_number}",
+}
+# Digits of a tracking number per carrier (DHL parcels carry 20, DPD 14, Hermes 16, GLS 11).
+TRACKING_DIGITS: dict[str, int] = {"DHL": 20, "DPD": 14, "Hermes": 16, "GLS": 11}
 TICKET_TOPICS: tuple[str, ...] = (
     "Lieferung",
     "Rücksendung",

@@ -1,4 +1,4 @@
-"""The export contract (v1) as data: tables, columns, types, keys, allowed values.
+"""The export contract (v1.1: v1 plus optional columns) as data: tables, columns, types, keys, allowed values.
 
 This is the project's input interface; ``docs/exports.md`` is its human-readable form and
 ``../shared/spec/exports.md`` the specification. The loader and the staging models both follow it.
@@ -63,6 +63,10 @@ MAX_FUTURE = "1 day"
 # Longest value of any one field; names, URLs and ids are far shorter, anything longer is a broken export.
 MAX_VALUE_CHARS = 10_000
 
+
+# Units of content_amount (products). The unit price is shown per 1 kg, 1 l, 1 m, 1 m² or 1 m³
+# (PAngV § 5); g, ml and cm are converted.
+CONTENT_UNITS: tuple[str, ...] = ("g", "kg", "ml", "l", "cm", "m", "m2", "m3")
 
 TABLES: dict[str, Table] = {
     t.name: t
@@ -179,6 +183,9 @@ TABLES: dict[str, Table] = {
                 C("tracking_url"),
                 C("shipped_at", "ts"),
                 C("delivered_at", "ts"),
+                # Optional since contract v1.1 (older exports without them still load):
+                C("tracking_number"),
+                C("expected_delivery_date", "ts"),
             ),
             key=("shipment_id",),
             parents=(("order_id", "orders", "order_id"),),
@@ -196,6 +203,10 @@ TABLES: dict[str, Table] = {
                 C("guide_url"),
                 C("in_stock", "bool"),
                 C("updated_at", "ts"),
+                # Optional since contract v1.1: net content of goods sold by weight, volume or length,
+                # for the unit price (Grundpreis, PAngV) next to advertised prices.
+                C("content_amount", "decimal"),
+                C("content_unit", allowed=CONTENT_UNITS),
             ),
             key=("product_id",),
             updated_at="updated_at",

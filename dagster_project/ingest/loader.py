@@ -88,6 +88,12 @@ def ensure_raw_schema(conn: duckdb.DuckDBPyConnection) -> None:
             f"create table if not exists raw.{table.name} ({cols}, _file varchar not null, "
             "_row bigint not null, _loaded_at timestamp not null)"
         )
+        # Optional columns added to the contract later: a warehouse created before gets them (NULL for
+        # the rows loaded so far). Inserts name their columns, so the column order does not matter.
+        for c in table.columns:
+            conn.execute(
+                f'alter table raw.{table.name} add column if not exists "{c.name}" {SQL_TYPES[c.type]}'
+            )
     conn.execute(
         """
         create table if not exists raw.quarantine (
@@ -430,10 +436,12 @@ def load_file(
         """
     )
     typed = ", ".join(f'{expr} as "{c.name}"' for c, (_, expr) in zip(table.columns, checks, strict=True))
+    column_list = ", ".join(f'"{c.name}"' for c in table.columns)
     conn.execute("begin")
     try:
         conn.execute(
-            f"insert into raw.{table.name} select {typed}, ?, _row, ? from _checked where _reason = ''",
+            f"insert into raw.{table.name} ({column_list}, _file, _row, _loaded_at) "
+            f"select {typed}, ?, _row, ? from _checked where _reason = ''",
             [str(path), now],
         )
         raw_struct = ", ".join(f"'{c.name}': \"{c.name}\"" for c in table.columns)

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from dagster_project import paths
+from dagster_project.campaigns import load_campaigns
 from dagster_project.mail.render import MailRenderer
 from dagster_project.mail.runs import begin_mail_run
 from dagster_project.mail.steps import render_due_mails, send_queued_mails
@@ -63,6 +64,8 @@ def rendered_mails(
     # Preflight: every template of every campaign/step/variant/locale compiles and renders its legal
     # duties on sample data, before a single real mail is rendered.
     checked = renderer.check_templates()
+    # Experiments vary what they declare (subject, body, send delay), also with overridden templates.
+    renderer.check_experiments(load_campaigns(templates_dir=shop.resolved_templates_dir()))
     with warehouse.connect() as conn:
         _begin_mail_run(context, conn, as_of)
         per_step, rows = render_due_mails(

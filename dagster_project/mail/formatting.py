@@ -27,6 +27,22 @@ TEMPLATE_LANGUAGES: tuple[str, ...] = ("de", "en")
 # ("en" alone would give US dates, "November 22, 2026", for a European shop).
 _DEFAULT_REGION = {"de": "de_DE", "en": "en_GB"}
 
+NBSP = "\u00a0"
+_STRAIGHT_QUOTED = re.compile(r'"([^"\n]+)"')
+# Typographic quotes per template language: „…“ in German, “…” in English.
+_QUOTES = {"de": ("\u201e", "\u201c"), "en": ("\u201c", "\u201d")}
+# content_unit (export contract) → (factor to the unit the unit price is quoted in, that unit's label).
+_BASE_UNITS: dict[str, tuple[Decimal, str]] = {
+    "g": (Decimal("0.001"), "kg"),
+    "kg": (Decimal(1), "kg"),
+    "ml": (Decimal("0.001"), "l"),
+    "l": (Decimal(1), "l"),
+    "cm": (Decimal("0.01"), "m"),
+    "m": (Decimal(1), "m"),
+    "m2": (Decimal(1), "m²"),
+    "m3": (Decimal(1), "m³"),
+}
+
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _SPACES = re.compile(r"\s+")
 
@@ -103,11 +119,13 @@ def parse_timestamp(value: Any, tz: ZoneInfo) -> datetime:
 
 @lru_cache(maxsize=4096)
 def _date_cached(day: date, locale: str) -> str:
-    return _babel_format_date(day, format="long", locale=locale)
+    # No-break spaces: "22. November 2026" must not wrap after the day in a narrow column.
+    return _babel_format_date(day, format="long", locale=locale).replace(" ", NBSP)
 
 
 def format_date(value: Any, locale: str, tz: ZoneInfo) -> str:
-    """``22. November 2026`` (de) / ``22 November 2026`` (en_GB), the calendar day in the shop's zone."""
+    """``22. November 2026`` (de) / ``22 November 2026`` (en_GB), the calendar day in the shop's zone,
+    with no-break spaces."""
     return _date_cached(parse_timestamp(value, tz).date(), locale)
 
 
@@ -180,3 +198,35 @@ def salutation_line(lang: str, salutation: str | None, first_name: str | None, l
     if first and last:
         return f"{lead} {first} {last},"
     return neutral
+
+
+def typographic_quotes(text: str, lang: str) -> str:
+    """Pairs of straight double quotes in shop data ('Hochbeet "Terra"') become the language's own
+    quotation marks ('Hochbeet „Terra“'), so they match the quotes of the mail copy around them."""
+    if '"' not in text:
+        return text
+    opening, closing = _QUOTES.get(lang, _QUOTES[TEMPLATE_LANGUAGES[0]])
+    return _STRAIGHT_QUOTED.sub(lambda m: f"{opening}{m.group(1)}{closing}", text)
+
+
+def no_break(text: str) -> str:
+    """Spaces → no-break spaces, for short values that must stay on one line (a phone number)."""
+    return clean_text(text).replace(" ", NBSP)
+
+
+def unit_price(price: Any, content_amount: Any, content_unit: Any, money: Any) -> str | None:
+    """The unit price (Grundpreis, PAngV § 5) of a product with a net content, e.g. ``0,37 € / 1 l`` for
+    14,90 € and 40 l; per 1 kg, 1 l, 1 m, 1 m² or 1 m³. None when the product has no (valid) content.
+
+    ``money`` formats an amount in the mail's locale and currency.
+    """
+    if price in (None, "") or content_amount in (None, "") or content_unit not in _BASE_UNITS:
+        return None
+    try:
+        amount = _to_decimal(content_amount) * _BASE_UNITS[content_unit][0]
+        value = _to_decimal(price) / amount
+    except (ValueError, ArithmeticError):
+        return None
+    if amount <= 0:
+        return None
+    return f"{money(value.quantize(Decimal('0.01')))}{NBSP}/{NBSP}1{NBSP}{_BASE_UNITS[content_unit][1]}"

@@ -1,16 +1,20 @@
 """The shapes that travel between the stages: a mail to render, a rendered mail, a send result.
 
 ``MailJob`` is one row of the dbt model ``mail_candidates`` with ``decision = 'send'``. Its ``payload`` is
-the campaign-specific data the template needs, built in dbt as JSON (see ``docs/mail-payload.md``):
+the campaign-specific data the template needs, built in dbt as JSON (docs/templates.md: what templates see):
 
-    items:            [{product_id, name, quantity, unit_price, currency, image_url, url}]  cart/order lines
+    items:            [{product_id, name, quantity, unit_price, currency, image_url, url,
+                        content_amount, content_unit}]            cart/order lines (content: unit price)
     cart_id:          str            abandoned_cart, checkout_recovery
     order_id:         str            order_thanks, shipping_update, review_request, cross_sell
     placed_at:        ISO timestamp  order mails
     total_amount:     number, currency: str
-    shipment:         {shipment_id, carrier, tracking_url, shipped_at, delivered_at}
+    shipment:         {shipment_id, carrier, tracking_url, tracking_number, shipped_at,
+                       expected_delivery_date, delivered_at}
     ticket:           {ticket_id, topic, opened_at, closed_at}
-    recommendations:  [{product_id, name, unit_price, currency, image_url, url}]   cross_sell etc.
+    recommendations:  [{product_id, name, unit_price, currency, image_url, url, category, content_amount,
+                        content_unit, reason: {kind, product_name, category}}]
+                                     abandoned_cart, cross_sell, reactivation (int_recommendation_lists)
     guides:           [{product_id, name, guide_url}]                               shipping_update delivered
     last_order_at:    ISO timestamp  reactivation
 
@@ -81,6 +85,7 @@ class RenderedMail:
     categories: list[str]
     is_marketing: bool
     experiment_id: str | None = None
+    preheader: str = ""  # the inbox preview line (also in the HTML); not stored in mail.outgoing
 
 
 SendStatus = Literal["sent", "failed", "unknown"]

@@ -2,7 +2,7 @@
 
     python -m dagster_project.mail.preview render --campaign abandoned_cart --step 1 --variant control \\
         [--locale de-DE] [--customer-id C123 --warehouse data/warehouse.duckdb] --out DIR
-    python -m dagster_project.mail.preview gallery --out DIR
+    python -m dagster_project.mail.preview gallery --out DIR [--screenshots]
     python -m dagster_project.mail.preview check
 
 Previews sign their links with a throwaway key (``PREVIEW_SIGNING_KEY``), never the production key:
@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import html
+import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -34,6 +37,39 @@ PREVIEW_SIGNING_KEY = "nachfass-preview-only-key-not-valid-in-production"
 CANDIDATES_TABLE = "eligibility.mail_candidates"
 GALLERY_LOCALES = {"de": "de-DE", "en": "en-GB"}
 DESKTOP_WIDTH, MOBILE_WIDTH = 640, 375
+SCREENSHOT_HEIGHT = 2000
+# The gallery's dark view: the mail's own dark-mode rules applied unconditionally, as a mail client in dark
+# mode applies them (a browser showing the gallery in light mode would not).
+_DARK_MEDIA = re.compile(r"@media\s*\(\s*prefers-color-scheme\s*:\s*dark\s*\)")
+# name → (window width, extra Chromium flags) of the screenshots `gallery --screenshots` takes
+SCREENSHOT_VIEWS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "desktop": (DESKTOP_WIDTH, ()),
+    "mobile": (MOBILE_WIDTH, ()),
+    "dark": (MOBILE_WIDTH, ("--force-dark-mode",)),
+}
+
+
+def dark_view(mail_html: str) -> str:
+    """The mail as a client in dark mode shows it: its prefers-color-scheme: dark rules always on."""
+    return _DARK_MEDIA.sub("@media all", mail_html)
+
+
+def find_chromium() -> str | None:
+    """Headless Chromium (Debian package ``chromium``) for screenshots, or None."""
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def screenshot(chromium: str, url: str, out: Path, view: str, profile: Path) -> Path:
+    """A PNG of ``url`` in one of SCREENSHOT_VIEWS (desktop, mobile, dark), taken by headless Chromium."""
+    width, flags = SCREENSHOT_VIEWS[view]
+    cmd = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", f"--window-size={width},{SCREENSHOT_HEIGHT}", "--hide-scrollbars",
+        *flags, f"--screenshot={out}", url,
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    return out
 
 
 def _renderer(shop: ShopSettings, templates_dir: Path, now: datetime | None = None) -> MailRenderer:
@@ -103,9 +139,18 @@ def build_gallery(
     shop: ShopSettings | None = None,
     templates_dir: Path = TEMPLATES_DIR,
     now: datetime | None = None,
+    screenshots: bool = False,
 ) -> Path:
-    """Render every campaign/step/variant/language with sample data; write ``index.html``; return it."""
+    """Render every campaign/step/variant/language with sample data; write ``index.html``; return it.
+
+    Each mail is shown at desktop and mobile width and in dark mode (``<slug>.dark.html``). With
+    ``screenshots``, headless Chromium also takes a PNG of each view (``screenshots/<slug>.<view>.png``)
+    and the index shows those.
+    """
     shop = shop or load_shop_settings()
+    chromium = find_chromium() if screenshots else None
+    if screenshots and chromium is None:
+        raise LookupError("--screenshots needs headless Chromium (Debian: apt-get install chromium)")
     renderer = _renderer(shop, templates_dir, now)
     mails_dir = out_dir / "mails"
     samples = {(j.campaign, j.step): j for j in sample_jobs(locales=("de-DE",))}
@@ -120,7 +165,11 @@ def build_gallery(
                     mail = renderer.render(job)
                     slug = _slug(campaign, step, variant, locale)
                     write_mail(mail, mails_dir, slug)
+                    (mails_dir / f"{slug}.dark.html").write_text(dark_view(mail.html), encoding="utf-8")
                     e = html.escape
+                    shots = ""
+                    if chromium:
+                        shots = _screenshots(chromium, mails_dir, out_dir / "screenshots", slug)
                     label = f"{campaign} / {step} / {variant} / {locale}"
                     toc.append(f'<li><a href="#{e(slug)}">{e(label)}</a></li>')
                     sections.append(
@@ -136,7 +185,10 @@ def build_gallery(
 <figure><figcaption>Mobil {MOBILE_WIDTH}px</figcaption>
 <iframe src="mails/{e(slug)}.html" width="{MOBILE_WIDTH}" height="1250"
  title="{e(label)} mobil" sandbox></iframe></figure>
-</div>
+<figure><figcaption>Dunkelmodus {MOBILE_WIDTH}px</figcaption>
+<iframe src="mails/{e(slug)}.dark.html" width="{MOBILE_WIDTH}" height="1250"
+ title="{e(label)} dunkel" sandbox></iframe></figure>
+</div>{shots}
 </section>"""
                     )
     index = out_dir / "index.html"
@@ -165,6 +217,22 @@ Links sind mit einem Vorschau-Schlüssel signiert und funktionieren nicht im Sho
     return index
 
 
+def _screenshots(chromium: str, mails_dir: Path, shots_dir: Path, slug: str) -> str:
+    """Take the desktop, mobile and dark PNGs of one mail; return the index's HTML for them."""
+    shots_dir.mkdir(parents=True, exist_ok=True)
+    url = (mails_dir / f"{slug}.html").resolve().as_uri()
+    figures = []
+    for view in SCREENSHOT_VIEWS:
+        name = f"{slug}.{view}.png"
+        screenshot(chromium, url, shots_dir / name, view, shots_dir / ".chromium-profile")
+        figures.append(
+            f'<figure><figcaption>Screenshot {view}</figcaption><a href="screenshots/{html.escape(name)}">'
+            f'<img src="screenshots/{html.escape(name)}" width="200" alt="{html.escape(slug)} {view}">'
+            "</a></figure>"
+        )
+    return f'\n<div class="frames">{"".join(figures)}</div>'
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nachfass preview", description="Preview follow-up mails.")
     parser.add_argument("--templates-dir", type=Path, default=TEMPLATES_DIR)
@@ -182,6 +250,9 @@ def _parser() -> argparse.ArgumentParser:
 
     gallery = sub.add_parser("gallery", help="static index.html with every campaign/step/variant/locale")
     gallery.add_argument("--out", type=Path, required=True)
+    gallery.add_argument(
+        "--screenshots", action="store_true", help="also take desktop/mobile/dark PNGs (headless Chromium)"
+    )
 
     sub.add_parser("check", help="compile and render every template against sample data")
     return parser
@@ -192,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shop = load_shop_settings(args.shop_config)
     try:
         if args.command == "gallery":
-            index = build_gallery(args.out, shop, args.templates_dir)
+            index = build_gallery(args.out, shop, args.templates_dir, screenshots=args.screenshots)
             print(f"gallery written: {index}")
             return 0
         renderer = _renderer(shop, args.templates_dir)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -31,6 +31,7 @@ import css_inline
 import yaml
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import escape
 
 from dagster_project.addresses import address_problem
 from dagster_project.links import LinkSigner
@@ -42,9 +43,12 @@ from dagster_project.mail.formatting import (
     format_date,
     format_money,
     header_safe,
+    no_break,
     safe_url,
     salutation_line,
     template_language,
+    typographic_quotes,
+    unit_price,
 )
 from dagster_project.mail.message import MailJob, RenderedMail
 from dagster_project.mail.samples import sample_jobs
@@ -70,6 +74,11 @@ CART_LINK_PURPOSE = {"abandoned_cart": "cart", "checkout_recovery": "checkout"}
 # Unsubscribe/objection links must keep working long after the mail was sent (a recipient may use an old
 # mail); two years, after which the web service's form still lets them unsubscribe by address.
 OPT_OUT_LINK_TTL_DAYS = 730
+# Order-status and returns links: the order's life (delivery, 14-day withdrawal period, a late return or
+# question) with room to spare. Rating links: a review request is acted on within weeks, if at all.
+ORDER_LINK_TTL_DAYS = 120
+REVIEW_LINK_TTL_DAYS = 90
+RATINGS = (1, 2, 3, 4, 5)
 DEFAULT_VARIANT = "control"
 SUBJECTS_FILE = "subjects.yaml"
 STYLES_FILE = "styles.css"
@@ -146,14 +155,8 @@ def inline_css_into_template(source: str, css: str, name: str) -> str:
     else:
         inlined = css_inline.inline_fragment(protected, css)
 
-    seen: list[int] = []
-
-    def restore(match: re.Match[str]) -> str:
-        n = int(match.group(1) or match.group(2))
-        seen.append(n)
-        return tags[n]
-
-    restored = _PLACEHOLDER.sub(restore, inlined)
+    restored = _PLACEHOLDER.sub(lambda m: tags[int(m.group(1) or m.group(2))], inlined)
+    seen = _placeholder_order(inlined)
     if seen != list(range(len(tags))):
         moved = next((tags[i] for i, n in enumerate(seen) if n != i), tags[len(seen)] if tags else "?")
         raise TemplateError(
@@ -165,6 +168,22 @@ def inline_css_into_template(source: str, css: str, name: str) -> str:
         # An implied <tbody> would end up inside a {% for %} loop over rows and repeat per row.
         raise TemplateError(f"{name}: write <tbody> explicitly in every <table>")
     return restored
+
+
+_START_TAG = re.compile(r"<[A-Za-z][^<>]*>")
+
+
+def _placeholder_order(html: str) -> list[int]:
+    """The placeholders' numbers in document order, those within one start tag sorted: the inliner may
+    write an element's attributes in another order (harmless), but must not move a tag elsewhere."""
+    order: list[int] = []
+    pos = 0
+    for tag in _START_TAG.finditer(html):
+        order += [int(a or b) for a, b in _PLACEHOLDER.findall(html, pos, tag.start())]
+        order += sorted(int(a or b) for a, b in _PLACEHOLDER.findall(tag.group(0)))
+        pos = tag.end()
+    order += [int(a or b) for a, b in _PLACEHOLDER.findall(html, pos)]
+    return order
 
 
 class _InliningLoader(FileSystemLoader):
@@ -258,13 +277,31 @@ class MailRenderer:
         self._service_base = shop.service_base_url.rstrip("/")
         self._shop_host = urlsplit(self._shop_base).netloc.lower()
         self._lines = {lang: self._load_lines(lang) for lang in TEMPLATE_LANGUAGES}
+        # Per template language: the shop context with that language's opening hours and service bar.
+        self._shop_ctx_by_lang: dict[str, dict[str, Any]] = {}
+        if shop.legal is None:
+            raise RenderError("ShopSettings.legal (privacy_url, imprint_url) is required to render mails")
+        for url_name in ("privacy_url", "imprint_url", "shipping_costs_url"):
+            url = getattr(shop.legal, url_name)
+            if url is not None and safe_url(url) != url:
+                raise RenderError(
+                    f"ShopSettings.legal.{url_name} must be an absolute http(s) URL, got {url!r}"
+                )
+        brand = shop.brand
         self._shop_ctx = {
             "name": shop.shop_name,
             "base_url": self._shop_base,
             "contact": {
                 "email": shop.contact.email,
-                "phone": shop.contact.phone,
+                "phone": no_break(shop.contact.phone),
+                "phone_href": "tel:" + "".join(c for c in shop.contact.phone if c.isdigit() or c == "+"),
                 "hours": shop.contact.hours,
+            },
+            "brand": {
+                "logo_url": safe_url(brand.logo_url),
+                "logo_dark_url": safe_url(brand.logo_dark_url),
+                "logo_width": brand.logo_width,
+                "logo_height": brand.logo_height,
             },
             "impressum": {
                 "company": shop.impressum.company,
@@ -284,6 +321,21 @@ class MailRenderer:
         other = copy.copy(self)
         other._fixed_now = now
         return other
+
+    def _shop_for(self, lang: str) -> dict[str, Any]:
+        ctx = self._shop_ctx_by_lang.get(lang)
+        if ctx is None:
+            contact = self.shop.contact
+            ctx = {
+                **self._shop_ctx,
+                "contact": {
+                    **self._shop_ctx["contact"],
+                    "hours": contact.hours_by_language.get(lang, contact.hours),
+                },
+                "service_bar": list(self.shop.service_bar.get(lang, [])),
+            }
+            self._shop_ctx_by_lang[lang] = ctx
+        return ctx
 
     # ---- template lookup ---------------------------------------------------------------------------
 
@@ -345,6 +397,18 @@ class MailRenderer:
             lang = template_language(self.shop.default_locale, self.shop.default_locale)
         html_name = self._pick(lang, campaign, step, variant, "html")
         text_name = self._pick(lang, campaign, step, variant, "txt")
+        own = {ext: f"{lang}/{campaign}/{step}.{variant}.{ext}" in self._names for ext in ("html", "txt")}
+        if own["html"] != own["txt"]:
+            # A body test changes both parts: otherwise text-only readers get the control copy and the
+            # experiment measures a mixture.
+            have, lack = ("html", "txt") if own["html"] else ("txt", "html")
+            raise RenderError(
+                f"variant {variant!r} has its own {lang}/{campaign}/{step}.{variant}.{have} but no "
+                f".{lack}: a body variant needs both parts",
+                campaign=campaign,
+                step=step,
+                variant=variant,
+            )
         if html_name is None or text_name is None:
             raise RenderError(
                 f"missing template {lang}/{campaign}/{step}.{'txt' if html_name else 'html'}",
@@ -431,7 +495,7 @@ class MailRenderer:
             "locale": locale,
             "consent_policy": job.consent_policy,
             "is_marketing": job.is_marketing,
-            "shop": self._shop_ctx,
+            "shop": self._shop_for(lang),
             "greeting": salutation_line(lang, job.salutation, job.first_name, job.last_name),
             "first_name": clean_text(job.first_name),
             "last_name": clean_text(job.last_name),
@@ -440,16 +504,22 @@ class MailRenderer:
             "money": money,
             "format_date": day,
             "home_url": link("/"),
+            "privacy_url": link(shop.legal.privacy_url),  # type: ignore[union-attr]
+            "imprint_url": link(shop.legal.imprint_url),  # type: ignore[union-attr]
+            "shipping_costs_url": (
+                link(shop.legal.shipping_costs_url) if shop.legal.shipping_costs_url else None  # type: ignore[union-attr]
+            ),
             "recommendations": [],
             "guides": [],
         }
         if "items" in payload:
-            ctx["items"] = [_item(i, raw, link, money) for i, raw in enumerate(payload["items"] or [])]
+            ctx["items"] = [_item(i, raw, link, money, lang) for i, raw in enumerate(payload["items"] or [])]
         for key in ("cart_id", "order_id"):
             if payload.get(key) is not None:
                 ctx[key] = clean_text(payload[key])
         if "order_id" in ctx:
             ctx["order_number"] = ctx["order_id"]
+            self._order_links(ctx, job, now, utm)
         if payload.get("total_amount") is not None:
             ctx["total"] = money(payload["total_amount"])
         for key in ("placed_at", "last_order_at"):
@@ -457,12 +527,25 @@ class MailRenderer:
                 ctx[key] = day(payload[key])
         if isinstance(payload.get("shipment"), dict):
             raw = payload["shipment"]
+            carrier = clean_text(raw.get("carrier"))
+            number = clean_text(raw.get("tracking_number")) or None
+            tracking_url = safe_url(raw.get("tracking_url"))
+            if tracking_url is None and number and carrier in self.shop.carrier_tracking_urls:
+                tracking_url = safe_url(
+                    self.shop.carrier_tracking_urls[carrier].replace(
+                        "{tracking_number}", quote(number, safe="")
+                    )
+                )
             ctx["shipment"] = {
                 "shipment_id": clean_text(raw.get("shipment_id")),
-                "carrier": clean_text(raw.get("carrier")),
-                "tracking_url": safe_url(raw.get("tracking_url")),
+                "carrier": carrier,
+                "tracking_number": number,
+                "tracking_url": tracking_url,
                 "shipped_at": day(raw["shipped_at"]) if raw.get("shipped_at") else None,
                 "delivered_at": day(raw["delivered_at"]) if raw.get("delivered_at") else None,
+                "expected_delivery": (
+                    day(raw["expected_delivery_date"]) if raw.get("expected_delivery_date") else None
+                ),
             }
         if isinstance(payload.get("ticket"), dict):
             raw = payload["ticket"]
@@ -476,14 +559,16 @@ class MailRenderer:
         # without confirmed consent never get the block, whatever the payload or template says.
         if advertising_allowed and payload.get("recommendations"):
             ctx["recommendations"] = [
-                _item(i, raw, link, money) for i, raw in enumerate(payload["recommendations"])
+                _recommendation(i, raw, link, money, lang) for i, raw in enumerate(payload["recommendations"])
             ]
         if payload.get("guides"):
             ctx["guides"] = [
-                {"name": clean_text(g.get("name")), "url": link(g["guide_url"])}
+                {"name": typographic_quotes(clean_text(g.get("name")), lang), "url": link(g["guide_url"])}
                 for g in payload["guides"]
                 if safe_url(g.get("guide_url"))
             ]
+        if job.campaign == "review_request" and "order_id" in ctx and "items" in ctx:
+            self._rating_links(ctx, now, utm)
 
         purpose = CART_LINK_PURPOSE.get(job.campaign)
         if purpose and "cart_id" in ctx:
@@ -494,6 +579,28 @@ class MailRenderer:
             ctx["cart_url"] = f"{self._shop_base}/cart/restore?token={token}&{utm}"
             ctx["cart_link_valid_until"] = day(expires)
         return ctx
+
+    def _order_links(self, ctx: dict[str, Any], job: MailJob, now: datetime, utm: str) -> None:
+        """Signed order-status and returns links: they work without a login, so guests (who have no
+        account) and customers on another device get there alike; the shop verifies the token."""
+        expires = now + timedelta(days=ORDER_LINK_TTL_DAYS)
+        token = self.signer.sign("order", {"order_id": ctx["order_id"]}, expires)
+        paths = self.shop.shop_paths
+        ctx["order_status_url"] = f"{self._shop_base}{quote(paths.order_status)}?token={token}&{utm}"
+        ctx["returns_url"] = f"{self._shop_base}{quote(paths.returns)}?token={token}&{utm}"
+
+    def _rating_links(self, ctx: dict[str, Any], now: datetime, utm: str) -> None:
+        """Per product five signed links, one per star rating: one click records the rating (no login,
+        guests included); the shop's page then offers to add a text."""
+        expires = now + timedelta(days=REVIEW_LINK_TTL_DAYS)
+        path = quote(self.shop.shop_paths.review)
+        for item in ctx["items"]:
+            token = self.signer.sign(
+                "review", {"order_id": ctx["order_id"], "product_id": item["product_id"]}, expires
+            )
+            item["rating_urls"] = [
+                (stars, f"{self._shop_base}{path}?token={token}&rating={stars}&{utm}") for stars in RATINGS
+            ]
 
     def _opt_out_links(self, job: MailJob, now: datetime) -> tuple[str | None, str | None, dict[str, str]]:
         if not job.is_marketing:
@@ -579,6 +686,7 @@ class MailRenderer:
             categories=[job.campaign, f"{job.campaign}:{job.step}"],
             is_marketing=job.is_marketing,
             experiment_id=job.experiment_id,
+            preheader=ctx["preheader"],
         )
 
     def render_batch(self, jobs: Iterable[MailJob]) -> list[RenderedMail]:
@@ -612,6 +720,104 @@ class MailRenderer:
                         checked.append((campaign, step, variant, locales[lang]))
         return checked
 
+    def check_experiments(self, campaigns: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+        """Refuse experiments that do not vary what they say (campaign settings ``experiment.varies``).
+
+        Renders every non-control variant of every step next to the control, with sample data, in every
+        template language, and compares: subject line or preheader (aspect ``subject``), HTML and text
+        body (``body``; both parts or neither), plus a variant's ``extra_delay_minutes`` (``send_delay``).
+        A variant that is identical to the control in a step is refused (the experiment would report a
+        difference between two equal mails), as is one that changes an aspect the experiment does not
+        declare, and an aspect declared that no variant changes. Raises ``RenderError``; returns the
+        (campaign, step, variant) combinations checked.
+        """
+        # One clock for both renders: link expiries in the tokens must not differ by a second.
+        previous, self._fixed_now = self._fixed_now, self._fixed_now or datetime.now(UTC)
+        try:
+            return self._check_experiments(campaigns)
+        finally:
+            self._fixed_now = previous
+
+    def _check_experiments(self, campaigns: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+        checked: list[tuple[str, str, str]] = []
+        samples = {(j.campaign, j.step): j for j in sample_jobs(locales=("de-DE",))}
+        locales = {"de": "de-DE", "en": "en-GB"}
+        for name, campaign in campaigns.items():
+            experiment = getattr(campaign, "experiment", None)
+            if experiment is None or name not in CAMPAIGNS:
+                continue
+            declared = set(experiment.varies)
+            shown: set[str] = set()
+            for variant in experiment.variants:
+                if variant == DEFAULT_VARIANT:
+                    continue
+                for step in campaign.steps:
+                    where = {"campaign": name, "step": step, "variant": variant}
+                    changed: set[str] = set()
+                    if experiment.extra_delay_minutes.get(variant):
+                        changed.add("send_delay")
+                    for lang in TEMPLATE_LANGUAGES:
+                        base = _replace(samples[(name, step)], locale=locales[lang])
+                        changed |= _differences(
+                            self.render(_replace(base, variant=DEFAULT_VARIANT)),
+                            self.render(_replace(base, variant=variant)),
+                            where,
+                        )
+                    if not changed:
+                        raise RenderError(
+                            f"experiment {experiment.id!r}: variant {variant!r} renders exactly like the "
+                            "control in this step and has no extra_delay_minutes, so the experiment would "
+                            "compare two identical mails (give it its own subject or templates, or a delay)",
+                            **where,
+                        )
+                    undeclared = sorted(changed - declared)
+                    if undeclared:
+                        raise RenderError(
+                            f"experiment {experiment.id!r}: variant {variant!r} changes the "
+                            f"{' and '.join(undeclared)} although the experiment declares varies: "
+                            f"{sorted(declared)} (declare it, or make the variant change only that)",
+                            **where,
+                        )
+                    shown |= changed
+                    checked.append((name, step, variant))
+            unused = sorted(declared - shown)
+            if unused:
+                raise RenderError(
+                    f"experiment {experiment.id!r} declares varies: {sorted(declared)}, but no variant "
+                    f"changes the {' or '.join(unused)}",
+                    campaign=name,
+                )
+        return checked
+
+
+def _differences(control: RenderedMail, variant: RenderedMail, where: dict[str, str]) -> set[str]:
+    """Which aspects (subject, body) of a variant's mail differ from the control's. The variant's own name
+    in the links' utm_content and its preheader (counted as subject) are not body differences."""
+    changed: set[str] = set()
+    if control.subject != variant.subject or control.preheader != variant.preheader:
+        changed.add("subject")
+
+    def normal(mail: RenderedMail, text: str) -> str:
+        # the subject is the HTML's <title>, the preheader its hidden first line: both count as "subject"
+        text = re.sub(f"utm_content={re.escape(mail.variant)}(?![A-Za-z0-9_])", "utm_content=*", text)
+        for line, mark in ((mail.preheader, "\x00"), (mail.subject, "\x01")):
+            if line:
+                text = text.replace(str(escape(line)), mark)
+        return text
+
+    html_differs = normal(variant, variant.html) != normal(control, control.html)
+    text_differs = normal(variant, variant.text) != normal(control, control.text)
+    if html_differs != text_differs:
+        part = "HTML" if html_differs else "text"
+        raise RenderError(
+            f"variant {variant.variant!r} changes only the {part} part of the body: text-only readers "
+            "would see another mail than HTML readers (change both parts or neither)",
+            **where,
+        )
+    if html_differs:
+        changed.add("body")
+    return changed
+
 
 def _replace(job: MailJob, **changes: Any) -> MailJob:
     values = {name: getattr(job, name) for name in job.__dataclass_fields__}
@@ -631,9 +837,14 @@ def _check_duties(renderer: MailRenderer, job: MailJob, mail: RenderedMail) -> N
         )
 
     company = renderer.shop.impressum.company
+    legal = renderer.shop.legal
+    assert legal is not None  # the renderer refuses settings without it
     for part, body in (("HTML", mail.html), ("text", mail.text)):
         if company not in body.replace("&amp;", "&"):
             fail(f"the {part} body lacks the Impressum (company {company!r})")
+        for label, url in (("privacy policy", legal.privacy_url), ("Impressum", legal.imprint_url)):
+            if url not in body.replace("&amp;", "&"):
+                fail(f"the {part} body lacks the {label} link ({url})")
         if job.is_marketing and f"{renderer.shop.service_base_url.rstrip('/')}/u/" not in body:
             fail(f"marketing mail without unsubscribe link in the {part} body")
         if (
@@ -653,7 +864,9 @@ def _money(amount: Any, currency: str | None = None, *, locale: str, default_cur
     return format_money(amount, currency or default_currency, locale)
 
 
-def _item(index: int, raw: Any, link: Callable[..., str], money: Callable[..., str]) -> dict[str, Any]:
+def _item(
+    index: int, raw: Any, link: Callable[..., str], money: Callable[..., str], lang: str
+) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValueError(f"item {index} is not an object")
     missing = [key for key in ("name", "unit_price") if raw.get(key) in (None, "")]
@@ -663,13 +876,40 @@ def _item(index: int, raw: Any, link: Callable[..., str], money: Callable[..., s
     currency = raw.get("currency") or None
     return {
         "product_id": clean_text(raw.get("product_id")),
-        "name": clean_text(raw["name"]),
+        "name": typographic_quotes(clean_text(raw["name"]), lang),
         "quantity": quantity,
         "unit_price": money(raw["unit_price"], currency),
         "line_total": money(_mul(raw["unit_price"], quantity), currency),
+        # Grundpreis (PAngV) when the product export carries its net content
+        "base_price": unit_price(
+            raw["unit_price"],
+            raw.get("content_amount"),
+            raw.get("content_unit"),
+            partial(money, currency=currency),
+        ),
         "image_url": safe_url(raw.get("image_url")),
         "url": link(raw["url"]) if raw.get("url") else None,
     }
+
+
+_REASON_KINDS = ("bought_together", "category", "popular")
+
+
+def _recommendation(
+    index: int, raw: Any, link: Callable[..., str], money: Callable[..., str], lang: str
+) -> dict[str, Any]:
+    """A recommended product (an item without quantity) and why it is recommended: ``reason.kind`` is
+    bought_together (with ``reason.product_name``, the product it goes with), category (``reason.category``)
+    or popular; the language's template turns it into the line under the product."""
+    item = _item(index, raw, link, money, lang)
+    reason = raw.get("reason") if isinstance(raw.get("reason"), dict) else {}
+    kind = reason.get("kind") if reason.get("kind") in _REASON_KINDS else "popular"
+    anchor = typographic_quotes(clean_text(reason.get("product_name")), lang)
+    category = clean_text(reason.get("category") or raw.get("category"))
+    if (kind == "bought_together" and not anchor) or (kind == "category" and not category):
+        kind = "popular"
+    item["reason"] = {"kind": kind, "product_name": anchor, "category": category}
+    return item
 
 
 def _mul(amount: Any, quantity: int) -> str:

@@ -17,6 +17,7 @@ SHOP = "https://www.gartenglueck.example"
 # Variants the sample set exercises besides "control" (they have their own subject and/or template).
 SAMPLE_VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("abandoned_cart", "1"): ("control", "b"),
+    ("abandoned_cart", "2"): ("control", "b"),
     ("review_request", "1"): ("control", "b"),
 }
 
@@ -38,9 +39,13 @@ _ITEMS = [
         "currency": "EUR",
         "image_url": f"{SHOP}/media/p/P-2040.jpg",
         "url": f"{SHOP}/p/bio-kraeutererde-40l",
+        # sold by volume: the mail shows the unit price (Grundpreis)
+        "content_amount": "40",
+        "content_unit": "l",
     },
 ]
 
+# As int_recommendation_lists delivers them: best first, each with the reason the mail shows.
 _RECOMMENDATIONS = [
     {
         "product_id": "P-3300",
@@ -49,6 +54,20 @@ _RECOMMENDATIONS = [
         "currency": "EUR",
         "image_url": f"{SHOP}/media/p/P-3300.jpg",
         "url": f"{SHOP}/p/gartenschere-profi",
+        "category": "Gartenwerkzeug",
+        "reason": {"kind": "bought_together", "product_name": "Hochbeet „Kräutergarten“ aus Lärchenholz"},
+    },
+    {
+        "product_id": "P-2210",
+        "name": "Hornspäne, 2,5 kg",
+        "unit_price": "7.99",
+        "currency": "EUR",
+        "image_url": f"{SHOP}/media/p/P-2210.jpg",
+        "url": f"{SHOP}/p/hornspaene-2-5kg",
+        "category": "Erde & Dünger",
+        "content_amount": "2.5",
+        "content_unit": "kg",
+        "reason": {"kind": "bought_together", "product_name": "Bio-Kräutererde, 40 l"},
     },
     {
         "product_id": "P-3410",
@@ -57,6 +76,18 @@ _RECOMMENDATIONS = [
         "currency": "EUR",
         "image_url": f"{SHOP}/media/p/P-3410.jpg",
         "url": f"{SHOP}/p/pflanzkelle-edelstahl",
+        "category": "Gartenwerkzeug",
+        "reason": {"kind": "category", "category": "Gartenwerkzeug"},
+    },
+    {
+        "product_id": "P-5120",
+        "name": 'Solarleuchte "Glühwürmchen"',
+        "unit_price": "19.90",
+        "currency": "EUR",
+        "image_url": f"{SHOP}/media/p/P-5120.jpg",
+        "url": f"{SHOP}/p/solarleuchte-gluehwuermchen",
+        "category": "Licht & Deko",
+        "reason": {"kind": "popular"},
     },
 ]
 
@@ -72,7 +103,9 @@ _SHIPMENT = {
     "shipment_id": "SH-5501",
     "carrier": "DHL",
     "tracking_url": "https://www.dhl.de/de/privatkunden/pakete-empfangen/verfolgen.html?piececode=00340434161234567890",
+    "tracking_number": "00340434161234567890",
     "shipped_at": "2026-11-23T14:02:00+01:00",
+    "expected_delivery_date": "2026-11-25",
     "delivered_at": None,
 }
 
@@ -92,7 +125,13 @@ _SAMPLES: list[tuple[str, str, str, str, str, dict[str, Any]]] = [
         "required",
         "schmidt",
         "cart:K-77812",
-        {"cart_id": "K-77812", "items": _ITEMS, "total_amount": "67.80", "currency": "EUR"},
+        {
+            "cart_id": "K-77812",
+            "items": _ITEMS,
+            "total_amount": "67.80",
+            "currency": "EUR",
+            "recommendations": _RECOMMENDATIONS,
+        },
     ),
     (
         "abandoned_cart",

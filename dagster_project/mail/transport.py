@@ -461,11 +461,30 @@ def _addr(obj: Mapping[str, str]) -> Address:
     return Address(display_name=obj.get("name", ""), username=local, domain=domain)
 
 
+# SMTP policy (CRLF line ends; header values with CR/LF raise), except that headers set raw are written
+# as given: see _raw_header_value.
+_EML_POLICY = SMTP.clone(refold_source="none")
+
+
+def _raw_header_value(value: str) -> str | None:
+    """An ASCII header value as it goes on the wire, folded only between list items (RFC 2369 allows
+    whitespace there); None for values that need RFC 2047 encoding (non-ASCII).
+
+    Why not let the email package fold: it turns a URI longer than a line into an RFC 2047 encoded word
+    (a CPython folding bug), and a mail client reading ``List-Unsubscribe`` per RFC 2369/8058 then finds
+    no URI: one-click unsubscribe silently breaks. URIs stay whole; a line may exceed 78 characters (a
+    SHOULD in RFC 5322), never 998 (the header check keeps values far shorter).
+    """
+    if not value.isascii():
+        return None
+    return ",\n ".join(part.strip() for part in value.split(",")) if value.startswith("<") else value
+
+
 def payload_to_eml(payload: Mapping, *, send_id: str, date: datetime | None = None) -> bytes:
     """An RFC 5322 multipart/alternative message equivalent to a SendGrid payload (one recipient).
 
     ``date``: the run's logical time for the Date header (the wall clock when not given)."""
-    msg = EmailMessage(policy=SMTP)  # SMTP policy: CRLF line ends; header values with CR/LF raise
+    msg = EmailMessage(policy=_EML_POLICY)
     msg["From"] = _addr(payload["from"])
     msg["To"] = [_addr(to) for to in payload["personalizations"][0]["to"]]
     if "reply_to" in payload:
@@ -474,7 +493,11 @@ def payload_to_eml(payload: Mapping, *, send_id: str, date: datetime | None = No
     msg["Date"] = formatdate(date.timestamp() if date else None, localtime=False, usegmt=True)
     msg["Message-ID"] = make_msgid(idstring=send_id, domain=payload["from"]["email"].rpartition("@")[2])
     for name, value in (payload.get("headers") or {}).items():
-        msg[name] = value
+        raw = _raw_header_value(value)
+        if raw is None:
+            msg[name] = value
+        else:
+            msg.set_raw(name, raw)
     msg["X-Nachfass-Send-Id"] = send_id
     contents = {c["type"]: c["value"] for c in payload["content"]}
     msg.set_content(contents.get("text/plain", ""), subtype="plain", charset="utf-8")

@@ -33,7 +33,11 @@
     {%- else -%}
         {%- set bucket = stable_bucket("cast(" ~ customer_id ~ " as varchar) || ':' || '" ~ experiment['id'] ~ "'") -%}
         {%- set holdout = (experiment.get('holdout_percent', 0) * 100) | int -%}
-        {%- set variants = experiment['variants'] -%}
+        {#- a variant is a weight, or a mapping with its weight and extra_delay_minutes (send-time tests) -#}
+        {%- set variants = {} -%}
+        {%- for name, spec in experiment['variants'].items() -%}
+            {%- do variants.update({name: spec['weight'] if spec is mapping else spec}) -%}
+        {%- endfor -%}
         {%- set total = variants.values() | sum -%}
         case
             when {{ bucket }} < {{ holdout }} then 'holdout'
@@ -82,4 +86,27 @@
         'steps': {'1': placeholder_step, '2': placeholder_step, 'shipped': placeholder_step,
                   'delivered': placeholder_step}
     }) }}
+{%- endmacro %}
+
+{#- Send-time experiments: the extra delay of the variant a customer is assigned to in their campaign's
+    experiment (an interval; zero for the control, other campaigns and variants without a delay). Added to
+    a trigger's due time in mail_candidates; the expiry stays where the campaign puts it. -#}
+{% macro variant_delay(campaign, customer_id, settings) -%}
+    {%- set ns = namespace(whens=[]) -%}
+    {%- for name, campaign_settings in settings.items() if campaign_settings.get('experiment') -%}
+        {%- set experiment = campaign_settings['experiment'] -%}
+        {%- for variant, spec in experiment['variants'].items() -%}
+            {%- if spec is mapping and spec.get('extra_delay_minutes') -%}
+                {%- do ns.whens.append(
+                    "when " ~ campaign ~ " = '" ~ name ~ "' and " ~ assign_variant(customer_id, experiment)
+                    ~ " = '" ~ variant ~ "' then interval '" ~ (spec['extra_delay_minutes'] | int) ~ " minutes'"
+                ) -%}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endfor -%}
+    {%- if ns.whens -%}
+        case {{ ns.whens | join(' ') }} else interval '0 minutes' end
+    {%- else -%}
+        interval '0 minutes'
+    {%- endif -%}
 {%- endmacro %}

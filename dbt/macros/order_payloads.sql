@@ -15,7 +15,9 @@
                 'unit_price': order_items.unit_price,
                 'currency': coalesce(products.currency, 'EUR'),
                 'image_url': products.image_url,
-                'url': products.product_url
+                'url': products.product_url,
+                'content_amount': products.content_amount,
+                'content_unit': products.content_unit
             }
         })), lambda line: line.item)) as items
     from (

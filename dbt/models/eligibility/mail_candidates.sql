@@ -2,7 +2,7 @@
     "Why did / didn't this customer get the mail?" is one query on this table. Rules apply in the order of
     the `decided` CTE; the first that matches gives the reason. -#}
 {%- set settings = campaign_settings() -%}
-with triggers as (
+with segment_triggers as (
     {%- for model in campaign_models() %}
     select
         campaign, step, trigger_key, customer_id, email, trigger_at, due_at, expires_at, exit_reason,
@@ -12,6 +12,12 @@ with triggers as (
     union all
     {%- endif %}
     {%- endfor %}
+),
+
+-- send-time experiments: the assigned variant's extra delay moves the due time (macro variant_delay)
+triggers as (
+    select * replace (due_at + {{ variant_delay('campaign', 'customer_id', settings) }} as due_at)
+    from segment_triggers
 ),
 
 campaign_settings as (

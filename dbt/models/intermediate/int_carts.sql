@@ -88,7 +88,9 @@ cart_items as (
             'unit_price': coalesce(lines.unit_price, products.price),
             'currency': lines.currency,
             'image_url': products.image_url,
-            'url': products.product_url
+            'url': products.product_url,
+            'content_amount': products.content_amount,
+            'content_unit': products.content_unit
         }))) as items
     from lines
     left join products on lines.product_id = products.product_id

@@ -1,7 +1,40 @@
--- One row per product and recommended product: complementary products customers bought together with it
--- (co-purchases in one order), falling back to products of the same category; in-stock products only.
--- Ranked by how many orders bought the pair (co-purchases always before category fallbacks).
-with order_items as (
+-- The recommendation model of every sales mail: one row per target (an order, a cart or a customer) and
+-- recommended product, best first (up to `max_recommendations`). Used by cross_sell (order), abandoned_cart
+-- (cart: "Kunden kauften auch") and reactivation (customer), through int_recommendation_lists.
+--
+-- A target's anchors are its products: the order's lines, the cart's lines, or the customer's most recent
+-- purchases (more recent ones weigh more). Candidates come from three sources and their scores add up:
+--   * bought together: the anchors' related products (int_product_pairs), summed similarity;
+--   * category affinity: bestsellers of the anchors' categories, by the category's share of the anchors;
+--   * popularity: the shop's bestsellers (so a target always gets products).
+-- Only in-stock products; never one the customer bought before or one in the cart/order itself. Each row
+-- keeps the reason its biggest score part gives, for the customer-readable line under the product
+-- ("Passend zu Hochbeet Classic", "Beliebt in Gartenwerkzeug", "Bei unserer Kundschaft beliebt").
+-- bench/bench_recommendations.py measures it (hit rate of the next purchase) against popularity alone.
+--
+-- Targets, as narrow as the mails need them (the model runs every day; targeting the whole customer base cost
+-- over a minute at 1 M customers), all of customers with marketing consent (the three campaigns require it):
+-- the orders a cross-sell mail is due and not expired for, the carts a reminder may still go out for (known
+-- customer, logged in, not bought, younger than the reminders' expiry), and customers whose inactivity
+-- episode (spec: no order for max(inactive_after_days, 2 × their median days between orders)) began within
+-- reactivation's window. A target outside these gets no recommendations: its mail would show none. `--vars '{recommendation_targets: all_customers}'` targets every
+-- customer with an order instead (the offline benchmark).
+{%- set cross = segment_settings('cross_sell')['steps']['1'] %}
+{%- set cart = segment_settings('abandoned_cart')['steps']['1'] %}
+{%- set reactivation = segment_settings('reactivation') %}
+{%- set inactive_after_days = reactivation['inactive_after_days'] %}
+{%- set all_customers = var('recommendation_targets', 'mails') == 'all_customers' %}
+{%- set max_recommendations = 6 %}
+{%- set customer_anchors = 8 %}
+{%- set popular_per_category = 6 %}
+{%- set bestsellers = 8 %}
+{%- set weight_category = 0.35 %}
+{%- set weight_popular = 0.15 %}
+with orders as (
+    select * from {{ ref('int_orders') }}
+),
+
+order_items as (
     select * from {{ ref('stg_order_items') }}
 ),
 
@@ -9,63 +42,290 @@ products as (
     select * from {{ ref('stg_products') }}
 ),
 
-order_products as (
-    select distinct order_id, product_id from order_items
+carts as (
+    select * from {{ ref('int_carts') }}
 ),
 
-co_purchases as (
+order_gaps as (
+    select * from {{ ref('int_customer_order_gaps') }}
+),
+
+customers as (
+    select * from {{ ref('stg_customers') }}
+),
+
+consent as (
+    select * from {{ ref('int_consent_state') }}
+),
+
+pairs as (
+    select * from {{ ref('int_product_pairs') }}
+),
+
+-- bestsellers: distinct buyers in the last 90 days, in stock; `popularity` relative to the top product,
+-- `category_popularity` relative to the top product of its category
+recent_buyers as (
+    select order_items.product_id, count(distinct orders.customer_id) as n_buyers
+    from order_items
+    inner join orders on order_items.order_id = orders.order_id
+    where orders.placed_at > {{ as_of() }} - interval 90 day
+        and not orders.is_cancelled_or_returned
+    group by order_items.product_id
+),
+
+popularity as (
     select
-        this.product_id,
-        other.product_id as recommended_product_id,
-        count(*) as n_orders_together
-    from order_products as this
-    inner join order_products as other
-        on this.order_id = other.order_id
-        and this.product_id <> other.product_id
-    group by this.product_id, other.product_id
-),
-
-same_category as (
-    select
-        this.product_id,
-        other.product_id as recommended_product_id,
-        0 as n_orders_together
-    from products as this
-    inner join products as other
-        on this.category = other.category
-        and this.product_id <> other.product_id
-),
-
-combined as (
-    select *, 1 as source_rank from co_purchases
-    union all
-    select *, 2 as source_rank from same_category
-),
-
-in_stock as (
-    select
-        combined.product_id,
-        combined.recommended_product_id,
-        min(combined.source_rank) as source_rank,
-        max(combined.n_orders_together) as n_orders_together
-    from combined
-    inner join products on combined.recommended_product_id = products.product_id
+        products.product_id,
+        products.category,
+        recent_buyers.n_buyers / max(recent_buyers.n_buyers) over () as popularity,
+        recent_buyers.n_buyers / max(recent_buyers.n_buyers) over (partition by products.category)
+            as category_popularity,
+        row_number() over (partition by products.category order by recent_buyers.n_buyers desc, products.product_id)
+            as rank_in_category,
+        row_number() over (order by recent_buyers.n_buyers desc, products.product_id) as rank_overall
+    from recent_buyers
+    inner join products on recent_buyers.product_id = products.product_id
     where products.is_in_stock
-    group by combined.product_id, combined.recommended_product_id
+),
+
+-- all three campaigns need marketing consent (policy `required`): nobody else is shown recommendations
+consented_customers as (
+    select customers.customer_id
+    from customers
+    inner join consent on lower(customers.email) = consent.email
+    where consent.has_marketing_consent
+),
+
+-- targets and their anchor products (weight 1; a customer's older purchases weigh less)
+order_anchors as (
+    select distinct
+        'order' as target_type,
+        orders.order_id as target_id,
+        orders.customer_id,
+        order_items.product_id as anchor_product_id,
+        1.0 as anchor_weight
+    from orders
+    inner join order_items on orders.order_id = order_items.order_id
+    inner join consented_customers on orders.customer_id = consented_customers.customer_id
+    -- due and not expired
+    where orders.delivered_at_or_assumed <= {{ as_of() }} - {{ minutes(cross["delay_minutes"]) }}
+        and orders.delivered_at_or_assumed
+            > {{ as_of() }} - {{ minutes(cross["delay_minutes"], cross["expire_after_minutes"]) }}
+),
+
+cart_anchors as (
+    select distinct
+        'cart' as target_type,
+        carts.cart_id as target_id,
+        carts.customer_id,
+        cart_line.product_id as anchor_product_id,
+        1.0 as anchor_weight
+    from carts
+    inner join consented_customers on carts.customer_id = consented_customers.customer_id,
+        unnest(from_json(carts.items, '[{"product_id": "VARCHAR"}]')) as cart_lines (cart_line)
+    where carts.customer_id is not null
+        and carts.was_logged_in
+        and carts.n_items > 0
+        and carts.purchased_at is null
+        and carts.last_cart_activity_at > {{ as_of() }} - {{ minutes(cart["expire_after_minutes"]) }}
+),
+
+-- customers whose inactivity began within reactivation's window (both steps: step 2 is due a week after
+-- step 1 and expires after its own expiry), with consent; or every customer with an order (benchmark)
+customer_targets as (
+    select distinct order_gaps.customer_id
+    from order_gaps
+    {%- if not all_customers %}
+    inner join consented_customers on order_gaps.customer_id = consented_customers.customer_id
+    where order_gaps.next_order_at is null
+        and order_gaps.placed_at + to_seconds(cast(86400 * greatest(
+            {{ inactive_after_days | int }}, 2 * coalesce(order_gaps.median_days_between_orders, 0)
+        ) as bigint))
+        between {{ as_of() }}
+            - {{ minutes(reactivation['steps']['1']['delay_minutes'], reactivation['steps']['2']['delay_minutes'],
+                         reactivation['steps']['2']['expire_after_minutes']) }} - interval 7 day
+        and {{ as_of() }}
+    {%- endif %}
+),
+
+target_customers as (
+    select customer_id from order_anchors
+    union
+    select customer_id from cart_anchors
+    union
+    select customer_id from customer_targets
+),
+
+-- what the target customers bought up to as_of (never recommended to them again), newest first
+bought as (
+    select orders.customer_id, order_items.product_id, max(orders.placed_at) as last_bought_at
+    from order_items
+    inner join orders on order_items.order_id = orders.order_id
+    where not orders.is_cancelled_or_returned
+        and orders.customer_id in (select customer_id from target_customers)
+    group by orders.customer_id, order_items.product_id
+),
+
+customer_anchors as (
+    select
+        'customer' as target_type,
+        bought.customer_id as target_id,
+        bought.customer_id,
+        bought.product_id as anchor_product_id,
+        -- the most recent purchase counts fully, each older one 15 % less
+        pow(0.85, row_number() over (
+            partition by bought.customer_id order by bought.last_bought_at desc, bought.product_id
+        ) - 1) as anchor_weight
+    from bought
+    inner join customer_targets on bought.customer_id = customer_targets.customer_id
+    qualify row_number() over (
+        partition by bought.customer_id order by bought.last_bought_at desc, bought.product_id
+    ) <= {{ customer_anchors }}
+),
+
+anchors as (
+    select * from order_anchors
+    union all
+    select * from cart_anchors
+    union all
+    select * from customer_anchors
+),
+
+targets as (
+    select distinct target_type, target_id, customer_id from anchors
+),
+
+bought_together as (
+    select
+        anchors.target_type,
+        anchors.target_id,
+        pairs.related_product_id as product_id,
+        sum(pairs.similarity * anchors.anchor_weight) as score,
+        arg_max(anchors.anchor_product_id, pairs.similarity * anchors.anchor_weight) as reason_product_id
+    from anchors
+    inner join pairs on anchors.anchor_product_id = pairs.product_id
+    group by anchors.target_type, anchors.target_id, pairs.related_product_id
+),
+
+category_shares as (
+    select
+        anchors.target_type,
+        anchors.target_id,
+        products.category,
+        sum(anchors.anchor_weight)
+        / sum(sum(anchors.anchor_weight)) over (partition by anchors.target_type, anchors.target_id) as share
+    from anchors
+    inner join products on anchors.anchor_product_id = products.product_id
+    where products.category is not null
+    group by anchors.target_type, anchors.target_id, products.category
+),
+
+category_affinity as (
+    select
+        category_shares.target_type,
+        category_shares.target_id,
+        popularity.product_id,
+        {{ weight_category }} * category_shares.share * popularity.category_popularity as score
+    from category_shares
+    inner join popularity
+        on category_shares.category = popularity.category
+        and popularity.rank_in_category <= {{ popular_per_category }}
+),
+
+bestsellers as (
+    select
+        targets.target_type,
+        targets.target_id,
+        popularity.product_id,
+        {{ weight_popular }} * popularity.popularity as score
+    from targets
+    cross join popularity
+    where popularity.rank_overall <= {{ bestsellers }}
+),
+
+-- the three sources' scores added up per target and product (one aggregation, not joins of the three)
+scored as (
+    select
+        target_type,
+        target_id,
+        product_id,
+        sum(bought_together_score) as bought_together_score,
+        sum(category_score) as category_score,
+        sum(popularity_score) as popularity_score,
+        max(reason_product_id) as reason_product_id
+    from (
+        select target_type, target_id, product_id, score as bought_together_score, 0 as category_score,
+            0 as popularity_score, reason_product_id
+        from bought_together
+        union all
+        select target_type, target_id, product_id, 0, score, 0, null from category_affinity
+        union all
+        select target_type, target_id, product_id, 0, 0, score, null from bestsellers
+    ) as candidates
+    group by target_type, target_id, product_id
+),
+
+eligible as (
+    select
+        scored.*,
+        targets.customer_id,
+        scored.bought_together_score + scored.category_score + scored.popularity_score as score
+    from scored
+    inner join targets
+        on scored.target_type = targets.target_type
+        and scored.target_id = targets.target_id
+    inner join products on scored.product_id = products.product_id
+    where products.is_in_stock
+        -- never what the customer bought before, nor what is in the cart/order itself
+        and not exists (
+            select 1 from bought
+            where bought.customer_id = targets.customer_id and bought.product_id = scored.product_id
+        )
+        and not exists (
+            select 1 from anchors
+            where anchors.target_type = scored.target_type
+                and anchors.target_id = scored.target_id
+                and anchors.anchor_product_id = scored.product_id
+        )
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (
+            partition by target_type, target_id order by score desc, product_id
+        ) as recommendation_rank
+    from eligible
+    qualify recommendation_rank <= {{ max_recommendations }}
 ),
 
 final as (
     select
-        product_id,
-        recommended_product_id,
-        source_rank,
-        n_orders_together,
-        row_number() over (
-            partition by product_id
-            order by source_rank, n_orders_together desc, recommended_product_id
-        ) as recommendation_rank
-    from in_stock
-    qualify recommendation_rank <= 6
+        ranked.target_type,
+        ranked.target_id,
+        ranked.customer_id,
+        ranked.recommendation_rank,
+        ranked.product_id,
+        round(ranked.score, 6) as score,
+        case
+            when ranked.bought_together_score >= greatest(ranked.category_score, ranked.popularity_score)
+                then 'bought_together'
+            when ranked.category_score >= ranked.popularity_score then 'category'
+            else 'popular'
+        end as reason,
+        case
+            when ranked.bought_together_score >= greatest(ranked.category_score, ranked.popularity_score)
+                then ranked.reason_product_id
+        end as reason_product_id,
+        anchor_products.product_name as reason_product_name,
+        products.category as reason_category
+    from ranked
+    inner join products on ranked.product_id = products.product_id
+    left join products as anchor_products
+        on anchor_products.product_id = case
+            when ranked.bought_together_score >= greatest(ranked.category_score, ranked.popularity_score)
+                then ranked.reason_product_id
+        end
 )
 
 select * from final

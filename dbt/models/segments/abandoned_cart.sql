@@ -1,6 +1,7 @@
 {%- set campaign = segment_settings('abandoned_cart') -%}
 {%- set step_1 = campaign['steps']['1'] -%}
 {%- set step_2 = campaign['steps']['2'] -%}
+{%- set n_recommendations = campaign.get('n_recommendations', 4) -%}
 with carts as (
     select * from {{ ref('int_carts') }}
 ),
@@ -19,6 +20,13 @@ sends as (
 
 engagement as (
     select * from {{ ref('int_mail_engagement') }}
+),
+
+-- "Kunden kauften auch": the cart's recommendations (int_product_recommendations), best first
+recommendation_lists as (
+    select target_id as cart_id, recommendations
+    from {{ ref('int_recommendation_lists') }}
+    where target_type = 'cart'
 ),
 
 -- a cart with items left whose owner was logged in while filling it; carts long past their expiry are
@@ -100,12 +108,14 @@ final as (
             'cart_id': abandoned.cart_id,
             'items': abandoned.items,
             'total_amount': abandoned.cart_value,
-            'currency': 'EUR'
+            'currency': 'EUR',
+            'recommendations': coalesce(recommendation_lists.recommendations[1:{{ n_recommendations }}], [])
         }) as payload
     from steps
     inner join abandoned on steps.cart_id = abandoned.cart_id
     inner join customers on abandoned.customer_id = customers.customer_id
     left join ordered_since on abandoned.cart_id = ordered_since.cart_id
+    left join recommendation_lists on abandoned.cart_id = recommendation_lists.cart_id
 )
 
 select * from final

@@ -5,18 +5,6 @@ with orders as (
     select * from {{ ref('int_orders') }}
 ),
 
-order_items as (
-    select * from {{ ref('stg_order_items') }}
-),
-
-recommendations as (
-    select * from {{ ref('int_product_recommendations') }}
-),
-
-products as (
-    select * from {{ ref('stg_products') }}
-),
-
 customers as (
     select * from {{ ref('stg_customers') }}
 ),
@@ -30,58 +18,12 @@ delivered as (
         and {{ within_recent_past('delivered_at_or_assumed', step_1) }}
 ),
 
-delivered_products as (
-    select distinct order_items.order_id, order_items.product_id
-    from order_items
-    inner join delivered on order_items.order_id = delivered.order_id
-),
-
--- complements of the order's products that the order does not already contain
-order_complements as (
-    select
-        delivered_products.order_id,
-        recommendations.recommended_product_id,
-        min(recommendations.source_rank) as source_rank,
-        sum(recommendations.n_orders_together) as n_orders_together
-    from delivered_products
-    inner join recommendations on delivered_products.product_id = recommendations.product_id
-    left join delivered_products as already_bought
-        on delivered_products.order_id = already_bought.order_id
-        and recommendations.recommended_product_id = already_bought.product_id
-    where already_bought.product_id is null
-    group by delivered_products.order_id, recommendations.recommended_product_id
-),
-
--- the best n_recommendations per order
-order_recommendations as (
-    select
-        *,
-        row_number() over (
-            partition by order_id
-            order by source_rank, n_orders_together desc, recommended_product_id
-        ) as recommendation_rank
-    from order_complements
-    qualify recommendation_rank <= {{ n_recommendations }}
-),
-
+-- the order's recommendations (int_product_recommendations: co-purchases, category, popularity), best first;
+-- computed for customers with marketing consent only (the others are skipped with no_consent anyway)
 recommendation_lists as (
-    select
-        order_recommendations.order_id,
-        -- best first: list_sort on (rank, product) structs, cheaper than an ordered aggregate
-        list_transform(list_sort(list({
-            'recommendation_rank': order_recommendations.recommendation_rank,
-            'product': {
-                'product_id': products.product_id,
-                'name': products.product_name,
-                'unit_price': products.price,
-                'currency': products.currency,
-                'image_url': products.image_url,
-                'url': products.product_url
-            }
-        })), lambda recommendation: recommendation.product) as recommendations
-    from order_recommendations
-    inner join products on order_recommendations.recommended_product_id = products.product_id
-    group by order_recommendations.order_id
+    select target_id as order_id, recommendations
+    from {{ ref('int_recommendation_lists') }}
+    where target_type = 'order'
 ),
 
 order_lines as (
@@ -104,12 +46,12 @@ final as (
             'order_id': delivered.order_id,
             'placed_at': delivered.placed_at,
             'items': json(coalesce(order_lines.items, '[]')),
-            'recommendations': recommendation_lists.recommendations
+            'recommendations': coalesce(recommendation_lists.recommendations[1:{{ n_recommendations }}], [])
         }) as payload
     from delivered
-    inner join recommendation_lists on delivered.order_id = recommendation_lists.order_id
     inner join customers on delivered.customer_id = customers.customer_id
     left join order_lines on delivered.order_id = order_lines.order_id
+    left join recommendation_lists on delivered.order_id = recommendation_lists.order_id
 )
 
 select * from final

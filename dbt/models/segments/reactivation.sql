@@ -2,6 +2,7 @@
 {%- set step_1 = campaign['steps']['1'] -%}
 {%- set step_2 = campaign['steps']['2'] -%}
 {%- set inactive_after_days = campaign['inactive_after_days'] -%}
+{%- set n_recommendations = campaign.get('n_recommendations', 4) -%}
 with order_gaps as (
     select * from {{ ref('int_customer_order_gaps') }}
 ),
@@ -16,6 +17,13 @@ sends as (
 
 engagement as (
     select * from {{ ref('int_mail_engagement') }}
+),
+
+-- the customer's recommendations (int_product_recommendations, from their purchase history), best first
+recommendation_lists as (
+    select target_id as customer_id, recommendations
+    from {{ ref('int_recommendation_lists') }}
+    where target_type = 'customer'
 ),
 
 -- an inactivity episode follows an order: the customer becomes inactive once the time since it exceeds
@@ -101,11 +109,13 @@ final as (
         case when inactive.next_order_at <= {{ as_of() }} then 'purchased' end as exit_reason,
         to_json({
             'last_order_at': inactive.last_order_at,
-            'last_order_id': inactive.last_order_id
+            'last_order_id': inactive.last_order_id,
+            'recommendations': coalesce(recommendation_lists.recommendations[1:{{ n_recommendations }}], [])
         }) as payload
     from steps
     inner join inactive on steps.episode_key = inactive.episode_key
     inner join customers on inactive.customer_id = customers.customer_id
+    left join recommendation_lists on inactive.customer_id = recommendation_lists.customer_id
 )
 
 select * from final

@@ -92,6 +92,8 @@ final as (
                 'shipment_id': shipments.shipment_id,
                 'carrier': shipments.carrier,
                 'tracking_url': shipments.tracking_url,
+                'tracking_number': shipments.tracking_number,
+                'expected_delivery_date': shipments.expected_delivery_date,
                 'shipped_at': shipments.shipped_at,
                 'delivered_at': case when shipment_events.step = 'delivered' then shipments.delivered_at end
             },

@@ -22,6 +22,9 @@ final as (
         image_url,
         guide_url,
         coalesce(in_stock, true) as is_in_stock,
+        -- net content for the unit price (Grundpreis): only a positive amount with its unit counts
+        case when content_amount > 0 and content_unit is not null then content_amount end as content_amount,
+        case when content_amount > 0 then content_unit end as content_unit,
         updated_at
     from at_as_of
 )
