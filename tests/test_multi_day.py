@@ -38,7 +38,7 @@ T4, T5, T6, T7, T8 = utc(12, 20, 10), utc(12, 21, 7, 30), utc(12, 23, 11), utc(1
 TICKS = [T1, T1b, T2, T3, T4, T5, T6, T7, T8]
 
 EXPERIMENTS = [c.experiment for c in load_campaigns().values() if c.experiment]
-PRODUCTS = [  # one category per product except garden: only Cleo's garden order has a complement
+PRODUCTS = [  # one category per product except garden (bestsellers fill other orders' recommendations)
     ("P1", "Hochbeet", "garden"),
     ("P2", "Pflanzkelle", "garden"),
     ("P3", "Brotkasten", "kitchen"),
@@ -398,6 +398,10 @@ def test_six_weeks_of_runs_send_exactly_what_live_runs_would(workspace, dbt_mani
             (T4, "shipping_update", "delivered", e["hugo"]): 1,  # transactional: Sundays are fine
             (T5, "abandoned_cart", "1", e["sofia"]): 1,  # deferred over Sunday to Monday 08:00
             (T5, "order_thanks", "1", e["lena"]): 1,  # exported late, still within 48 h
+            # cross-sell for the two with consent, due 14 days after delivery (24 Nov) and valid 30 days:
+            # the next run is Sunday 20 Dec (T4, deferred), so Monday's slot
+            (T5, "cross_sell", "1", e["emil"]): 1,
+            (T5, "cross_sell", "1", e["willi"]): 1,
             (T8, "review_request", "1", e["hugo"]): 1,  # deferred over the holidays and Sunday
         }
     )
