@@ -278,8 +278,13 @@ final as (
         adjusted.p_value,
         adjusted.p_value_holm,
         -- a difference of two rates lies in [-1, 1]: cutting the interval there keeps its guarantee
-        greatest(-1, adjusted.conversion_rate_diff - adjusted.seq_half_width) as diff_seq_ci95_low,
-        least(1, adjusted.conversion_rate_diff + adjusted.seq_half_width) as diff_seq_ci95_high,
+        -- (greatest and least skip nulls, so an undefined interval is kept null explicitly)
+        case when adjusted.seq_half_width is not null then
+            greatest(-1, adjusted.conversion_rate_diff - adjusted.seq_half_width)
+        end as diff_seq_ci95_low,
+        case when adjusted.seq_half_width is not null then
+            least(1, adjusted.conversion_rate_diff + adjusted.seq_half_width)
+        end as diff_seq_ci95_high,
         adjusted.seq_p_value,
         adjusted.seq_p_value_holm,
         adjusted.baseline_revenue_per_customer,
