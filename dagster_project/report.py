@@ -198,6 +198,7 @@ def daily_chart(data: ReportData):
                 row=panel // 2 + 1,
                 col=panel % 2 + 1,
             )
+    fig.update_yaxes(rangemode="tozero")
     fig.update_layout(
         barmode="stack",
         height=820,
