@@ -5,6 +5,7 @@ from datetime import UTC
 
 import dagster as dg
 
+from dagster_project.analytics_assets import AB_RESULTS
 from dagster_project.ingest.assets import RAW_KEYS
 from dagster_project.mail.assets import MAIL_CANDIDATES, sent_mails
 from dagster_project.resources import RunClockResource, WarehouseResource
@@ -82,6 +83,31 @@ def no_stale_unknown_sends(
     )
 
 
+@dg.asset_check(
+    asset=AB_RESULTS,
+    description="Every experiment's customers are split across its arms as the segment YAML configures "
+    "(sample-ratio mismatch: chi-square p below the dbt var ab_srm_alpha). A mismatch means assignment or "
+    "recording is broken and the experiment's comparisons cannot be trusted (docs/analysts.md).",
+)
+def ab_sample_ratio_matches(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect(read_only=True) as conn:
+        rows = conn.execute(
+            "select experiment_id, campaign, any_value(srm_p_value), bool_or(has_sample_ratio_mismatch) "
+            "from analytics.ab_results group by all order by all"
+        ).fetchall()
+    checked = {f"{e}/{c}": round(p, 6) for e, c, p, _ in rows if p is not None}
+    mismatched = sorted(f"{e}/{c}" for e, c, _, mismatch in rows if mismatch)
+    return dg.AssetCheckResult(
+        passed=not mismatched,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "experiments_checked": len(checked),
+            "mismatched": dg.MetadataValue.json(mismatched),
+            "srm_p_values": dg.MetadataValue.json(checked),
+        },
+    )
+
+
 def _quarantine_check(table: str, key: dg.AssetKey) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=key,
@@ -117,5 +143,6 @@ checks = [
     marketing_mails_have_consent,
     ledger_trigger_keys_unique,
     no_stale_unknown_sends,
+    ab_sample_ratio_matches,
     *[_quarantine_check(table, key) for table, key in RAW_KEYS.items()],
 ]

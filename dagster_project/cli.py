@@ -1,4 +1,5 @@
-"""The commands users type: ``nachfass demo | generate | run | preview | sandbox | webapp | erase``.
+"""The commands users type: ``nachfass demo | generate | run | replay | report | preview | sandbox | webapp |
+erase | dev``.
 
 ``run`` executes the main Dagster job for a landing folder, a warehouse file and an ``as_of`` time, so any
 run can be reproduced exactly. The locations are exported as the environment variables that both the
@@ -273,6 +274,10 @@ def demo_feedback_loop(as_of: datetime) -> bool:
     print(f"Loading events and refreshing analytics as of {later.isoformat()} …")
     if not run_job(later.isoformat(), job_name="events_job"):
         return False
+    from dagster_project.report import build_report
+
+    page = build_report(paths.warehouse_path(), paths.data_dir() / "report")
+    print(f"Campaign report (one HTML page, opens offline): {page}")
     print_ab_results()
     return True
 
@@ -280,7 +285,7 @@ def demo_feedback_loop(as_of: datetime) -> bool:
 AB_QUERY = """
 select experiment_id, step, variant, n_assigned, n_sent, n_delivered, n_opened, n_clicked, n_converted,
        round(conversion_rate, 4) as conversion_rate, round(lift, 3) as lift, round(p_value, 4) as p_value,
-       is_winner
+       round(seq_p_value, 4) as seq_p_value, round(srm_p_value, 4) as srm_p_value, is_winner
 from analytics.ab_results
 order by experiment_id, step, variant
 """
@@ -384,6 +389,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """The campaign report as one static HTML page (dagster_project/report.py)."""
+    from dagster_project.report import DEFAULT_DAYS, ReportError, build_report
+
+    _export_locations(args)
+    try:
+        page = build_report(paths.warehouse_path(), Path(args.out), days=args.days or DEFAULT_DAYS)
+    except ReportError as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 1
+    print(f"Campaign report: {page}")
+    return 0
+
+
 def prepare_dagster_home(home: Path | None = None) -> Path:
     """DAGSTER_HOME (default data/dagster_home) with the project's instance settings (config/dagster.yaml:
     the run queue that lets one warehouse writer run at a time). An existing dagster.yaml that differs is
@@ -483,6 +502,17 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--to", dest="end", required=True, help="last tick, inclusive (ISO 8601)")
     rep.add_argument("--every", default="1h", help="tick spacing: 15m, 1h, 1d … (default 1h)")
     rep.set_defaults(func=cmd_replay)
+
+    report = sub.add_parser(
+        "report",
+        help="the campaign report: one static HTML page with charts, as of the analytics' logical time",
+    )
+    report.add_argument(
+        "--warehouse", help="DuckDB file (default $NACHFASS_WAREHOUSE or data/warehouse.duckdb)"
+    )
+    report.add_argument("--out", required=True, help="folder for the page (index.html)")
+    report.add_argument("--days", type=int, help="send days shown, ending at the as_of (default 28)")
+    report.set_defaults(func=cmd_report)
 
     dev = sub.add_parser("dev", help="start `dagster dev` with DAGSTER_HOME and the run queue prepared")
     locations(dev)

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from dagster_project.analytics_assets import analytics_key_figures
 from dagster_project.campaigns import validate_campaigns
 from dagster_project.checks import checks
 from dagster_project.dbt_assets import nachfass_dbt_assets
@@ -25,7 +26,14 @@ from dagster_project.sensors import sensors
 validate_campaigns()
 
 defs = dg.Definitions(
-    assets=[raw_exports, sendgrid_events, nachfass_dbt_assets, rendered_mails, sent_mails],
+    assets=[
+        raw_exports,
+        sendgrid_events,
+        nachfass_dbt_assets,
+        rendered_mails,
+        sent_mails,
+        analytics_key_figures,
+    ],
     asset_checks=checks,
     jobs=jobs,
     schedules=schedules,
