@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dagster_project.datagen.generate import generate_exports  # noqa: E402
+from nachfass.devtools.datagen.generate import generate_exports  # noqa: E402
 
 
 def _dir_bytes(folder: Path) -> dict[str, int]:

@@ -95,9 +95,9 @@ def iso(ts: datetime) -> str:
 
 
 def prepare(workdir: Path, customers: int, as_of: datetime, days: int) -> dict:
-    from dagster_project.datagen.generate import generate_exports
-    from dagster_project.ingest.loader import load_landing
-    from dagster_project.warehouse import prepare_warehouse
+    from nachfass.core.ingest import load_landing
+    from nachfass.core.schema import prepare_warehouse
+    from nachfass.devtools.datagen.generate import generate_exports
 
     landing, warehouse = workdir / "landing", workdir / "warehouse.duckdb"
     stats: dict = {}
@@ -127,7 +127,7 @@ def prepare(workdir: Path, customers: int, as_of: datetime, days: int) -> dict:
 def _ensure_optional_schemas(conn: duckdb.DuckDBPyConnection) -> None:
     """Tables other parts of the project create (erasures) when their module is there."""
     try:
-        from dagster_project.mail.erasure_schema import ensure_erasure_schema
+        from nachfass.core.schema import ensure_erasure_schema
     except ImportError:
         return
     ensure_erasure_schema(conn)
@@ -154,7 +154,7 @@ def write_delta(workdir: Path, as_of: datetime, n: int = 1) -> dict[str, int]:
 
 
 def load_delta(workdir: Path) -> float:
-    from dagster_project.ingest.loader import load_landing
+    from nachfass.core.ingest import load_landing
 
     started = time.perf_counter()
     conn = duckdb.connect(str(workdir / "warehouse.duckdb"))

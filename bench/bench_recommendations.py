@@ -33,9 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 DBT_DIR = REPO / "dbt"
 sys.path.insert(0, str(REPO))
 
-from dagster_project.datagen.generate import DEFAULT_AS_OF, generate_exports  # noqa: E402
-from dagster_project.ingest.loader import load_landing  # noqa: E402
-from dagster_project.warehouse import prepare_warehouse  # noqa: E402
+from nachfass.core.ingest import load_landing  # noqa: E402
+from nachfass.core.schema import prepare_warehouse  # noqa: E402
+from nachfass.devtools.datagen.generate import DEFAULT_AS_OF, generate_exports  # noqa: E402
 
 DBT = str(Path(sys.executable).parent / "dbt")
 

@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jinja2 import Environment, StrictUndefined, select_autoescape  # noqa: E402
 
-from dagster_project.links import LinkSigner  # noqa: E402
-from dagster_project.mail.message import MailJob  # noqa: E402
-from dagster_project.mail.render import MailRenderer, _InliningLoader  # noqa: E402
-from dagster_project.mail.samples import sample_jobs  # noqa: E402
-from dagster_project.paths import TEMPLATES_DIR  # noqa: E402
-from dagster_project.shop import load_shop_settings  # noqa: E402
+from nachfass.core.links import LinkSigner  # noqa: E402
+from nachfass.core.mail.message import MailJob  # noqa: E402
+from nachfass.core.mail.render import MailRenderer, _InliningLoader  # noqa: E402
+from nachfass.core.mail.samples import sample_jobs  # noqa: E402
+from nachfass.core.paths import TEMPLATES_DIR  # noqa: E402
+from nachfass.core.shop import load_shop_settings  # noqa: E402
 
 FIRST = ["Anna", "Jonas", "Kim", "Lea", "Paul", "Mia", "Ben", "Emma", None]
 LAST = ["Schmidt", "Müller", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", None]

@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dagster_project.datagen.generate import generate_exports  # noqa: E402
-from dagster_project.replay import format_daily, parse_every, replay  # noqa: E402
+from nachfass.core.replay import format_daily, parse_every, replay  # noqa: E402
+from nachfass.devtools.datagen.generate import generate_exports  # noqa: E402
 
 END = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # the generator's as_of: the period ends there
 

@@ -2,7 +2,7 @@
 
     python bench/bench_send.py [--mails 100000] [--latency-ms 50] [--concurrency 64] [--naive 200]
 
-Starts ``python -m dagster_project.sandbox.sendgrid_server`` in its own process (so the server does not share
+Starts ``python -m nachfass.devtools.sendgrid_server`` in its own process (so the server does not share
 this process's GIL), sends synthetic RenderedMails generated lazily into a DuckDB ledger in a temp dir, and
 prints the sustained rate, RSS at 10k / 50k / 100k mails pulled, peak RSS, the server's CPU time and its
 peak number of concurrent requests. Then times the naive way (one ``SendGridAPIClient.send()`` after
@@ -30,12 +30,12 @@ sys.path.insert(0, str(REPO))
 import duckdb  # noqa: E402
 import sendgrid  # noqa: E402
 
-from dagster_project.mail import ledger  # noqa: E402
-from dagster_project.mail.message import RenderedMail, make_send_id  # noqa: E402
-from dagster_project.mail.sender import deliver  # noqa: E402
-from dagster_project.mail.sendgrid_payload import build_payload  # noqa: E402
-from dagster_project.mail.transport import SendGridTransport  # noqa: E402
-from dagster_project.shop import load_shop_settings  # noqa: E402
+from nachfass.core.mail import ledger  # noqa: E402
+from nachfass.core.mail.message import RenderedMail, make_send_id  # noqa: E402
+from nachfass.core.mail.sender import deliver  # noqa: E402
+from nachfass.core.mail.sendgrid_payload import build_payload  # noqa: E402
+from nachfass.core.mail.transport import SendGridTransport  # noqa: E402
+from nachfass.core.shop import load_shop_settings  # noqa: E402
 
 API_KEY = "SG.bench-key"
 _ROWS = "".join(
@@ -110,7 +110,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "dagster_project.sandbox.sendgrid_server",
+            "nachfass.devtools.sendgrid_server",
             "--port",
             str(port),
             "--api-key",

@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dagster_project.sandbox.event_simulator import generate_keypair  # noqa: E402
-from dagster_project.sandbox.webhook_load import run_load  # noqa: E402
+from nachfass.devtools.event_simulator import generate_keypair  # noqa: E402
+from nachfass.devtools.webhook_load import run_load  # noqa: E402
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "dagster_project.events.webapp",
+            "nachfass.web.app",
             "--port",
             str(port),
             "--landing",

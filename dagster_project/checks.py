@@ -5,9 +5,9 @@ from datetime import UTC
 
 import dagster as dg
 
-from dagster_project.analytics_assets import AB_RESULTS
-from dagster_project.ingest.assets import RAW_KEYS
-from dagster_project.mail.assets import MAIL_CANDIDATES, sent_mails
+from dagster_project.assets.analytics import AB_RESULTS
+from dagster_project.assets.ingest import RAW_KEYS
+from dagster_project.assets.mail import MAIL_CANDIDATES, sent_mails
 from dagster_project.resources import RunClockResource, WarehouseResource
 
 # A share of quarantined rows above this in the latest export of a table is worth a person's look.

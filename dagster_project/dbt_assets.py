@@ -14,8 +14,8 @@ from dagster_dbt import (
 )
 
 from dagster_project.dbt_project import dbt_project
-from dagster_project.mail.runs import check_as_of
 from dagster_project.resources import RunClockResource, WarehouseResource
+from nachfass.core.mail.runs import check_as_of
 
 # The send asset's key (mail/sent_mails): a run that selects it will send mail.
 SENT_MAILS = dg.AssetKey(["mail", "sent_mails"])

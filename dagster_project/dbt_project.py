@@ -1,20 +1,14 @@
 """The one DbtProject, imported by the dbt assets, the dbt resource and the CLI."""
 
-import shutil
-import sys
-from pathlib import Path
-
 from dagster_dbt import DbtCliResource, DbtProject
 
-from dagster_project.paths import DBT_PROJECT_DIR
+from nachfass.core.dbt import DBT_EXECUTABLE
+from nachfass.core.paths import DBT_PROJECT_DIR
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 # Under `dagster dev` this (re)builds the manifest; the CLI calls prepare_dbt_manifest() and tests run
 # `dbt parse` themselves (prepare_if_dev does nothing under pytest).
 dbt_project.prepare_if_dev()
-
-# The dbt installed beside this interpreter, so `.venv/bin/nachfass` works without an activated venv.
-DBT_EXECUTABLE = shutil.which("dbt", path=str(Path(sys.executable).parent)) or shutil.which("dbt") or "dbt"
 
 
 def dbt_resource() -> DbtCliResource:

@@ -2,15 +2,14 @@
 
 import dagster as dg
 
-from dagster_project.analytics_assets import analytics_key_figures
-from dagster_project.campaigns import validate_campaigns
+from dagster_project.assets.analytics import analytics_key_figures
+from dagster_project.assets.events import sendgrid_events
+from dagster_project.assets.ingest import raw_exports
+from dagster_project.assets.mail import rendered_mails, sent_mails
 from dagster_project.checks import checks
 from dagster_project.dbt_assets import nachfass_dbt_assets
 from dagster_project.dbt_project import dbt_resource
-from dagster_project.events.assets import sendgrid_events
-from dagster_project.ingest.assets import raw_exports
 from dagster_project.jobs import jobs, schedules
-from dagster_project.mail.assets import rendered_mails, sent_mails
 from dagster_project.resources import (
     LandingResource,
     LinkSignerResource,
@@ -20,6 +19,7 @@ from dagster_project.resources import (
     WarehouseResource,
 )
 from dagster_project.sensors import sensors
+from nachfass.core.campaigns import validate_campaigns
 
 # A typo in a campaign's settings (dbt/models/segments/*.yml) fails loudly here, naming file and key,
 # before any job can run with it.

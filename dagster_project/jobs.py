@@ -16,21 +16,21 @@ Automation → schedule → toggle, or `dagster schedule start frequent_mails_sc
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import dagster as dg
 
-from dagster_project.events.assets import SENDGRID_EVENTS
-from dagster_project.ingest.assets import RAW_KEYS
-from dagster_project.mail.assets import MAIL_CANDIDATES
-from dagster_project.shop import load_shop_settings
-
-# Time-critical mails go out every 15 minutes; the rest once a day at 09:00 shop time (campaigns.md).
-FREQUENT_CAMPAIGNS = ["abandoned_cart", "checkout_recovery", "order_thanks", "shipping_update"]
-DAILY_CAMPAIGNS = ["review_request", "cross_sell", "reactivation", "support_followup"]
-
-FREQUENT_CRON = "*/15 * * * *"
-DAILY_CRON = "0 9 * * *"
+from dagster_project.assets.events import SENDGRID_EVENTS
+from dagster_project.assets.ingest import RAW_KEYS
+from dagster_project.assets.mail import MAIL_CANDIDATES
+from nachfass.core.cadence import (
+    DAILY_CAMPAIGNS,
+    DAILY_CRON,
+    FREQUENT_CAMPAIGNS,
+    FREQUENT_CRON,
+    slot_as_of,
+    slot_partitions,
+)
 
 RENDER_OP = "mail__rendered_mails"
 SEND_OP = "mail__sent_mails"
@@ -59,21 +59,6 @@ def _campaign_config(campaigns: list[str]) -> dict:
 def clock_config(as_of: datetime) -> dict:
     """Run config that sets the run's logical time (the `clock` resource)."""
     return {"resources": {"clock": {"config": {"as_of": as_of.astimezone(UTC).isoformat()}}}}
-
-
-def slot_partitions(cron: str, fmt: str) -> dg.TimeWindowPartitionsDefinition:
-    """Time-window partitions in the shop's timezone from its `schedule_start` day; the last partition is
-    the last slot that has ended."""
-    shop = load_shop_settings()
-    start = datetime.combine(date.fromisoformat(shop.schedule_start), datetime.min.time())
-    return dg.TimeWindowPartitionsDefinition(
-        cron_schedule=cron, start=start.strftime(fmt), fmt=fmt, timezone=shop.timezone
-    )
-
-
-def slot_as_of(partitions: dg.TimeWindowPartitionsDefinition, partition_key: str) -> datetime:
-    """A slot's logical time: the end of its window (when its schedule tick fires), in UTC."""
-    return partitions.time_window_for_partition_key(partition_key).end.astimezone(UTC)
 
 
 def _partitioned_config(

@@ -16,13 +16,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from dagster_project import paths
-from dagster_project.links import LinkSigner
-from dagster_project.shop import ShopSettings, load_shop_settings
-
-# Used only when NACHFASS_LINK_SIGNING_KEY is unset, so the demo runs on a fresh machine. Links signed with
-# it are worthless outside a demo; the run log says so loudly.
-DEVELOPMENT_LINK_KEY = "nachfass-development-only-link-key-do-not-use-in-production"
+from nachfass.core import paths
+from nachfass.core.links import LinkSigner, signer_from_env
+from nachfass.core.shop import ShopSettings, load_shop_settings
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -91,7 +87,7 @@ class ShopResource(dg.ConfigurableResource):
         return load_shop_settings(Path(self.config_path) if self.config_path else None)
 
     def resolved_templates_dir(self) -> Path:
-        return Path(self.templates_dir or os.environ.get("NACHFASS_TEMPLATES") or paths.TEMPLATES_DIR)
+        return Path(self.templates_dir) if self.templates_dir else paths.templates_dir()
 
 
 class LinkSignerResource(dg.ConfigurableResource):
@@ -103,7 +99,7 @@ class LinkSignerResource(dg.ConfigurableResource):
         return bool(os.environ.get(self.key_env))
 
     def signer(self) -> LinkSigner:
-        return LinkSigner(os.environ.get(self.key_env) or DEVELOPMENT_LINK_KEY)
+        return signer_from_env(self.key_env)
 
 
 class SendGridResource(dg.ConfigurableResource):

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from dagster_project.events.ingest import event_files
-from dagster_project.ingest.contract import EXPORT_TABLES
-from dagster_project.ingest.loader import landing_files
 from dagster_project.jobs import events_job, ingest_job
 from dagster_project.resources import LandingResource
+from nachfass.core.contract import EXPORT_TABLES
+from nachfass.core.events import event_files
+from nachfass.core.ingest import landing_files
 
 SETTLE_SECONDS = 10
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import duckdb
 
-from dagster_project.ingest.contract import TABLES
-from dagster_project.ingest.loader import load_landing
-from dagster_project.mail.message import make_send_id
-from dagster_project.paths import DBT_PROJECT_DIR
-from dagster_project.warehouse import prepare_warehouse
+from nachfass.core.contract import TABLES
+from nachfass.core.ingest import load_landing
+from nachfass.core.mail.message import make_send_id
+from nachfass.core.paths import DBT_PROJECT_DIR
+from nachfass.core.schema import prepare_warehouse
 
 DBT = str(Path(sys.executable).parent / "dbt")
 # The audit columns' wall clock in hand-made ledger rows: years away from any scenario's as_of.
@@ -55,7 +55,7 @@ def _csv_value(value: object) -> object:
 def prepare_all(conn: duckdb.DuckDBPyConnection) -> None:
     prepare_warehouse(conn)
     try:  # the erasure tables come with the erasure feature; older trees lack the module
-        from dagster_project.mail.erasure_schema import ensure_erasure_schema
+        from nachfass.core.schema import ensure_erasure_schema
     except ImportError:
         return
     ensure_erasure_schema(conn)

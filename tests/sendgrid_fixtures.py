@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dagster_project.mail.message import RenderedMail, make_send_id
-from dagster_project.shop import Address, Contact, Impressum, ShopSettings
+from nachfass.core.mail.message import RenderedMail, make_send_id
+from nachfass.core.shop import Address, Contact, Impressum, ShopSettings
 
 SPEC_PATH = Path("/work/shared/sendgrid/tsg_mail_v3.json")
 API_KEY = "SG.test-key-that-must-never-leak.0123456789abcdef"

@@ -11,7 +11,7 @@ import pytest
 from dbt_helpers import days, insert_sends, load_exports, run_dbt, write_exports
 from statsmodels.stats.proportion import proportions_ztest
 
-from dagster_project.mail.message import make_send_id
+from nachfass.core.mail.message import make_send_id
 
 AS_OF = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 pytestmark = pytest.mark.slow

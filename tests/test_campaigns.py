@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dagster_project.campaigns import (
+from nachfass.core.campaigns import (
     CampaignSettingsError,
     Experiment,
     assign_variant,
@@ -21,7 +21,7 @@ from dagster_project.campaigns import (
     stable_bucket,
     validate_campaigns,
 )
-from dagster_project.paths import DBT_PROJECT_DIR
+from nachfass.core.paths import DBT_PROJECT_DIR
 
 SEGMENTS = DBT_PROJECT_DIR / "models" / "segments"
 CAMPAIGNS = {
@@ -394,7 +394,7 @@ def test_bucket_is_uniform_enough() -> None:
 
 @pytest.fixture
 def templates(tmp_path: Path) -> Path:
-    from dagster_project.paths import TEMPLATES_DIR
+    from nachfass.core.paths import TEMPLATES_DIR
 
     folder = tmp_path / "templates"
     shutil.copytree(TEMPLATES_DIR, folder)

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dagster_project.cli import main
-from dagster_project.datagen.generate import generate_exports
+from nachfass.cli.main import main
+from nachfass.devtools.datagen.generate import generate_exports
 
 AS_OF = "2026-11-24T10:00:00Z"
 

@@ -29,9 +29,9 @@ import duckdb
 import pytest
 from sendgrid_fixtures import API_KEY
 
-from dagster_project.mail import ledger
-from dagster_project.mail.journal import boot_id
-from dagster_project.sandbox.sendgrid_server import run_sandbox
+from nachfass.core.mail import ledger
+from nachfass.core.mail.journal import boot_id
+from nachfass.devtools.sendgrid_server import run_sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 N_MAILS = 2000
@@ -43,9 +43,9 @@ CHILD = textwrap.dedent(
     import sys
     from datetime import UTC, datetime
     import duckdb
-    from dagster_project.mail import ledger
-    from dagster_project.mail.sender import deliver
-    from dagster_project.mail.transport import SendGridTransport
+    from nachfass.core.mail import ledger
+    from nachfass.core.mail.sender import deliver
+    from nachfass.core.mail.transport import SendGridTransport
     from sendgrid_fixtures import SHOP, mails
 
     db, url, key, run_id, n, concurrency = sys.argv[1:7]
@@ -146,7 +146,7 @@ def _claimed(tmp_path: Path, n: int) -> tuple[duckdb.DuckDBPyConnection, list]:
 
 @pytest.mark.skipif(boot_id() is None, reason="the send journal needs the kernel's boot id (Linux)")
 def test_journal_releases_undispatched_and_records_answers(tmp_path: Path) -> None:
-    from dagster_project.mail.journal import SendJournal, default_journal_dir
+    from nachfass.core.mail.journal import SendJournal, default_journal_dir
 
     conn, batch = _claimed(tmp_path, 4)
     journal = SendJournal(default_journal_dir(conn), "crashed")
@@ -162,7 +162,7 @@ def test_journal_releases_undispatched_and_records_answers(tmp_path: Path) -> No
 
 
 def test_journal_of_another_boot_proves_nothing(tmp_path: Path) -> None:
-    from dagster_project.mail.journal import default_journal_dir, journal_path
+    from nachfass.core.mail.journal import default_journal_dir, journal_path
 
     conn, batch = _claimed(tmp_path, 3)
     folder = default_journal_dir(conn)

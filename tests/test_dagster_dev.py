@@ -149,9 +149,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture
 def dagster_dev(tmp_path, dbt_manifest):
-    from dagster_project.cli import prepare_dagster_home
-    from dagster_project.datagen.generate import generate_exports
     from dagster_project.resources import parse_as_of
+    from nachfass.cli.main import prepare_dagster_home
+    from nachfass.devtools.datagen.generate import generate_exports
 
     locations = {
         "NACHFASS_WAREHOUSE": tmp_path / "warehouse.duckdb",

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dagster_project.datagen.generate import DEFAULT_AS_OF, generate_exports, main, scenario_cases
-from dagster_project.datagen.scenarios import night_timezone
-from dagster_project.datagen.vocab import EMAIL_DOMAINS, email_address, is_valid_email, slug
+from nachfass.devtools.datagen.generate import DEFAULT_AS_OF, generate_exports, main, scenario_cases
+from nachfass.devtools.datagen.scenarios import night_timezone
+from nachfass.devtools.datagen.vocab import EMAIL_DOMAINS, email_address, is_valid_email, slug
 
 # The export contract (spec/exports.md), written out independently of the generator's own SCHEMA.
 CONTRACT_HEADERS = {
@@ -312,7 +312,7 @@ def test_default_as_of_is_fixed() -> None:
 def test_baskets_follow_shopping_themes(db: duckdb.DuckDBPyConnection) -> None:
     """Products bought together share a theme (a raised bed with soil and herbs) far more often than two
     products drawn independently would: the co-purchase structure the recommendation benchmark needs."""
-    from dagster_project.datagen.vocab import CATALOGUE, THEMES
+    from nachfass.devtools.datagen.vocab import CATALOGUE, THEMES
 
     nouns = [noun for _, noun, _ in CATALOGUE]
     themes_of = {

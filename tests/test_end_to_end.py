@@ -10,10 +10,10 @@ import duckdb
 import pytest
 from rfc8058 import one_click_uri
 
-from dagster_project.cli import run_job
-from dagster_project.datagen.generate import generate_exports
 from dagster_project.resources import parse_as_of
-from dagster_project.sandbox.sendgrid_server import run_sandbox
+from nachfass.cli.main import run_job
+from nachfass.devtools.datagen.generate import generate_exports
+from nachfass.devtools.sendgrid_server import run_sandbox
 
 AS_OF = "2026-11-24T10:00:00Z"
 pytestmark = pytest.mark.slow
@@ -133,7 +133,7 @@ def test_a_broken_template_stops_the_run_before_anything_is_sent(
     stay empty (the rest of the batch is not sent either), and the error names the template."""
     import shutil
 
-    from dagster_project.paths import TEMPLATES_DIR
+    from nachfass.core.paths import TEMPLATES_DIR
 
     templates = workspace["landing"].parent / "templates"
     shutil.copytree(TEMPLATES_DIR, templates)

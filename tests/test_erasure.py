@@ -19,8 +19,8 @@ import pytest
 import sendgrid
 from tests_support import REPO_ROOT
 
-from dagster_project.mail.erasure import SENDGRID_ERASE_BATCH, compact_warehouse, erase_person, salted_hash
-from dagster_project.sandbox.sendgrid_server import run_sandbox
+from nachfass.devtools.sendgrid_server import run_sandbox
+from nachfass.privacy.erasure import SENDGRID_ERASE_BATCH, compact_warehouse, erase_person, salted_hash
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def _run(as_of: datetime) -> None:
-    from dagster_project.cli import run_job
+    from nachfass.cli.main import run_job
 
     assert run_job(as_of.isoformat()), f"main job failed as of {as_of}"
 
@@ -99,7 +99,7 @@ def _write_csv(path: Path, header: list[str], rows: list[dict]) -> None:
 
 
 def _webhook_files(landing: Path) -> dict[str, Path]:
-    from dagster_project.events.storage import write_sendgrid_batch
+    from nachfass.core.landing_files import write_sendgrid_batch
 
     def ev(n: int, email: str) -> dict:
         return {
@@ -118,7 +118,7 @@ def _webhook_files(landing: Path) -> dict[str, Path]:
 
 def _unsubscribe_file(landing: Path) -> Path:
     """The person clicked the unsubscribe link in the mail they got: the web service wrote this file."""
-    from dagster_project.events.storage import write_consent_event
+    from nachfass.core.landing_files import write_consent_event
 
     path, _ = write_consent_event(
         landing, email=PERSON_EMAIL, customer_id=PERSON_ID, event="withdrawn", occurred_at=AS_OF
@@ -145,7 +145,7 @@ def _next_send_day(after: datetime) -> datetime:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, dbt_manifest):
     """Exports → main job (outbox) → erase the person with the local SendGrid server configured."""
-    from dagster_project.datagen.generate import generate_exports
+    from nachfass.devtools.datagen.generate import generate_exports
 
     tmp = tmp_path_factory.mktemp("erasure")
     env = _env(tmp)
@@ -181,7 +181,7 @@ def world(tmp_path_factory, dbt_manifest):
                 [
                     sys.executable,
                     "-m",
-                    "dagster_project.cli",
+                    "nachfass.cli.main",
                     "erase",
                     "--email",
                     PERSON_EMAIL.upper(),
@@ -260,7 +260,7 @@ def test_web_service_files_of_the_person_are_rewritten(world):
     assert "removed 3 SendGrid event lines from 2 landing files" in world["erase_output"]
     assert "deleted 1 unsubscribe-page consent files" in world["erase_output"]
     # The rewritten file is recorded as loaded: the next event load reads nothing again.
-    from dagster_project.events.ingest import load_events
+    from nachfass.core.events import load_events
 
     with _connect(world, read_only=False) as conn:
         assert load_events(conn, world["landing"]).files_loaded == 0
@@ -427,7 +427,7 @@ def test_sandbox_erasejob_endpoint():
 
 def test_erasure_of_more_than_5000_addresses_is_chunked(tmp_path):
     """One customer id with 5,001 addresses (an account that changed its address a lot): two requests."""
-    from dagster_project.ingest.loader import ensure_raw_schema
+    from nachfass.core.schema import ensure_raw_schema
 
     addresses = [f"person{n:05d}@example.de" for n in range(SENDGRID_ERASE_BATCH + 1)]
     conn = duckdb.connect(str(tmp_path / "w.duckdb"))
@@ -453,7 +453,7 @@ def test_erasure_of_more_than_5000_addresses_is_chunked(tmp_path):
 def test_erasing_again_restarts_the_suppression(tmp_path):
     """Erased, confirmed anew, erased again: the second erasure's time counts (else the old opt-in would
     lift the new suppression)."""
-    from dagster_project.ingest.loader import ensure_raw_schema
+    from nachfass.core.schema import ensure_raw_schema
 
     conn = duckdb.connect(str(tmp_path / "w.duckdb"))
     ensure_raw_schema(conn)

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from sendgrid.helpers.eventwebhook import EventWebhook
 
-from dagster_project.events.webapp import run_webapp
-from dagster_project.sandbox import event_simulator
-from dagster_project.sandbox.event_simulator import (
+from nachfass.devtools import event_simulator
+from nachfass.devtools.event_simulator import (
     SimulatorError,
     generate_events,
     generate_keypair,
     sign_payload,
     simulate,
 )
+from nachfass.web.app import run_webapp
 
 NOW = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
 SENT = NOW - timedelta(days=2)

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dagster_project.events.ingest import load_events
-from dagster_project.warehouse import prepare_warehouse
+from nachfass.core.events import load_events
+from nachfass.core.schema import prepare_warehouse
 
 
 def event(n: int, kind: str = "delivered", send_id: str | None = "s_1", ts: int = 1_795_000_000) -> dict:

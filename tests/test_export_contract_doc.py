@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from dagster_project.ingest.contract import TABLES
+from nachfass.core.contract import TABLES
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "exports.md"
 

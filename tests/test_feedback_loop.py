@@ -11,13 +11,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dagster_project.cli import run_job
-from dagster_project.datagen.generate import generate_exports
-from dagster_project.events.webapp import run_webapp
-from dagster_project.links import LinkSigner
 from dagster_project.resources import parse_as_of
-from dagster_project.sandbox.event_simulator import generate_keypair, post_events, simulate
-from dagster_project.sandbox.sendgrid_server import run_sandbox
+from nachfass.cli.main import run_job
+from nachfass.core.links import LinkSigner
+from nachfass.devtools.datagen.generate import generate_exports
+from nachfass.devtools.event_simulator import generate_keypair, post_events, simulate
+from nachfass.devtools.sendgrid_server import run_sandbox
+from nachfass.web.app import run_webapp
 
 AS_OF = parse_as_of("2026-11-24T10:00:00Z")
 KEY = "SG.loop-test-key"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dagster_project.mail.preview import (
+from nachfass.core.mail.render import CAMPAIGNS
+from nachfass.devtools.preview import (
     MOBILE_WIDTH,
     SCREENSHOT_HEIGHT,
     SCREENSHOT_VIEWS,
@@ -20,7 +21,6 @@ from dagster_project.mail.preview import (
     main,
     screenshot,
 )
-from dagster_project.mail.render import CAMPAIGNS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dagster_project.ingest.contract import TABLES
-from dagster_project.ingest.loader import load_landing
+from nachfass.core.contract import TABLES
+from nachfass.core.ingest import load_landing
 
 CUSTOMER_HEADER = (
     "customer_id,email,first_name,last_name,salutation,locale,timezone,is_guest,created_at,updated_at"

@@ -15,8 +15,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dagster_project.ingest.loader import load_landing
 from dagster_project.resources import parse_as_of
+from nachfass.core.ingest import load_landing
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "exports"
 EXPECTED = json.loads((CORPUS / "expected.json").read_text(encoding="utf-8"))

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dagster_project.links import LinkSigner
-from dagster_project.mail.formatting import clean_text
-from dagster_project.mail.render import MailRenderer, sample_jobs
-from dagster_project.shop import load_shop_settings
+from nachfass.core.links import LinkSigner
+from nachfass.core.mail.formatting import clean_text
+from nachfass.core.mail.render import MailRenderer, sample_jobs
+from nachfass.core.shop import load_shop_settings
 
 INVISIBLE = (
     "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u00ad"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dagster_project.links import InvalidToken, LinkSigner
+from nachfass.core.links import InvalidToken, LinkSigner
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SIGNER = LinkSigner("test-signing-key-0123456789abcdef")

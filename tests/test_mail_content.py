@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dagster_project.links import LinkSigner
-from dagster_project.mail.formatting import format_money, typographic_quotes, unit_price
-from dagster_project.mail.message import MailJob, RenderedMail
-from dagster_project.mail.render import CAMPAIGNS, MailRenderer, sample_jobs
-from dagster_project.shop import ShopSettings, load_shop_settings
+from nachfass.core.links import LinkSigner
+from nachfass.core.mail.formatting import format_money, typographic_quotes, unit_price
+from nachfass.core.mail.message import MailJob, RenderedMail
+from nachfass.core.mail.render import CAMPAIGNS, MailRenderer, sample_jobs
+from nachfass.core.shop import ShopSettings, load_shop_settings
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 KEY = "test-signing-key-0123456789abcdef"
@@ -277,7 +277,7 @@ def test_german_quotes_in_product_names(renderer) -> None:
 
 def test_german_copy_uses_german_quotes() -> None:
     """No straight double quotes in the German mail copy (outside Jinja tags and HTML attributes)."""
-    from dagster_project.paths import TEMPLATES_DIR
+    from nachfass.core.paths import TEMPLATES_DIR
 
     for path in sorted((TEMPLATES_DIR / "de").rglob("*.*")):
         if path.suffix not in (".html", ".txt"):

@@ -23,12 +23,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 from rfc8058 import one_click_uri
 
-from dagster_project.links import LinkSigner
-from dagster_project.mail.message import MailJob
-from dagster_project.mail.render import MailRenderer, sample_jobs
-from dagster_project.mail.transport import OutboxTransport
-from dagster_project.paths import TEMPLATES_DIR
-from dagster_project.shop import ShopSettings, load_shop_settings
+from nachfass.core.links import LinkSigner
+from nachfass.core.mail.message import MailJob
+from nachfass.core.mail.render import MailRenderer, sample_jobs
+from nachfass.core.mail.transport import OutboxTransport
+from nachfass.core.paths import TEMPLATES_DIR
+from nachfass.core.shop import ShopSettings, load_shop_settings
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 KEY = "test-signing-key-0123456789abcdef"

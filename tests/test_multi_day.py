@@ -19,9 +19,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dagster_project.campaigns import assign_variant, load_campaigns
-from dagster_project.cli import run_job
-from dagster_project.mail.message import make_send_id
+from nachfass.cli.main import run_job
+from nachfass.core.campaigns import assign_variant, load_campaigns
+from nachfass.core.mail.message import make_send_id
 from tests.dbt_helpers import write_exports
 
 pytestmark = pytest.mark.slow

@@ -12,13 +12,13 @@ from urllib.parse import parse_qs, urlsplit
 import css_inline
 import pytest
 
-from dagster_project.links import LinkSigner
-from dagster_project.mail import render as render_module
-from dagster_project.mail.candidates import job_from_row
-from dagster_project.mail.message import MailJob, RenderedMail
-from dagster_project.mail.render import MailRenderer, RenderError, inline_css_into_template, sample_jobs
-from dagster_project.paths import TEMPLATES_DIR
-from dagster_project.shop import ShopSettings, load_shop_settings
+from nachfass.core.links import LinkSigner
+from nachfass.core.mail import render as render_module
+from nachfass.core.mail.candidates import job_from_row
+from nachfass.core.mail.message import MailJob, RenderedMail
+from nachfass.core.mail.render import MailRenderer, RenderError, inline_css_into_template, sample_jobs
+from nachfass.core.paths import TEMPLATES_DIR
+from nachfass.core.shop import ShopSettings, load_shop_settings
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 KEY = "test-signing-key-0123456789abcdef"

@@ -10,10 +10,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dagster_project.cli import run_job
-from dagster_project.datagen.generate import generate_exports
 from dagster_project.jobs import DAILY_CAMPAIGNS, FREQUENT_CAMPAIGNS
-from dagster_project.replay import ReplayError, campaigns_due, parse_every, replay, tick_times
+from nachfass.cli.main import run_job
+from nachfass.core.replay import ReplayError, campaigns_due, parse_every, replay, tick_times
+from nachfass.devtools.datagen.generate import generate_exports
 
 AS_OF = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # Tuesday, 11:00 in Berlin
 TICKS = [AS_OF - timedelta(days=2), AS_OF - timedelta(days=1), AS_OF]

@@ -16,10 +16,10 @@ import duckdb
 import pytest
 from dbt_helpers import days, hours, insert_events, insert_sends, load_exports, run_dbt, write_exports
 
-from dagster_project.analytics_assets import KEY_FIGURES, analytics_key_figures
-from dagster_project.cli import main
-from dagster_project.report import ReportError, build_report, key_figures, load_report
+from dagster_project.assets.analytics import KEY_FIGURES, analytics_key_figures
 from dagster_project.resources import WarehouseResource
+from nachfass.cli.main import main
+from nachfass.core.report import ReportError, build_report, key_figures, load_report
 
 AS_OF = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 D1, D2, D3 = AS_OF - days(5), AS_OF - days(4), AS_OF - days(2)

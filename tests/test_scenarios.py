@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dagster_project.campaigns import assign_variant, load_campaigns
+from nachfass.core.campaigns import assign_variant, load_campaigns
 from tests.dbt_helpers import (
     candidates,
     copy_dbt_project,

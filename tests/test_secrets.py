@@ -15,8 +15,8 @@ import duckdb
 import pytest
 from tests_support import DBT_DIR, REPO_ROOT
 
-from dagster_project.sandbox.event_simulator import generate_keypair
-from dagster_project.sandbox.sendgrid_server import run_sandbox
+from nachfass.devtools.event_simulator import generate_keypair
+from nachfass.devtools.sendgrid_server import run_sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -105,8 +105,8 @@ def _scan_event_log(dagster_home: Path, needles: list[str]) -> tuple[int, dict[s
 
 @pytest.fixture(scope="module")
 def landing(tmp_path_factory) -> Path:
-    from dagster_project.datagen.generate import generate_exports
     from dagster_project.resources import parse_as_of
+    from nachfass.devtools.datagen.generate import generate_exports
 
     landing = tmp_path_factory.mktemp("secrets") / "landing"
     generate_exports(landing, customers=200, seed=5, as_of=parse_as_of(AS_OF))
@@ -141,7 +141,7 @@ def test_secrets_appear_nowhere(tmp_path, landing, dbt_manifest):
             "SENDGRID_WEBHOOK_PUBLIC_KEY": public_key,
         }
         result = subprocess.run(
-            [sys.executable, "-m", "dagster_project.cli", "run", "--as-of", AS_OF, "--verbose"],
+            [sys.executable, "-m", "nachfass.cli.main", "run", "--as-of", AS_OF, "--verbose"],
             cwd=REPO_ROOT,
             env=env,
             capture_output=True,
@@ -183,7 +183,7 @@ def test_refused_key_fails_the_run_naming_the_setting_only(
     tmp_path, landing, dbt_manifest, monkeypatch, capfd
 ):
     """In process, with a persistent instance: the server wants API_KEY, the environment has BAD_KEY."""
-    from dagster_project.cli import run_job
+    from nachfass.cli.main import run_job
 
     public_key = generate_keypair()[1]
     needles = _needles(public_key, BAD_KEY, "NEVER-ECHO")

@@ -14,10 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sendgrid_fixtures import API_KEY, SHOP, mails, make_mail
 
-from dagster_project.mail import ledger
-from dagster_project.mail.message import MailJob, SendResult
-from dagster_project.mail.sender import DeliveryReport, TokenBucket, deliver
-from dagster_project.mail.transport import (
+from nachfass.core.mail import ledger
+from nachfass.core.mail.message import MailJob, SendResult
+from nachfass.core.mail.sender import DeliveryReport, TokenBucket, deliver
+from nachfass.core.mail.transport import (
     OutboxTransport,
     SendGridAuthError,
     SendGridTransport,
@@ -27,7 +27,7 @@ from dagster_project.mail.transport import (
     error_message,
     rate_limit_wait,
 )
-from dagster_project.sandbox.sendgrid_server import run_sandbox
+from nachfass.devtools.sendgrid_server import run_sandbox
 
 AS_OF = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -120,7 +120,7 @@ def test_storms_of_429_and_500_end_sent_exactly_once(conn):
 
 
 def test_an_address_breaking_the_address_rule_fails_one_mail_rest_sent(conn):
-    """The shared address rule (dagster_project/addresses.py) refuses it before any request; SendGrid's
+    """The shared address rule (nachfass/core/addresses.py) refuses it before any request; SendGrid's
     own 400 answers are classified by the transport (tests below and test_sendgrid_server.py)."""
     batch = mails(5)
     batch[2] = make_mail(2, to_email="kaputt@localhost")

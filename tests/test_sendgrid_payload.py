@@ -27,14 +27,14 @@ from sendgrid.helpers.mail import (
 )
 from sendgrid_fixtures import SHOP, SPEC_PATH, mail_send_schema, make_mail
 
-from dagster_project.mail.sendgrid_payload import (
+from nachfass.core.mail.sendgrid_payload import (
     RESERVED_HEADERS,
     PayloadError,
     build_payload,
     clean_display_name,
 )
-from dagster_project.mail.transport import OutboxTransport, payload_to_eml
-from dagster_project.sandbox.sendgrid_server import ValidationError, validate
+from nachfass.core.mail.transport import OutboxTransport, payload_to_eml
+from nachfass.devtools.sendgrid_server import ValidationError, validate
 
 _SCHEMA = mail_send_schema()
 needs_spec = pytest.mark.skipif(_SCHEMA is None, reason=f"official SendGrid spec not found at {SPEC_PATH}")

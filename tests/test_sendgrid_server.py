@@ -15,8 +15,8 @@ import python_http_client.exceptions as phc
 import sendgrid
 from sendgrid_fixtures import API_KEY, SHOP, make_mail
 
-from dagster_project.mail.sendgrid_payload import build_payload
-from dagster_project.sandbox.sendgrid_server import run_sandbox
+from nachfass.core.mail.sendgrid_payload import build_payload
+from nachfass.devtools.sendgrid_server import run_sandbox
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +241,7 @@ def test_command_line_server(tmp_path):
         [
             sys.executable,
             "-m",
-            "dagster_project.sandbox.sendgrid_server",
+            "nachfass.devtools.sendgrid_server",
             "--port",
             str(port),
             "--api-key",

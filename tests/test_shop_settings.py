@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dagster_project.links import LinkSigner
-from dagster_project.mail.render import MailRenderer, RenderError
-from dagster_project.paths import CONFIG_DIR, TEMPLATES_DIR
-from dagster_project.shop import SettingsError, load_shop_settings
+from nachfass.core.links import LinkSigner
+from nachfass.core.mail.render import MailRenderer, RenderError
+from nachfass.core.paths import CONFIG_DIR, TEMPLATES_DIR
+from nachfass.core.shop import SettingsError, load_shop_settings
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

@@ -18,16 +18,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dagster_project.events.storage import CONSENT_COLUMNS
-from dagster_project.events.webapp import (
+from nachfass.core.landing_files import CONSENT_COLUMNS
+from nachfass.core.links import LinkSigner
+from nachfass.devtools.event_simulator import generate_keypair, sign_payload
+from nachfass.web.app import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     RunningWebapp,
     make_server,
     run_webapp,
 )
-from dagster_project.links import LinkSigner
-from dagster_project.sandbox.event_simulator import generate_keypair, sign_payload
 
 LINK_KEY = "test-link-signing-key-0123456789"
 EMAIL = "erika.musterfrau@example.com"

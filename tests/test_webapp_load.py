@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from dagster_project.sandbox.event_simulator import generate_keypair
-from dagster_project.sandbox.webhook_load import run_load
+from nachfass.devtools.event_simulator import generate_keypair
+from nachfass.devtools.webhook_load import run_load
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def _start(landing: Path, public_key: str, port: int) -> subprocess.Popen:
         [
             sys.executable,
             "-m",
-            "dagster_project.events.webapp",
+            "nachfass.web.app",
             "--port",
             str(port),
             "--landing",

@@ -1,0 +1,536 @@
+"""The commands users type: ``nachfass demo | generate | run | replay | report | preview | sandbox | webapp |
+erase | dev``.
+
+``run`` executes the main Dagster job for a landing folder, a warehouse file and an ``as_of`` time, so any
+run can be reproduced exactly. The locations are exported as the environment variables that both the
+Dagster resources and dbt's profiles.yml read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import shutil
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from nachfass.core import paths
+
+DEFAULT_DEMO_AS_OF = "2026-11-24T10:00:00Z"  # a Tuesday morning in Berlin: inside the send window
+
+
+def _export_locations(args: argparse.Namespace) -> None:
+    for option, env in (
+        ("warehouse", paths.ENV_WAREHOUSE),
+        ("landing", paths.ENV_LANDING),
+        ("outbox", paths.ENV_OUTBOX),
+    ):
+        value = getattr(args, option, None)
+        if value:
+            os.environ[env] = str(Path(value).resolve())
+    # Make every location explicit for the dbt subprocess too.
+    os.environ.setdefault(paths.ENV_WAREHOUSE, str(paths.warehouse_path()))
+    os.environ.setdefault(paths.ENV_LANDING, str(paths.landing_dir()))
+    os.environ.setdefault(paths.ENV_OUTBOX, str(paths.outbox_dir()))
+
+
+def ensure_dbt_manifest() -> None:
+    """`dbt parse` so the @dbt_assets definitions can load (dagster dev does this itself)."""
+    from dagster_project.dbt_project import prepare_dbt_manifest
+
+    prepare_dbt_manifest()
+
+
+def run_job(
+    as_of: str | None,
+    job_name: str = "nachfass_job",
+    verbose: bool = False,
+    partition_key: str | None = None,
+) -> bool:
+    """Execute a job of the Definitions in this process; return success.
+
+    ``partition_key``: a slot of a scheduled job (its run config, as_of = the slot's end, comes from the
+    job's partitions); otherwise ``as_of`` (ISO 8601) is the logical time, default the run's start."""
+    import dagster as dg
+
+    ensure_dbt_manifest()
+    from dagster_project.definitions import defs
+    from dagster_project.jobs import JOB_CAMPAIGN_CONFIG, clock_config
+    from dagster_project.resources import parse_as_of
+
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def(job_name)
+    run_config: dict = {
+        # dbt's own log lines stream through Dagster's logger: keep the console to warnings unless asked.
+        "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "WARNING"}}},
+    }
+    if partition_key:
+        if job.partitioned_config is None:
+            raise SystemExit(f"{job_name} has no partitions (only the scheduled mail jobs have)")
+        job.validate_partition_key(partition_key)
+        run_config.update(job.get_run_config_for_partition_key(partition_key))
+    else:
+        # Run config given here replaces a job's default config: keep the scheduled jobs' campaign filters.
+        run_config.update(JOB_CAMPAIGN_CONFIG.get(job_name, {}))
+        if as_of:
+            run_config.update(clock_config(parse_as_of(as_of)))
+    # dagster-dbt echoes every dbt log line to stdout; keep it for failures and --verbose only.
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(sys.stdout if verbose else captured):
+        result = job.execute_in_process(
+            run_config=run_config,
+            instance=instance,
+            partition_key=partition_key,
+            raise_on_error=False,
+        )
+    if not result.success:
+        dbt_tail = [line for line in captured.getvalue().splitlines() if line.strip()][-25:]
+        if dbt_tail:
+            print("last dbt output:\n  " + "\n  ".join(dbt_tail), file=sys.stderr)
+        for event in result.all_events:
+            if event.is_failure and event.step_key:
+                print(f"step {event.step_key} failed: {_root_cause(event)}", file=sys.stderr)
+    return result.success
+
+
+def _root_cause(event) -> str:
+    """The asset's own exception(s) behind a failed step, without Dagster's wrapper around them."""
+    error = getattr(event.event_specific_data, "error", None)
+    if error is None:
+        return event.message or "unknown error"
+    messages = []
+    while error is not None:
+        if not (error.cls_name or "").startswith("Dagster"):
+            messages.append(error.message.strip())
+        error = error.cause
+    return " ← caused by ".join(messages) or event.message or "unknown error"
+
+
+def print_summary() -> None:
+    """What the run left in the warehouse. Only tables that exist are shown: a job that selects part of the
+    graph (``ingest_job``) has not built the candidates or the ledger yet, and that is no failure."""
+    import duckdb
+
+    db = paths.warehouse_path()
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        present = {
+            f"{schema}.{name}"
+            for schema, name in conn.execute(
+                "select table_schema, table_name from information_schema.tables"
+            ).fetchall()
+        }
+        print(f"\nWarehouse: {db}")
+        if "raw.loaded_files" in present:
+            files = conn.execute(
+                "select count(*), coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0) "
+                "from raw.loaded_files"
+            ).fetchone()
+            rejected = conn.execute("select count(distinct path) from raw.rejected_files").fetchone()[0]
+            print(
+                f"Exports: {files[0]} files loaded, {files[1]:,} rows, {files[2]:,} quarantined, "
+                f"{rejected} files rejected (see raw.quarantine, raw.rejected_files)"
+            )
+        if "eligibility.mail_candidates" in present:
+            print("\nCandidates by campaign, decision and reason (eligibility.mail_candidates):")
+            for campaign, step, decision, reason, n in conn.execute(
+                "select campaign, step, decision, reason, count(*) from eligibility.mail_candidates "
+                "group by all order by campaign, step, decision, reason"
+            ).fetchall():
+                print(f"  {campaign:<18} {step:<10} {decision:<6} {reason:<16} {n:>8,}")
+        if "mail.sends" in present:
+            print("\nSend ledger (mail.sends) by status and transport:")
+            for status, transport, n in conn.execute(
+                "select status, coalesce(transport, '-'), count(*) from mail.sends group by all order by 1, 2"
+            ).fetchall():
+                print(f"  {status:<10} {transport:<9} {n:>8,}")
+    finally:
+        conn.close()
+    print(f"\nOutbox: {paths.outbox_dir()}")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from dagster_project.resources import parse_as_of
+    from nachfass.devtools.datagen.generate import generate_exports
+
+    started = time.perf_counter()
+    counts = generate_exports(
+        Path(args.landing or paths.landing_dir()),
+        customers=args.customers,
+        seed=args.seed,
+        as_of=parse_as_of(args.as_of),
+        days=args.days,
+        file_format=args.format,
+    )
+    for table, n in counts.items():
+        print(f"  {table:<16} {n:>12,} rows")
+    print(f"generated in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _export_locations(args)
+    if args.partition and args.as_of:
+        raise SystemExit("give either --as-of or --partition (a partition's as_of is the end of its slot)")
+    ok = run_job(args.as_of, args.job, verbose=args.verbose, partition_key=args.partition)
+    if ok and not args.no_summary:
+        print_summary()
+    return 0 if ok else 1
+
+
+DEMO_MARKER = ".nachfass-demo"
+
+
+def reset_demo_state(landing: Path, warehouse: Path, outbox: Path) -> None:
+    """The demo starts from its own sample exports and a fresh warehouse every time, so it shows the same
+    thing on every run and any day (a warehouse that already sent as of a later day would refuse the
+    demo's fixed as_of). Only what the demo wrote is removed: a landing folder it did not create is left
+    alone and the demo stops instead."""
+    if landing.is_dir() and any(landing.iterdir()) and not (landing / DEMO_MARKER).exists():
+        raise SystemExit(
+            f"{landing} holds exports the demo did not write: point --landing at an empty folder "
+            "(the demo rewrites its landing folder on every run)"
+        )
+    shutil.rmtree(landing, ignore_errors=True)
+    for path in (warehouse, warehouse.with_name(warehouse.name + ".wal")):
+        path.unlink(missing_ok=True)
+    if outbox.is_dir():
+        for mail in [*outbox.glob("*.json"), *outbox.glob("*.eml")]:
+            mail.unlink()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate sample exports, run the main job at a fixed as_of, print what happened; then close the
+    feedback loop locally and print the A/B results. Every run starts fresh (reset_demo_state)."""
+    from dagster_project.resources import parse_as_of
+    from nachfass.devtools.datagen.generate import generate_exports
+
+    _export_locations(args)
+    landing = paths.landing_dir()
+    as_of = parse_as_of(args.as_of)
+    reset_demo_state(landing, paths.warehouse_path(), paths.outbox_dir())
+    print(f"Generating sample exports for {args.customers:,} customers into {landing} …")
+    generate_exports(landing, customers=args.customers, seed=42, as_of=as_of)
+    (landing / DEMO_MARKER).write_text("written by `nachfass demo`; rewritten on every demo run\n")
+    if not os.environ.get("SENDGRID_API_KEY"):
+        print("SENDGRID_API_KEY is not set: mails go to the outbox folder, nothing is sent.")
+    print(f"Running the main job as of {as_of.isoformat()} …")
+    if not run_job(as_of.isoformat()):
+        return 1
+    print_summary()
+    if args.no_loop:
+        return 0
+    return 0 if demo_feedback_loop(as_of + timedelta(days=1)) else 1
+
+
+def demo_feedback_loop(as_of: datetime) -> bool:
+    """The closed loop on this machine only: a local SendGrid-compatible server accepts the next day's
+    mails and emits signed events for them to the real webhook receiver, whose files the events asset
+    loads; the analytics models then answer the A/B question."""
+    import secrets
+
+    from nachfass.core.links import signer_from_env
+    from nachfass.devtools.event_simulator import generate_keypair, simulate
+    from nachfass.devtools.sendgrid_server import run_sandbox
+    from nachfass.web.app import run_webapp
+
+    demo_key = "SG.demo-" + secrets.token_urlsafe(16)  # valid for the local server only, never printed
+    private_key, public_key = generate_keypair()
+    saved = {name: os.environ.get(name) for name in ("SENDGRID_API_KEY", "SENDGRID_API_HOST")}
+    print("\nFeedback loop (local only): a SendGrid-compatible server on 127.0.0.1 stands in for SendGrid,")
+    print("and the webhook receiver gets signed events for the mails it accepted.")
+    with (
+        run_sandbox(api_key=demo_key) as sandbox,
+        run_webapp(paths.landing_dir(), public_key=public_key, link_signer=signer_from_env()) as web,
+    ):
+        os.environ["SENDGRID_API_KEY"], os.environ["SENDGRID_API_HOST"] = demo_key, sandbox.url
+        try:
+            print(f"Running the main job as of {as_of.isoformat()} against {sandbox.url} …")
+            if not run_job(as_of.isoformat()):
+                return False
+            counts = simulate(
+                sandbox.url, f"{web.url}/webhooks/sendgrid", private_key, now=as_of + timedelta(hours=6)
+            )
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+    print(
+        f"Events posted to the webhook: {counts.get('events', 0):,} for {counts.get('messages', 0):,} mails"
+    )
+    from nachfass.devtools.shop_simulator import simulate_orders
+
+    orders = simulate_orders(paths.warehouse_path(), paths.landing_dir())
+    print(f"Simulated shop: {orders} customers who clicked came back and ordered (a new orders export file)")
+    later = as_of + timedelta(days=3)  # after every simulated order (clicks + up to 20 h)
+    print(f"Loading events and refreshing analytics as of {later.isoformat()} …")
+    if not run_job(later.isoformat(), job_name="events_job"):
+        return False
+    from nachfass.core.report import build_report
+
+    page = build_report(paths.warehouse_path(), paths.data_dir() / "report")
+    print(f"Campaign report (one HTML page, opens offline): {page}")
+    print_ab_results()
+    return True
+
+
+AB_QUERY = """
+select experiment_id, step, variant, n_assigned, n_sent, n_delivered, n_opened, n_clicked, n_converted,
+       round(conversion_rate, 4) as conversion_rate, round(lift, 3) as lift, round(p_value, 4) as p_value,
+       round(seq_p_value, 4) as seq_p_value, round(srm_p_value, 4) as srm_p_value, is_winner
+from analytics.ab_results
+order by experiment_id, step, variant
+"""
+
+
+def print_ab_results() -> None:
+    import duckdb
+
+    conn = duckdb.connect(str(paths.warehouse_path()), read_only=True)
+    try:
+        cursor = conn.execute(AB_QUERY)
+        names = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+    finally:
+        conn.close()
+    print("\nA/B results (analytics.ab_results):")
+    widths = [
+        max(len(str(n)), *(len(str(r[i])) for r in rows)) if rows else len(n) for i, n in enumerate(names)
+    ]
+    print("  " + "  ".join(str(n).ljust(w) for n, w in zip(names, widths, strict=True)))
+    for row in rows:
+        print("  " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    """DSGVO erasure. A command, not a Dagster job, on purpose: a job's run config (with the address)
+    would stay in Dagster's run history, which is exactly what erasure must not leave behind."""
+    import duckdb
+
+    from dagster_project.resources import parse_as_of
+    from nachfass.privacy.erasure import compact_warehouse, erase_person
+
+    _export_locations(args)
+    client = None
+    api_key = os.environ.get("SENDGRID_API_KEY")
+    if api_key:
+        import sendgrid
+
+        from dagster_project.resources import SendGridResource
+
+        client = sendgrid.SendGridAPIClient(api_key=api_key, host=SendGridResource().resolved_host())
+    as_of = parse_as_of(args.as_of) if args.as_of else datetime.now(UTC)
+    conn = duckdb.connect(str(paths.warehouse_path()))
+    try:
+        report = erase_person(
+            conn,
+            email=args.email,
+            customer_id=args.customer_id,
+            outbox_dir=paths.outbox_dir(),
+            landing_dir=paths.landing_dir(),
+            sendgrid_client=client,
+            now=as_of,
+        )
+    finally:
+        conn.close()
+    # Deleted rows stay in DuckDB's file blocks until rewritten: copy the live data into a fresh file.
+    compact_warehouse(paths.warehouse_path())
+    print(f"erased: {report.emails} address(es), {report.customer_ids} customer id(s)")
+    for table, n in sorted(report.rows_deleted.items()):
+        print(f"  deleted {n:>6} rows from {table}")
+    print(f"  pseudonymised {report.ledger_rows_pseudonymised} ledger rows (the address stays suppressed)")
+    print(f"  deleted {report.outbox_files_deleted} outbox files")
+    print(
+        f"  removed {report.event_lines_removed} SendGrid event lines from {report.event_files_rewritten} "
+        f"landing files, deleted {report.consent_files_deleted} unsubscribe-page consent files"
+    )
+    print(f"  erasure recorded as of {as_of.isoformat()}")
+    print(
+        f"  SendGrid erasure requests: {report.sendgrid_requests}"
+        + ("" if api_key else " (SENDGRID_API_KEY not set: request SendGrid's erasure separately)")
+    )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay a period's ticks into a fresh warehouse (outbox only) and print the per-day table."""
+    from dagster_project.resources import parse_as_of
+    from nachfass.core.replay import ReplayError, format_daily, parse_every, replay
+
+    data = paths.data_dir()
+    warehouse = Path(args.warehouse or data / "replay" / "warehouse.duckdb")
+    outbox = Path(args.outbox or data / "replay" / "outbox")
+    # dbt's profiles.yml reads the warehouse from the environment, like every other command
+    os.environ[paths.ENV_WAREHOUSE] = str(warehouse.resolve())
+    try:
+        report = replay(
+            landing=Path(args.landing or paths.landing_dir()),
+            warehouse=warehouse,
+            outbox=outbox,
+            start=parse_as_of(args.start),
+            end=parse_as_of(args.end),
+            every=parse_every(args.every),
+        )
+    except (ReplayError, ValueError) as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 1
+    print(f"\n{len(report.ticks)} ticks in {report.seconds:.0f} s; mails per day (shop time):")
+    print(format_daily(report.daily))
+    print(f"\nWarehouse: {report.warehouse} (replay.decisions: every decision of every tick; mail.sends)")
+    print(f"Outbox: {report.outbox} (nothing was sent)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """The campaign report as one static HTML page (nachfass/core/report.py)."""
+    from nachfass.core.report import DEFAULT_DAYS, ReportError, build_report
+
+    _export_locations(args)
+    try:
+        page = build_report(paths.warehouse_path(), Path(args.out), days=args.days or DEFAULT_DAYS)
+    except ReportError as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 1
+    print(f"Campaign report: {page}")
+    return 0
+
+
+def prepare_dagster_home(home: Path | None = None) -> Path:
+    """DAGSTER_HOME (default data/dagster_home) with the project's instance settings (config/dagster.yaml:
+    the run queue that lets one warehouse writer run at a time). An existing dagster.yaml that differs is
+    left alone, with a note, since a deployment may have its own."""
+    home = Path(home or os.environ.get("DAGSTER_HOME") or paths.data_dir() / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    shipped = (paths.CONFIG_DIR / "dagster.yaml").read_text(encoding="utf-8")
+    target = home / "dagster.yaml"
+    if not target.exists():
+        target.write_text(shipped, encoding="utf-8")
+    elif target.read_text(encoding="utf-8") != shipped:
+        print(f"note: {target} differs from config/dagster.yaml; keeping it", file=sys.stderr)
+    return home
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """`dagster dev` on this project with DAGSTER_HOME, locations and the dbt manifest prepared."""
+    _export_locations(args)
+    home = prepare_dagster_home()
+    os.environ["DAGSTER_HOME"] = str(home)
+    ensure_dbt_manifest()
+    beside = Path(sys.executable).parent / "dagster"
+    dagster = str(beside) if beside.exists() else shutil.which("dagster") or "dagster"
+    workspace = str(paths.REPO_ROOT / "workspace.yaml")
+    command = [dagster, "dev", "-w", workspace, "-h", args.host, "-p", str(args.port)]
+    print(f"DAGSTER_HOME={home}\n+ {' '.join(command)}", flush=True)
+    os.execvp(dagster, command)
+    return 0  # pragma: no cover (exec does not return)
+
+
+def _delegate(module: str, argv: list[str]) -> int:
+    import importlib
+
+    return int(importlib.import_module(module).main(argv) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    delegated = {
+        "preview": "nachfass.devtools.preview",
+        "sandbox": "nachfass.devtools.sendgrid_server",
+        "webapp": "nachfass.web.app",
+        "simulate-events": "nachfass.devtools.event_simulator",
+    }
+    if argv and argv[0] in delegated:
+        return _delegate(delegated[argv[0]], argv[1:])
+
+    parser = argparse.ArgumentParser(prog="nachfass", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in delegated:
+        sub.add_parser(name, help=f"see `nachfass {name} --help`")
+
+    def locations(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--landing", help="landing folder (default $NACHFASS_LANDING or data/landing)")
+        p.add_argument(
+            "--warehouse", help="DuckDB file (default $NACHFASS_WAREHOUSE or data/warehouse.duckdb)"
+        )
+        p.add_argument("--outbox", help="outbox folder (default $NACHFASS_OUTBOX or data/outbox)")
+
+    demo = sub.add_parser("demo", help="generate sample exports and run everything end to end")
+    locations(demo)
+    demo.add_argument("--customers", type=int, default=2000)
+    demo.add_argument("--as-of", default=DEFAULT_DEMO_AS_OF)
+    demo.add_argument("--no-loop", action="store_true", help="skip the local feedback loop")
+    demo.set_defaults(func=cmd_demo)
+
+    gen = sub.add_parser("generate", help="write sample shop exports (export contract v1)")
+    gen.add_argument("--landing")
+    gen.add_argument("--customers", type=int, default=2000, help="the size knob")
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--as-of", default=DEFAULT_DEMO_AS_OF)
+    gen.add_argument("--days", type=int, default=90)
+    gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    gen.set_defaults(func=cmd_generate)
+
+    run = sub.add_parser("run", help="run a job for a landing folder, warehouse and as_of time")
+    locations(run)
+    run.add_argument("--as-of", help="logical time (ISO 8601); default now")
+    run.add_argument("--job", default="nachfass_job")
+    run.add_argument(
+        "--partition",
+        help="a slot of a scheduled job, e.g. 2026-11-24-10:00 (frequent) or 2026-11-24 (daily); "
+        "its as_of is the slot's end",
+    )
+    run.add_argument("--no-summary", action="store_true")
+    run.add_argument("--verbose", action="store_true", help="show every log line (incl. dbt's)")
+    run.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser(
+        "replay",
+        help="run a period's ticks in order into a fresh warehouse, as live runs would have (outbox only)",
+    )
+    rep.add_argument("--landing", help="landing folder with the exports (default $NACHFASS_LANDING)")
+    rep.add_argument("--warehouse", help="a new DuckDB file (default data/replay/warehouse.duckdb)")
+    rep.add_argument("--outbox", help="outbox folder (default data/replay/outbox)")
+    rep.add_argument("--from", dest="start", required=True, help="first tick (ISO 8601)")
+    rep.add_argument("--to", dest="end", required=True, help="last tick, inclusive (ISO 8601)")
+    rep.add_argument("--every", default="1h", help="tick spacing: 15m, 1h, 1d … (default 1h)")
+    rep.set_defaults(func=cmd_replay)
+
+    report = sub.add_parser(
+        "report",
+        help="the campaign report: one static HTML page with charts, as of the analytics' logical time",
+    )
+    report.add_argument(
+        "--warehouse", help="DuckDB file (default $NACHFASS_WAREHOUSE or data/warehouse.duckdb)"
+    )
+    report.add_argument("--out", required=True, help="folder for the page (index.html)")
+    report.add_argument("--days", type=int, help="send days shown, ending at the as_of (default 28)")
+    report.set_defaults(func=cmd_report)
+
+    dev = sub.add_parser("dev", help="start `dagster dev` with DAGSTER_HOME and the run queue prepared")
+    locations(dev)
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=cmd_dev)
+
+    erase = sub.add_parser("erase", help="DSGVO erasure of one person (by email or customer id)")
+    locations(erase)
+    who = erase.add_mutually_exclusive_group(required=True)
+    who.add_argument("--email")
+    who.add_argument("--customer-id")
+    erase.add_argument(
+        "--as-of", help="logical time of the erasure (ISO 8601), stamped on mail.erasures; default now (UTC)"
+    )
+    erase.set_defaults(func=cmd_erase)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,568 @@
+"""Load the landing folder into DuckDB ``raw`` tables, enforcing the export contract.
+
+Per file: identified by path + content hash and loaded once; header checked (a missing required column
+rejects the whole file and it is *not* marked loaded, so a corrected re-export of the same name loads
+later). A CSV is parsed with the header's columns given explicitly and DuckDB's ``store_rejects``: a line
+that cannot be parsed (not UTF-8, too many or too few fields, an unterminated quote, longer than 2 MiB) is
+quarantined with its line number and the real reason, and the good rows of the file still load. Every
+value is then checked in SQL against the contract (types, closed vocabularies, quantity > 0, prices ≥ 0,
+timestamps at most a day after the export's arrival, the shared address rule); rows that break it go to
+``raw.quarantine`` with a reason a person can act on; the rest are appended to ``raw.<table>`` with their
+source file and row number. Rows whose parent (customer, order) is not known yet are loaded and counted as
+orphans; dbt's ``quality.orphans`` lists them until the parent arrives.
+Raw tables are append-only: staging models pick the newest version of each key.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import gzip
+import hashlib
+import io
+import json
+import zlib
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from nachfass.core.addresses import address_problem
+from nachfass.core.contract import FILE_SUFFIXES, MAX_FUTURE, MAX_VALUE_CHARS, TABLES, Column, Table
+from nachfass.core.schema import ensure_raw_schema
+
+ADDRESS_FUNCTION = "nachfass_address_problem"
+MAX_LINE_BYTES = 2 * 1024 * 1024  # DuckDB's default; a longer line is quarantined on its own
+MAX_HEADER_BYTES = 1024 * 1024
+MAX_KEPT_LINE_CHARS = 4096  # of a line that could not be parsed, kept in the quarantine
+# DuckDB's reject error types, in words a person can act on.
+_REJECT_REASONS = {
+    "INVALID ENCODING": "not UTF-8 text (export the file as UTF-8)",
+    "INVALID UNICODE": "not UTF-8 text (export the file as UTF-8)",
+    "MISSING COLUMNS": "too few fields",
+    "TOO MANY COLUMNS": "too many fields",
+    "UNQUOTED VALUE": "unterminated or stray quote (the rest of the record could not be read)",
+    "LINE SIZE OVER MAXIMUM": f"line longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB",
+}
+# NUL and the other C0 controls (tab and line breaks aside): never text a shop meant to export.
+_CONTROL_PATTERN = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]"
+BOOL_TRUE = ("true", "1")
+BOOL_FALSE = ("false", "0")
+
+
+class FileRejected(Exception):
+    """The file as a whole cannot be loaded (broken header, unreadable)."""
+
+
+@dataclass
+class FileReport:
+    table: str
+    path: str
+    status: str  # loaded | rejected | skipped (already loaded)
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0  # incl. lines that could not be parsed
+    lines_rejected: int = 0  # lines that could not be parsed at all (part of rows_quarantined)
+    rows_orphaned: int = 0  # loaded, but their customer or order is not known (yet)
+    message: str = ""
+    unknown_columns: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def landing_files(landing_dir: Path, table: str) -> list[Path]:
+    """Files of one table in load order (by name). Hidden and temporary files are never picked up, so a
+    writer that writes ``.name.tmp`` and renames stays invisible until complete."""
+    folder = landing_dir / table
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith((".", "_")) and p.name.endswith(FILE_SUFFIXES)
+    )
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _register_address_rule(conn: duckdb.DuckDBPyConnection) -> None:
+    """Make the shared address rule callable from SQL on this connection (idempotent)."""
+    with contextlib.suppress(duckdb.Error):
+        conn.remove_function(ADDRESS_FUNCTION)
+    conn.create_function(
+        ADDRESS_FUNCTION,
+        address_problem,
+        [duckdb.sqltype("VARCHAR")],
+        duckdb.sqltype("VARCHAR"),
+        null_handling="special",  # it returns NULL for a valid address
+        side_effects=False,
+    )
+
+
+def _open_text_prefix(path: Path, limit: int) -> bytes:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        return handle.read(limit)
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The header's column names, read here rather than sniffed: the parser then knows the columns, and a
+    broken line further down is a rejected line, not a file the sniffer gives up on."""
+    try:
+        prefix = _open_text_prefix(path, MAX_HEADER_BYTES)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise FileRejected(f"{path.name}: not a readable gzip file ({exc}); re-export it") from exc
+    first = prefix.split(b"\n", 1)[0]
+    if b"\n" not in prefix and len(prefix) >= MAX_HEADER_BYTES:
+        raise FileRejected(f"{path.name}: no header line within the first MiB")
+    try:
+        text = codecs.decode(first, "utf-8-sig").rstrip("\r")
+    except UnicodeDecodeError as exc:
+        raise FileRejected(
+            f"{path.name}: the header is not UTF-8 text (byte {exc.start}); export as UTF-8"
+        ) from None
+    try:
+        names = next(csv.reader(io.StringIO(text)), [])
+    except csv.Error as exc:
+        raise FileRejected(f"{path.name}: the header cannot be read as CSV ({exc})") from None
+    names = [n.strip() or f"_unnamed_{i + 1}" for i, n in enumerate(names)]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise FileRejected(f"{path.name}: the header names {', '.join(duplicates)} more than once")
+    return names
+
+
+def _source_sql(path: Path, header: list[str] | None) -> str:
+    if path.name.endswith(".parquet"):
+        return f"read_parquet({_sql_str(str(path))})"
+    columns = "{" + ", ".join(f"{_sql_str(name)}: 'VARCHAR'" for name in header or []) + "}"
+    # all VARCHAR: every value is checked by the contract below, not guessed by a sniffer.
+    return (
+        f"read_csv({_sql_str(str(path))}, header=true, auto_detect=false, columns={columns}, delim=',', "
+        f"quote='\"', escape='\"', comment='', strict_mode=true, null_padding=false, "
+        f"max_line_size={MAX_LINE_BYTES}, store_rejects=true, rejects_table='_csv_rejects', "
+        "rejects_scan='_csv_reject_scans')"
+    )
+
+
+def _check_expr(col: Column, shop_tz: str, as_of: datetime | None) -> tuple[str, str]:
+    """(reason SQL producing NULL when fine, typed value SQL) for one column."""
+    ref = f"nullif(trim(\"{col.name}\"), '')"
+    raw = f'"{col.name}"'
+    shown = f"left({raw}, 80)"  # a value echoed in a reason; the whole value stays in raw_values
+    checks: list[str] = []
+    if col.required:
+        checks.append(f"when {ref} is null then 'missing required value: {col.name}'")
+    checks.append(
+        f"when length({raw}) > {MAX_VALUE_CHARS} then 'value too long in {col.name} (' || length({raw}) || "
+        f"' characters, at most {MAX_VALUE_CHARS:,})'"
+    )
+    checks.append(
+        f"when __has_control and regexp_matches({raw}, '{_CONTROL_PATTERN}') "
+        f"then 'control character (NUL, ESC …) in {col.name}'"
+    )
+    if col.type == "email":
+        problem = f'"__address_problem_{col.name}"'
+        checks.append(
+            f"when {ref} is not null and {problem} is not null "
+            f"then 'not an email address: \"' || {shown} || '\" (' || {problem} || ')'"
+        )
+        typed = f"lower({ref})"
+    elif col.type == "int":
+        checks.append(
+            f"when {ref} is not null and try_cast({ref} as bigint) is null "
+            f"and regexp_full_match({ref}, '[+-]?[0-9]+') "
+            f"then 'integer out of range in {col.name}: \"' || {shown} || '\"'"
+        )
+        checks.append(
+            f"when {ref} is not null and try_cast({ref} as bigint) is null "
+            f"then 'not an integer in {col.name}: \"' || {shown} || '\"'"
+        )
+        typed = f"try_cast({ref} as bigint)"
+    elif col.type == "decimal":
+        checks.append(
+            f"when {ref} is not null and regexp_full_match({ref}, '-?[0-9]+(\\.[0-9]+)?') "
+            f"and try_cast({ref} as decimal(18,2)) is null "
+            f"then 'number too large in {col.name} (at most 16 digits before the decimal point): \"' "
+            f"|| {shown} || '\"'"
+        )
+        checks.append(
+            f"when {ref} is not null and (try_cast({ref} as decimal(18,2)) is null "
+            f"or not regexp_full_match({ref}, '-?[0-9]+(\\.[0-9]+)?')) "
+            f"then 'not a decimal number in {col.name} (use a decimal point, no thousands separator): \"' "
+            f"|| {shown} || '\"'"
+        )
+        typed = f"try_cast({ref} as decimal(18,2))"
+    elif col.type == "bool":
+        checks.append(
+            f"when {ref} is not null and lower({ref}) not in ('true','false','1','0') "
+            f"then 'not a boolean in {col.name} (true/false/1/0): \"' || {shown} || '\"'"
+        )
+        typed = f"case when lower({ref}) in ('true','1') then true when lower({ref}) in ('false','0') then false end"  # noqa: E501
+    elif col.type == "ts":
+        # Offset-less timestamps are read in the shop's timezone (the session TimeZone), then stored in UTC.
+        parsed = f"try_cast({ref} as timestamptz)"
+        checks.append(
+            f"when {ref} is not null and ({parsed} is null "
+            f"or not regexp_matches({ref}, '^\\d{{4}}-\\d{{2}}-\\d{{2}}')) "
+            f"then 'unparseable timestamp in {col.name} (ISO 8601 expected): \"' || {shown} || '\"'"
+        )
+        if as_of is not None:
+            # as_of here is the export's arrival (load_file): the later of the file's time and the run's
+            arrival = as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            checks.append(
+                f"when {parsed} > timestamptz '{arrival}' + interval '{MAX_FUTURE}' "
+                f"then 'timestamp in the future in {col.name}: \"' || {shown} || "
+                f"'\" (more than {MAX_FUTURE} after the export arrived, as of {arrival})'"
+            )
+        typed = f"timezone('UTC', {parsed})"
+    else:
+        typed = ref
+    if col.minimum is not None and col.type in ("int", "decimal"):
+        op, words = (">", "greater than") if col.exclusive_minimum else (">=", "at least")
+        checks.append(
+            f"when {typed} is not null and not ({typed} {op} {col.minimum}) "
+            f"then '{col.name} must be {words} {col.minimum}: \"' || {shown} || '\"'"
+        )
+    if col.allowed:
+        allowed = ", ".join(_sql_str(v) for v in col.allowed)
+        checks.append(
+            f"when {ref} is not null and {ref} not in ({allowed}) "
+            f"then 'unknown {col.name}: \"' || {shown} || '\"'"
+        )
+    reason = f"case {' '.join(checks)} end" if checks else "null"
+    return reason, typed
+
+
+def _physical_lines(path: Path, byte_positions: list[int]) -> dict[int, int]:
+    """Line number (1 = the header) of each byte offset: DuckDB counts records, and a quoted field may
+    span lines, so the line a person opens in an editor is counted from the bytes."""
+    wanted = sorted(set(byte_positions))
+    found: dict[int, int] = {}
+    opener = gzip.open if path.name.endswith(".gz") else open
+    line, offset, i = 1, 0, 0
+    with opener(path, "rb") as handle:
+        while i < len(wanted) and (block := handle.read(1 << 20)):
+            while i < len(wanted) and wanted[i] < offset + len(block):
+                found[wanted[i]] = line + block.count(b"\n", 0, wanted[i] - offset)
+                i += 1
+            line += block.count(b"\n")
+            offset += len(block)
+    return found
+
+
+def _rejected_lines(conn: duckdb.DuckDBPyConnection, path: Path) -> list[tuple[int, int | None, str, str]]:
+    """(data record number, physical line, reason, the line) of every line DuckDB could not parse."""
+    rows = conn.execute(
+        "select line, any_value(line_byte_position), list(distinct error_type order by error_type), "
+        "list(distinct error_message order by error_message), any_value(left(csv_line, ?)) "
+        "from _csv_rejects group by line order by line",
+        [MAX_KEPT_LINE_CHARS],
+    ).fetchall()
+    if not rows:
+        return []
+    lines = _physical_lines(path, [r[1] for r in rows if r[1] is not None])
+    out = []
+    for record, position, types, messages, text in rows:
+        physical = lines.get(position) if position is not None else None
+        where = f"line {physical}" if physical is not None else f"record {record}"
+        words = "; ".join(dict.fromkeys(_REJECT_REASONS.get(t, t.lower()) for t in types))
+        # DuckDB may report a broken line more than once (e.g. "Found: 3" and "Found: 4"): the first says it.
+        detail = next((m.split("\n")[0] for m in messages if m and "utf-8" not in m.lower()), "")
+        reason = f"{words} on {where}" + (f": {detail}" if detail else "")
+        out.append((int(record) - 1, physical, reason, text))
+    return out
+
+
+def load_file(
+    conn: duckdb.DuckDBPyConnection,
+    table: Table,
+    path: Path,
+    *,
+    shop_tz: str,
+    content_hash: str,
+    as_of: datetime | None = None,
+) -> FileReport:
+    report = FileReport(table=table.name, path=str(path), status="loaded")
+    now = datetime.now(UTC).replace(tzinfo=None)  # audit only: no decision depends on it
+    if path.stat().st_size == 0:
+        report.message = "empty file: nothing to load"
+        _mark_loaded(conn, report, content_hash, now)
+        return report
+    is_csv = not path.name.endswith(".parquet")
+    if is_csv:
+        header = _csv_header(path)
+    else:
+        try:
+            header = [
+                row[0] for row in conn.execute(f"describe select * from {_source_sql(path, None)}").fetchall()
+            ]
+        except duckdb.Error as exc:
+            raise FileRejected(
+                f"{path.name}: cannot be read as {table.name} export: {str(exc).splitlines()[0]}"
+            ) from exc
+    missing = [c for c in table.required if c not in header]
+    if missing:
+        raise FileRejected(
+            f"{path.name}: header misses required column(s) {', '.join(missing)} "
+            f"(found: {', '.join(header) or 'nothing'}); file not loaded"
+        )
+    report.unknown_columns = [h for h in header if h not in table.column_names]
+    present = [c for c in table.columns if c.name in header]
+    select_cols = ", ".join(f'cast("{c.name}" as varchar) as "{c.name}"' for c in present)
+    absent_cols = "".join(f', null::varchar as "{c.name}"' for c in table.columns if c.name not in header)
+    conn.execute("drop table if exists _csv_rejects; drop table if exists _csv_reject_scans")
+    try:
+        conn.execute(
+            f"create or replace temp table _parsed as select row_number() over () as _k, {select_cols}"
+            f"{absent_cols} from {_source_sql(path, header)}"
+        )
+    except duckdb.Error as exc:
+        raise FileRejected(f"{path.name}: cannot be read: {str(exc).splitlines()[0]}") from exc
+    rejected = _rejected_lines(conn, path) if is_csv else []
+    _number_rows(conn, [record for record, *_ in rejected])
+    for column in (c for c in table.columns if c.type == "email"):
+        # The address rule runs in Python (email-validator): once per distinct address, not per row.
+        conn.execute(
+            f"""
+            create or replace temp table _stage as
+            select s.*, a.problem as "__address_problem_{column.name}"
+            from _stage s
+            left join (
+                select address, {ADDRESS_FUNCTION}(address) as problem
+                from (select distinct nullif(trim("{column.name}"), '') as address from _stage)
+                where address is not null
+            ) a on nullif(trim(s."{column.name}"), '') = a.address
+            """
+        )
+
+    # The export arrived when its file was written (its modification time) and, at the latest, by the
+    # run's logical time: a row stamped more than a day after both is a clock error at the shop. The later
+    # of the two, so a file of history loaded by a backdated run (a replay, a test) loses nothing, and a
+    # live run (as_of ≈ the file's time) catches rows from the future.
+    arrival = None
+    if as_of is not None:
+        written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        arrival = max(as_of.astimezone(UTC), written)
+    checks = [_check_expr(c, shop_tz, arrival) for c in table.columns]
+    reasons = ", ".join(reason for reason, _ in checks)
+    key_cols = ", ".join(f'"{k}"' for k in table.key)
+    all_cols = ", ".join(f'"{c.name}"' for c in table.columns)
+    key_text = " || ', ' || ".join(f"'{k}=\"' || coalesce(\"{k}\", '') || '\"'" for k in table.key)
+    conn.execute(
+        f"""
+        create or replace temp table _checked as
+        select *,
+            concat_ws('; ', {reasons},
+                case when count(*) over (partition by {key_cols}) > 1
+                      and row_number() over (partition by {key_cols} order by _row) > 1
+                     then 'duplicate key in file: ' || {key_text} ||
+                          ' (first seen in row ' || min(_row) over (partition by {key_cols}) || ')' end
+            ) as _reason
+        -- One regular expression per row, not per value: the per-column check runs only where it matched.
+        from (select *, regexp_matches(concat_ws('', {all_cols}), '{_CONTROL_PATTERN}') as __has_control
+              from _stage)
+        """
+    )
+    typed = ", ".join(f'{expr} as "{c.name}"' for c, (_, expr) in zip(table.columns, checks, strict=True))
+    column_list = ", ".join(f'"{c.name}"' for c in table.columns)
+    conn.execute("begin")
+    try:
+        conn.execute(
+            f"insert into raw.{table.name} ({column_list}, _file, _row, _loaded_at) "
+            f"select {typed}, ?, _row, ? from _checked where _reason = ''",
+            [str(path), now],
+        )
+        raw_struct = ", ".join(f"'{c.name}': \"{c.name}\"" for c in table.columns)
+        conn.execute(
+            "insert into raw.quarantine (table_name, source_file, row_number, raw_values, reason, "
+            f"quarantined_at) select ?, ?, _row, to_json({{{raw_struct}}}), _reason, ? "
+            "from _checked where _reason <> ''",
+            [table.name, str(path), now],
+        )
+        if rejected:
+            conn.executemany(
+                "insert into raw.quarantine (table_name, source_file, row_number, raw_values, reason, "
+                "quarantined_at, line_number) values (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    [table.name, str(path), record, json.dumps({"line": text}), reason, now, physical]
+                    for record, physical, reason, text in rejected
+                ],
+            )
+        counts = conn.execute(
+            "select count(*), count(*) filter (where _reason = ''), count(*) filter (where _reason <> '') "
+            "from _checked"
+        ).fetchall()[0]
+        read, loaded, quarantined = (int(x) for x in counts)
+        report.rows_read = read + len(rejected)
+        report.rows_loaded = loaded
+        report.rows_quarantined = quarantined + len(rejected)
+        report.lines_rejected = len(rejected)
+        report.rows_orphaned = _count_orphans(conn, table, path)
+        notes = []
+        if rejected:
+            notes.append(f"{len(rejected)} line(s) could not be parsed (see raw.quarantine.line_number)")
+        if report.rows_orphaned:
+            notes.append(f"{report.rows_orphaned} row(s) held as orphans: their parent is not known yet")
+        report.message = "; ".join(notes)
+        _mark_loaded(conn, report, content_hash, now)
+        conn.execute("commit")
+    except Exception:
+        conn.execute("rollback")
+        raise
+    finally:
+        for temp in (
+            "_parsed",
+            "_stage",
+            "_checked",
+            "_csv_rejects",
+            "_csv_reject_scans",
+            "_rejected_records",
+        ):
+            conn.execute(f"drop table if exists {temp}")
+    return report
+
+
+def _number_rows(conn: duckdb.DuckDBPyConnection, rejected_records: list[int]) -> None:
+    """``_stage``: the parsed rows with ``_row``, their record number in the file (1 = first after the
+    header), counting the records that could not be parsed, so a row number points at the right record."""
+    conn.execute("drop table if exists _stage")
+    if not rejected_records:  # the usual case: parsed row k is record k
+        conn.execute("alter table _parsed rename column _k to _row")
+        conn.execute("alter table _parsed rename to _stage")
+        return
+    conn.execute("create or replace temp table _rejected_records (r bigint)")
+    conn.executemany("insert into _rejected_records values (?)", [[r] for r in sorted(set(rejected_records))])
+    # Parsed row k is record k + (number of rejected records before it). With the rejected records sorted as
+    # r_1 < r_2 < …, that number is the largest i with r_i - i < k: an ASOF join on the running threshold.
+    conn.execute(
+        """
+        create or replace temp table _stage as
+        with ranked as (select r - row_number() over (order by r) as threshold,
+                               row_number() over (order by r) as i from _rejected_records),
+             steps as (select threshold, max(i) as shift from ranked group by threshold)
+        select p._k + coalesce(steps.shift, 0) as _row, p.* exclude (_k)
+        from _parsed p asof left join steps on p._k > steps.threshold
+        order by p._k
+        """
+    )
+
+
+def _count_orphans(conn: duckdb.DuckDBPyConnection, table: Table, path: Path) -> int:
+    """Rows of this file whose customer or order is not in the warehouse (yet)."""
+    if not table.parents:
+        return 0
+    conditions = " or ".join(
+        f'(t."{column}" is not null and not exists '
+        f'(select 1 from raw.{parent} p where p."{parent_column}" = t."{column}"))'
+        for column, parent, parent_column in table.parents
+    )
+    return int(
+        conn.execute(
+            f"select count(*) from raw.{table.name} t where t._file = ? and ({conditions})", [str(path)]
+        ).fetchall()[0][0]
+    )
+
+
+def _mark_loaded(
+    conn: duckdb.DuckDBPyConnection, report: FileReport, content_hash: str, now: datetime
+) -> None:
+    conn.execute(
+        "insert into raw.loaded_files values (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            report.table,
+            report.path,
+            content_hash,
+            report.rows_read,
+            report.rows_loaded,
+            report.rows_quarantined,
+            report.unknown_columns,
+            now,
+        ],
+    )
+
+
+def load_landing(
+    conn: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    *,
+    shop_tz: str = "Europe/Berlin",
+    tables: list[str] | None = None,
+    as_of: datetime | None = None,
+) -> list[FileReport]:
+    """Load every new file of the landing folder; return one report per file looked at.
+
+    ``as_of``: the run's logical time, taken as the exports' arrival: timestamps more than a day after it
+    are quarantined as "in the future". Without it that rule is not applied.
+    """
+    ensure_raw_schema(conn)
+    _register_address_rule(conn)
+    conn.execute(f"set TimeZone = {_sql_str(shop_tz)}")
+    reports: list[FileReport] = []
+    for name in tables or list(TABLES):
+        table = TABLES[name]
+        for path in landing_files(landing_dir, name):
+            digest = file_hash(path)
+            seen = conn.execute(
+                "select 1 from raw.loaded_files where path = ? and content_hash = ?", [str(path), digest]
+            ).fetchone()
+            if seen:
+                reports.append(
+                    FileReport(table=name, path=str(path), status="skipped", message="already loaded")
+                )
+                continue
+            try:
+                reports.append(
+                    load_file(conn, table, path, shop_tz=shop_tz, content_hash=digest, as_of=as_of)
+                )
+            except FileRejected as exc:
+                conn.execute(
+                    "insert into raw.rejected_files values (?, ?, ?, ?, ?)",
+                    [name, str(path), digest, str(exc), datetime.now(UTC).replace(tzinfo=None)],
+                )
+                reports.append(FileReport(table=name, path=str(path), status="rejected", message=str(exc)))
+    conn.execute("set TimeZone = 'UTC'")
+    return reports
+
+
+def summarize(reports: list[FileReport]) -> dict[str, dict[str, int]]:
+    """Per table: files loaded/rejected/skipped and rows read/loaded/quarantined."""
+    out: dict[str, dict[str, int]] = {}
+    for r in reports:
+        agg = out.setdefault(
+            r.table,
+            {
+                "files_loaded": 0,
+                "files_rejected": 0,
+                "files_skipped": 0,
+                "rows_read": 0,
+                "rows_loaded": 0,
+                "rows_quarantined": 0,
+                "lines_rejected": 0,
+                "rows_orphaned": 0,
+            },
+        )
+        agg[f"files_{r.status}"] += 1
+        agg["rows_read"] += r.rows_read
+        agg["rows_loaded"] += r.rows_loaded
+        agg["rows_quarantined"] += r.rows_quarantined
+        agg["lines_rejected"] += r.lines_rejected
+        agg["rows_orphaned"] += r.rows_orphaned
+    return out
+
+
+def reports_json(reports: list[FileReport]) -> str:
+    return json.dumps([r.as_dict() for r in reports], ensure_ascii=False)

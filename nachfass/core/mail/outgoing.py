@@ -1,0 +1,98 @@
+"""The queue between rendering and sending: ``mail.outgoing`` holds the mails rendered by one run.
+
+Rendering the whole batch into this table before the send step starts is what makes "a broken template
+sends nothing" hold: the send step only runs after the render step succeeded for every mail.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+
+import duckdb
+
+from nachfass.core.mail.message import RenderedMail
+from nachfass.core.schema import ensure_outgoing as ensure_outgoing  # re-exported; DDL in core.schema
+
+COLUMNS = (
+    "send_id",
+    "campaign",
+    "step",
+    "variant",
+    "trigger_key",
+    "customer_id",
+    "to_email",
+    "to_name",
+    "subject",
+    "html",
+    "text",
+    "headers",
+    "categories",
+    "is_marketing",
+    "experiment_id",
+)
+
+
+def _row(m: RenderedMail, run_id: str, rendered_at: datetime) -> tuple:
+    return (
+        m.send_id,
+        m.campaign,
+        m.step,
+        m.variant,
+        m.trigger_key,
+        m.customer_id,
+        m.to_email,
+        m.to_name,
+        m.subject,
+        m.html,
+        m.text,
+        json.dumps(m.headers),
+        list(m.categories),
+        m.is_marketing,
+        m.experiment_id,
+        run_id,
+        rendered_at.replace(tzinfo=None),
+    )
+
+
+def replace_outgoing(
+    conn: duckdb.DuckDBPyConnection,
+    chunks: Iterable[list[RenderedMail]],
+    *,
+    run_id: str,
+    rendered_at: datetime,
+) -> dict[str, int]:
+    """Replace the queue with this run's rendered mails, chunk by chunk in ONE transaction: if rendering
+    any chunk fails, the exception rolls everything back and the queue is left empty of this run's mails,
+    so the send step has nothing half-rendered to send. Returns mails per campaign/step."""
+    per_step: dict[str, int] = {}
+    conn.execute("begin")
+    try:
+        conn.execute("delete from mail.outgoing")
+        for chunk in chunks:
+            if chunk:
+                conn.executemany(
+                    f"insert into mail.outgoing values ({', '.join('?' * 17)})",
+                    [_row(m, run_id, rendered_at) for m in chunk],
+                )
+            for m in chunk:
+                per_step[f"{m.campaign}/{m.step}"] = per_step.get(f"{m.campaign}/{m.step}", 0) + 1
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        conn.execute("delete from mail.outgoing")
+        raise
+    return per_step
+
+
+def read_outgoing(conn: duckdb.DuckDBPyConnection, *, batch_size: int = 1000) -> Iterator[RenderedMail]:
+    """Stream the queued mails (memory stays flat however many there are)."""
+    cursor = conn.cursor()
+    cursor.execute(f"select {', '.join(COLUMNS)} from mail.outgoing order by send_id")
+    while batch := cursor.fetchmany(batch_size):
+        for row in batch:
+            record = dict(zip(COLUMNS, row, strict=True))
+            record["headers"] = json.loads(record["headers"]) if record["headers"] else {}
+            record["categories"] = list(record["categories"] or [])
+            yield RenderedMail(**record)

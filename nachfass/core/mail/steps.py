@@ -1,0 +1,117 @@
+"""The render and send steps as plain functions over one warehouse connection.
+
+The Dagster assets (mail/assets.py) and the replay (replay.py) run exactly these, so a replayed tick
+renders, claims and records mails the way a live run does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+
+from nachfass.core.mail.candidates import CANDIDATE_COLUMNS, job_from_row
+from nachfass.core.mail.ledger import Recovery, ensure_ledger, record_holdouts, recover
+from nachfass.core.mail.outgoing import ensure_outgoing, read_outgoing, replace_outgoing
+from nachfass.core.mail.render import MailRenderer
+from nachfass.core.mail.sender import DeliveryReport, deliver
+from nachfass.core.mail.transport import Transport
+
+RENDER_CHUNK = 1000
+
+
+def fetch_candidates(conn: duckdb.DuckDBPyConnection, where: str, campaigns: list[str]) -> list[dict]:
+    """Rows of eligibility.mail_candidates matching ``where`` (SQL), for these campaigns (all if empty)."""
+    params: list = []
+    if campaigns:
+        where += f" and campaign in ({', '.join('?' * len(campaigns))})"
+        params = list(campaigns)
+    cursor = conn.execute(
+        f"select {', '.join(CANDIDATE_COLUMNS)} from eligibility.mail_candidates where {where} "
+        "order by campaign, step, trigger_key",
+        params,
+    )
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def render_due_mails(
+    conn: duckdb.DuckDBPyConnection,
+    renderer: MailRenderer,
+    *,
+    run_id: str,
+    as_of: datetime,
+    campaigns: list[str],
+) -> tuple[dict[str, int], list[dict]]:
+    """Render every mail decided `send` into mail.outgoing; returns (mails per campaign/step, the rows).
+
+    Rendered in chunks (memory stays flat) inside one transaction; any RenderError rolls the whole batch
+    back, so nothing of it reaches the send step."""
+    ensure_outgoing(conn)
+    rows = fetch_candidates(conn, "decision = 'send'", campaigns)
+    chunks = (
+        renderer.render_batch(job_from_row(row) for row in rows[start : start + RENDER_CHUNK])
+        for start in range(0, len(rows), RENDER_CHUNK)
+    )
+    per_step = replace_outgoing(conn, chunks, run_id=run_id, rendered_at=as_of)
+    return per_step, rows
+
+
+@dataclass
+class SendOutcome:
+    report: DeliveryReport
+    holdouts: int
+    recovery: Recovery  # what an earlier crash left in `sending`, settled before this run claims
+
+
+def send_queued_mails(
+    conn: duckdb.DuckDBPyConnection,
+    transport: Transport,
+    *,
+    run_id: str,
+    as_of: datetime,
+    campaigns: list[str],
+    chunk_size: int = 500,
+    concurrency: int = 8,
+    rate_limit_per_s: float | None = None,
+    log=None,
+) -> SendOutcome:
+    """Record the holdouts, then send mail.outgoing through the transport, at most once per trigger."""
+    ensure_ledger(conn)
+    ensure_outgoing(conn)
+    recovery = recover(conn)
+    if log is not None and (recovery.released or recovery.settled):
+        log.info(
+            f"an earlier crash left rows in `sending`: {recovery.released} were never handed to the "
+            f"transport (released, sent now), {recovery.settled} had an answer (recorded)"
+        )
+    if log is not None and recovery.unknown:
+        log.warning(
+            f"{recovery.unknown} ledger rows were left in `sending` by an earlier crash and are now "
+            "`unknown`; they are not resent (events with their send id reconcile them)"
+        )
+    holdouts = record_holdouts(
+        conn,
+        (job_from_row(row) for row in fetch_candidates(conn, "reason = 'holdout'", campaigns)),
+        run_id=run_id,
+        as_of=as_of,
+    )
+    queued = conn.execute("select count(*) from mail.outgoing").fetchone()[0]
+    try:
+        report = deliver(
+            conn,
+            read_outgoing(conn),
+            transport,
+            run_id=run_id,
+            as_of=as_of,
+            chunk_size=chunk_size,
+            concurrency=concurrency,
+            rate_limit_per_s=rate_limit_per_s,
+            log=log,
+            total=int(queued),
+            recover=False,
+        )
+    finally:
+        transport.close()
+    return SendOutcome(report=report, holdouts=holdouts, recovery=recovery)

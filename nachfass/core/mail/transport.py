@@ -1,0 +1,515 @@
+"""Transports: where a rendered mail goes. SendGrid (v3 Mail Send) or a local outbox folder.
+
+Outcome classification (the heart of "at most once", see docs/sending.md):
+
+* certainly **not accepted** -> safe to retry: HTTP 429 (wait for ``X-RateLimit-Reset``), 500/503 and other
+  5xx except 502/504 (explicit error answers), and connection errors raised *before the whole request was
+  handed to the socket* (connection refused, DNS failure, connect timeout, reset while sending the body:
+  SendGrid cannot act on a body it did not fully receive).
+* **accepted** -> ``sent``: any 2xx (202, or 200 in sandbox mode), with ``X-Message-Id``.
+* **refused** -> ``failed`` for this mail only: 400, 413 and other 4xx, 5xx retries exhausted.
+* **ambiguous** -> ``unknown``, never resent: no (complete) answer after the request was sent (read
+  timeout, connection closed or reset before the status line), 502/504 (a gateway gave up on a backend that
+  may have accepted the mail).
+* **abort the run**: 401/403 raise ``SendGridAuthError``; connection errors or 429s that outlast the retry
+  budget raise ``SendGridUnavailableError``. Both mean "this request was certainly not accepted", so the
+  sender may release the claim.
+
+The HTTP call: by default one persistent ``http.client`` connection per worker thread (keep-alive), with
+the headers, host and data-residency handling of the official ``sendgrid.SendGridAPIClient``. urllib (used
+by sendgrid-python/python_http_client) opens a new TCP+TLS connection per request, which at 100k mails is
+the dominant cost. ``connection_reuse=False`` sends through ``SendGridAPIClient.send()`` itself instead;
+both paths share the same classification.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import random
+import select
+import ssl
+import tempfile
+import threading
+import time
+import urllib.error
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+import python_http_client.exceptions
+import sendgrid
+
+from nachfass.core.mail.message import RenderedMail, SendResult
+from nachfass.core.mail.sendgrid_payload import PayloadError, build_payload
+from nachfass.core.shop import ShopSettings
+
+DEFAULT_HOST = "https://api.sendgrid.com"
+EU_HOST = "https://api.eu.sendgrid.com"
+MAIL_SEND_PATH = "/v3/mail/send"
+MAX_BODY_BYTES = 30 * 1024 * 1024
+ENV_API_KEY = "SENDGRID_API_KEY"
+ENV_API_HOST = "SENDGRID_API_HOST"
+ENV_RESIDENCY = "SENDGRID_DATA_RESIDENCY"
+
+Classification = Literal["sent", "failed", "retry", "rate_limited", "auth", "unknown"]
+
+
+@dataclass(frozen=True)
+class TransportResult(SendResult):
+    """A ``SendResult`` that also says how many HTTP requests it took (stored in ``mail.sends.attempts``)."""
+
+    attempts: int = 1
+
+
+class SendAbortError(RuntimeError):
+    """Stop the run: the request that raised this was certainly not accepted by SendGrid."""
+
+
+class SendGridAuthError(SendAbortError):
+    """SendGrid refused the API key (401/403). The message names the setting, never the key."""
+
+
+class SendGridUnavailableError(SendAbortError):
+    """SendGrid could not be reached (or kept rate limiting) for longer than the retry budget."""
+
+
+@runtime_checkable
+class Transport(Protocol):
+    name: str  # 'sendgrid' | 'outbox': stored in mail.sends.transport
+
+    def send(self, mail: RenderedMail) -> SendResult: ...
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure policy functions (property-tested)
+
+
+def classify_status(status: int) -> Classification:
+    """What an HTTP status from POST /v3/mail/send means for this one mail."""
+    if 200 <= status < 300:
+        return "sent"
+    if status in (401, 403):
+        return "auth"
+    if status == 429:
+        return "rate_limited"
+    if status in (502, 504):
+        return "unknown"
+    if 500 <= status < 600:
+        return "retry"
+    return "failed"
+
+
+def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0, rand: float | None = None) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)].
+
+    ``attempt`` counts from 0 (the delay after the first failure). Full jitter spreads the retries of many
+    worker threads that failed together, so they do not hit the API again in lock-step.
+    """
+    if rand is None:
+        rand = random.random()
+    attempt = max(0, attempt)
+    # Clamp the exponent: 2**attempt for a large attempt would overflow float multiplication.
+    ceiling = min(cap, base * (2.0 ** min(attempt, 60)))
+    return max(0.0, min(1.0, rand)) * ceiling
+
+
+def rate_limit_wait(headers: Mapping[str, str] | None, now: float, *, max_wait: float = 60.0) -> float | None:
+    """Seconds to wait after a 429, from ``X-RateLimit-Reset`` (unix time); None if absent or garbage."""
+    if not headers:
+        return None
+    raw = headers.get("X-RateLimit-Reset")
+    if raw is None:
+        return None
+    try:
+        reset = float(str(raw).strip())
+    except ValueError:
+        return None
+    if reset != reset or reset in (float("inf"), float("-inf")):  # NaN / inf
+        return None
+    return min(max(0.0, reset - now), max_wait)
+
+
+def error_message(body: bytes | str | None, status: int) -> str:
+    """SendGrid's ``errors[].message`` (with ``field``) joined, or a short body excerpt."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    detail = ""
+    try:
+        data = json.loads(body or "")
+        parts = []
+        for err in data.get("errors") or []:
+            msg = str(err.get("message") or "").strip()
+            field = err.get("field")
+            parts.append(f"{field}: {msg}" if field else msg)
+        detail = "; ".join(p for p in parts if p)
+    except (ValueError, AttributeError, TypeError):
+        detail = (body or "").strip()[:200]
+    return f"SendGrid {status}: {detail}" if detail else f"SendGrid {status}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class _NotSent(Exception):
+    """The request did not fully leave the process: retrying cannot duplicate it."""
+
+
+class _Ambiguous(Exception):
+    """The request left, but no complete answer came back: SendGrid may or may not have it."""
+
+
+class _RedactKey(logging.Filter):
+    # python_http_client logs request headers (including "Authorization: Bearer <key>") at DEBUG level.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Bearer" not in str(record.msg)
+
+
+_phc_logger = logging.getLogger("python_http_client.client")
+if not any(isinstance(f, _RedactKey) for f in _phc_logger.filters):
+    _phc_logger.addFilter(_RedactKey())
+
+
+class SendGridTransport:
+    """POST /v3/mail/send with retries, classification and per-thread keep-alive connections.
+
+    Thread-safe: ``send`` is called from many worker threads; each thread gets its own connection.
+    """
+
+    name = "sendgrid"
+
+    def __init__(
+        self,
+        api_key: str,
+        host: str = DEFAULT_HOST,
+        *,
+        shop: ShopSettings,
+        sandbox_mode: bool = False,
+        data_residency: str | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 6,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        max_rate_limit_wait: float = 120.0,
+        connection_reuse: bool = True,
+        sleep: Callable[[float], None] = time.sleep,
+        as_of: datetime | None = None,
+    ) -> None:
+        if not api_key or not api_key.strip():
+            raise SendGridAuthError(f"{ENV_API_KEY} is empty: set it in the environment to send via SendGrid")
+        if any(c.isspace() or not c.isprintable() for c in api_key):
+            # http.client would put the rejected value into its ValueError text: refuse it here instead.
+            raise SendGridAuthError(f"{ENV_API_KEY} contains whitespace or control characters")
+        self._api_key = api_key
+        self.shop = shop
+        self.as_of = as_of  # the run's logical time, echoed in custom_args (events carry it back)
+        self.sandbox_mode = sandbox_mode
+        self.timeout = timeout
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.max_rate_limit_wait = max_rate_limit_wait
+        self.connection_reuse = connection_reuse
+        self._sleep = sleep
+        self._client = sendgrid.SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
+        if data_residency:
+            self._client.set_sendgrid_data_residency(data_residency)  # raises ValueError unless eu/global
+        self._client.client.timeout = timeout  # propagated to every urllib request it builds
+        self.host = self._client.host
+        parts = urlsplit(self.host)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{ENV_API_HOST} must be an http(s) URL, got {self.host!r}")
+        self._scheme = parts.scheme
+        self._hostname = parts.hostname
+        self._port = parts.port
+        self._path = parts.path.rstrip("/") + MAIL_SEND_PATH
+        # The official client's headers: Authorization, User-Agent (sendgrid/x.y;python), Accept.
+        self._headers = dict(self._client.client.request_headers)
+        self._headers["Content-Type"] = "application/json"
+        self._local = threading.local()
+        self._conns: list[http.client.HTTPConnection] = []
+        self._conns_lock = threading.Lock()
+        self._ssl = ssl.create_default_context() if self._scheme == "https" else None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"SendGridTransport(host={self.host!r}, sandbox_mode={self.sandbox_mode})"
+
+    @classmethod
+    def from_env(cls, shop: ShopSettings, **kwargs) -> SendGridTransport:
+        """Key from SENDGRID_API_KEY, host from SENDGRID_API_HOST, SENDGRID_DATA_RESIDENCY=eu for EU."""
+        key = os.environ.get(ENV_API_KEY, "")
+        host = os.environ.get(ENV_API_HOST) or DEFAULT_HOST
+        residency = os.environ.get(ENV_RESIDENCY) or None
+        if residency and not os.environ.get(ENV_API_HOST):
+            kwargs.setdefault("data_residency", residency.lower())
+        return cls(key, host, shop=shop, **kwargs)
+
+    # --- sanitizing -------------------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+
+    # --- one HTTP request -------------------------------------------------------------------------------
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._ssl is not None:
+                conn = http.client.HTTPSConnection(
+                    self._hostname, self._port, timeout=self.timeout, context=self._ssl
+                )
+            else:
+                conn = http.client.HTTPConnection(self._hostname, self._port, timeout=self.timeout)
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def _post_keepalive(self, body: bytes) -> _Answer:
+        conn = self._connection()
+        if conn.sock is not None:
+            # An idle keep-alive socket that is readable has been closed by the server (or holds garbage):
+            # reusing it would turn a harmless stale connection into an ambiguous "no answer".
+            try:
+                readable, _, _ = select.select([conn.sock], [], [], 0)
+            except (OSError, ValueError):
+                readable = [conn.sock]
+            if readable:
+                conn.close()
+        try:
+            if conn.sock is None:
+                conn.connect()
+            conn.request("POST", self._path, body=body, headers=self._headers)
+        except (OSError, http.client.HTTPException) as exc:
+            # Raised before the last byte of the body was handed to the kernel: SendGrid cannot have acted.
+            conn.close()
+            raise _NotSent(f"{type(exc).__name__}: {exc}") from None
+        try:
+            resp = conn.getresponse()
+            status = resp.status
+            headers = resp.headers
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise _Ambiguous(f"{type(exc).__name__}: {exc}") from None
+        try:
+            data = resp.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            data = b""  # the status line arrived: it decides
+        if resp.will_close:
+            conn.close()
+        return _Answer(status, headers, data)
+
+    def _post_official(self, payload: dict) -> _Answer:
+        try:
+            resp = self._client.send(payload)
+            return _Answer(resp.status_code, resp.headers, resp.body or b"")
+        except python_http_client.exceptions.HTTPError as exc:
+            return _Answer(exc.status_code, exc.headers or {}, exc.body or b"")
+        except urllib.error.URLError as exc:
+            # urllib wraps only errors of connect + sending the request in URLError; errors while waiting
+            # for the answer propagate unwrapped (below).
+            raise _NotSent(f"{type(exc.reason).__name__}: {exc.reason}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise _Ambiguous(f"{type(exc).__name__}: {exc}") from None
+
+    # --- one mail ---------------------------------------------------------------------------------------
+
+    def send(self, mail: RenderedMail) -> TransportResult:
+        try:
+            payload = build_payload(mail, self.shop, sandbox_mode=self.sandbox_mode, as_of=self.as_of)
+        except PayloadError as exc:
+            return TransportResult("failed", error=str(exc), attempts=0)
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        if len(body) >= MAX_BODY_BYTES:
+            return TransportResult(
+                "failed", error=f"payload is {len(body)} bytes, SendGrid's limit is 30 MB", attempts=0
+            )
+        attempts = 0
+        retries = 0  # 5xx / not-sent retries; 429 waits are budgeted by time instead
+        rate_waited = 0.0
+        while True:
+            attempts += 1
+            try:
+                answer = self._post_keepalive(body) if self.connection_reuse else self._post_official(payload)
+            except _NotSent as exc:
+                retries += 1
+                if retries >= self.max_attempts:
+                    raise SendGridUnavailableError(
+                        self._redact(f"SendGrid at {self.host} unreachable after {attempts} attempts: {exc}")
+                    ) from None
+                self._sleep(backoff_delay(retries - 1, base=self.backoff_base, cap=self.backoff_cap))
+                continue
+            except _Ambiguous as exc:
+                return TransportResult(
+                    "unknown",
+                    error=self._redact(f"no answer after the request was sent ({exc}); not resent"),
+                    attempts=attempts,
+                )
+            kind = classify_status(answer.status)
+            if kind == "sent":
+                return TransportResult(
+                    "sent", message_id=answer.headers.get("X-Message-Id"), attempts=attempts
+                )
+            if kind == "auth":
+                raise SendGridAuthError(
+                    f"SendGrid refused the API key (HTTP {answer.status}): check the setting {ENV_API_KEY} "
+                    f"(key must be valid and have the 'Mail Send' permission). "
+                    + self._redact(error_message(answer.body, answer.status))
+                )
+            if kind == "rate_limited":
+                wait = rate_limit_wait(answer.headers, time.time(), max_wait=self.backoff_cap)
+                if wait is None:
+                    wait = backoff_delay(attempts - 1, base=self.backoff_base, cap=self.backoff_cap)
+                wait += random.uniform(0, 0.05)  # de-synchronise the threads waiting for the same reset
+                if rate_waited + wait > self.max_rate_limit_wait:
+                    raise SendGridUnavailableError(
+                        f"SendGrid kept answering 429 for more than {self.max_rate_limit_wait:.0f}s: "
+                        f"lower the send rate (rate_limit_per_s)"
+                    )
+                rate_waited += wait
+                self._sleep(wait)
+                continue
+            message = self._redact(error_message(answer.body, answer.status))
+            if kind == "retry":
+                retries += 1
+                if retries >= self.max_attempts:
+                    return TransportResult(
+                        "failed", error=f"{message} (after {attempts} attempts)", attempts=attempts
+                    )
+                self._sleep(backoff_delay(retries - 1, base=self.backoff_base, cap=self.backoff_cap))
+                continue
+            if kind == "unknown":
+                return TransportResult(
+                    "unknown", error=f"{message}: gateway error, may have been accepted", attempts=attempts
+                )
+            return TransportResult("failed", error=message, attempts=attempts)
+
+    def close(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+
+
+class OutboxTransport:
+    """Writes ``<outbox>/<send_id>.eml`` (RFC 5322) and ``<send_id>.json`` (the exact SendGrid payload).
+
+    Used when no API key is configured: the run goes end to end and a human can open the mails.
+    """
+
+    name = "outbox"
+
+    def __init__(self, outbox_dir: Path | str, *, shop: ShopSettings, as_of: datetime | None = None) -> None:
+        self.outbox_dir = Path(outbox_dir)
+        self.outbox_dir.mkdir(parents=True, exist_ok=True)
+        self.shop = shop
+        self.as_of = as_of  # the run's logical time: the payload's custom_args and the .eml Date
+
+    def __repr__(self) -> str:
+        return f"OutboxTransport({str(self.outbox_dir)!r})"
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        # A crash must not leave a half-written file that looks like a mail.
+        fd, tmp = tempfile.mkstemp(dir=self.outbox_dir, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def send(self, mail: RenderedMail) -> TransportResult:
+        try:
+            payload = build_payload(mail, self.shop, as_of=self.as_of)
+            eml = payload_to_eml(payload, send_id=mail.send_id, date=self.as_of)
+        except (PayloadError, ValueError) as exc:
+            return TransportResult("failed", error=str(exc), attempts=0)
+        self._write_atomic(
+            self.outbox_dir / f"{mail.send_id}.json",
+            json.dumps(payload, ensure_ascii=False, indent=2).encode("utf-8"),
+        )
+        self._write_atomic(self.outbox_dir / f"{mail.send_id}.eml", eml)
+        return TransportResult("sent", message_id=None, attempts=1)
+
+    def close(self) -> None:
+        pass
+
+
+def _addr(obj: Mapping[str, str]) -> Address:
+    local, _, domain = obj["email"].rpartition("@")
+    # Address refuses CR/LF in any part (ValueError) instead of emitting an injected header line.
+    return Address(display_name=obj.get("name", ""), username=local, domain=domain)
+
+
+# SMTP policy (CRLF line ends; header values with CR/LF raise), except that headers set raw are written
+# as given: see _raw_header_value.
+_EML_POLICY = SMTP.clone(refold_source="none")
+
+
+def _raw_header_value(value: str) -> str | None:
+    """An ASCII header value as it goes on the wire, folded only between list items (RFC 2369 allows
+    whitespace there); None for values that need RFC 2047 encoding (non-ASCII).
+
+    Why not let the email package fold: it turns a URI longer than a line into an RFC 2047 encoded word
+    (a CPython folding bug), and a mail client reading ``List-Unsubscribe`` per RFC 2369/8058 then finds
+    no URI: one-click unsubscribe silently breaks. URIs stay whole; a line may exceed 78 characters (a
+    SHOULD in RFC 5322), never 998 (the header check keeps values far shorter).
+    """
+    if not value.isascii():
+        return None
+    return ",\n ".join(part.strip() for part in value.split(",")) if value.startswith("<") else value
+
+
+def payload_to_eml(payload: Mapping, *, send_id: str, date: datetime | None = None) -> bytes:
+    """An RFC 5322 multipart/alternative message equivalent to a SendGrid payload (one recipient).
+
+    ``date``: the run's logical time for the Date header (the wall clock when not given)."""
+    msg = EmailMessage(policy=_EML_POLICY)
+    msg["From"] = _addr(payload["from"])
+    msg["To"] = [_addr(to) for to in payload["personalizations"][0]["to"]]
+    if "reply_to" in payload:
+        msg["Reply-To"] = _addr(payload["reply_to"])
+    msg["Subject"] = payload["subject"]
+    msg["Date"] = formatdate(date.timestamp() if date else None, localtime=False, usegmt=True)
+    msg["Message-ID"] = make_msgid(idstring=send_id, domain=payload["from"]["email"].rpartition("@")[2])
+    for name, value in (payload.get("headers") or {}).items():
+        raw = _raw_header_value(value)
+        if raw is None:
+            msg[name] = value
+        else:
+            msg.set_raw(name, raw)
+    msg["X-Nachfass-Send-Id"] = send_id
+    contents = {c["type"]: c["value"] for c in payload["content"]}
+    msg.set_content(contents.get("text/plain", ""), subtype="plain", charset="utf-8")
+    if "text/html" in contents:
+        msg.add_alternative(contents["text/html"], subtype="html", charset="utf-8")
+    return msg.as_bytes()
+
+
+def transport_from_env(
+    shop: ShopSettings, outbox_dir: Path | str, **kwargs
+) -> SendGridTransport | OutboxTransport:
+    """SendGrid when SENDGRID_API_KEY is set, else the local outbox (the run log should say which)."""
+    if os.environ.get(ENV_API_KEY, "").strip():
+        return SendGridTransport.from_env(shop, **kwargs)
+    return OutboxTransport(outbox_dir, shop=shop)

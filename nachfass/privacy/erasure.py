@@ -1,0 +1,338 @@
+"""DSGVO (Art. 17) erasure of one person, by email address or customer id.
+
+What happens:
+- rows about the person are deleted from every table of the warehouse that names them (raw exports,
+  quarantine, SendGrid events, dbt-built tables, the outgoing queue), found by their addresses, customer
+  ids and order ids;
+- their send-ledger rows stay (the ledger proves what was sent) but are pseudonymised: address and
+  customer id removed, trigger key replaced by a hash, and a salted hash of the address recorded in
+  ``mail.erasures`` so the address stays suppressed and is never mailed again, even when a later export
+  brings the person back, until they confirm consent anew;
+- their outbox files are deleted;
+- the web service's files in the landing folder are rewritten without them: SendGrid event lines that
+  name one of their addresses are removed from ``sendgrid_events/*.ndjson`` (the file is replaced
+  atomically and its new hash recorded as loaded, so it is not loaded again), and the one-row consent
+  files the unsubscribe pages wrote for them (``consents/*.csv`` with source ``mail_link``) are deleted.
+  The shop's own export files are the shop's data and are not touched (docs/operations.md);
+- when a SendGrid key is set, SendGrid's erasure is requested (``POST /v3/recipients/erasejob``, at most
+  5,000 addresses per request).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from nachfass.core.landing_files import (
+    CONSENT_COLUMNS,
+    CONSENTS_TABLE,
+    SENDGRID_EVENTS_TABLE,
+    write_durably,
+)
+from nachfass.core.schema import ensure_erasure_schema
+
+SENDGRID_ERASE_BATCH = 5000  # SendGrid's limit per erasejob request
+PERSON_COLUMNS = ("email", "to_email", "customer_id", "order_id")
+DERIVED_SCHEMAS = ("raw", "staging", "intermediate", "segments", "eligibility", "analytics", "mail")
+
+
+@dataclass
+class ErasureReport:
+    emails: int = 0
+    customer_ids: int = 0
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+    ledger_rows_pseudonymised: int = 0
+    outbox_files_deleted: int = 0
+    event_files_rewritten: int = 0
+    event_lines_removed: int = 0
+    consent_files_deleted: int = 0
+    sendgrid_requests: int = 0
+
+
+def salted_hash(salt: str, email: str) -> str:
+    """The hash dbt's int_suppressions recomputes: sha256(salt || lower(email)), hex."""
+    return hashlib.sha256((salt + email.strip().lower()).encode("utf-8")).hexdigest()
+
+
+def _exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(
+        conn.execute(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+            [schema, table],
+        ).fetchone()[0]
+    )
+
+
+def _identify(
+    conn: duckdb.DuckDBPyConnection, email: str | None, customer_id: str | None
+) -> tuple[set, set, set]:
+    emails = {email.strip().lower()} if email else set()
+    ids = {customer_id} if customer_id else set()
+    # A warehouse that has not loaded every table yet: look only where there is something to look at.
+    people_tables = [t for t in ("raw.customers", "raw.consents") if _exists(conn, *t.split("."))]
+    # Follow the links both ways (an address may belong to several accounts, an account to several addresses).
+    for _ in range(2):
+        if ids:
+            marks = ",".join("?" * len(ids))
+            for table in people_tables:
+                emails |= {
+                    r[0].lower()
+                    for r in conn.execute(
+                        f"select distinct email from {table} "
+                        f"where customer_id in ({marks}) and email is not null",
+                        list(ids),
+                    ).fetchall()
+                }
+        if emails:
+            marks = ",".join("?" * len(emails))
+            for table in people_tables:
+                ids |= {
+                    r[0]
+                    for r in conn.execute(
+                        f"select distinct customer_id from {table} where lower(email) in ({marks}) "
+                        "and customer_id is not null",
+                        list(emails),
+                    ).fetchall()
+                }
+    orders: set = set()
+    if ids and _exists(conn, "raw", "orders"):
+        marks = ",".join("?" * len(ids))
+        orders = {
+            r[0]
+            for r in conn.execute(
+                f"select distinct order_id from raw.orders where customer_id in ({marks})", list(ids)
+            ).fetchall()
+        }
+    return emails, ids, orders
+
+
+def _tables_with_person_columns(conn: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    rows = conn.execute(
+        f"""
+        select c.table_schema || '.' || c.table_name, list(c.column_name)
+        from information_schema.columns c
+        join information_schema.tables t on c.table_schema = t.table_schema and c.table_name = t.table_name
+        where t.table_type = 'BASE TABLE'
+          and c.table_schema in ({",".join("?" * len(DERIVED_SCHEMAS))})
+          and c.column_name in ({",".join("?" * len(PERSON_COLUMNS))})
+        group by all
+        """,
+        [*DERIVED_SCHEMAS, *PERSON_COLUMNS],
+    ).fetchall()
+    # The ledger is pseudonymised, not deleted; erasure bookkeeping is not about a person.
+    return {name: cols for name, cols in rows if name not in ("mail.sends", "mail.erasures")}
+
+
+def erase_person(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    email: str | None = None,
+    customer_id: str | None = None,
+    outbox_dir: Path | None = None,
+    landing_dir: Path | None = None,
+    sendgrid_client=None,
+    now: datetime | None = None,
+) -> ErasureReport:
+    """Erase one person; ``now`` is the erasure's logical time (``nachfass erase --as-of``), stamped on the
+    ``mail.erasures`` row and the pseudonymised ledger rows. Default: the current UTC time."""
+    if not email and not customer_id:
+        raise ValueError("give an email address or a customer id to erase")
+    ensure_erasure_schema(conn)
+    now = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    emails, ids, orders = _identify(conn, email, customer_id)
+    report = ErasureReport(emails=len(emails), customer_ids=len(ids))
+    salt = conn.execute("select salt from mail.erasure_salt").fetchone()[0]
+    values = {"email": emails, "to_email": emails, "customer_id": ids, "order_id": orders}
+
+    conn.execute("begin")
+    try:
+        for table, columns in _tables_with_person_columns(conn).items():
+            conditions, params = [], []
+            for column in columns:
+                wanted = values[column]
+                if wanted:
+                    expr = f"lower({column})" if column in ("email", "to_email") else column
+                    conditions.append(f"{expr} in ({','.join('?' * len(wanted))})")
+                    params += sorted(wanted)
+            if conditions:
+                deleted = conn.execute(
+                    f"delete from {table} where {' or '.join(conditions)}", params
+                ).fetchone()
+                if deleted and deleted[0]:
+                    report.rows_deleted[table] = int(deleted[0])
+        # Quarantined rows keep raw values as JSON: look inside.
+        if conn.execute(
+            "select count(*) from information_schema.tables where table_schema='raw' "
+            "and table_name='quarantine'"
+        ).fetchone()[0]:
+            deleted = conn.execute(
+                "delete from raw.quarantine where lower(raw_values->>'email') in (select unnest(?)) "
+                "or raw_values->>'customer_id' in (select unnest(?)) "
+                "or raw_values->>'order_id' in (select unnest(?))",
+                [sorted(emails) or [""], sorted(ids) or [""], sorted(orders) or [""]],
+            ).fetchone()[0]
+            if deleted:
+                report.rows_deleted["raw.quarantine"] = report.rows_deleted.get("raw.quarantine", 0) + int(
+                    deleted
+                )
+        if emails and _exists(conn, "raw", "event_quarantine"):
+            # A quarantined event line may name the address without a usable `email` field.
+            deleted = conn.execute(
+                "delete from raw.event_quarantine where exists "
+                "(select 1 from unnest(?::varchar[]) as e(address) where contains(lower(raw_line), address))",
+                [sorted(emails)],
+            ).fetchone()[0]
+            if deleted:
+                report.rows_deleted["raw.event_quarantine"] = report.rows_deleted.get(
+                    "raw.event_quarantine", 0
+                ) + int(deleted)
+        for address in emails:
+            conn.execute(
+                # Erased again (e.g. after a new opt-in): the suppression restarts at this erasure.
+                "insert into mail.erasures values (?, ?, false) on conflict (email_hash) do update "
+                "set erased_at = excluded.erased_at, sendgrid_erasure_requested = false",
+                [salted_hash(salt, address), now],
+            )
+        if (emails or ids) and _exists(conn, "mail", "sends"):
+            pseudonymised = conn.execute(
+                """
+                update mail.sends
+                set email_hash = sha256(? || lower(coalesce(email, ''))),
+                    email = null,
+                    customer_id = null,
+                    trigger_key = 'erased:' || left(sha256(? || trigger_key), 24),
+                    updated_at = ?
+                where lower(email) in (select unnest(?)) or customer_id in (select unnest(?))
+                """,
+                [salt, salt, now, sorted(emails) or [""], sorted(ids) or [""]],
+            ).fetchone()[0]
+            report.ledger_rows_pseudonymised = int(pseudonymised)
+        conn.execute("commit")
+    except Exception:
+        conn.execute("rollback")
+        raise
+
+    if outbox_dir and outbox_dir.is_dir():
+        report.outbox_files_deleted = _erase_outbox(outbox_dir, emails)
+    if landing_dir and emails:
+        _erase_landing(conn, Path(landing_dir), emails, report)
+    if sendgrid_client is not None and emails:
+        addresses = sorted(emails)
+        for start in range(0, len(addresses), SENDGRID_ERASE_BATCH):
+            sendgrid_client.client.recipients.erasejob.post(
+                request_body={"email_addresses": addresses[start : start + SENDGRID_ERASE_BATCH]}
+            )
+            report.sendgrid_requests += 1
+        conn.execute("update mail.erasures set sendgrid_erasure_requested = true where erased_at = ?", [now])
+    return report
+
+
+def compact_warehouse(db_path: Path) -> None:
+    """Rewrite the DuckDB file so deleted rows are gone from its bytes, not only from its tables.
+
+    DuckDB marks deleted rows and reuses their blocks later; neither ``CHECKPOINT`` nor ``VACUUM`` removes
+    them from the file, so an erased address stays readable with ``strings warehouse.duckdb``. ``COPY FROM
+    DATABASE`` writes live data only (schemas, tables with constraints, views, sequences, macros) into a new
+    file, which then replaces the old one. Call it after the erasure's connection is closed; no other process
+    may have the warehouse open (the same "one writer" rule as for every job).
+    """
+    db_path = Path(db_path)
+    fresh = db_path.with_name(f".{db_path.name}.compact")
+    for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    conn = duckdb.connect()
+    try:
+        conn.execute("attach ? as erased_src (read_only)", [str(db_path)])
+        conn.execute("attach ? as erased_dst", [str(fresh)])
+        conn.execute("copy from database erased_src to erased_dst")
+        conn.execute("detach erased_dst")
+        conn.execute("detach erased_src")
+    except BaseException:
+        conn.close()
+        fresh.unlink(missing_ok=True)
+        raise
+    conn.close()
+    fresh.replace(db_path)
+    db_path.with_name(db_path.name + ".wal").unlink(missing_ok=True)
+
+
+def _erase_outbox(outbox_dir: Path, emails: set[str]) -> int:
+    deleted = 0
+    for payload_path in outbox_dir.glob("*.json"):
+        try:
+            payload = json.loads(payload_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        recipients = {
+            to.get("email", "").lower()
+            for personalization in payload.get("personalizations", [])
+            for to in personalization.get("to", [])
+        }
+        if recipients & emails:
+            for sibling in outbox_dir.glob(payload_path.stem + ".*"):
+                sibling.unlink()
+                deleted += 1
+    return deleted
+
+
+def _names_person(line: bytes, emails: set[str]) -> bool:
+    """An event line is about the person if its ``email`` is one of their addresses; a line that does not
+    parse is judged by its text, so nothing unreadable that mentions them survives either."""
+    try:
+        doc = json.loads(line)
+    except (ValueError, RecursionError):
+        doc = None
+    email = doc.get("email") if isinstance(doc, dict) else None
+    if isinstance(email, str) and email.strip().lower() in emails:
+        return True
+    text = line.decode("utf-8", errors="replace").lower()
+    return any(address in text for address in emails)
+
+
+def _erase_landing(
+    conn: duckdb.DuckDBPyConnection, landing: Path, emails: set[str], report: ErasureReport
+) -> None:
+    events = landing / SENDGRID_EVENTS_TABLE
+    for path in sorted(events.glob("*.ndjson")) if events.is_dir() else []:
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        kept = [line for line in lines if not (line.strip() and _names_person(line, emails))]
+        removed = len(lines) - len(kept)
+        if not removed:
+            continue
+        old_hash = hashlib.sha256(data).hexdigest()
+        if any(line.strip() for line in kept):
+            new_data = b"\n".join(kept)
+            write_durably(events, path.name, new_data)
+            # The events that stay were loaded already: record the new content as loaded, so the
+            # rewritten file is not read again (the erased person's events are gone from the table too).
+            conn.execute(
+                "update raw.loaded_files set content_hash = ? where path = ? and content_hash = ?",
+                [hashlib.sha256(new_data).hexdigest(), str(path), old_hash],
+            )
+        else:
+            path.unlink()
+        report.event_files_rewritten += 1
+        report.event_lines_removed += removed
+    consents = landing / CONSENTS_TABLE
+    for path in sorted(consents.glob("*.csv")) if consents.is_dir() else []:
+        # Only the web service's own one-event files; a shop export is the shop's to correct.
+        try:
+            rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue
+        if (
+            len(rows) == 1
+            and tuple(rows[0]) == CONSENT_COLUMNS
+            and rows[0]["source"] == "mail_link"
+            and (rows[0]["email"] or "").strip().lower() in emails
+        ):
+            path.unlink()
+            report.consent_files_deleted += 1
