@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 DBT_DIR = REPO / "dbt"
 sys.path.insert(0, str(REPO))
 
+from nachfass.core.dbt import dbt_vars  # noqa: E402
 from nachfass.core.ingest import load_landing  # noqa: E402
 from nachfass.core.schema import prepare_warehouse  # noqa: E402
 from nachfass.devtools.datagen.generate import DEFAULT_AS_OF, generate_exports  # noqa: E402
@@ -66,7 +67,7 @@ next_products as (
 ),
 model as (
     select target_id as customer_id, product_id
-    from intermediate.int_product_recommendations
+    from main.bench_recommendations
     where target_type = 'customer' and recommendation_rank <= ?
 ),
 bestsellers as (
@@ -115,14 +116,16 @@ def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build_model(warehouse: Path, cutoff: datetime, target_path: Path) -> float:
-    """dbt run of the recommendation model and what it needs, at ``cutoff``; returns seconds."""
+def build_model(
+    warehouse: Path, cutoff: datetime, target_path: Path, select: str = "+int_product_recommendations"
+) -> float:
+    """dbt run of ``select`` (the recommendation model and what it needs) at ``cutoff``; returns seconds."""
     env = {**os.environ, "NACHFASS_WAREHOUSE": str(warehouse), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     variables = {"as_of": _iso(cutoff), "recommendation_targets": "all_customers"}
     args = [
-        DBT, "run", "--select", "+int_product_recommendations",
+        DBT, "run", "--select", select,
         "--profiles-dir", ".", "--target-path", str(target_path), "--log-path", str(target_path / "logs"),
-        "--vars", json.dumps(variables),
+        "--vars", json.dumps(dbt_vars(**variables)),
     ]  # fmt: skip
     started = time.perf_counter()
     result = subprocess.run(args, cwd=DBT_DIR, env=env, capture_output=True, text=True, timeout=1800)
@@ -155,13 +158,24 @@ def evaluate(
     prepared = time.perf_counter() - started
     cutoff = as_of - timedelta(days=holdout_days)
     dbt_seconds = build_model(warehouse, cutoff, workdir / "dbt_target")
+    # Staging is versioned by as_of: at the cutoff it holds no later orders. Keep the model's lists,
+    # then rebuild the order staging at the data's as_of to see what the customers bought next.
+    conn = duckdb.connect(str(warehouse))
+    try:
+        conn.execute(
+            "create or replace table main.bench_recommendations as "
+            "select * from intermediate.int_product_recommendations"
+        )
+    finally:
+        conn.close()
+    build_model(warehouse, as_of, workdir / "dbt_target", select="stg_orders stg_order_items stg_products")
     conn = duckdb.connect(str(warehouse), read_only=True)
     try:
         naive = [cutoff.astimezone(UTC).replace(tzinfo=None), as_of.astimezone(UTC).replace(tzinfo=None)]
         n, model_hits, baseline_hits = conn.execute(HITS_SQL, [*naive, k, k]).fetchone()
         reasons = dict(
             conn.execute(
-                "select reason, count(*) from intermediate.int_product_recommendations "
+                "select reason, count(*) from main.bench_recommendations "
                 "where target_type = 'customer' and recommendation_rank <= ? group by reason",
                 [k],
             ).fetchall()
