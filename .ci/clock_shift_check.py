@@ -16,6 +16,8 @@ from pathlib import Path
 
 import duckdb
 
+from nachfass.core.dbt import dbt_vars_arg
+
 SHIFT_DAYS = 400
 
 
@@ -41,6 +43,7 @@ with tempfile.TemporaryDirectory() as tmp:
             "--log-path",
             tmp,
             "-q",
+            *dbt_vars_arg(),
         ],
         cwd=repo / "dbt",
         env={**os.environ, "NACHFASS_WAREHOUSE": f"{tmp}/clock.duckdb"},

@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 DBT_DIR = REPO / "dbt"
 sys.path.insert(0, str(REPO))
 
+from nachfass.core.dbt import dbt_vars_arg  # noqa: E402
+
 # The models whose SQL is timed directly in DuckDB (the bulk of the work), in dependency order.
 DIRECT_MODELS = [
     "stg_session_events",
@@ -174,8 +176,7 @@ def dbt(workdir: Path, command: str, as_of: datetime, *extra: str) -> float:
         ".",
         "--target-path",
         str(workdir / "target"),
-        "--vars",
-        json.dumps({"as_of": iso(as_of)}),
+        *dbt_vars_arg(iso(as_of)),
         *extra,
     ]
     started = time.perf_counter()

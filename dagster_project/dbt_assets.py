@@ -1,6 +1,5 @@
 """dbt as Dagster assets: one @dbt_assets and a translator mapping dbt folders to Dagster groups."""
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +14,7 @@ from dagster_dbt import (
 
 from dagster_project.dbt_project import dbt_project
 from dagster_project.resources import RunClockResource, WarehouseResource
+from nachfass.core.dbt import dbt_vars_arg
 from nachfass.core.mail.runs import check_as_of
 
 # The send asset's key (mail/sent_mails): a run that selects it will send mail.
@@ -43,7 +43,7 @@ def dbt_build_args(
     as_of_iso: str, full_refresh: bool = False, skip_full_history_tests: bool = False
 ) -> list[str]:
     """The dbt command for one run: build (models + tests) at the run's logical time."""
-    args = ["build", "--vars", json.dumps({"as_of": as_of_iso})]
+    args = ["build", *dbt_vars_arg(as_of_iso)]
     if full_refresh:
         args.append("--full-refresh")
     if skip_full_history_tests and not full_refresh:

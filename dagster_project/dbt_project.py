@@ -1,14 +1,13 @@
 """The one DbtProject, imported by the dbt assets, the dbt resource and the CLI."""
 
+import os
+
 from dagster_dbt import DbtCliResource, DbtProject
 
-from nachfass.core.dbt import DBT_EXECUTABLE
-from nachfass.core.paths import DBT_PROJECT_DIR
+from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars_arg
+from nachfass.core.paths import dbt_project_dir
 
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-# Under `dagster dev` this (re)builds the manifest; the CLI calls prepare_dbt_manifest() and tests run
-# `dbt parse` themselves (prepare_if_dev does nothing under pytest).
-dbt_project.prepare_if_dev()
+dbt_project = DbtProject(project_dir=dbt_project_dir(), profiles_dir=dbt_project_dir())
 
 
 def dbt_resource() -> DbtCliResource:
@@ -16,5 +15,13 @@ def dbt_resource() -> DbtCliResource:
 
 
 def prepare_dbt_manifest() -> None:
-    """`dbt parse` into the project's target folder, so the @dbt_assets definitions can load."""
-    dbt_resource().cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
+    """`dbt parse` into the project's target folder, so the @dbt_assets definitions can load. The parse gets
+    the campaign registry's vars: mail_candidates refs every campaign's segment model by that list."""
+    dbt_resource().cli(["parse", "--quiet", *dbt_vars_arg()], target_path=dbt_project.target_path).wait()
+
+
+# Under `dagster dev` (which sets DAGSTER_IS_DEV_CLI) the manifest is rebuilt whenever the code location
+# loads, so edits to dbt models or campaign YAML show up after *Reload definitions*. DbtProject's own
+# prepare_if_dev would parse without the registry's vars. Tests and the CLI parse themselves.
+if os.environ.get("DAGSTER_IS_DEV_CLI"):
+    prepare_dbt_manifest()

@@ -1,10 +1,12 @@
-"""Jobs, their time-window partitions and schedules. Both scheduled jobs run the *same* assets with
-different selections and a campaign filter, so there is one way to render and send, not copies.
+"""Jobs, their time-window partitions and schedules. The scheduled mail jobs come from the campaign
+registry: one per cadence (`cadence` in the segment YAML), each with its campaigns as a filter on the same
+render and send assets, so there is one way to render and send, not copies.
 
-Each scheduled job is partitioned in the shop's timezone: `frequent_mails_job` into 15-minute slots,
-`daily_mails_job` into days that turn at 09:00. A slot's run decides as of the slot's *end* (the moment its
-schedule tick fires), so a missed slot can be backfilled later from the UI or `dagster job backfill` and
-decides exactly as the live tick would have: expiry, quiet hours and caps apply at the slot's time.
+Each scheduled job is partitioned in the shop's timezone by its cron: `frequent_mails_job` into 15-minute
+slots, `daily_mails_job` into days that turn at 09:00, `mails_<cron>_job` for any other cadence. A slot's
+run decides as of the slot's *end* (the moment its schedule tick fires), so a missed slot can be backfilled
+later from the UI or `dagster job backfill` and decides exactly as the live tick would have: expiry, quiet
+hours and caps apply at the slot's time.
 
 Every job that writes the warehouse carries the tag `nachfass/warehouse=writer`; the shipped Dagster
 instance settings (config/dagster.yaml) let one such run at a time, so sensor runs, ticks and backfill runs
@@ -16,6 +18,8 @@ Automation → schedule → toggle, or `dagster schedule start frequent_mails_sc
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -23,14 +27,8 @@ import dagster as dg
 from dagster_project.assets.events import SENDGRID_EVENTS
 from dagster_project.assets.ingest import RAW_KEYS
 from dagster_project.assets.mail import MAIL_CANDIDATES
-from nachfass.core.cadence import (
-    DAILY_CAMPAIGNS,
-    DAILY_CRON,
-    FREQUENT_CAMPAIGNS,
-    FREQUENT_CRON,
-    slot_as_of,
-    slot_partitions,
-)
+from nachfass.core.cadence import slot_as_of, slot_partitions
+from nachfass.core.campaigns import CADENCES, campaigns_by_cron, load_campaigns
 
 RENDER_OP = "mail__rendered_mails"
 SEND_OP = "mail__sent_mails"
@@ -70,9 +68,6 @@ def _partitioned_config(
     return dg.PartitionedConfig(partitions_def=partitions, run_config_for_partition_key_fn=run_config)
 
 
-frequent_partitions = slot_partitions(FREQUENT_CRON, "%Y-%m-%d-%H:%M")
-daily_partitions = slot_partitions(DAILY_CRON, "%Y-%m-%d")
-
 main_job = dg.define_asset_job(
     "nachfass_job",
     selection=dg.AssetSelection.all(),
@@ -81,25 +76,64 @@ main_job = dg.define_asset_job(
     description="Everything, end to end, all campaigns: ingest → events → dbt build → render → send.",
 )
 
-frequent_job = dg.define_asset_job(
-    "frequent_mails_job",
-    selection=ingest_selection | events_selection | candidates_selection | mail_selection,
-    executor_def=_serial,
-    config=_partitioned_config(frequent_partitions, FREQUENT_CAMPAIGNS),
-    tags=WRITER_TAG,
-    description="Every 15 min (one partition per slot, as of the slot's end): new exports and events, "
-    "eligibility, then cart, checkout recovery, order thanks and shipping mails.",
-)
 
-daily_job = dg.define_asset_job(
-    "daily_mails_job",
-    selection=dg.AssetSelection.all(),
-    executor_def=_serial,
-    config=_partitioned_config(daily_partitions, DAILY_CAMPAIGNS),
-    tags=WRITER_TAG,
-    description="09:00 daily (one partition per day, as of 09:00 the next day): everything incl. "
-    "analytics, then review requests, cross-sell, reactivation and support follow-ups.",
-)
+@dataclass(frozen=True)
+class MailJobSpec:
+    """One scheduled mail job: the campaigns of one cadence (campaign registry), and its Dagster names."""
+
+    cron: str
+    campaigns: list[str]
+    job_name: str
+    schedule_name: str
+    partition_format: str
+    with_analytics: bool
+    description: str
+
+
+def mail_job_specs(campaigns: dict | None = None) -> list[MailJobSpec]:
+    """A job per cadence of the registry's campaigns: every 15 minutes (frequent_mails_job, without the
+    analytics models), daily at 09:00 (daily_mails_job, with them), and one per other cron."""
+    specs = []
+    for cron, names in campaigns_by_cron(campaigns or load_campaigns(check_templates=False)).items():
+        if cron == CADENCES["every_15_minutes"]:
+            name, fmt, analytics = "frequent_mails", "%Y-%m-%d-%H:%M", False
+            what = "Every 15 min (one partition per slot, as of the slot's end)"
+        elif cron == CADENCES["daily"]:
+            name, fmt, analytics = "daily_mails", "%Y-%m-%d", True
+            what = "09:00 daily (one partition per day, as of 09:00 the next day), incl. analytics"
+        else:
+            name = "mails_" + re.sub(r"[^0-9a-z]+", "_", cron.replace("*", "x")).strip("_")
+            fmt, analytics, what = "%Y-%m-%d-%H:%M", True, f"On the cron {cron!r} (shop time)"
+        specs.append(
+            MailJobSpec(
+                cron=cron,
+                campaigns=names,
+                job_name=f"{name}_job",
+                schedule_name=f"{name}_schedule",
+                partition_format=fmt,
+                with_analytics=analytics,
+                description=f"{what}: new exports and events, eligibility, then {', '.join(names)}.",
+            )
+        )
+    return specs
+
+
+MAIL_JOB_SPECS = mail_job_specs()
+JOB_PARTITIONS = {spec.job_name: slot_partitions(spec.cron, spec.partition_format) for spec in MAIL_JOB_SPECS}
+JOB_CAMPAIGN_CONFIG = {spec.job_name: _campaign_config(spec.campaigns) for spec in MAIL_JOB_SPECS}
+mail_jobs = [
+    dg.define_asset_job(
+        spec.job_name,
+        selection=dg.AssetSelection.all()
+        if spec.with_analytics
+        else ingest_selection | events_selection | candidates_selection | mail_selection,
+        executor_def=_serial,
+        config=_partitioned_config(JOB_PARTITIONS[spec.job_name], spec.campaigns),
+        tags=WRITER_TAG,
+        description=spec.description,
+    )
+    for spec in MAIL_JOB_SPECS
+]
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -118,24 +152,14 @@ events_job = dg.define_asset_job(
     description="Load new SendGrid event files and refresh the analytics models (events sensor).",
 )
 
+# Created STOPPED: a fresh install sends nothing until someone turns a schedule on.
 schedules = [
     dg.build_schedule_from_partitioned_job(
-        frequent_job,
-        name="frequent_mails_schedule",
-        description="Runs frequent_mails_job for each 15-minute slot as it ends (as_of = slot end).",
+        job,
+        name=spec.schedule_name,
+        description=f"Runs {spec.job_name} for each slot as it ends (as_of = the slot's end).",
         default_status=dg.DefaultScheduleStatus.STOPPED,
-    ),
-    dg.build_schedule_from_partitioned_job(
-        daily_job,
-        name="daily_mails_schedule",
-        hour_of_day=9,
-        description="Runs daily_mails_job at 09:00 shop time for the day that just ended (as_of = 09:00).",
-        default_status=dg.DefaultScheduleStatus.STOPPED,
-    ),
+    )
+    for spec, job in zip(MAIL_JOB_SPECS, mail_jobs, strict=True)
 ]
-JOB_CAMPAIGN_CONFIG = {
-    frequent_job.name: _campaign_config(FREQUENT_CAMPAIGNS),
-    daily_job.name: _campaign_config(DAILY_CAMPAIGNS),
-}
-JOB_PARTITIONS = {frequent_job.name: frequent_partitions, daily_job.name: daily_partitions}
-jobs = [main_job, frequent_job, daily_job, ingest_job, events_job]
+jobs = [main_job, *mail_jobs, ingest_job, events_job]

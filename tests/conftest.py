@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from tests_support import DBT_DIR, DBT_EXECUTABLE
 
+from nachfass.core.dbt import dbt_vars_arg
+
 SECRET_ENV = (
     "SENDGRID_API_KEY",
     "SENDGRID_API_HOST",
@@ -23,7 +25,7 @@ SECRET_ENV = (
 
 def dbt_parse(env: dict[str, str] | None = None) -> None:
     result = subprocess.run(
-        [str(DBT_EXECUTABLE), "parse", "--profiles-dir", ".", "--quiet"],
+        [str(DBT_EXECUTABLE), "parse", "--profiles-dir", ".", "--quiet", *dbt_vars_arg()],
         cwd=DBT_DIR,
         env={**os.environ, **(env or {})},
         capture_output=True,

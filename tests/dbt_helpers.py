@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 
 from nachfass.core.contract import TABLES
+from nachfass.core.dbt import dbt_vars
 from nachfass.core.ingest import load_landing
 from nachfass.core.mail.message import make_send_id
 from nachfass.core.paths import DBT_PROJECT_DIR
@@ -152,9 +153,20 @@ def run_dbt(
     check: bool = True,
 ) -> subprocess.CompletedProcess:
     env = {**os.environ, "NACHFASS_WAREHOUSE": str(warehouse), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    # every dbt call gets the registry's campaigns and the shop's timezone (nachfass.core.dbt.dbt_vars);
+    # vars given in the command are laid over them
+    command = list(command)
+    extra: dict = {}
+    if "--vars" in command:
+        at = command.index("--vars")
+        extra = json.loads(command[at + 1])
+        del command[at : at + 2]
+    variables = dbt_vars(as_of, segments=Path(project_dir) / "models" / "segments", **extra)
     args = [
         DBT,
         *command,
+        "--vars",
+        json.dumps(variables),
         "--profiles-dir",
         ".",
         "--target-path",
@@ -162,8 +174,6 @@ def run_dbt(
         "--log-path",
         str(target_path / "logs"),
     ]
-    if as_of is not None:
-        args += ["--vars", json.dumps({"as_of": iso(as_of)})]
     result = subprocess.run(args, cwd=project_dir, env=env, capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(

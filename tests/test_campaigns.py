@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
 
 import duckdb
+import jsonschema
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -16,12 +18,12 @@ from nachfass.core.campaigns import (
     CampaignSettingsError,
     Experiment,
     assign_variant,
-    declared_campaign_models,
+    campaign_json_schema,
     load_campaigns,
     stable_bucket,
     validate_campaigns,
 )
-from nachfass.core.paths import DBT_PROJECT_DIR
+from nachfass.core.paths import DBT_PROJECT_DIR, TEMPLATES_DIR
 
 SEGMENTS = DBT_PROJECT_DIR / "models" / "segments"
 CAMPAIGNS = {
@@ -42,7 +44,6 @@ CAMPAIGNS = {
 def test_repository_settings_are_valid_and_complete() -> None:
     campaigns = validate_campaigns()
     assert set(campaigns) == CAMPAIGNS
-    assert set(declared_campaign_models()) == CAMPAIGNS
     marketing = sorted((c.priority, c.name) for c in campaigns.values() if c.is_marketing)
     assert [name for _, name in marketing] == [
         "checkout_recovery",
@@ -67,7 +68,7 @@ def test_repository_settings_are_valid_and_complete() -> None:
 @pytest.fixture
 def segments(tmp_path: Path) -> Path:
     folder = tmp_path / "segments"
-    shutil.copytree(SEGMENTS, folder, ignore=shutil.ignore_patterns("*.sql"))
+    shutil.copytree(SEGMENTS, folder)
     return folder
 
 
@@ -261,13 +262,77 @@ def test_a_typo_is_a_clear_error_naming_file_and_key(
     assert message in text
 
 
-def test_campaign_missing_from_campaign_models_is_an_error(segments: Path, tmp_path: Path) -> None:
-    macros = tmp_path / "campaigns.sql"
-    macros.write_text(
-        "{% macro campaign_models() -%}\n    {{ return(['abandoned_cart']) }}\n{%- endmacro %}\n"
+def test_a_campaign_needs_its_segment_model(segments: Path) -> None:
+    (segments / "order_thanks.sql").unlink()
+    with pytest.raises(CampaignSettingsError, match=r"order_thanks\.yml.*no segment model order_thanks\.sql"):
+        load_campaigns(segments)
+
+
+def test_a_cadence_is_named_or_a_cron(segments: Path) -> None:
+    _edit(segments, "order_thanks", lambda c: c.update(cadence="hourly"))
+    with pytest.raises(
+        CampaignSettingsError, match=r"'cadence'.*every_15_minutes, daily or a five-field cron"
+    ):
+        load_campaigns(segments)
+    _edit(segments, "order_thanks", lambda c: c.update(cadence="30 18 * * 1-5"))
+    assert load_campaigns(segments)["order_thanks"].cron == "30 18 * * 1-5"
+
+
+def test_languages_say_which_templates_exist_and_which_is_the_fallback(
+    segments: Path, tmp_path: Path
+) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates)
+    (templates / "en" / "support_followup" / "1.txt").unlink()
+    with pytest.raises(CampaignSettingsError, match=r"support_followup.*'steps\.1\.template'.*'en'"):
+        load_campaigns(segments, templates_dir=templates)
+    _edit(segments, "support_followup", lambda c: c.update(languages=["de"]))
+    followup = load_campaigns(segments, templates_dir=templates)["support_followup"]
+    assert followup.template_language("en") == "de" and followup.template_language("de") == "de"
+
+
+def test_the_template_setting_is_what_renders(segments: Path, tmp_path: Path) -> None:
+    """steps.*.template names the template: a renamed template with the setting pointing at it renders."""
+    from nachfass.core.links import LinkSigner
+    from nachfass.core.mail.render import MailRenderer
+    from nachfass.core.mail.samples import sample_jobs
+    from nachfass.core.shop import load_shop_settings
+
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates)
+    for lang in ("de", "en"):
+        for ext in ("html", "txt"):
+            source = templates / lang / "support_followup" / f"1.{ext}"
+            text = source.read_text().replace("{% block", "{# follow-up v2 #}{% block", 1)
+            (templates / lang / "support_followup" / f"nachgefragt.{ext}").write_text(text)
+            source.unlink()
+    _edit(
+        segments,
+        "support_followup",
+        lambda c: c["steps"]["1"].update(template="support_followup/nachgefragt"),
     )
-    with pytest.raises(CampaignSettingsError, match="not listed in campaign_models"):
-        load_campaigns(segments, macros_file=macros)
+    campaigns = load_campaigns(segments, templates_dir=templates)
+    renderer = MailRenderer(
+        load_shop_settings(), LinkSigner("k" * 32), templates_dir=templates, campaigns=campaigns
+    )
+    job = next(j for j in sample_jobs(campaigns, locales=("de-DE",)) if j.campaign == "support_followup")
+    assert renderer.render(job).text
+
+
+def test_the_json_schema_for_editors_is_current() -> None:
+    """dbt/models/segments/campaign.schema.json is generated from the typed settings (regenerate it with
+    `python -m nachfass.core.campaigns schema > dbt/models/segments/campaign.schema.json`)."""
+    committed = json.loads((SEGMENTS / "campaign.schema.json").read_text())
+    assert committed == campaign_json_schema()
+    for path in SEGMENTS.glob("*.yml"):
+        assert path.read_text().startswith("# yaml-language-server: $schema=campaign.schema.json"), path
+    # the schema accepts every campaign in the repository and rejects a typo, as an editor would
+    validator = jsonschema.Draft202012Validator(committed)
+    for path in SEGMENTS.glob("*.yml"):
+        assert not list(validator.iter_errors(yaml.safe_load(path.read_text()))), path
+    document = yaml.safe_load((SEGMENTS / "cross_sell.yml").read_text())
+    document["models"][0]["config"]["meta"]["campaign"]["priorty"] = 3
+    assert list(validator.iter_errors(document))
 
 
 def test_settings_in_the_wrong_place_are_an_error(segments: Path) -> None:
@@ -319,8 +384,13 @@ def test_sql_helper_matches_the_dbt_macro() -> None:
     assert "({{ bucket }} - {{ holdout }}) * {{ total }} < {{ ns.cum }} * ({{ 10000 - holdout }})" in macro
 
 
+def assignment(id: str, variants: dict[str, int], holdout_percent: float = 0) -> Experiment:
+    """An experiment as far as assignment goes (no control or `varies` needed to split customers)."""
+    return Experiment.model_construct(id=id, variants=variants, holdout_percent=holdout_percent)
+
+
 experiments = st.builds(
-    Experiment,
+    assignment,
     id=st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True),
     variants=st.dictionaries(
         st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True).filter(lambda n: n != "holdout"),
@@ -372,7 +442,7 @@ def test_no_experiment_means_control() -> None:
     holdout=st.integers(0, 30),
 )
 def test_shares_match_weights_on_large_samples(weights: list[int], holdout: int) -> None:
-    experiment = Experiment(
+    experiment = assignment(
         id="share_test", variants={f"v{i}": w for i, w in enumerate(weights)}, holdout_percent=holdout
     )
     n = 40_000

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nachfass.core.mail.render import CAMPAIGNS
+from nachfass.core.campaigns import load_campaigns
 from nachfass.devtools.preview import (
     MOBILE_WIDTH,
     SCREENSHOT_HEIGHT,
@@ -36,8 +36,8 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_gallery_links_every_combination(gallery: Path) -> None:
     index = gallery.read_text(encoding="utf-8")
-    for campaign, (_, steps) in CAMPAIGNS.items():
-        for step in steps:
+    for campaign, settings in load_campaigns().items():
+        for step in settings.steps:
             for locale in ("de-DE", "en-GB"):
                 slug = f"{campaign}__{step}__control__{locale}"
                 assert f'src="mails/{slug}.html" width="640"' in index

@@ -13,10 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nachfass.core.campaigns import load_campaigns
 from nachfass.core.links import LinkSigner
 from nachfass.core.mail.formatting import format_money, typographic_quotes, unit_price
 from nachfass.core.mail.message import MailJob, RenderedMail
-from nachfass.core.mail.render import CAMPAIGNS, MailRenderer, sample_jobs
+from nachfass.core.mail.render import MailRenderer, sample_jobs
 from nachfass.core.shop import ShopSettings, load_shop_settings
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -104,7 +105,9 @@ def test_two_column_grid_fills_the_last_row(renderer: MailRenderer) -> None:
     assert [row.count('class="grid-cell"') for row in rows] == [2, 2]  # the third card gets an empty partner
 
 
-@pytest.mark.parametrize("campaign", sorted(c for c, (policy, _) in CAMPAIGNS.items() if policy == "none"))
+@pytest.mark.parametrize(
+    "campaign", sorted(n for n, c in load_campaigns().items() if c.consent_policy == "none")
+)
 def test_transactional_mails_never_advertise(mails, campaign: str) -> None:
     for job, mail in mails:
         if job.campaign == campaign:

@@ -12,13 +12,18 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from dagster_project.jobs import DAILY_CAMPAIGNS, FREQUENT_CAMPAIGNS, JOB_CAMPAIGN_CONFIG, RENDER_OP, SEND_OP
+from dagster_project.jobs import JOB_CAMPAIGN_CONFIG, RENDER_OP, SEND_OP
 from dagster_project.resources import LandingResource, parse_as_of
 from dagster_project.sensors import SETTLE_SECONDS, events_sensor, landing_sensor, new_files, settled_files
+from nachfass.core.campaigns import load_campaigns
 
 RENDERED = dg.AssetKey(["mail", "rendered_mails"])
 SENT = dg.AssetKey(["mail", "sent_mails"])
 CANDIDATES = dg.AssetKey(["eligibility", "mail_candidates"])
+CAMPAIGNS = load_campaigns()
+# the registry's cadences, written out: what a marketer set in the segment YAML files
+FREQUENT_CAMPAIGNS = [n for n, c in CAMPAIGNS.items() if c.cadence == "every_15_minutes"]
+DAILY_CAMPAIGNS = [n for n, c in CAMPAIGNS.items() if c.cadence == "daily"]
 SCHEDULED_JOBS = ("frequent_mails_job", "daily_mails_job")
 ALL_JOBS = ("nachfass_job", "frequent_mails_job", "daily_mails_job", "ingest_job", "events_job")
 
@@ -197,9 +202,18 @@ def test_every_job_queues_as_a_warehouse_writer(defs):
         assert defs.resolve_job_def(name).tags.get("nachfass/warehouse") == "writer", name
 
 
-def test_frequent_and_daily_campaigns_are_disjoint():
-    assert not set(FREQUENT_CAMPAIGNS) & set(DAILY_CAMPAIGNS)
-    assert "abandoned_cart" in FREQUENT_CAMPAIGNS
+def test_every_campaign_is_scheduled_by_its_cadence():
+    assert sorted(FREQUENT_CAMPAIGNS) == [
+        "abandoned_cart",
+        "checkout_recovery",
+        "order_thanks",
+        "shipping_update",
+    ]
+    assert sorted(DAILY_CAMPAIGNS) == ["cross_sell", "reactivation", "review_request", "support_followup"]
+    scheduled = [
+        c for config in JOB_CAMPAIGN_CONFIG.values() for c in config["ops"][RENDER_OP]["config"]["campaigns"]
+    ]
+    assert sorted(scheduled) == sorted(CAMPAIGNS)  # each once
 
 
 # --- jobs ----------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import css_inline
 import pytest
 
+from nachfass.core.campaigns import load_campaigns
 from nachfass.core.links import LinkSigner
 from nachfass.core.mail import render as render_module
 from nachfass.core.mail.candidates import job_from_row
@@ -65,7 +66,8 @@ def _hrefs(html: str) -> list[str]:
 
 def test_every_campaign_step_variant_renders(mails: list[tuple[MailJob, RenderedMail]]) -> None:
     combos = {(j.campaign, j.step, j.variant, j.locale) for j, _ in mails}
-    for campaign, (_, steps) in render_module.CAMPAIGNS.items():
+    for campaign, settings in load_campaigns().items():
+        steps = settings.steps
         for step in steps:
             for locale in ("de-DE", "en-GB"):
                 assert (campaign, step, "control", locale) in combos

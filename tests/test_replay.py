@@ -10,11 +10,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dagster_project.jobs import DAILY_CAMPAIGNS, FREQUENT_CAMPAIGNS
 from nachfass.cli.main import run_job
+from nachfass.core.campaigns import load_campaigns
 from nachfass.core.replay import ReplayError, campaigns_due, parse_every, replay, tick_times
 from nachfass.devtools.datagen.generate import generate_exports
 
+FREQUENT_CAMPAIGNS = [n for n, c in load_campaigns().items() if c.cadence == "every_15_minutes"]
+DAILY_CAMPAIGNS = [n for n, c in load_campaigns().items() if c.cadence == "daily"]
 AS_OF = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # Tuesday, 11:00 in Berlin
 TICKS = [AS_OF - timedelta(days=2), AS_OF - timedelta(days=1), AS_OF]
 

@@ -18,6 +18,8 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportions_ztest
 from tests_support import DBT_DIR, DBT_EXECUTABLE
 
+from nachfass.core.dbt import dbt_vars_arg
+
 
 def _cases(n: int = 120) -> list[tuple[int, int, int, int]]:
     rng = random.Random(20261124)
@@ -50,6 +52,7 @@ def dbt_show(sql: str, tmp: Path, limit: int, warehouse: Path | None = None) -> 
             str(tmp / "logs"),
             "--log-format",
             "json",
+            *dbt_vars_arg(),
         ],
         cwd=DBT_DIR,
         env=env,

@@ -2,10 +2,33 @@
     edited by marketers. These macros read them back from the dbt graph so `mail_candidates` applies the
     consent policy, priority and experiment of every campaign without a second copy of the settings. -#}
 
-{#- The segment models that feed mail_candidates. Adding a campaign = a new segment model + its name here. -#}
+{#- The segment models that feed mail_candidates: every model in models/segments/ whose YAML has
+    config.meta.campaign. The campaign registry (nachfass/core/campaigns.py) finds them and passes their
+    names as the var `campaigns` on every dbt call (nachfass.core.dbt.dbt_vars): dbt must know the refs
+    while it parses, before the graph exists. At run time the list is checked against the graph, so a
+    stale list passed by hand stops the build instead of silently leaving a campaign out. -#}
 {% macro campaign_models() -%}
-    {{ return(['checkout_recovery', 'abandoned_cart', 'order_thanks', 'shipping_update', 'review_request',
-                     'cross_sell', 'reactivation', 'support_followup']) }}
+    {%- set names = var('campaigns', none) -%}
+    {%- if names is none -%}
+        {{ exceptions.raise_compiler_error(
+            "the var `campaigns` is missing: run dbt through nachfass (`nachfass dbt ...`, or "
+            ~ "`dbt build --vars \"$(nachfass campaigns dbt-vars)\"`), which passes the campaign registry") }}
+    {%- endif -%}
+    {#- a unit test's graph has no nodes: it passes its own list (override `campaigns`) -#}
+    {%- if execute and graph.get('nodes') -%}
+        {%- set found = [] -%}
+        {%- for node in graph.nodes.values() -%}
+            {%- if node.resource_type == 'model' and node.fqn[1] == 'segments' and node.config.meta.get('campaign') -%}
+                {%- do found.append(node.name) -%}
+            {%- endif -%}
+        {%- endfor -%}
+        {%- if (found | sort) != (names | sort) -%}
+            {{ exceptions.raise_compiler_error(
+                "the var `campaigns` " ~ (names | sort) ~ " differs from the campaigns in models/segments "
+                ~ (found | sort) ~ ": pass the registry's list (nachfass.core.dbt.dbt_vars)") }}
+        {%- endif -%}
+    {%- endif -%}
+    {{ return(names) }}
 {%- endmacro %}
 
 {% macro campaign_settings() -%}

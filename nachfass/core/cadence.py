@@ -1,7 +1,7 @@
-"""When campaigns are sent: each campaign's schedule as a cron in the shop's timezone.
+"""Time slots of a campaign's cadence (its cron in the shop's timezone, campaign registry).
 
-The Dagster schedules (dagster_project/jobs.py) and the replay both read it, so a replay sends what the live
-schedule would have. Time-critical mails go out every 15 minutes, the rest once a day at 09:00 shop time.
+The Dagster schedules and partitions (dagster_project/jobs.py) and the replay both use these, so a replay
+sends what the live schedule would have.
 """
 
 from __future__ import annotations
@@ -11,11 +11,6 @@ from datetime import UTC, date, datetime
 import dagster as dg
 
 from nachfass.core.shop import load_shop_settings
-
-FREQUENT_CRON = "*/15 * * * *"
-DAILY_CRON = "0 9 * * *"
-FREQUENT_CAMPAIGNS = ["abandoned_cart", "checkout_recovery", "order_thanks", "shipping_update"]
-DAILY_CAMPAIGNS = ["review_request", "cross_sell", "reactivation", "support_followup"]
 
 
 def slot_partitions(cron: str, fmt: str) -> dg.TimeWindowPartitionsDefinition:

@@ -1,10 +1,13 @@
-"""Campaign settings: read from the segment YAML files, validated, and the A/B assignment mirrored in Python.
+"""The campaign registry: every campaign exists in exactly one place, its segment's YAML.
 
-Marketers edit a campaign's settings in one place, its segment model's YAML
-(``dbt/models/segments/<campaign>.yml``, key ``config.meta.campaign``); dbt reads them while it compiles the
-segment SQL and ``mail_candidates``. dbt itself would accept a typo silently (an unknown key is ignored, a
-string delay renders as broken SQL somewhere else), so the Dagster definitions call ``validate_campaigns()``
-when they load: a wrong setting stops the project with a message naming the file and the key.
+A campaign is a dbt model in ``dbt/models/segments/`` whose YAML carries ``config.meta.campaign`` (the
+settings below). Nothing else lists campaigns: this module finds them (folder + meta), validates them into
+typed models (pydantic, unknown keys refused, errors naming file and key), and everything else derives
+from it: the campaign list dbt's ``mail_candidates`` unions (passed as the dbt var ``campaigns``, see
+``nachfass.core.dbt``), the Dagster jobs and schedules (``cadence``), rendering (``steps.*.template``,
+``languages``), the sample data of previews and the preflight check, the docs table and the tests.
+``campaign_json_schema()`` is the JSON Schema of the settings (``dbt/models/segments/campaign.schema.json``,
+which editors use to check the YAML while a marketer types).
 
 ``assign_variant`` is the Python twin of the dbt macro ``assign_variant`` (``dbt/macros/campaigns.sql``):
 md5("<customer_id>:<experiment_id>") → bucket in [0, 10000) → holdout first, then variants by cumulative
@@ -16,82 +19,319 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from nachfass.core.paths import DBT_PROJECT_DIR, TEMPLATES_DIR
-
-SEGMENTS_DIR = DBT_PROJECT_DIR / "models" / "segments"
-CAMPAIGN_MACROS = DBT_PROJECT_DIR / "macros" / "campaigns.sql"
+from nachfass.core import paths
 
 CONSENT_POLICIES = ("none", "required", "existing_customer")
 MARKETING_POLICIES = ("required", "existing_customer")
-# Template language folder every campaign must have (German is the default locale, docs/marketers.md).
+# Template languages the project has copy for (mail_templates/<lang>/); the first of a campaign's
+# `languages` is its fallback for customers whose language has no templates.
+TEMPLATE_LANGUAGES = ("de", "en")
 DEFAULT_TEMPLATE_LANGUAGE = "de"
 # 0–50 %: a holdout above half the audience is almost certainly a typo (5 instead of 0.5 is fine, 500 not).
 MAX_HOLDOUT_PERCENT = 50
 N_BUCKETS = 10_000
-
-CAMPAIGN_KEYS = {
-    "consent_policy",
-    "priority",
-    "exit_on_order",
-    "steps",
-    "experiment",
-    "inactive_after_days",
-    "n_recommendations",
-    "skip_if_reminded_by",
-}
-STEP_KEYS = {"delay_minutes", "expire_after_minutes", "template"}
-EXPERIMENT_KEYS = {"id", "varies", "variants", "holdout_percent"}
-VARIANT_KEYS = {"weight", "extra_delay_minutes"}
 # What an experiment may vary: the subject line (and preheader), the body (its own templates), or the
 # send time (a variant-specific delay added to every step's due time).
 VARIED_ASPECTS = ("subject", "body", "send_delay")
 CONTROL = "control"
+# Named cadences (shop timezone); any five-field cron works too.
+CADENCES = {"every_15_minutes": "*/15 * * * *", "daily": "0 9 * * *"}
+_CRON = re.compile(r"^\s*\S+(\s+\S+){4}\s*$")
+
+Minutes = Annotated[StrictInt, Field(ge=0)]
 
 
 class CampaignSettingsError(ValueError):
     """A campaign setting is missing, unknown or of the wrong type. The message names file and key."""
 
 
-@dataclass(frozen=True)
-class StepSettings:
-    delay_minutes: int
-    expire_after_minutes: int
-    template: str
+class _KeyedError(ValueError):
+    """A validator's complaint about a key below the field it validates (e.g. one variant's weight)."""
+
+    def __init__(self, loc: str | tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = (loc,) if isinstance(loc, str) else tuple(loc)
+        self.message = message
 
 
-@dataclass(frozen=True)
-class Experiment:
-    id: str
-    variants: dict[str, int]  # name -> weight
-    holdout_percent: float = 0
-    varies: tuple[str, ...] = ()  # subset of VARIED_ASPECTS, as declared in the YAML
-    extra_delay_minutes: dict[str, int] = field(default_factory=dict)  # send-time variants only
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True)
-class CampaignSettings:
-    name: str
-    file: Path
-    consent_policy: str
-    steps: dict[str, StepSettings]
-    priority: int | None = None
-    exit_on_order: bool = False
+class StepSettings(_Settings):
+    """One mail of a campaign (a reminder step, a shipping event …)."""
+
+    delay_minutes: Minutes = Field(
+        description="due this long after the trigger (step 2: after step 1 was sent)"
+    )
+    expire_after_minutes: Annotated[StrictInt, Field(ge=1)] = Field(
+        description="skipped as `expired` this long after due (cart reminders: the cart's maximum age)"
+    )
+    template: str = Field(
+        pattern=r"^[a-z0-9_]+/[A-Za-z0-9_-]+$",
+        description="mail_templates/<lang>/<template>.html and .txt, e.g. abandoned_cart/1",
+    )
+
+
+class VariantSettings(_Settings):
+    weight: Annotated[StrictInt, Field(ge=1)] = Field(description="whole-number share of the split")
+    extra_delay_minutes: Minutes = Field(
+        default=0, description="send-time experiments: minutes added to every step's due time"
+    )
+
+
+class Experiment(_Settings):
+    """An A/B test over every step of the campaign. ``variants`` are the weights by name."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="unique across campaigns")
+    varies: tuple[Literal["subject", "body", "send_delay"], ...] = Field(
+        min_length=1, description="what the variants change: subject, body and/or send_delay"
+    )
+    variants: dict[str, int] = Field(description="name: weight, or name: {weight, extra_delay_minutes}")
+    holdout_percent: float = Field(default=0, ge=0, le=MAX_HOLDOUT_PERCENT)
+    extra_delay_minutes: dict[str, int] = Field(default_factory=dict, json_schema_extra={"readOnly": True})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_variants(cls, data: Any) -> Any:
+        """`b: 50` or `b: {weight: 50, extra_delay_minutes: 480}` → weights and delays."""
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        if isinstance(data.get("varies"), str):
+            data["varies"] = [data["varies"]]
+        if "extra_delay_minutes" in data:
+            raise _KeyedError(
+                "extra_delay_minutes", "belongs to a variant: variants: {b: {weight, extra_delay_minutes}}"
+            )
+        variants = data.get("variants")
+        if isinstance(variants, Mapping):
+            weights, delays = {}, {}
+            for name, spec in variants.items():
+                if isinstance(spec, Mapping):
+                    try:
+                        parsed = VariantSettings.model_validate(spec)
+                    except ValidationError as exc:
+                        loc, message = _describe(exc.errors()[0])
+                        raise _KeyedError(("variants", str(name), *loc), message) from None
+                    weights[name], delays[name] = parsed.weight, parsed.extra_delay_minutes
+                else:
+                    weights[name] = spec
+            data["variants"] = weights
+            data["extra_delay_minutes"] = {n: d for n, d in delays.items() if d}
+        return data
+
+    @field_validator("variants")
+    @classmethod
+    def _check_variants(cls, variants: dict[str, int]) -> dict[str, int]:
+        if not variants:
+            raise ValueError("expected a mapping name: weight")
+        for name, weight in variants.items():
+            if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)) or name == "holdout":
+                raise _KeyedError(name, "variant names are letters, digits and _ ('holdout' is reserved)")
+            if isinstance(weight, bool) or not isinstance(weight, int) or weight <= 0:
+                raise _KeyedError(name, f"expected a positive whole-number weight, got {weight!r}")
+        if CONTROL not in variants:
+            raise ValueError(f"needs a {CONTROL!r} variant to compare against")
+        return variants
+
+    @field_validator("holdout_percent", mode="before")
+    @classmethod
+    def _holdout_number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number from 0 to {MAX_HOLDOUT_PERCENT}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _send_delay_declared(self) -> Experiment:
+        if self.extra_delay_minutes.get(CONTROL):
+            raise _KeyedError(
+                ("variants", CONTROL, "extra_delay_minutes"), "the control keeps the campaign's timing"
+            )
+        if ("send_delay" in self.varies) != bool(self.extra_delay_minutes):
+            raise _KeyedError(
+                "varies",
+                "send_delay needs a variant with extra_delay_minutes, and extra_delay_minutes needs "
+                "send_delay in varies",
+            )
+        return self
+
+
+class CampaignSettings(_Settings):
+    """One campaign's settings (``config.meta.campaign`` of its segment YAML), plus where they came from."""
+
+    _name: str = PrivateAttr("")
+    _file: Path = PrivateAttr(Path())
+
+    consent_policy: Literal["none", "required", "existing_customer"] = Field(
+        description="none (transactional), required (double opt-in), existing_customer (§ 7 Abs. 3 UWG)"
+    )
+    priority: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        default=None, description="marketing only: 1 wins first when mails compete for one address"
+    )
+    exit_on_order: StrictBool = Field(default=False, description="not sent once the customer ordered since")
+    cadence: str = Field(
+        description="when the campaign's mails go out: every_15_minutes, daily (09:00) or a cron "
+        "(shop timezone), e.g. '0 18 * * 1-5'"
+    )
+    languages: tuple[Literal["de", "en"], ...] = Field(
+        default=(DEFAULT_TEMPLATE_LANGUAGE,),
+        min_length=1,
+        description="template languages; customers in another language get the first one",
+    )
+    steps: dict[str, StepSettings] = Field(min_length=1, description='the mails, by step name ("1", "2" …)')
     experiment: Experiment | None = None
-    inactive_after_days: int | None = None
-    n_recommendations: int | None = None
-    # "one cart, one series": skipped (already_reminded) once one of these campaigns mailed the trigger key
-    skip_if_reminded_by: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
+    inactive_after_days: Annotated[StrictInt, Field(ge=1)] | None = None
+    n_recommendations: Annotated[StrictInt, Field(ge=1)] | None = None
+    skip_if_reminded_by: tuple[str, ...] = Field(
+        default=(), description="campaigns whose mail for the same trigger key ends this series"
+    )
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _quoted_step_names(cls, steps: Any) -> Any:
+        if isinstance(steps, Mapping):
+            for name in steps:
+                if not isinstance(name, str):
+                    raise _KeyedError(str(name), 'step names must be quoted strings, e.g. "1"')
+        return steps
+
+    @field_validator("cadence")
+    @classmethod
+    def _known_cadence(cls, cadence: str) -> str:
+        if cadence not in CADENCES and not _CRON.match(cadence):
+            raise ValueError(f"expected {', '.join(CADENCES)} or a five-field cron, got {cadence!r}")
+        return cadence
+
+    @model_validator(mode="after")
+    def _rules(self) -> CampaignSettings:
+        if self.priority is None and self.consent_policy in MARKETING_POLICIES:
+            raise _KeyedError("priority", "a marketing campaign needs a priority (1 wins first)")
+        for variant, delay in (self.experiment.extra_delay_minutes if self.experiment else {}).items():
+            # The delay moves the due time, not the expiry: it must leave time to send in every step.
+            for step_name, step in self.steps.items():
+                window = step.expire_after_minutes - step.delay_minutes
+                if delay >= window:
+                    raise _KeyedError(
+                        ("experiment", "variants", variant, "extra_delay_minutes"),
+                        f"{delay} minutes would push step {step_name!r} close to or past its expiry (must "
+                        f"be below expire_after_minutes - delay_minutes = {window})",
+                    )
+        return self
+
+    @property
+    def name(self) -> str:
+        """The campaign's name: its segment model's name."""
+        return self._name
+
+    @property
+    def file(self) -> Path:
+        """The segment YAML the settings come from."""
+        return self._file
 
     @property
     def is_marketing(self) -> bool:
         return self.consent_policy in MARKETING_POLICIES
+
+    @property
+    def cron(self) -> str:
+        """The cadence as a cron (shop timezone)."""
+        return CADENCES.get(self.cadence, self.cadence)
+
+    @property
+    def fallback_language(self) -> str:
+        return self.languages[0]
+
+    def template_language(self, lang: str) -> str:
+        """The language of the templates a customer in ``lang`` gets."""
+        return lang if lang in self.languages else self.fallback_language
+
+
+# ---- errors in the house style: file, campaign, key, what was expected ------------------------------------
+
+_MINUTE_KEYS = {"delay_minutes": 0, "expire_after_minutes": 1, "extra_delay_minutes": 0}
+
+
+def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
+    """The keys allowed at the mapping that holds ``loc`` (for "unknown setting" messages)."""
+    parent = loc[:-1]
+    if not parent:
+        model: type[BaseModel] = CampaignSettings
+    elif parent[0] == "steps":
+        model = StepSettings
+    elif parent[:2] == ("experiment", "variants"):
+        model = VariantSettings
+    elif parent[0] == "experiment":
+        model = Experiment
+    else:
+        return []
+    # Experiment.extra_delay_minutes is filled from the variants, never written at the experiment itself
+    derived = {"extra_delay_minutes"} if model is Experiment else set()
+    return sorted(k for k in model.model_fields if k not in derived)
+
+
+def _describe(error: Mapping[str, Any]) -> tuple[tuple[str, ...], str]:
+    """(key path, message) of one pydantic error, worded for a marketer."""
+    loc = tuple(str(part) for part in error["loc"])
+    kind, value = error["type"], error.get("input")
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, _KeyedError):
+        return loc + cause.loc, cause.message
+    last = loc[-1] if loc else ""
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        if last == "extra_delay_minutes" and loc[:1] == ("experiment",) and len(loc) == 2:
+            return loc, "belongs to a variant: variants: {b: {weight, extra_delay_minutes}}"
+        return loc, f"unknown setting (allowed: {', '.join(allowed)})"
+    if "varies" in loc:
+        return loc[: loc.index("varies") + 1], (
+            f"say what the variants vary: one or more of {', '.join(VARIED_ASPECTS)}, got {value!r}"
+        )
+    if last == "holdout_percent":
+        return loc, f"expected a number from 0 to {MAX_HOLDOUT_PERCENT}, got {value!r}"
+    if kind == "missing":
+        return loc, "missing"
+    if last in _MINUTE_KEYS:
+        return loc, f"expected a whole number of minutes ≥ {_MINUTE_KEYS[last]}, got {value!r}"
+    if kind.startswith(("int_", "greater_than")):
+        hint = " (1 wins first)" if last == "priority" else ""
+        return loc, f"expected a whole number ≥ 1{hint}, got {value!r}"
+    if kind.startswith("bool"):
+        return loc, f"expected true or false, got {value!r}"
+    if last == "consent_policy":
+        return loc, f"expected one of {', '.join(CONSENT_POLICIES)}, got {value!r}"
+    if last == "template":
+        return loc, f"expected <campaign folder>/<template name>, e.g. abandoned_cart/1, got {value!r}"
+    if last == "languages" or (len(loc) > 1 and loc[-2] == "languages"):
+        return loc[: loc.index("languages") + 1], (
+            f"expected a list of {', '.join(TEMPLATE_LANGUAGES)} (first = fallback), got {value!r}"
+        )
+    message = str(cause) if isinstance(cause, ValueError) else error["msg"]
+    return loc, message
+
+
+def _fail(path: Path, campaign: str, key: str, problem: str) -> CampaignSettingsError:
+    try:
+        shown = path.relative_to(paths.dbt_project_dir().parent)
+    except ValueError:
+        shown = path
+    return CampaignSettingsError(f"{shown}: campaign {campaign!r}, setting {key!r}: {problem}")
 
 
 # ---- A/B assignment (mirror of the dbt macros stable_bucket / assign_variant) ----------------------------
@@ -105,9 +345,9 @@ def stable_bucket(text: str) -> int:
 def assign_variant(customer_id: str, experiment: Experiment | Mapping[str, Any] | None) -> str:
     """The variant a customer gets in an experiment: 'holdout', a variant name, or 'control' without one."""
     if not experiment:
-        return "control"
-    if isinstance(experiment, Mapping):
-        experiment = Experiment(
+        return CONTROL
+    if isinstance(experiment, Mapping):  # the raw YAML form: only what the split needs
+        experiment = Experiment.model_construct(
             id=str(experiment["id"]),
             variants={
                 name: spec["weight"] if isinstance(spec, Mapping) else spec
@@ -128,249 +368,58 @@ def assign_variant(customer_id: str, experiment: Experiment | Mapping[str, Any] 
     raise AssertionError("unreachable: the last variant always matches")  # pragma: no cover
 
 
-# ---- loading and validation -------------------------------------------------------------------------------
+# ---- loading --------------------------------------------------------------------------------------------
 
 
-def _fail(path: Path, campaign: str, key: str, problem: str) -> CampaignSettingsError:
-    try:
-        shown = path.relative_to(DBT_PROJECT_DIR.parent)
-    except ValueError:
-        shown = path
-    return CampaignSettingsError(f"{shown}: campaign {campaign!r}, setting {key!r}: {problem}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _unknown(path: Path, campaign: str, prefix: str, got: Mapping, allowed: set[str]) -> None:
-    for key in got:
-        if key not in allowed:
-            raise _fail(
-                path, campaign, f"{prefix}{key}", f"unknown setting (allowed: {', '.join(sorted(allowed))})"
-            )
-
-
-def _minutes(path: Path, campaign: str, key: str, value: Any, *, minimum: int) -> int:
-    if not _is_int(value) or value < minimum:
-        raise _fail(path, campaign, key, f"expected a whole number of minutes ≥ {minimum}, got {value!r}")
-    return value
-
-
-def _template_exists(template: str, templates_dir: Path) -> bool:
-    folder = templates_dir / DEFAULT_TEMPLATE_LANGUAGE
-    return (folder / f"{template}.html").is_file() and (folder / f"{template}.txt").is_file()
+def segments_dir() -> Path:
+    """Where the campaigns live: the dbt project's models/segments/ folder."""
+    return paths.dbt_project_dir() / "models" / "segments"
 
 
 def parse_campaign(
-    name: str, raw: Any, path: Path, *, templates_dir: Path = TEMPLATES_DIR
+    name: str, raw: Any, path: Path, *, templates_dir: Path | None = None, check_templates: bool = True
 ) -> CampaignSettings:
     """Validate one campaign's ``config.meta.campaign`` mapping; raise CampaignSettingsError if wrong."""
     if not isinstance(raw, Mapping):
         raise _fail(path, name, "campaign", f"expected a mapping of settings, got {raw!r}")
-    _unknown(path, name, "", raw, CAMPAIGN_KEYS)
-
-    policy = raw.get("consent_policy")
-    if policy not in CONSENT_POLICIES:
-        raise _fail(
-            path, name, "consent_policy", f"expected one of {', '.join(CONSENT_POLICIES)}, got {policy!r}"
-        )
-
-    priority = raw.get("priority")
-    if priority is not None and (not _is_int(priority) or priority < 1):
-        raise _fail(path, name, "priority", f"expected a whole number ≥ 1 (1 wins first), got {priority!r}")
-    if priority is None and policy in MARKETING_POLICIES:
-        raise _fail(path, name, "priority", "a marketing campaign needs a priority (1 wins first)")
-
-    exit_on_order = raw.get("exit_on_order", False)
-    if not isinstance(exit_on_order, bool):
-        raise _fail(path, name, "exit_on_order", f"expected true or false, got {exit_on_order!r}")
-
-    steps_raw = raw.get("steps")
-    if not isinstance(steps_raw, Mapping) or not steps_raw:
-        raise _fail(path, name, "steps", f"expected a mapping of steps ('1': {{...}}), got {steps_raw!r}")
-    steps: dict[str, StepSettings] = {}
-    for step_name, step in steps_raw.items():
-        prefix = f"steps.{step_name}."
-        if not isinstance(step_name, str):
-            raise _fail(path, name, f"steps.{step_name}", 'step names must be quoted strings, e.g. "1"')
-        if not isinstance(step, Mapping):
-            raise _fail(path, name, f"steps.{step_name}", f"expected a mapping, got {step!r}")
-        _unknown(path, name, prefix, step, STEP_KEYS)
-        for key in sorted(STEP_KEYS - set(step)):
-            raise _fail(path, name, prefix + key, "missing")
-        template = step["template"]
-        if not isinstance(template, str) or not _template_exists(template, templates_dir):
-            raise _fail(
-                path,
-                name,
-                prefix + "template",
-                f"unknown template {template!r} (expected mail_templates/{DEFAULT_TEMPLATE_LANGUAGE}/"
-                f"{template}.html and .txt)",
-            )
-        steps[step_name] = StepSettings(
-            delay_minutes=_minutes(path, name, prefix + "delay_minutes", step["delay_minutes"], minimum=0),
-            expire_after_minutes=_minutes(
-                path, name, prefix + "expire_after_minutes", step["expire_after_minutes"], minimum=1
-            ),
-            template=template,
-        )
-
-    experiment = None
-    if raw.get("experiment") is not None:
-        experiment = _parse_experiment(name, raw["experiment"], path, steps)
-
-    counts: dict[str, int | None] = {}
-    for key in ("inactive_after_days", "n_recommendations"):
-        value = raw.get(key)
-        if value is not None and (not _is_int(value) or value < 1):
-            raise _fail(path, name, key, f"expected a whole number ≥ 1, got {value!r}")
-        counts[key] = value
-    if name == "reactivation" and counts["inactive_after_days"] is None:
+    try:
+        settings = CampaignSettings.model_validate(raw)
+    except ValidationError as exc:
+        loc, message = _describe(exc.errors()[0])
+        raise _fail(path, name, ".".join(loc) or "campaign", message) from None
+    settings._name, settings._file = name, path
+    if name == "reactivation" and settings.inactive_after_days is None:
         raise _fail(
             path, name, "inactive_after_days", "missing (days without an order before a customer is inactive)"
         )
-
-    reminded_by = raw.get("skip_if_reminded_by", [])
-    if not isinstance(reminded_by, list) or not all(
-        isinstance(c, str) and c and c != name for c in reminded_by
-    ):
-        raise _fail(
-            path,
-            name,
-            "skip_if_reminded_by",
-            f"expected a list of other campaigns' names, got {reminded_by!r}",
-        )
-
-    return CampaignSettings(
-        name=name,
-        file=path,
-        consent_policy=policy,
-        steps=steps,
-        priority=priority,
-        exit_on_order=exit_on_order,
-        experiment=experiment,
-        inactive_after_days=counts["inactive_after_days"],
-        n_recommendations=counts["n_recommendations"],
-        skip_if_reminded_by=tuple(reminded_by),
-    )
-
-
-def _parse_experiment(
-    name: str, raw: Any, path: Path, steps: Mapping[str, StepSettings] | None = None
-) -> Experiment:
-    if not isinstance(raw, Mapping):
-        raise _fail(path, name, "experiment", f"expected a mapping with id and variants, got {raw!r}")
-    _unknown(path, name, "experiment.", raw, EXPERIMENT_KEYS)
-    experiment_id = raw.get("id")
-    if not isinstance(experiment_id, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", experiment_id):
-        raise _fail(
-            path, name, "experiment.id", f"expected a name of letters, digits, _ . -, got {experiment_id!r}"
-        )
-    varies = raw.get("varies")
-    if isinstance(varies, str):
-        varies = [varies]
-    if (
-        not isinstance(varies, list)
-        or not varies
-        or any(v not in VARIED_ASPECTS for v in varies)
-        or len(set(varies)) != len(varies)
-    ):
-        raise _fail(
-            path,
-            name,
-            "experiment.varies",
-            f"say what the variants vary: one or more of {', '.join(VARIED_ASPECTS)}, got {varies!r}",
-        )
-    variants = raw.get("variants")
-    if not isinstance(variants, Mapping) or not variants:
-        raise _fail(path, name, "experiment.variants", f"expected a mapping name: weight, got {variants!r}")
-    weights: dict[str, int] = {}
-    delays: dict[str, int] = {}
-    for variant, spec in variants.items():
-        key = f"experiment.variants.{variant}"
-        if (
-            not isinstance(variant, str)
-            or not re.fullmatch(r"[A-Za-z0-9_]+", variant)
-            or variant == "holdout"
-        ):
-            raise _fail(path, name, key, "variant names are letters, digits and _ ('holdout' is reserved)")
-        if isinstance(spec, Mapping):
-            _unknown(path, name, f"{key}.", spec, VARIANT_KEYS)
-            weight, delay = spec.get("weight"), spec.get("extra_delay_minutes", 0)
-        else:
-            weight, delay = spec, 0
-        if not _is_int(weight) or weight <= 0:
-            raise _fail(path, name, key, f"expected a positive whole-number weight, got {weight!r}")
-        if not _is_int(delay) or delay < 0:
-            raise _fail(
-                path, name, f"{key}.extra_delay_minutes", f"expected whole minutes ≥ 0, got {delay!r}"
-            )
-        if delay and variant == CONTROL:
-            raise _fail(path, name, f"{key}.extra_delay_minutes", "the control keeps the campaign's timing")
-        weights[variant] = weight
-        if delay:
-            delays[variant] = delay
-    if CONTROL not in weights:
-        raise _fail(path, name, "experiment.variants", f"needs a {CONTROL!r} variant to compare against")
-    if ("send_delay" in varies) != bool(delays):
-        raise _fail(
-            path,
-            name,
-            "experiment.varies",
-            "send_delay needs a variant with extra_delay_minutes, and extra_delay_minutes needs send_delay "
-            "in varies",
-        )
-    for variant, delay in delays.items():
-        # The delay moves the due time, not the expiry: it must leave time to send in every step.
-        for step_name, step in (steps or {}).items():
-            window = step.expire_after_minutes - step.delay_minutes
-            if delay >= window:
+    folder = Path(templates_dir) if templates_dir is not None else paths.templates_dir()
+    for step_name, step in settings.steps.items() if check_templates else ():
+        for lang in settings.languages:
+            missing = [
+                ext for ext in ("html", "txt") if not (folder / lang / f"{step.template}.{ext}").is_file()
+            ]
+            if missing:
                 raise _fail(
                     path,
                     name,
-                    f"experiment.variants.{variant}.extra_delay_minutes",
-                    f"{delay} minutes would push step {step_name!r} close to or past its expiry (must be "
-                    f"below expire_after_minutes - delay_minutes = {window})",
+                    f"steps.{step_name}.template",
+                    f"unknown template {step.template!r} (expected mail_templates/{lang}/"
+                    f"{step.template}.html and .txt for the language {lang!r})",
                 )
-    holdout = raw.get("holdout_percent", 0)
-    if not _is_number(holdout) or not 0 <= holdout <= MAX_HOLDOUT_PERCENT:
-        raise _fail(
-            path,
-            name,
-            "experiment.holdout_percent",
-            f"expected a number from 0 to {MAX_HOLDOUT_PERCENT}, got {holdout!r}",
-        )
-    return Experiment(
-        id=experiment_id,
-        variants=weights,
-        holdout_percent=holdout,
-        varies=tuple(varies),
-        extra_delay_minutes=delays,
-    )
-
-
-def declared_campaign_models(macros_file: Path = CAMPAIGN_MACROS) -> list[str]:
-    """The model names listed in the dbt macro ``campaign_models()``."""
-    text = macros_file.read_text(encoding="utf-8")
-    match = re.search(r"macro campaign_models\(\).*?return\(\[(.*?)\]\)", text, re.S)
-    return re.findall(r"'([^']+)'", match.group(1)) if match else []
+    return settings
 
 
 def load_campaigns(
-    segments_dir: Path = SEGMENTS_DIR,
-    *,
-    templates_dir: Path = TEMPLATES_DIR,
-    macros_file: Path | None = CAMPAIGN_MACROS,
+    segments: Path | None = None, *, templates_dir: Path | None = None, check_templates: bool = True
 ) -> dict[str, CampaignSettings]:
-    """Every campaign of the segment YAML files, validated; CampaignSettingsError on the first problem."""
+    """Every campaign of the segment YAML files, validated; CampaignSettingsError on the first problem.
+
+    A campaign is a model in the segments folder whose YAML has ``config.meta.campaign``; the order is by
+    priority (marketing first, 1 wins), then by name, so lists derived from it are stable."""
+    folder = Path(segments) if segments is not None else segments_dir()
     campaigns: dict[str, CampaignSettings] = {}
     experiments: dict[str, str] = {}
-    for path in sorted(segments_dir.glob("*.yml")):
+    for path in sorted(folder.glob("*.yml")):
         try:
             document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
@@ -383,7 +432,11 @@ def load_campaigns(
             raw = (config.get("meta") or {}).get("campaign")
             if raw is None:
                 continue
-            settings = parse_campaign(name, raw, path, templates_dir=templates_dir)
+            if not (folder / f"{name}.sql").is_file():
+                raise _fail(path, name, "name", f"no segment model {name}.sql beside its YAML")
+            settings = parse_campaign(
+                name, raw, path, templates_dir=templates_dir, check_templates=check_templates
+            )
             if name in campaigns:
                 raise _fail(path, name, "name", f"defined twice (also in {campaigns[name].file})")
             if settings.experiment:
@@ -393,28 +446,13 @@ def load_campaigns(
             campaigns[name] = settings
     for name, settings in campaigns.items():
         for other in settings.skip_if_reminded_by:
-            if other not in campaigns:
+            if other not in campaigns or other == name:
                 raise _fail(settings.file, name, "skip_if_reminded_by", f"unknown campaign {other!r}")
-    if macros_file is not None:
-        declared = declared_campaign_models(macros_file)
-        for name, settings in campaigns.items():
-            if name not in declared:
-                raise _fail(
-                    settings.file,
-                    name,
-                    "campaign",
-                    f"not listed in campaign_models() in {macros_file.name}: mail_candidates would ignore it",
-                )
-        for name in declared:
-            if name not in campaigns:
-                raise CampaignSettingsError(
-                    f"{macros_file.name}: campaign_models() lists {name!r}, no segment YAML has its settings"
-                )
-    return campaigns
+    return dict(sorted(campaigns.items(), key=lambda item: (item[1].priority or 99, item[0])))
 
 
 def validate_campaigns(
-    segments_dir: Path = SEGMENTS_DIR, *, check_experiments: bool = True, **kwargs: Any
+    segments: Path | None = None, *, check_experiments: bool = True, templates_dir: Path | None = None
 ) -> dict[str, CampaignSettings]:
     """Validate every campaign's settings (call when the Dagster definitions load); returns them.
 
@@ -422,25 +460,100 @@ def validate_campaigns(
     sample data: a variant that changes nothing in a step, or something its ``varies`` does not declare,
     stops the project here (``MailRenderer.check_experiments``).
     """
-    campaigns = load_campaigns(segments_dir, **kwargs)
+    campaigns = load_campaigns(segments, templates_dir=templates_dir)
     if not campaigns:
-        raise CampaignSettingsError(f"{segments_dir}: no campaign settings found (config.meta.campaign)")
+        raise CampaignSettingsError(
+            f"{segments or segments_dir()}: no campaign settings found (config.meta.campaign)"
+        )
     if check_experiments and any(c.experiment for c in campaigns.values()):
-        _check_experiment_rendering(campaigns, kwargs.get("templates_dir", TEMPLATES_DIR))
+        _check_experiment_rendering(
+            campaigns, Path(templates_dir) if templates_dir else paths.templates_dir()
+        )
     return campaigns
 
 
 def _check_experiment_rendering(campaigns: dict[str, CampaignSettings], templates_dir: Path) -> None:
-    # Imported here: the mail package is heavier than the settings, and needs none of them.
+    # Imported here: rendering needs the registry, not the other way round.
     from nachfass.core.links import PREVIEW_SIGNING_KEY, LinkSigner
     from nachfass.core.mail.render import MailRenderer, RenderError
     from nachfass.core.shop import load_shop_settings
 
-    signer = LinkSigner(PREVIEW_SIGNING_KEY)
-    renderer = MailRenderer(load_shop_settings(), signer, templates_dir=templates_dir)
+    renderer = MailRenderer(
+        load_shop_settings(),
+        LinkSigner(PREVIEW_SIGNING_KEY),
+        templates_dir=templates_dir,
+        campaigns=campaigns,
+    )
     try:
         renderer.check_experiments(campaigns)
     except RenderError as exc:
         settings = campaigns.get(exc.campaign or "")
         where = settings.file if settings else templates_dir
         raise CampaignSettingsError(f"{where}: {exc}") from exc
+
+
+def campaigns_by_cron(campaigns: Mapping[str, CampaignSettings]) -> dict[str, list[str]]:
+    """Campaign names grouped by their cadence's cron, in registry order."""
+    groups: dict[str, list[str]] = {}
+    for name, settings in campaigns.items():
+        groups.setdefault(settings.cron, []).append(name)
+    return groups
+
+
+# ---- JSON Schema for editors ------------------------------------------------------------------------------
+
+
+def campaign_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a segment YAML file's campaign settings (dbt/models/segments/campaign.schema.json).
+
+    A segment YAML starts with ``# yaml-language-server: $schema=campaign.schema.json``: editors with the
+    YAML language server then check ``config.meta.campaign`` while a marketer types."""
+    settings = CampaignSettings.model_json_schema(ref_template="#/$defs/{model}")
+    defs = settings.pop("$defs", {})
+    experiment = defs["Experiment"]["properties"]
+    experiment.pop("extra_delay_minutes", None)
+    experiment["variants"] = {
+        "type": "object",
+        "description": experiment["variants"].get("description", ""),
+        "additionalProperties": {
+            "anyOf": [{"type": "integer", "minimum": 1}, {"$ref": "#/$defs/VariantSettings"}]
+        },
+    }
+    defs["CampaignSettings"] = settings
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Nachfass segment model YAML (dbt properties file with the campaign settings)",
+        "type": "object",
+        "properties": {
+            "version": {"type": "integer"},
+            "models": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "config": {
+                            "type": "object",
+                            "properties": {
+                                "meta": {
+                                    "type": "object",
+                                    "properties": {"campaign": {"$ref": "#/$defs/CampaignSettings"}},
+                                }
+                            },
+                        }
+                    },
+                },
+            },
+        },
+        "$defs": defs,
+    }
+
+
+if __name__ == "__main__":  # python -m nachfass.core.campaigns schema  (regenerates the editors' schema)
+    import json
+    import sys
+
+    if sys.argv[1:] != ["schema"]:
+        raise SystemExit(
+            "usage: python -m nachfass.core.campaigns schema > dbt/models/segments/campaign.schema.json"
+        )
+    print(json.dumps(campaign_json_schema(), indent=2, ensure_ascii=False))

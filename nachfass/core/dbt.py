@@ -1,8 +1,41 @@
-"""Where dbt is: the dbt installed beside this interpreter, so `.venv/bin/nachfass` works without an
-activated venv. Shared by the Dagster code location (dagster-dbt) and the replay."""
+"""dbt from Python: where the executable is, and the vars every dbt call gets.
 
+The campaign list and the shop's timezone are defined once (the segment YAML files and config/shop.yaml)
+and reach dbt as vars on every call: the Dagster dbt asset, the manifest parse, the replay, the tests and
+`nachfass dbt …` all build them with ``dbt_vars``.
+"""
+
+from __future__ import annotations
+
+import json
 import shutil
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+# The dbt installed beside this interpreter, so `.venv/bin/nachfass` works without an activated venv.
 DBT_EXECUTABLE = shutil.which("dbt", path=str(Path(sys.executable).parent)) or shutil.which("dbt") or "dbt"
+
+
+def dbt_vars(as_of: datetime | str | None = None, *, segments: Path | None = None, **extra: Any) -> dict:
+    """The vars of one dbt call: `campaigns` (the registry's segment models), `shop_timezone`, and the
+    run's logical time `as_of` when given."""
+    from nachfass.core.campaigns import load_campaigns
+    from nachfass.core.shop import load_shop_settings
+
+    values: dict[str, Any] = {
+        "campaigns": list(load_campaigns(segments, templates_dir=None, check_templates=False)),
+        "shop_timezone": load_shop_settings().timezone,
+    }
+    if as_of is not None:
+        if isinstance(as_of, datetime):
+            as_of = as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        values["as_of"] = as_of
+    values.update(extra)
+    return values
+
+
+def dbt_vars_arg(as_of: datetime | str | None = None, **kwargs: Any) -> list[str]:
+    """`--vars '<json>'` for a dbt command line."""
+    return ["--vars", json.dumps(dbt_vars(as_of, **kwargs))]

@@ -21,6 +21,11 @@ ENV_LANDING = "NACHFASS_LANDING"
 ENV_OUTBOX = "NACHFASS_OUTBOX"
 
 
+def dbt_project_dir() -> Path:
+    """The dbt project: $NACHFASS_DBT_PROJECT (a shop's own copy, or a test's) or the repository's dbt/."""
+    return Path(os.environ.get("NACHFASS_DBT_PROJECT") or DBT_PROJECT_DIR).resolve()
+
+
 def data_dir() -> Path:
     return Path(os.environ.get("NACHFASS_DATA", REPO_ROOT / "data"))
 

@@ -34,15 +34,9 @@ from pathlib import Path
 import duckdb
 
 from nachfass.core import paths
-from nachfass.core.cadence import (
-    DAILY_CAMPAIGNS,
-    DAILY_CRON,
-    FREQUENT_CAMPAIGNS,
-    FREQUENT_CRON,
-    last_fire,
-    slot_partitions,
-)
-from nachfass.core.dbt import DBT_EXECUTABLE
+from nachfass.core.cadence import last_fire, slot_partitions
+from nachfass.core.campaigns import campaigns_by_cron, load_campaigns
+from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars_arg
 from nachfass.core.events import load_events
 from nachfass.core.ingest import load_landing
 from nachfass.core.links import signer_from_env
@@ -89,7 +83,7 @@ def tick_times(start: datetime, end: datetime, every: timedelta) -> list[datetim
 def campaigns_due(previous: datetime, tick: datetime) -> list[str]:
     """The campaigns whose live schedule fired in (previous, tick]: what a live system sent by then."""
     due: list[str] = []
-    for campaigns, cron in ((FREQUENT_CAMPAIGNS, FREQUENT_CRON), (DAILY_CAMPAIGNS, DAILY_CRON)):
+    for cron, campaigns in campaigns_by_cron(load_campaigns(check_templates=False)).items():
         if last_fire(_slots(cron), tick) > previous:
             due += campaigns
     return due
@@ -149,13 +143,13 @@ def _dbt(args: list[str], *, target_path: Path, env_warehouse: Path) -> None:
         DBT_EXECUTABLE,
         *args,
         "--profiles-dir",
-        str(paths.DBT_PROJECT_DIR),
+        str(paths.dbt_project_dir()),
         "--target-path",
         str(target_path),
     ]
     command += ["--log-path", str(target_path / "logs")]
     result = subprocess.run(
-        command, cwd=paths.DBT_PROJECT_DIR, env=env, capture_output=True, text=True, check=False
+        command, cwd=paths.dbt_project_dir(), env=env, capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         tail = "\n".join(line for line in result.stdout.splitlines()[-30:] if line.strip())
@@ -275,12 +269,12 @@ def replay(
 
     progress(f"dbt build as of {_iso(ticks[0])} (once), then compiling the tick models …")
     _dbt(
-        ["build", "--vars", json.dumps({"as_of": _iso(ticks[0])})],
+        ["build", *dbt_vars_arg(ticks[0])],
         target_path=work / "build",
         env_warehouse=warehouse,
     )
     _dbt(
-        ["compile", "--vars", json.dumps({"as_of_source": "variable"})],
+        ["compile", *dbt_vars_arg(as_of_source="variable")],
         target_path=work / "compile",
         env_warehouse=warehouse,
     )

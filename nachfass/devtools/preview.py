@@ -22,11 +22,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from nachfass.core.campaigns import load_campaigns
 from nachfass.core.links import PREVIEW_SIGNING_KEY, LinkSigner
 from nachfass.core.mail.candidates import CANDIDATE_COLUMNS, job_from_row
-from nachfass.core.mail.formatting import TEMPLATE_LANGUAGES
 from nachfass.core.mail.message import MailJob, RenderedMail
-from nachfass.core.mail.render import CAMPAIGNS, MailRenderer, RenderError
+from nachfass.core.mail.render import MailRenderer, RenderError
 from nachfass.core.mail.samples import sample_jobs
 from nachfass.core.paths import TEMPLATES_DIR, warehouse_path
 from nachfass.core.shop import ShopSettings, load_shop_settings
@@ -130,7 +130,7 @@ def _sample_job(campaign: str, step: str, variant: str, locale: str) -> MailJob:
 
 
 def _known() -> str:
-    return ", ".join(f"{c}/{s}" for c, (_, steps) in CAMPAIGNS.items() for s in steps)
+    return ", ".join(f"{c}/{s}" for c, settings in load_campaigns().items() for s in settings.steps)
 
 
 def build_gallery(
@@ -155,10 +155,11 @@ def build_gallery(
     samples = {(j.campaign, j.step): j for j in sample_jobs(locales=("de-DE",))}
     sections: list[str] = []
     toc: list[str] = []
-    for campaign, (policy, steps) in CAMPAIGNS.items():
-        for step in steps:
+    for campaign, settings in renderer.campaigns.items():
+        policy = settings.consent_policy
+        for step in settings.steps:
             for variant in renderer.variants(campaign, step):
-                for lang in TEMPLATE_LANGUAGES:
+                for lang in settings.languages:
                     locale = GALLERY_LOCALES[lang]
                     job = replace(samples[(campaign, step)], variant=variant, locale=locale)
                     mail = renderer.render(job)
@@ -239,7 +240,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     render = sub.add_parser("render", help="render one mail (sample data or a real candidate)")
-    render.add_argument("--campaign", required=True, choices=sorted(CAMPAIGNS))
+    render.add_argument("--campaign", required=True, choices=sorted(load_campaigns()))
     render.add_argument("--step", required=True)
     render.add_argument("--variant", default=None, help="default: control (or the candidate's variant)")
     render.add_argument("--locale", default=None, help="default: de-DE (or the candidate's locale)")

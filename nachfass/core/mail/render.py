@@ -34,6 +34,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
 
 from nachfass.core.addresses import address_problem
+from nachfass.core.campaigns import CampaignSettings, load_campaigns
 from nachfass.core.links import LinkSigner
 from nachfass.core.mail.formatting import (
     TEMPLATE_LANGUAGES,
@@ -54,19 +55,6 @@ from nachfass.core.mail.message import MailJob, RenderedMail
 from nachfass.core.mail.samples import sample_jobs
 from nachfass.core.paths import TEMPLATES_DIR
 from nachfass.core.shop import ShopSettings
-
-# campaign → (consent policy, steps). The policy is a legal property of the campaign (spec "Consent
-# policies"); a job that claims another policy is refused rather than rendered without its footer duties.
-CAMPAIGNS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "abandoned_cart": ("required", ("1", "2")),
-    "checkout_recovery": ("required", ("1",)),
-    "order_thanks": ("none", ("1",)),
-    "shipping_update": ("none", ("shipped", "delivered")),
-    "review_request": ("existing_customer", ("1",)),
-    "cross_sell": ("required", ("1",)),
-    "reactivation": ("required", ("1", "2")),
-    "support_followup": ("none", ("1",)),
-}
 
 # Campaigns whose CTA restores a cart; value = LinkSigner purpose.
 CART_LINK_PURPOSE = {"abandoned_cart": "cart", "checkout_recovery": "checkout"}
@@ -258,8 +246,14 @@ class MailRenderer:
         signer: LinkSigner,
         templates_dir: Path = TEMPLATES_DIR,
         now: datetime | None = None,
+        campaigns: Mapping[str, CampaignSettings] | None = None,
     ) -> None:
+        """``campaigns``: the campaign registry (default: the segment YAML files, checked against these
+        templates); every mail's consent policy, steps, templates and languages come from it."""
         self.shop = shop
+        self.campaigns = (
+            dict(campaigns) if campaigns is not None else load_campaigns(templates_dir=templates_dir)
+        )
         self.signer = signer
         self.templates_dir = Path(templates_dir)
         self._fixed_now = now
@@ -353,22 +347,28 @@ class MailRenderer:
             )
         return {str(c): {str(s): v for s, v in (steps or {}).items()} for c, steps in data.items()}
 
+    def _template(self, campaign: str, step: str) -> str:
+        """The step's template name (``steps.<step>.template`` in the campaign's YAML)."""
+        return self.campaigns[campaign].steps[step].template
+
     def variants(self, campaign: str, step: str) -> list[str]:
         """Variants that have their own subject, preheader or template (plus 'control') for a step."""
         found = {DEFAULT_VARIANT}
-        for lang in TEMPLATE_LANGUAGES:
+        template = self._template(campaign, step)
+        for lang in self.campaigns[campaign].languages:
             entry = self._lines.get(lang, {}).get(campaign, {}).get(step, {}) or {}
             for key in ("subject", "preheader"):
                 if isinstance(entry.get(key), dict):
                     found.update(str(v) for v in entry[key] if v != "default")
-            prefix = f"{lang}/{campaign}/{step}."
+            prefix = f"{lang}/{template}."
             for name in self._names:
-                if name.startswith(prefix) and name.endswith(".html") and name.count(".") == 2:
+                if name.startswith(prefix) and name.endswith(".html") and name[len(prefix) :].count(".") == 1:
                     found.add(name[len(prefix) : -len(".html")])
         return sorted(found, key=lambda v: (v != DEFAULT_VARIANT, v))
 
     def _pick(self, lang: str, campaign: str, step: str, variant: str, ext: str) -> str | None:
-        for name in (f"{lang}/{campaign}/{step}.{variant}.{ext}", f"{lang}/{campaign}/{step}.{ext}"):
+        template = self._template(campaign, step)
+        for name in (f"{lang}/{template}.{variant}.{ext}", f"{lang}/{template}.{ext}"):
             if name in self._names:
                 return name
         return None
@@ -392,18 +392,18 @@ class MailRenderer:
         compiled = self._compiled.get(key)
         if compiled is not None:
             return compiled
-        if self._pick(lang, campaign, step, variant, "html") is None:
-            # No template in the recipient's language: fall back to the shop's default language.
-            lang = template_language(self.shop.default_locale, self.shop.default_locale)
+        # No templates in the recipient's language: the campaign's fallback language (`languages`).
+        lang = self.campaigns[campaign].template_language(lang)
+        template = self._template(campaign, step)
         html_name = self._pick(lang, campaign, step, variant, "html")
         text_name = self._pick(lang, campaign, step, variant, "txt")
-        own = {ext: f"{lang}/{campaign}/{step}.{variant}.{ext}" in self._names for ext in ("html", "txt")}
+        own = {ext: f"{lang}/{template}.{variant}.{ext}" in self._names for ext in ("html", "txt")}
         if own["html"] != own["txt"]:
             # A body test changes both parts: otherwise text-only readers get the control copy and the
             # experiment measures a mixture.
             have, lack = ("html", "txt") if own["html"] else ("txt", "html")
             raise RenderError(
-                f"variant {variant!r} has its own {lang}/{campaign}/{step}.{variant}.{have} but no "
+                f"variant {variant!r} has its own {lang}/{template}.{variant}.{have} but no "
                 f".{lack}: a body variant needs both parts",
                 campaign=campaign,
                 step=step,
@@ -411,7 +411,7 @@ class MailRenderer:
             )
         if html_name is None or text_name is None:
             raise RenderError(
-                f"missing template {lang}/{campaign}/{step}.{'txt' if html_name else 'html'}",
+                f"missing template {lang}/{template}.{'txt' if html_name else 'html'}",
                 campaign=campaign,
                 step=step,
                 variant=variant,
@@ -630,12 +630,18 @@ class MailRenderer:
     def render(self, job: MailJob) -> RenderedMail:
         """Render one mail or raise ``RenderError`` naming campaign/step/variant/template and the cause."""
         where = {"campaign": job.campaign, "step": job.step, "variant": job.variant}
-        spec = CAMPAIGNS.get(job.campaign)
-        if spec is None or job.step not in spec[1]:
-            raise RenderError(f"unknown campaign/step {job.campaign}/{job.step}", **where)
-        if job.consent_policy != spec[0]:
+        spec = self.campaigns.get(job.campaign)
+        if spec is None or job.step not in spec.steps:
             raise RenderError(
-                f"consent policy {job.consent_policy!r} does not match the campaign's {spec[0]!r}", **where
+                f"unknown campaign/step {job.campaign}/{job.step} (not in the campaign registry, "
+                "dbt/models/segments/*.yml)",
+                **where,
+            )
+        if job.consent_policy != spec.consent_policy:
+            raise RenderError(
+                f"consent policy {job.consent_policy!r} does not match the campaign's "
+                f"{spec.consent_policy!r}",
+                **where,
             )
         email = job.email or ""
         if any(c.isspace() or ord(c) < 32 for c in email) or address_problem(email) is not None:
@@ -702,13 +708,14 @@ class MailRenderer:
         failure; returns the (campaign, step, variant, locale) combinations checked.
         """
         checked: list[tuple[str, str, str, str]] = []
-        samples = {(j.campaign, j.step): j for j in sample_jobs(locales=("de-DE",))}
+        samples = {(j.campaign, j.step): j for j in sample_jobs(self.campaigns, locales=("de-DE",))}
         locales = {"de": "de-DE", "en": "en-GB"}
-        for campaign, (policy, steps) in CAMPAIGNS.items():
-            for step in steps:
+        for campaign, settings in self.campaigns.items():
+            policy = settings.consent_policy
+            for step in settings.steps:
                 base = samples[(campaign, step)]
                 for variant in self.variants(campaign, step):
-                    for lang in TEMPLATE_LANGUAGES:
+                    for lang in settings.languages:
                         job = _replace(base, variant=variant, locale=locales[lang])
                         mail = self.render(job)
                         _check_duties(self, job, mail)
@@ -740,11 +747,11 @@ class MailRenderer:
 
     def _check_experiments(self, campaigns: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         checked: list[tuple[str, str, str]] = []
-        samples = {(j.campaign, j.step): j for j in sample_jobs(locales=("de-DE",))}
+        samples = {(j.campaign, j.step): j for j in sample_jobs(self.campaigns, locales=("de-DE",))}
         locales = {"de": "de-DE", "en": "en-GB"}
         for name, campaign in campaigns.items():
             experiment = getattr(campaign, "experiment", None)
-            if experiment is None or name not in CAMPAIGNS:
+            if experiment is None or name not in self.campaigns:
                 continue
             declared = set(experiment.varies)
             shown: set[str] = set()
@@ -756,7 +763,7 @@ class MailRenderer:
                     changed: set[str] = set()
                     if experiment.extra_delay_minutes.get(variant):
                         changed.add("send_delay")
-                    for lang in TEMPLATE_LANGUAGES:
+                    for lang in self.campaigns[name].languages:
                         base = _replace(samples[(name, step)], locale=locales[lang])
                         changed |= _differences(
                             self.render(_replace(base, variant=DEFAULT_VARIANT)),
@@ -833,7 +840,7 @@ def _check_duties(renderer: MailRenderer, job: MailJob, mail: RenderedMail) -> N
             campaign=job.campaign,
             step=job.step,
             variant=job.variant,
-            template=f"{template_language(job.locale, 'de')}/{job.campaign}/{job.step}",
+            template=f"{template_language(job.locale, 'de')}/{renderer._template(job.campaign, job.step)}",
         )
 
     company = renderer.shop.impressum.company
@@ -929,4 +936,4 @@ def _tidy_text(text: str) -> str:
     return text.strip() + "\n"
 
 
-__all__ = ["CAMPAIGNS", "MailRenderer", "RenderError", "inline_css_into_template", "sample_jobs"]
+__all__ = ["MailRenderer", "RenderError", "inline_css_into_template", "sample_jobs"]

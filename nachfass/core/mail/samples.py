@@ -14,13 +14,6 @@ from nachfass.core.mail.message import MailJob
 
 SHOP = "https://www.gartenglueck.example"
 
-# Variants the sample set exercises besides "control" (they have their own subject and/or template).
-SAMPLE_VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("abandoned_cart", "1"): ("control", "b"),
-    ("abandoned_cart", "2"): ("control", "b"),
-    ("review_request", "1"): ("control", "b"),
-}
-
 _ITEMS = [
     {
         "product_id": "P-1001",
@@ -109,7 +102,6 @@ _SHIPMENT = {
     "delivered_at": None,
 }
 
-# (campaign, step) → (policy, customer fields, payload)
 _PEOPLE = {
     "schmidt": {"first_name": "Anna", "last_name": "Schmidt", "salutation": "Frau"},
     "mueller": {"first_name": "Jonas", "last_name": "Müller", "salutation": "Herr"},
@@ -242,29 +234,60 @@ _SAMPLES: list[tuple[str, str, str, str, str, dict[str, Any]]] = [
 ]
 
 
-def sample_jobs(locales: Sequence[str] = ("de-DE", "en-GB")) -> list[MailJob]:
-    """One job per campaign/step/sample variant/locale, with realistic names and payloads."""
+# A campaign without a sample of its own (one a marketer just added) previews with every payload key a
+# segment may give (message.py), so its templates can use any of them.
+_GENERIC = (
+    "schmidt",
+    {
+        **_ORDER,
+        "cart_id": "K-77815",
+        "shipment": _SHIPMENT,
+        "ticket": {
+            "ticket_id": "T-8813",
+            "topic": "Frage zur Bestellung",
+            "opened_at": "2026-11-18T09:12:00+01:00",
+            "closed_at": "2026-11-20T16:45:00+01:00",
+        },
+        "last_order_at": "2026-06-14T18:30:00+02:00",
+        "recommendations": _RECOMMENDATIONS,
+    },
+)
+
+
+def sample_jobs(campaigns=None, locales: Sequence[str] = ("de-DE", "en-GB")) -> list[MailJob]:
+    """One job per campaign/step/variant/locale of the campaign registry (default: the segment YAML
+    files), with realistic names and payloads; variants and consent policy come from the registry."""
+    if campaigns is None:
+        from nachfass.core.campaigns import load_campaigns
+
+        campaigns = load_campaigns()
+    known = {(c, s): (person, key, payload) for c, s, _policy, person, key, payload in _SAMPLES}
     jobs: list[MailJob] = []
     for locale in locales:
-        for n, (campaign, step, policy, person, trigger_key, payload) in enumerate(_SAMPLES):
-            customer_id = f"C{1001 + n}"
-            for variant in SAMPLE_VARIANTS.get((campaign, step), ("control",)):
-                jobs.append(
-                    MailJob(
-                        campaign=campaign,
-                        step=step,
-                        variant=variant,
-                        trigger_key=trigger_key,
-                        customer_id=customer_id,
-                        email=f"kunde{1001 + n}@example.org",
-                        locale=locale,
-                        consent_policy=policy,  # type: ignore[arg-type]
-                        has_marketing_consent=policy != "none",
-                        payload=copy.deepcopy(payload),
-                        experiment_id=f"exp_{campaign}_{step}"
-                        if (campaign, step) in SAMPLE_VARIANTS
-                        else None,
-                        **_PEOPLE[person],
-                    )
+        n = 0
+        for name, settings in campaigns.items():
+            experiment = settings.experiment
+            variants = list(experiment.variants) if experiment else ["control"]
+            for step in settings.steps:
+                n += 1
+                person, trigger_key, payload = known.get(
+                    (name, step), (_GENERIC[0], f"{name}:{step}:sample", _GENERIC[1])
                 )
+                for variant in variants:
+                    jobs.append(
+                        MailJob(
+                            campaign=name,
+                            step=step,
+                            variant=variant,
+                            trigger_key=trigger_key,
+                            customer_id=f"C{1000 + n}",
+                            email=f"kunde{1000 + n}@example.org",
+                            locale=locale,
+                            consent_policy=settings.consent_policy,  # type: ignore[arg-type]
+                            has_marketing_consent=settings.consent_policy != "none",
+                            payload=copy.deepcopy(payload),
+                            experiment_id=experiment.id if experiment else None,
+                            **_PEOPLE[person],
+                        )
+                    )
     return jobs
