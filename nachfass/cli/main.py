@@ -1,5 +1,5 @@
 """The commands users type: ``nachfass demo | generate | run | replay | report | preview | sandbox | webapp |
-erase | dev``.
+erase | dev | dbt | campaigns``.
 
 ``run`` executes the main Dagster job for a landing folder, a warehouse file and an ``as_of`` time, so any
 run can be reproduced exactly. The locations are exported as the environment variables that both the
@@ -431,6 +431,72 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover (exec does not return)
 
 
+def cmd_dbt(argv: list[str]) -> int:
+    """`nachfass dbt <dbt arguments>`: dbt in the project folder with the vars every call needs (the
+    campaign registry's list, the shop timezone; `--vars` given here are merged on top) and the
+    project's profiles.yml, on $NACHFASS_WAREHOUSE or data/warehouse.duckdb."""
+    import json
+    import subprocess
+
+    from nachfass.core.campaigns import CampaignSettingsError, load_campaigns
+    from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(
+            "usage: nachfass dbt <dbt command and arguments>, "
+            "e.g. `nachfass dbt build --select +abandoned_cart`"
+        )
+        print("  runs dbt in the dbt project with --vars campaigns/shop_timezone (as_of via --vars or now)")
+        return 0 if argv else 2
+    args = list(argv)
+    extra: dict = {}
+    if "--vars" in args:
+        at = args.index("--vars")
+        import yaml  # dbt reads --vars as YAML (JSON is YAML)
+
+        extra = yaml.safe_load(args[at + 1]) or {}
+        del args[at : at + 2]
+    try:
+        load_campaigns(paths.dbt_project_dir() / "models" / "segments", templates_dir=paths.templates_dir())
+    except CampaignSettingsError as exc:
+        print(f"campaign settings: {exc}", file=sys.stderr)
+        return 1
+    command = [DBT_EXECUTABLE, *args, "--vars", json.dumps(dbt_vars(**extra))]
+    if "--profiles-dir" not in args:
+        command += ["--profiles-dir", str(paths.dbt_project_dir())]
+    env = {**os.environ, paths.ENV_WAREHOUSE: str(paths.warehouse_path())}
+    return subprocess.call(command, cwd=paths.dbt_project_dir(), env=env)
+
+
+def cmd_campaigns(args: argparse.Namespace) -> int:
+    """List the registry (validated, templates checked), or print its dbt vars or JSON Schema."""
+    import json
+
+    from nachfass.core.campaigns import CampaignSettingsError, campaign_json_schema, load_campaigns
+    from nachfass.core.dbt import dbt_vars
+
+    if args.action == "schema":
+        print(json.dumps(campaign_json_schema(), indent=2, ensure_ascii=False))
+        return 0
+    if args.action == "dbt-vars":
+        print(json.dumps(dbt_vars()))
+        return 0
+    try:
+        campaigns = load_campaigns(
+            paths.dbt_project_dir() / "models" / "segments", templates_dir=paths.templates_dir()
+        )
+    except CampaignSettingsError as exc:
+        print(f"campaign settings: {exc}", file=sys.stderr)
+        return 1
+    for name, campaign in campaigns.items():
+        steps = ", ".join(sorted(campaign.steps))
+        print(
+            f"{name:<20} {campaign.consent_policy:<22} cadence {campaign.cadence:<17} "
+            f"languages {','.join(campaign.languages):<6} steps {steps}"
+        )
+    return 0
+
+
 def _delegate(module: str, argv: list[str]) -> int:
     import importlib
 
@@ -447,11 +513,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     if argv and argv[0] in delegated:
         return _delegate(delegated[argv[0]], argv[1:])
+    if argv and argv[0] == "dbt":
+        return cmd_dbt(argv[1:])
 
     parser = argparse.ArgumentParser(prog="nachfass", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in delegated:
         sub.add_parser(name, help=f"see `nachfass {name} --help`")
+    sub.add_parser("dbt", help="dbt with the campaign registry's vars, e.g. `nachfass dbt build`")
+    campaigns = sub.add_parser("campaigns", help="the campaign registry: list | dbt-vars | schema")
+    campaigns.add_argument("action", choices=["list", "dbt-vars", "schema"], nargs="?", default="list")
+    campaigns.set_defaults(func=cmd_campaigns)
 
     def locations(p: argparse.ArgumentParser) -> None:
         p.add_argument("--landing", help="landing folder (default $NACHFASS_LANDING or data/landing)")
