@@ -132,7 +132,8 @@ srm as (
         cells.n_customers / nullif(totals.n_customers, 0)::double as srm_observed_share,
         totals.chi_square as srm_chi_square,
         case
-            when totals.n_unconfigured > 0 then 0.0
+            -- double, not the decimal literal 0.0: the contract's type holds with or without experiments
+            when totals.n_unconfigured > 0 then cast(0 as double)
             {%- for name, experiment in experiments %}
             {%- set n_arms = experiment['variants'] | length
                 + (1 if ((experiment.get('holdout_percent', 0) or 0) * 100) | int > 0 else 0) %}
