@@ -90,7 +90,8 @@
     test of the model has its own config, so there the settings come from the model's node in the graph.
     YAML configs are attached after dbt parses the SQL, so while parsing this returns placeholder zeros. -#}
 {% macro segment_settings(name) -%}
-    {%- set campaign = (config.get('meta') or {}).get('campaign') -%}
+    {#- `config.get` is undefined where the model is only templated, not parsed (sqlfluff lint) -#}
+    {%- set campaign = (config.get('meta') or {}).get('campaign') if config.get is defined else none -%}
     {%- if campaign -%}
         {{ return(campaign) }}
     {%- endif -%}

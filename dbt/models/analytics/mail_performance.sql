@@ -42,7 +42,7 @@ attributed_orders as (
         on orders.customer_id = touches.customer_id
         and orders.placed_at >= touches.sent_at
         and orders.placed_at < touches.sent_at + to_days({{ var('attribution_window_days') }})
-    qualify row_number() over (partition by orders.order_id order by touches.sent_at desc, touches.send_id) = 1
+    qualify row_number() over (partition by orders.order_id order by touches.sent_at desc, touches.send_id asc) = 1
 ),
 
 per_send as (

@@ -33,9 +33,9 @@ second_reactivations as (
         step_2.sent_at as second_sent_at
     from sends as step_2
     inner join sends as step_1
-        on step_1.campaign = 'reactivation'
+        on step_2.trigger_key = step_1.trigger_key
+        and step_1.campaign = 'reactivation'
         and step_1.step = '1'
-        and step_1.trigger_key = step_2.trigger_key
     where step_2.campaign = 'reactivation'
         and step_2.step = '2'
         and step_2.sent_at + interval {{ dormant_after_days }} day <= {{ as_of() }}
@@ -48,9 +48,11 @@ engaged as (
     inner join engagement
         on lower(engagement.email) = second_reactivations.email
     where (engagement.first_open_at > second_reactivations.second_sent_at
-            and engagement.first_open_at <= second_reactivations.second_sent_at + interval {{ dormant_after_days }} day)
+            and engagement.first_open_at
+                <= second_reactivations.second_sent_at + interval {{ dormant_after_days }} day)
         or (engagement.first_click_at > second_reactivations.second_sent_at
-            and engagement.first_click_at <= second_reactivations.second_sent_at + interval {{ dormant_after_days }} day)
+            and engagement.first_click_at
+                <= second_reactivations.second_sent_at + interval {{ dormant_after_days }} day)
 ),
 
 dormant as (

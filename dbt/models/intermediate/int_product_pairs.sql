@@ -33,7 +33,7 @@ recent_customer_products as (
     select customer_id, product_id
     from customer_products
     qualify row_number() over (
-        partition by customer_id order by last_bought_at desc, product_id
+        partition by customer_id order by last_bought_at desc, product_id asc
     ) <= {{ max_products_per_customer }}
 ),
 
@@ -66,7 +66,7 @@ final as (
     inner join product_buyers as this_buyers on pairs.product_id = this_buyers.product_id
     inner join product_buyers as other_buyers on pairs.related_product_id = other_buyers.product_id
     qualify row_number() over (
-        partition by pairs.product_id order by similarity desc, pairs.related_product_id
+        partition by pairs.product_id order by similarity desc, pairs.related_product_id asc
     ) <= {{ neighbours }}
 )
 

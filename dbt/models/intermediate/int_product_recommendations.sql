@@ -17,8 +17,9 @@
 -- the orders a cross-sell mail is due and not expired for, the carts a reminder may still go out for (known
 -- customer, logged in, not bought, younger than the reminders' expiry), and customers whose inactivity
 -- episode (spec: no order for max(inactive_after_days, 2 × their median days between orders)) began within
--- reactivation's window. A target outside these gets no recommendations: its mail would show none. `--vars '{recommendation_targets: all_customers}'` targets every
--- customer with an order instead (the offline benchmark).
+-- reactivation's window. A target outside these gets no recommendations: its mail would show none.
+-- `--vars '{recommendation_targets: all_customers}'` targets every customer with an order instead (the
+-- offline benchmark).
 {%- set cross = segment_settings('cross_sell')['steps']['1'] %}
 {%- set cart = segment_settings('abandoned_cart')['steps']['1'] %}
 {%- set reactivation = segment_settings('reactivation') %}
@@ -80,9 +81,9 @@ popularity as (
         recent_buyers.n_buyers / max(recent_buyers.n_buyers) over () as popularity,
         recent_buyers.n_buyers / max(recent_buyers.n_buyers) over (partition by products.category)
             as category_popularity,
-        row_number() over (partition by products.category order by recent_buyers.n_buyers desc, products.product_id)
+        row_number() over (partition by products.category order by recent_buyers.n_buyers desc, products.product_id asc)
             as rank_in_category,
-        row_number() over (order by recent_buyers.n_buyers desc, products.product_id) as rank_overall
+        row_number() over (order by recent_buyers.n_buyers desc, products.product_id asc) as rank_overall
     from recent_buyers
     inner join products on recent_buyers.product_id = products.product_id
     where products.is_in_stock
@@ -174,12 +175,12 @@ customer_anchors as (
         bought.product_id as anchor_product_id,
         -- the most recent purchase counts fully, each older one 15 % less
         pow(0.85, row_number() over (
-            partition by bought.customer_id order by bought.last_bought_at desc, bought.product_id
+            partition by bought.customer_id order by bought.last_bought_at desc, bought.product_id asc
         ) - 1) as anchor_weight
     from bought
     inner join customer_targets on bought.customer_id = customer_targets.customer_id
     qualify row_number() over (
-        partition by bought.customer_id order by bought.last_bought_at desc, bought.product_id
+        partition by bought.customer_id order by bought.last_bought_at desc, bought.product_id asc
     ) <= {{ customer_anchors }}
 ),
 
@@ -293,7 +294,7 @@ ranked as (
     select
         *,
         row_number() over (
-            partition by target_type, target_id order by score desc, product_id
+            partition by target_type, target_id order by score desc, product_id asc
         ) as recommendation_rank
     from eligible
     qualify recommendation_rank <= {{ max_recommendations }}

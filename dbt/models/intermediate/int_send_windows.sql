@@ -27,7 +27,9 @@ candidate_days as (
         local_now.timezone,
         local_now.local_as_of,
         day_offsets.day_offset,
-        cast(cast(local_now.local_as_of as date) + to_days(cast(day_offsets.day_offset as integer)) as date) as local_day
+        cast(
+            cast(local_now.local_as_of as date) + to_days(cast(day_offsets.day_offset as integer)) as date
+        ) as local_day
     from local_now
     cross join day_offsets
 ),

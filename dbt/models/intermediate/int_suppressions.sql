@@ -1,7 +1,7 @@
 -- One row per suppressed address: never mailed again, whatever the consent policy.
 -- Hard bounces, spam reports, unsubscribes (global or group), drops for an invalid address, three soft
--- bounces (`blocked`) within 30 days, and DSGVO erasures (matched by salted hash). A group_resubscribe after a group unsubscribe
--- lifts that one. Eligibility joins this model by address (lower-cased).
+-- bounces (`blocked`) within 30 days, and DSGVO erasures (matched by salted hash). A group_resubscribe
+-- after a group unsubscribe lifts that one. Eligibility joins this model by address (lower-cased).
 with events as (
     select * from {{ ref('stg_sendgrid_events') }}
 ),

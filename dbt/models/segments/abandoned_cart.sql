@@ -47,7 +47,7 @@ ordered_since as (
     from abandoned
     inner join orders
         on abandoned.customer_id = orders.customer_id
-        and orders.placed_at > abandoned.last_cart_activity_at
+        and abandoned.last_cart_activity_at < orders.placed_at
         and orders.placed_at <= {{ as_of() }}
     group by abandoned.cart_id
 ),

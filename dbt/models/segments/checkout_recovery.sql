@@ -32,7 +32,7 @@ ordered_since as (
     from checkouts
     inner join orders
         on checkouts.customer_id = orders.customer_id
-        and orders.placed_at >= checkouts.checkout_trigger_at
+        and checkouts.checkout_trigger_at <= orders.placed_at
         and orders.placed_at <= {{ as_of() }}
     group by checkouts.cart_id
 ),

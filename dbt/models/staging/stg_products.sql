@@ -4,7 +4,9 @@
 {{ config(materialized='table') }}  -- picked once per run: read by every mail with products
 
 with versions as (
-    {{ versions_incremental(source('raw', 'products'), ['product_id'], "coalesce(updated_at, timestamp '1900-01-01')") }}
+    {{ versions_incremental(
+        source('raw', 'products'), ['product_id'], "coalesce(updated_at, timestamp '1900-01-01')"
+    ) }}
 ),
 
 at_as_of as (
