@@ -244,6 +244,8 @@ def build_world() -> World:
     )
     cid, _ = world.customer("cart_anonymous_session")
     world.cart(cid, now - hours(2), logged_in=False)
+    cid, _ = world.customer("cart_emptied")
+    world.cart(cid, now - hours(2), events=("add_to_cart", "remove_from_cart"))
 
     # step 2: a day after step 1, only if step 1 was not clicked
     for rule, clicked in (("cart_step2", False), ("cart_step2_clicked", True)):
@@ -495,6 +497,10 @@ CASES = [
     ("react_step2", "reactivation", "2", ("send", "due")),
     ("react_step2", "reactivation", "1", ("skip", "already_sent")),
     ("dormant", "abandoned_cart", "1", ("skip", "dormant")),
+    # near misses: the campaign's own rule rejects the trigger, the row says which (spec: "Clarifications")
+    ("cart_anonymous_session", "abandoned_cart", "1", ("skip", "not_logged_in")),
+    ("cart_emptied", "abandoned_cart", "1", ("skip", "empty_cart")),
+    ("react_not_yet", "reactivation", "1", ("skip", "not_inactive_yet")),
 ]
 
 
@@ -524,16 +530,18 @@ def test_every_reason_is_covered() -> None:
         "holdout",
         "invalid_address",
         "dormant",
+        "not_logged_in",
+        "empty_cart",
+        "not_inactive_yet",
     }
 
 
 def test_no_row_when_the_trigger_does_not_hold(rows: dict, scenario: tuple[Path, World]) -> None:
     world = scenario[1]
     keys = {(customer, campaign, step) for customer, campaign, step in rows}
-    # clicked step 1 → no step 2; anonymous (not logged in) cart → no reminder; cadence says not inactive yet
+    # clicked step 1 → no step 2 (step 2's trigger is an unclicked step 1); an anonymous cart has no step 2
     assert (world.ids["cart_step2_clicked"], "abandoned_cart", "2") not in keys
-    assert (world.ids["cart_anonymous_session"], "abandoned_cart", "1") not in keys
-    assert not any(c == world.ids["react_not_yet"] and campaign == "reactivation" for c, campaign, _ in keys)
+    assert (world.ids["cart_anonymous_session"], "abandoned_cart", "2") not in keys
 
 
 def test_a_version_stamped_after_as_of_is_not_seen_yet(rows: dict, scenario: tuple[Path, World]) -> None:
@@ -578,7 +586,11 @@ def test_changing_settings_changes_who_is_selected(scenario: tuple[Path, World],
     settings["models"][0]["config"]["meta"]["campaign"]["steps"]["1"]["delay_minutes"] = 180
     cart_yml.write_text(yaml.safe_dump(settings, sort_keys=False))
     thanks_yml = project / "models" / "segments" / "order_thanks.yml"
-    thanks_yml.write_text(thanks_yml.read_text().replace("consent_policy: none", "consent_policy: required"))
+    thanks_yml.write_text(
+        thanks_yml.read_text().replace(
+            "consent_policy: none", "consent_policy: required\n          priority: 9"
+        )
+    )
 
     copy = tmp_path / "warehouse.duckdb"
     shutil.copy(warehouse, copy)

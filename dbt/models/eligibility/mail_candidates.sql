@@ -166,8 +166,10 @@ decided as (
         enriched.*,
         case
             when ledger_status is not null then 'already_sent'
-            when exit_reason in ('order_cancelled', 'order_returned') then exit_reason
-            when exit_reason is not null and exit_on_order then exit_reason
+            -- the segment's own rule rejected the trigger (a near miss: not_logged_in, empty_cart,
+            -- not_inactive_yet …) or the order was cancelled or returned: always skipped
+            when exit_reason is not null and exit_reason <> 'purchased' then exit_reason
+            when exit_reason = 'purchased' and exit_on_order then exit_reason
             when is_already_reminded then 'already_reminded'
             when {{ as_of() }} > expires_at then 'expired'
             when is_invalid_address or suppression_reason = 'invalid_address' then 'invalid_address'

@@ -30,13 +30,18 @@ recommendation_lists as (
 ),
 
 -- a cart with items left whose owner was logged in while filling it; carts long past their expiry are
--- left out so the table stays the size of the recent past, not of the whole history
+-- left out so the table stays the size of the recent past, not of the whole history. Near misses stay
+-- as rows with the rule that rejected them ("why not?"): filled while not logged in (`not_logged_in`:
+-- no consent can be tied to the session), or items netting to zero (`empty_cart`)
 abandoned as (
-    select carts.*
+    select
+        carts.*,
+        case
+            when not carts.was_logged_in then 'not_logged_in'
+            when carts.n_items <= 0 then 'empty_cart'
+        end as rule_reason
     from carts
     where carts.customer_id is not null
-        and carts.was_logged_in
-        and carts.n_items > 0
         and carts.last_cart_activity_at
             > {{ as_of() }} - {{ minutes(step_1["expire_after_minutes"]) }} - interval 7 day
 ),
@@ -102,6 +107,7 @@ final as (
         steps.due_at,
         steps.expires_at,
         case
+            when abandoned.rule_reason is not null then abandoned.rule_reason
             when abandoned.purchased_at is not null or ordered_since.ordered_at is not null then 'purchased'
         end as exit_reason,
         to_json({

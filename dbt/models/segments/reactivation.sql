@@ -44,14 +44,37 @@ episodes as (
 -- episodes that began in the recent past (not cut short by an order before they began)
 inactive as (
     select
-        *,
-        customer_id || ':' || last_order_id as episode_key
+        customer_id,
+        last_order_id,
+        last_order_at,
+        next_order_at,
+        inactive_at,
+        customer_id || ':' || last_order_id as episode_key,
+        cast(null as varchar) as rule_reason
     from episodes
     where inactive_at <= {{ as_of() }}
         and inactive_at > {{ as_of() }}
             - {{ minutes(step_1["delay_minutes"], step_2["delay_minutes"], step_2["expire_after_minutes"]) }}
             - interval 7 day
         and (next_order_at is null or next_order_at > inactive_at)
+
+    union all
+
+    -- near miss ("why not?"): past inactive_after_days without an order, but not yet inactive by the
+    -- customer's own rhythm (2 × median gap). Kept, with reason not_inactive_yet, until the rhythm's
+    -- threshold is reached (then the row above takes over the same trigger key) or the customer orders.
+    select
+        customer_id,
+        last_order_id,
+        last_order_at,
+        next_order_at,
+        last_order_at + interval {{ inactive_after_days }} day as inactive_at,
+        customer_id || ':' || last_order_id as episode_key,
+        'not_inactive_yet' as rule_reason
+    from episodes
+    where inactive_at > {{ as_of() }}
+        and last_order_at + interval {{ inactive_after_days }} day <= {{ as_of() }}
+        and (next_order_at is null or next_order_at > {{ as_of() }})
 ),
 
 step_1 as (
@@ -105,8 +128,12 @@ final as (
         steps.trigger_at,
         steps.due_at,
         steps.expires_at,
-        -- exit rule: the customer ordered again since the episode began
-        case when inactive.next_order_at <= {{ as_of() }} then 'purchased' end as exit_reason,
+        -- the campaign's own rule rejected it (a near miss), or the exit rule: the customer ordered again
+        -- since the episode began
+        coalesce(
+            inactive.rule_reason,
+            case when inactive.next_order_at <= {{ as_of() }} then 'purchased' end
+        ) as exit_reason,
         to_json({
             'last_order_at': inactive.last_order_at,
             'last_order_id': inactive.last_order_id,
