@@ -161,6 +161,7 @@ def run_dbt(
         at = command.index("--vars")
         extra = json.loads(command[at + 1])
         del command[at : at + 2]
+    as_of = extra.pop("as_of", as_of)  # an as_of in --vars wins, as it would on dbt's command line
     variables = dbt_vars(as_of, segments=Path(project_dir) / "models" / "segments", **extra)
     args = [
         DBT,
