@@ -133,7 +133,7 @@ srm as (
         totals.chi_square as srm_chi_square,
         case
             -- double, not the decimal literal 0.0: the contract's type holds with or without experiments
-            when totals.n_unconfigured > 0 then cast(0 as double)
+            when totals.n_unconfigured > 0 then 0::double
             {%- for name, experiment in experiments %}
             {%- set n_arms = experiment['variants'] | length
                 + (1 if ((experiment.get('holdout_percent', 0) or 0) * 100) | int > 0 else 0) %}
