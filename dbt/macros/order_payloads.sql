@@ -29,7 +29,7 @@
 {%- endmacro %}
 
 {#- Exit reason of an order mail (order thanks, shipping update, review request, cross-sell): a returned
-    order skips with `order_returned`, a cancelled one with `order_cancelled` (campaigns.md, Clarifications). -#}
+    order skips with `order_returned`, a cancelled one with `order_cancelled` (the campaign spec's Clarifications). -#}
 {% macro order_exit_reason(orders) -%}
     case
         when {{ orders }}.is_returned then 'order_returned'

@@ -59,7 +59,6 @@ MAIL_SEND_PATH = "/v3/mail/send"
 MAX_BODY_BYTES = 30 * 1024 * 1024
 ENV_API_KEY = "SENDGRID_API_KEY"
 ENV_API_HOST = "SENDGRID_API_HOST"
-ENV_RESIDENCY = "SENDGRID_DATA_RESIDENCY"
 
 Classification = Literal["sent", "failed", "retry", "rate_limited", "auth", "unknown"]
 
@@ -251,16 +250,6 @@ class SendGridTransport:
 
     def __repr__(self) -> str:  # never show the key
         return f"SendGridTransport(host={self.host!r}, sandbox_mode={self.sandbox_mode})"
-
-    @classmethod
-    def from_env(cls, shop: ShopSettings, **kwargs) -> SendGridTransport:
-        """Key from SENDGRID_API_KEY, host from SENDGRID_API_HOST, SENDGRID_DATA_RESIDENCY=eu for EU."""
-        key = os.environ.get(ENV_API_KEY, "")
-        host = os.environ.get(ENV_API_HOST) or DEFAULT_HOST
-        residency = os.environ.get(ENV_RESIDENCY) or None
-        if residency and not os.environ.get(ENV_API_HOST):
-            kwargs.setdefault("data_residency", residency.lower())
-        return cls(key, host, shop=shop, **kwargs)
 
     # --- sanitizing -------------------------------------------------------------------------------------
 
@@ -504,12 +493,3 @@ def payload_to_eml(payload: Mapping, *, send_id: str, date: datetime | None = No
     if "text/html" in contents:
         msg.add_alternative(contents["text/html"], subtype="html", charset="utf-8")
     return msg.as_bytes()
-
-
-def transport_from_env(
-    shop: ShopSettings, outbox_dir: Path | str, **kwargs
-) -> SendGridTransport | OutboxTransport:
-    """SendGrid when SENDGRID_API_KEY is set, else the local outbox (the run log should say which)."""
-    if os.environ.get(ENV_API_KEY, "").strip():
-        return SendGridTransport.from_env(shop, **kwargs)
-    return OutboxTransport(outbox_dir, shop=shop)
