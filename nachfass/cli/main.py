@@ -8,22 +8,27 @@ Dagster resources and dbt's profiles.yml read.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
 import shutil
 import sys
+import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Annotated
+
+import typer
 
 from nachfass.core import paths
 
 DEFAULT_DEMO_AS_OF = "2026-11-24T10:00:00Z"  # a Tuesday morning in Berlin: inside the send window
 
 
-def _export_locations(args: argparse.Namespace) -> None:
+def _export_locations(args: SimpleNamespace) -> None:
     for option, env in (
         ("warehouse", paths.ENV_WAREHOUSE),
         ("landing", paths.ENV_LANDING),
@@ -78,15 +83,36 @@ def run_job(
         run_config.update(JOB_CAMPAIGN_CONFIG.get(job_name, {}))
         if as_of:
             run_config.update(clock_config(parse_as_of(as_of)))
-    # dagster-dbt echoes every dbt log line to stdout; keep it for failures and --verbose only.
+    # dagster-dbt echoes every dbt log line to stdout; keep it for failures and --verbose only. The run
+    # executes in a worker thread while this one shows each step's progress on stderr (rich).
     captured = io.StringIO()
+    run_id = str(uuid.uuid4())
+    outcome: dict = {}
+
+    def execute() -> None:
+        try:
+            outcome["result"] = job.execute_in_process(
+                run_config=run_config,
+                instance=instance,
+                partition_key=partition_key,
+                raise_on_error=False,
+                run_id=run_id,
+            )
+        except BaseException as exc:  # re-raised in the calling thread
+            outcome["error"] = exc
+
+    progress = StepProgress(instance, run_id, job_name)
     with contextlib.redirect_stdout(sys.stdout if verbose else captured):
-        result = job.execute_in_process(
-            run_config=run_config,
-            instance=instance,
-            partition_key=partition_key,
-            raise_on_error=False,
-        )
+        worker = threading.Thread(target=execute, name=f"nachfass-{job_name}", daemon=True)
+        worker.start()
+        with progress.live():
+            while worker.is_alive():
+                worker.join(0.5)
+                progress.poll()
+        progress.poll()
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome["result"]
     if not result.success:
         dbt_tail = [line for line in captured.getvalue().splitlines() if line.strip()][-25:]
         if dbt_tail:
@@ -95,6 +121,55 @@ def run_job(
             if event.is_failure and event.step_key:
                 print(f"step {event.step_key} failed: {_root_cause(event)}", file=sys.stderr)
     return result.success
+
+
+class StepProgress:
+    """What a run is doing, on stderr while it runs: one line per finished step with its time, and a
+    spinner naming the running steps (on a terminal). Read from the run's event log, so it shows what
+    Dagster recorded, for any job."""
+
+    def __init__(self, instance, run_id: str, job_name: str) -> None:
+        from rich.console import Console
+
+        self.instance, self.run_id, self.job_name = instance, run_id, job_name
+        self.console = Console(stderr=True, highlight=False)
+        self.seen = 0
+        self.running: dict[str, float] = {}
+        self.started = time.perf_counter()
+        self._status = None
+
+    @contextlib.contextmanager
+    def live(self):
+        if not self.console.is_terminal:
+            yield
+            return
+        with self.console.status(f"{self.job_name}: starting …") as status:
+            self._status = status
+            yield
+        self._status = None
+
+    def poll(self) -> None:
+        from dagster import DagsterEventType
+
+        kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE}
+        try:
+            records = self.instance.all_logs(self.run_id, of_type=kinds)
+        except Exception:  # the run is not in storage yet
+            return
+        for record in records[self.seen :]:
+            event = record.dagster_event
+            step = event.step_key or "?"
+            if event.event_type == DagsterEventType.STEP_START:
+                self.running[step] = record.timestamp
+                continue
+            took = record.timestamp - self.running.pop(step, record.timestamp)
+            mark = "[green]✓[/green]" if event.event_type == DagsterEventType.STEP_SUCCESS else "[red]✗[/red]"
+            self.console.print(f"  {mark} {step:<52} {took:6.1f} s")
+        self.seen = len(records)
+        if self._status is not None:
+            elapsed = time.perf_counter() - self.started
+            doing = ", ".join(self.running) or "…"
+            self._status.update(f"{self.job_name} {elapsed:5.0f} s: {doing}")
 
 
 def _root_cause(event) -> str:
@@ -153,7 +228,7 @@ def print_summary() -> None:
     print(f"\nOutbox: {paths.outbox_dir()}")
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def cmd_generate(args: SimpleNamespace) -> int:
     from dagster_project.resources import parse_as_of
     from nachfass.devtools.datagen.generate import generate_exports
 
@@ -172,7 +247,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: SimpleNamespace) -> int:
     _export_locations(args)
     if args.partition and args.as_of:
         raise SystemExit("give either --as-of or --partition (a partition's as_of is the end of its slot)")
@@ -203,7 +278,7 @@ def reset_demo_state(landing: Path, warehouse: Path, outbox: Path) -> None:
             mail.unlink()
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: SimpleNamespace) -> int:
     """Generate sample exports, run the main job at a fixed as_of, print what happened; then close the
     feedback loop locally and print the A/B results. Every run starts fresh (reset_demo_state)."""
     from dagster_project.resources import parse_as_of
@@ -308,7 +383,7 @@ def print_ab_results() -> None:
         print("  " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
-def cmd_erase(args: argparse.Namespace) -> int:
+def cmd_erase(args: SimpleNamespace) -> int:
     """DSGVO erasure. A command, not a Dagster job, on purpose: a job's run config (with the address)
     would stay in Dagster's run history, which is exactly what erasure must not leave behind."""
     import duckdb
@@ -358,7 +433,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
+def cmd_replay(args: SimpleNamespace) -> int:
     """Replay a period's ticks into a fresh warehouse (outbox only) and print the per-day table."""
     from dagster_project.resources import parse_as_of
     from nachfass.core.replay import ReplayError, format_daily, parse_every, replay
@@ -387,7 +462,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: SimpleNamespace) -> int:
     """The campaign report as one static HTML page (nachfass/core/report.py)."""
     from nachfass.core.report import DEFAULT_DAYS, ReportError, build_report
 
@@ -416,7 +491,7 @@ def prepare_dagster_home(home: Path | None = None) -> Path:
     return home
 
 
-def cmd_dev(args: argparse.Namespace) -> int:
+def cmd_dev(args: SimpleNamespace) -> int:
     """`dagster dev` on this project with DAGSTER_HOME, locations and the dbt manifest prepared."""
     _export_locations(args)
     home = prepare_dagster_home()
@@ -468,7 +543,7 @@ def cmd_dbt(argv: list[str]) -> int:
     return subprocess.call(command, cwd=paths.dbt_project_dir(), env=env)
 
 
-def cmd_campaigns(args: argparse.Namespace) -> int:
+def cmd_campaigns(args: SimpleNamespace) -> int:
     """List the registry (validated, templates checked), or print its dbt vars or JSON Schema."""
     import json
 
@@ -503,105 +578,212 @@ def _delegate(module: str, argv: list[str]) -> int:
     return int(importlib.import_module(module).main(argv) or 0)
 
 
+# --- the command line (typer) ---------------------------------------------------------------------------
+
+app = typer.Typer(
+    name="nachfass",
+    help="Warehouse-native follow-up mails: exports → DuckDB → dbt → render → send → ledger.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+LandingOpt = Annotated[
+    str | None,
+    typer.Option(help="landing folder with the exports (default $NACHFASS_LANDING or data/landing)"),
+]
+WarehouseOpt = Annotated[
+    str | None, typer.Option(help="DuckDB file (default $NACHFASS_WAREHOUSE or data/warehouse.duckdb)")
+]
+OutboxOpt = Annotated[
+    str | None, typer.Option(help="outbox folder (default $NACHFASS_OUTBOX or data/outbox)")
+]
+
+
+def _done(code: int) -> None:
+    """A command's exit code: 0 returns, anything else ends the process with it."""
+    if code:
+        raise typer.Exit(code)
+
+
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"nachfass {version('nachfass')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Warehouse-native follow-up mails for online shops."""
+
+
+@app.command()
+def demo(
+    landing: LandingOpt = None,
+    warehouse: WarehouseOpt = None,
+    outbox: OutboxOpt = None,
+    customers: Annotated[int, typer.Option(help="size of the generated shop")] = 2000,
+    as_of: Annotated[str, typer.Option(help="logical time of the main run (ISO 8601)")] = DEFAULT_DEMO_AS_OF,
+    no_loop: Annotated[bool, typer.Option("--no-loop", help="skip the local feedback loop")] = False,
+) -> None:
+    """Generate sample exports and run everything end to end (outbox unless SENDGRID_API_KEY is set)."""
+    _done(cmd_demo(SimpleNamespace(**locals())))
+
+
+@app.command()
+def generate(
+    landing: LandingOpt = None,
+    customers: Annotated[int, typer.Option(help="the size knob: number of customers")] = 2000,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same exports)")] = 42,
+    as_of: Annotated[
+        str, typer.Option(help="the 'now' of the generated world (ISO 8601)")
+    ] = DEFAULT_DEMO_AS_OF,
+    days: Annotated[int, typer.Option(help="days of history")] = 90,
+    format: Annotated[str, typer.Option(help="csv or parquet")] = "csv",
+) -> None:
+    """Write sample shop exports (export contract v1)."""
+    if format not in ("csv", "parquet"):
+        raise typer.BadParameter("csv or parquet", param_hint="--format")
+    _done(cmd_generate(SimpleNamespace(**locals())))
+
+
+@app.command()
+def run(
+    landing: LandingOpt = None,
+    warehouse: WarehouseOpt = None,
+    outbox: OutboxOpt = None,
+    as_of: Annotated[str | None, typer.Option(help="logical time (ISO 8601); default now")] = None,
+    job: Annotated[str, typer.Option(help="the Dagster job to run")] = "nachfass_job",
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            help="a slot of a scheduled job, e.g. 2026-11-24-10:00 (frequent) or 2026-11-24 (daily); "
+            "its as_of is the slot's end"
+        ),
+    ] = None,
+    no_summary: Annotated[bool, typer.Option("--no-summary", help="do not print the summary")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="show every log line (incl. dbt's)")] = False,
+) -> None:
+    """Run a job for a landing folder, warehouse and as_of time."""
+    _done(cmd_run(SimpleNamespace(**locals())))
+
+
+@app.command()
+def replay(
+    start: Annotated[str, typer.Option("--from", help="first tick (ISO 8601)")],
+    end: Annotated[str, typer.Option("--to", help="last tick, inclusive (ISO 8601)")],
+    landing: LandingOpt = None,
+    warehouse: Annotated[
+        str | None, typer.Option(help="a new DuckDB file (default data/replay/warehouse.duckdb)")
+    ] = None,
+    outbox: Annotated[str | None, typer.Option(help="outbox folder (default data/replay/outbox)")] = None,
+    every: Annotated[str, typer.Option(help="tick spacing: 15m, 1h, 1d …")] = "1h",
+) -> None:
+    """Run a period's ticks in order into a fresh warehouse, as live runs would have (outbox only)."""
+    _done(cmd_replay(SimpleNamespace(**locals())))
+
+
+@app.command()
+def report(
+    out: Annotated[str, typer.Option(help="folder for the page (index.html)")],
+    warehouse: WarehouseOpt = None,
+    days: Annotated[
+        int | None, typer.Option(help="send days shown, ending at the as_of (default 28)")
+    ] = None,
+) -> None:
+    """The campaign report: one static HTML page with charts, as of the analytics' logical time."""
+    _done(cmd_report(SimpleNamespace(**locals())))
+
+
+@app.command()
+def dev(
+    landing: LandingOpt = None,
+    warehouse: WarehouseOpt = None,
+    outbox: OutboxOpt = None,
+    host: Annotated[str, typer.Option(help="interface for the Dagster UI")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port for the Dagster UI")] = 3000,
+) -> None:
+    """Start `dagster dev` with DAGSTER_HOME and the run queue prepared."""
+    _done(cmd_dev(SimpleNamespace(**locals())))
+
+
+@app.command()
+def erase(
+    landing: LandingOpt = None,
+    warehouse: WarehouseOpt = None,
+    outbox: OutboxOpt = None,
+    email: Annotated[str | None, typer.Option(help="the person's address")] = None,
+    customer_id: Annotated[str | None, typer.Option(help="the person's customer id")] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="logical time of the erasure (ISO 8601), stamped on mail.erasures; default now"),
+    ] = None,
+) -> None:
+    """DSGVO erasure of one person (by --email or --customer-id)."""
+    if (email is None) == (customer_id is None):
+        raise typer.BadParameter("give exactly one of --email and --customer-id")
+    _done(cmd_erase(SimpleNamespace(**locals())))
+
+
+@app.command()
+def campaigns(
+    action: Annotated[str, typer.Argument(help="list | dbt-vars | schema")] = "list",
+) -> None:
+    """The campaign registry: list it (validated), or print its dbt vars or JSON Schema."""
+    if action not in ("list", "dbt-vars", "schema"):
+        raise typer.BadParameter("list, dbt-vars or schema", param_hint="ACTION")
+    _done(cmd_campaigns(SimpleNamespace(action=action)))
+
+
+@app.command(context_settings=PASSTHROUGH, add_help_option=False)
+def dbt(ctx: typer.Context) -> None:
+    """dbt with the campaign registry's vars, e.g. `nachfass dbt build --select +abandoned_cart`."""
+    _done(cmd_dbt(list(ctx.args)))
+
+
+_DELEGATED = {
+    "preview": ("nachfass.devtools.preview", "Render every campaign with sample data into HTML previews."),
+    "sandbox": ("nachfass.devtools.sendgrid_server", "A local SendGrid-compatible API server (development)."),
+    "webapp": ("nachfass.web.app", "The web service: event webhook, unsubscribe and preference pages."),
+    "simulate-events": (
+        "nachfass.devtools.event_simulator",
+        "Signed SendGrid events for sent mails (local).",
+    ),
+}
+
+
+def _delegated_command(name: str, module: str, text: str) -> None:
+    def command(ctx: typer.Context) -> None:
+        _done(_delegate(module, list(ctx.args)))
+
+    command.__doc__ = f"{text} See `nachfass {name} --help`."
+    app.command(name, context_settings=PASSTHROUGH, add_help_option=False)(command)
+
+
+for _name, (_module, _text) in _DELEGATED.items():
+    _delegated_command(_name, _module, _text)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    delegated = {
-        "preview": "nachfass.devtools.preview",
-        "sandbox": "nachfass.devtools.sendgrid_server",
-        "webapp": "nachfass.web.app",
-        "simulate-events": "nachfass.devtools.event_simulator",
-    }
-    if argv and argv[0] in delegated:
-        return _delegate(delegated[argv[0]], argv[1:])
-    if argv and argv[0] == "dbt":
-        return cmd_dbt(argv[1:])
-
-    parser = argparse.ArgumentParser(prog="nachfass", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in delegated:
-        sub.add_parser(name, help=f"see `nachfass {name} --help`")
-    sub.add_parser("dbt", help="dbt with the campaign registry's vars, e.g. `nachfass dbt build`")
-    campaigns = sub.add_parser("campaigns", help="the campaign registry: list | dbt-vars | schema")
-    campaigns.add_argument("action", choices=["list", "dbt-vars", "schema"], nargs="?", default="list")
-    campaigns.set_defaults(func=cmd_campaigns)
-
-    def locations(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--landing", help="landing folder (default $NACHFASS_LANDING or data/landing)")
-        p.add_argument(
-            "--warehouse", help="DuckDB file (default $NACHFASS_WAREHOUSE or data/warehouse.duckdb)"
-        )
-        p.add_argument("--outbox", help="outbox folder (default $NACHFASS_OUTBOX or data/outbox)")
-
-    demo = sub.add_parser("demo", help="generate sample exports and run everything end to end")
-    locations(demo)
-    demo.add_argument("--customers", type=int, default=2000)
-    demo.add_argument("--as-of", default=DEFAULT_DEMO_AS_OF)
-    demo.add_argument("--no-loop", action="store_true", help="skip the local feedback loop")
-    demo.set_defaults(func=cmd_demo)
-
-    gen = sub.add_parser("generate", help="write sample shop exports (export contract v1)")
-    gen.add_argument("--landing")
-    gen.add_argument("--customers", type=int, default=2000, help="the size knob")
-    gen.add_argument("--seed", type=int, default=42)
-    gen.add_argument("--as-of", default=DEFAULT_DEMO_AS_OF)
-    gen.add_argument("--days", type=int, default=90)
-    gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
-    gen.set_defaults(func=cmd_generate)
-
-    run = sub.add_parser("run", help="run a job for a landing folder, warehouse and as_of time")
-    locations(run)
-    run.add_argument("--as-of", help="logical time (ISO 8601); default now")
-    run.add_argument("--job", default="nachfass_job")
-    run.add_argument(
-        "--partition",
-        help="a slot of a scheduled job, e.g. 2026-11-24-10:00 (frequent) or 2026-11-24 (daily); "
-        "its as_of is the slot's end",
-    )
-    run.add_argument("--no-summary", action="store_true")
-    run.add_argument("--verbose", action="store_true", help="show every log line (incl. dbt's)")
-    run.set_defaults(func=cmd_run)
-
-    rep = sub.add_parser(
-        "replay",
-        help="run a period's ticks in order into a fresh warehouse, as live runs would have (outbox only)",
-    )
-    rep.add_argument("--landing", help="landing folder with the exports (default $NACHFASS_LANDING)")
-    rep.add_argument("--warehouse", help="a new DuckDB file (default data/replay/warehouse.duckdb)")
-    rep.add_argument("--outbox", help="outbox folder (default data/replay/outbox)")
-    rep.add_argument("--from", dest="start", required=True, help="first tick (ISO 8601)")
-    rep.add_argument("--to", dest="end", required=True, help="last tick, inclusive (ISO 8601)")
-    rep.add_argument("--every", default="1h", help="tick spacing: 15m, 1h, 1d … (default 1h)")
-    rep.set_defaults(func=cmd_replay)
-
-    report = sub.add_parser(
-        "report",
-        help="the campaign report: one static HTML page with charts, as of the analytics' logical time",
-    )
-    report.add_argument(
-        "--warehouse", help="DuckDB file (default $NACHFASS_WAREHOUSE or data/warehouse.duckdb)"
-    )
-    report.add_argument("--out", required=True, help="folder for the page (index.html)")
-    report.add_argument("--days", type=int, help="send days shown, ending at the as_of (default 28)")
-    report.set_defaults(func=cmd_report)
-
-    dev = sub.add_parser("dev", help="start `dagster dev` with DAGSTER_HOME and the run queue prepared")
-    locations(dev)
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=3000)
-    dev.set_defaults(func=cmd_dev)
-
-    erase = sub.add_parser("erase", help="DSGVO erasure of one person (by email or customer id)")
-    locations(erase)
-    who = erase.add_mutually_exclusive_group(required=True)
-    who.add_argument("--email")
-    who.add_argument("--customer-id")
-    erase.add_argument(
-        "--as-of", help="logical time of the erasure (ISO 8601), stamped on mail.erasures; default now (UTC)"
-    )
-    erase.set_defaults(func=cmd_erase)
-
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    """The console entry point; returns the exit code (tests call it with a list of arguments)."""
+    try:
+        app(args=argv, prog_name="nachfass")
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)  # raise SystemExit("message"): the message, exit code 1
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
