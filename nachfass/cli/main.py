@@ -506,6 +506,43 @@ def cmd_dev(args: SimpleNamespace) -> int:
     return 0  # pragma: no cover (exec does not return)
 
 
+def cmd_diff(args: SimpleNamespace) -> int:
+    import duckdb
+
+    from dagster_project.resources import parse_as_of
+    from nachfass.core.diff import DiffError, run_diff
+    from nachfass.core.mail.runs import latest_mail_run
+
+    warehouse = Path(args.warehouse).resolve() if args.warehouse else paths.warehouse_path()
+    if args.as_of:
+        as_of = parse_as_of(args.as_of)
+    else:
+        last = None
+        if warehouse.is_file():
+            conn = duckdb.connect(str(warehouse), read_only=True)
+            try:
+                last = latest_mail_run(conn)
+            except duckdb.Error:
+                last = None
+            finally:
+                conn.close()
+        if last is None:
+            print("diff: no mail run in the warehouse to take the as_of from: give --as-of", file=sys.stderr)
+            return 1
+        as_of = last[2].replace(tzinfo=UTC) if last[2].tzinfo is None else last[2]
+    try:
+        result = run_diff(warehouse, args.rules, as_of, workdir=Path(args.keep) if args.keep else None)
+    except DiffError as exc:
+        print(f"diff: {exc}", file=sys.stderr)
+        return 1
+    if args.out:
+        Path(args.out).write_text(result.markdown, encoding="utf-8")
+        print(f"diff: {len(result.changes)} decisions change; Markdown in {args.out}")
+    else:
+        print(result.markdown, end="")
+    return 0
+
+
 def cmd_dbt(argv: list[str]) -> int:
     """`nachfass dbt <dbt arguments>`: dbt in the project folder with the vars every call needs (the
     campaign registry's list, the shop timezone; `--vars` given here are merged on top) and the
@@ -703,6 +740,24 @@ def report(
 ) -> None:
     """The campaign report: one static HTML page with charts, as of the analytics' logical time."""
     _done(cmd_report(SimpleNamespace(**locals())))
+
+
+@app.command()
+def diff(
+    rules: Annotated[
+        str, typer.Option(help="the changed rules: a dbt project folder, or a git ref of this repository")
+    ],
+    warehouse: WarehouseOpt = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="logical time to compare at (ISO 8601); default the last mail run's")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="write the Markdown here instead of printing it")] = None,
+    keep: Annotated[
+        str | None, typer.Option(help="keep the two warehouse copies here (diff.changes for SQL)")
+    ] = None,
+) -> None:
+    """What a rule change does at one as_of: who gains or loses which mail and why, as Markdown."""
+    _done(cmd_diff(SimpleNamespace(**locals())))
 
 
 @app.command()
