@@ -13,6 +13,7 @@ AS_OF = "2026-11-24T10:00:00Z"
 
 
 @pytest.mark.slow
+@pytest.mark.clock
 def test_ingest_job_exits_0_on_a_fresh_warehouse(workspace, dbt_manifest, capsys) -> None:
     """Issue 12, item 8: the summary used to query eligibility.mail_candidates, which ingest_job does not
     build, and the command exited 1 after a successful run."""

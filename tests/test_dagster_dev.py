@@ -21,7 +21,7 @@ import duckdb
 import pytest
 from tests_support import REPO_ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.clock]
 
 STARTUP_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 150

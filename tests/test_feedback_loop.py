@@ -22,7 +22,7 @@ from nachfass.web.app import run_webapp
 AS_OF = parse_as_of("2026-11-24T10:00:00Z")
 KEY = "SG.loop-test-key"
 LINK_KEY = "link-signing-key-for-the-loop-test"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.clock]
 
 SESSION_HEADER = (
     "event_id,session_id,customer_id,is_logged_in,event_type,cart_id,product_id,quantity,"

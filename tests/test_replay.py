@@ -36,6 +36,7 @@ LEDGER = (
 
 
 @pytest.mark.slow
+@pytest.mark.clock
 def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_manifest, tmp_path) -> None:
     landing = workspace["landing"]
     generate_exports(landing, customers=300, seed=5, as_of=AS_OF)
@@ -95,6 +96,7 @@ def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_man
 
 
 @pytest.mark.slow
+@pytest.mark.clock
 def test_a_mail_run_before_the_last_one_is_refused_but_loading_is_not(
     workspace, dbt_manifest, capsys
 ) -> None:

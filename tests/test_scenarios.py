@@ -29,7 +29,7 @@ from tests.dbt_helpers import (
     write_exports,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.clock]
 
 AS_OF = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 CART_EXPERIMENT = load_campaigns()["abandoned_cart"].experiment
