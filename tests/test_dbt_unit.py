@@ -70,7 +70,7 @@ def test_unit_tests_pass(built: tuple[Path, Path]) -> None:
 
 
 # The declared interface: what analysts query and what the render and send steps read.
-INTERFACE_SCHEMAS = ("eligibility", "analytics")
+INTERFACE_SCHEMAS = ("segments", "eligibility", "analytics")
 
 
 def test_dbt_docs_describe_every_eligibility_and_analytics_column(built: tuple[Path, Path]) -> None:

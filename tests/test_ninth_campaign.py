@@ -266,3 +266,18 @@ def test_it_is_scheduled_on_its_own_cron(shop_copy: dict[str, str]) -> None:
     assert found["schedules"]["mails_0_18_x_x_1_5_schedule"] == ["0 18 * * 1-5", "Europe/Berlin"]
     assert "welcome" not in found["jobs"]["daily_mails_job"]
     assert "abandoned_cart" in found["jobs"]["frequent_mails_job"]
+
+
+def test_it_builds_alone_through_eligibility_by_name(shop_copy: dict[str, str]) -> None:
+    result = nachfass(shop_copy, "campaigns", "build", "welcome", "--as-of", NEXT_DAY)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    conn = duckdb.connect(str(Path(shop_copy["root"]) / "warehouse.duckdb"), read_only=True)
+    try:
+        campaigns = {
+            row[0] for row in conn.execute("select campaign from eligibility.mail_candidates").fetchall()
+        }
+    finally:
+        conn.close()
+    assert campaigns == {"welcome"}
+    unknown = nachfass(shop_copy, "campaigns", "build", "wellcome")
+    assert unknown.returncode == 1 and "no campaign 'wellcome'" in unknown.stderr

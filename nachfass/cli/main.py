@@ -600,6 +600,14 @@ def cmd_campaigns(args: SimpleNamespace) -> int:
     except CampaignSettingsError as exc:
         print(f"campaign settings: {exc}", file=sys.stderr)
         return 1
+    if args.action == "build":
+        if args.name not in campaigns:
+            print(f"no campaign {args.name!r}: the registry has {', '.join(campaigns)}", file=sys.stderr)
+            return 1
+        # With only_campaigns, mail_candidates refs this one segment: +mail_candidates is its whole path.
+        extra = json.dumps({"only_campaigns": [args.name], **({"as_of": args.as_of} if args.as_of else {})})
+        _export_locations(args)
+        return cmd_dbt(["build", "--select", "+mail_candidates", "--vars", extra])
     for name, campaign in campaigns.items():
         steps = ", ".join(sorted(campaign.steps))
         print(
@@ -792,12 +800,20 @@ def erase(
 
 @app.command()
 def campaigns(
-    action: Annotated[str, typer.Argument(help="list | dbt-vars | schema")] = "list",
+    action: Annotated[str, typer.Argument(help="list | build | dbt-vars | schema")] = "list",
+    name: Annotated[
+        str | None, typer.Argument(help="build: the campaign to build through eligibility")
+    ] = None,
+    warehouse: WarehouseOpt = None,
+    as_of: Annotated[str | None, typer.Option(help="build: logical time (ISO 8601); default now")] = None,
 ) -> None:
-    """The campaign registry: list it (validated), or print its dbt vars or JSON Schema."""
-    if action not in ("list", "dbt-vars", "schema"):
-        raise typer.BadParameter("list, dbt-vars or schema", param_hint="ACTION")
-    _done(cmd_campaigns(SimpleNamespace(action=action)))
+    """The campaign registry: list it (validated); build one campaign through eligibility by name
+    (its segment and mail_candidates, nothing of the others); or print its dbt vars or JSON Schema."""
+    if action not in ("list", "build", "dbt-vars", "schema"):
+        raise typer.BadParameter("list, build, dbt-vars or schema", param_hint="ACTION")
+    if action == "build" and not name:
+        raise typer.BadParameter("build needs the campaign's name", param_hint="NAME")
+    _done(cmd_campaigns(SimpleNamespace(**locals())))
 
 
 @app.command(context_settings=PASSTHROUGH, add_help_option=False)

@@ -2,8 +2,11 @@
     "Why did / didn't this customer get the mail?" is one query on this table. Rules apply in the order of
     the `decided` CTE; the first that matches gives the reason. -#}
 {%- set settings = campaign_settings() -%}
+{#- `only_campaigns` (a list) builds one campaign through eligibility by name: its segment and what it
+    needs, nothing of the others (`nachfass campaigns build NAME`, `dbt build --select +mail_candidates`). -#}
+{%- set only = var('only_campaigns', none) -%}
 with segment_triggers as (
-    {%- for model in campaign_models() %}
+    {%- for model in campaign_models() if only is none or model in only %}
     select
         campaign, step, trigger_key, customer_id, email, trigger_at, due_at, expires_at, exit_reason,
         cast(payload as varchar) as payload
