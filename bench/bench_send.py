@@ -2,7 +2,7 @@
 
     python bench/bench_send.py [--mails 100000] [--latency-ms 50] [--concurrency 64] [--naive 200]
 
-Starts ``python -m nachfass.devtools.sendgrid_server`` in its own process (so the server does not share
+Starts ``nachfass sandbox`` in its own process (so the server does not share
 this process's GIL), sends synthetic RenderedMails generated lazily into a DuckDB ledger in a temp dir, and
 prints the sustained rate, RSS at 10k / 50k / 100k mails pulled, peak RSS, the server's CPU time and its
 peak number of concurrent requests. Then times the naive way (one ``SendGridAPIClient.send()`` after
@@ -110,7 +110,8 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "nachfass.devtools.sendgrid_server",
+            "nachfass.cli.main",
+            "sandbox",
             "--port",
             str(port),
             "--api-key",

@@ -42,7 +42,8 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "nachfass.web.app",
+            "nachfass.cli.main",
+            "webapp",
             "--port",
             str(port),
             "--landing",

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nachfass.devtools.datagen.generate import DEFAULT_AS_OF, generate_exports, main, scenario_cases
+from nachfass.cli.main import main
+from nachfass.devtools.datagen.generate import DEFAULT_AS_OF, generate_exports, scenario_cases
 from nachfass.devtools.datagen.scenarios import night_timezone
 from nachfass.devtools.datagen.vocab import EMAIL_DOMAINS, email_address, is_valid_email, slug
 
@@ -266,11 +267,18 @@ def test_too_few_customers_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert (
-        main(["--customers", "60", "--landing", str(tmp_path), "--as-of", "2026-06-01T18:30:00+02:00"]) == 0
-    )
+    args = [
+        "generate",
+        "--customers",
+        "60",
+        "--landing",
+        str(tmp_path),
+        "--as-of",
+        "2026-06-01T18:30:00+02:00",
+    ]
+    assert main(args) == 0
     out = capsys.readouterr().out
-    assert "session_events" in out and "total" in out
+    assert "session_events" in out and "generated in" in out
     assert (tmp_path / "customers" / "shop.csv").exists()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sendgrid.helpers.eventwebhook import EventWebhook
 
+from nachfass.cli.main import main
 from nachfass.devtools import event_simulator
 from nachfass.devtools.event_simulator import (
     SimulatorError,
@@ -216,13 +217,13 @@ def test_cli_writes_a_keypair_and_runs(
     tmp_path: Path, sandbox: tuple[str, list[dict]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     key_file = tmp_path / "webhook_key.pem"
-    assert event_simulator.main(["--write-keypair", str(key_file)]) == 0
+    assert main(["simulate-events", "--write-keypair", str(key_file)]) == 0
     public = capsys.readouterr().out.strip()
     assert key_file.stat().st_mode & 0o077 == 0  # the private key is not world-readable
     sandbox_url, messages = sandbox
     messages.extend(message(i) for i in range(5))
     with run_webapp(tmp_path / "landing", public, None) as app:
         argv = ["--sandbox-url", sandbox_url, "--webhook-url", f"{app.url}/webhooks/sendgrid"]
-        assert event_simulator.main([*argv, "--private-key-file", str(key_file), "--seed", "2"]) == 0
+        assert main(["simulate-events", *argv, "--private-key-file", str(key_file), "--seed", "2"]) == 0
     counts = json.loads(capsys.readouterr().out)
     assert counts["messages"] == 5 and counts["batches"] == 1

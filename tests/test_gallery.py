@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from nachfass.cli.main import main
 from nachfass.core.campaigns import load_campaigns
 from nachfass.devtools.preview import (
     MOBILE_WIDTH,
@@ -18,7 +19,6 @@ from nachfass.devtools.preview import (
     SCREENSHOT_VIEWS,
     _screenshots,
     build_gallery,
-    main,
     screenshot,
 )
 
@@ -51,14 +51,28 @@ def test_gallery_links_every_combination(gallery: Path) -> None:
 
 def test_preview_cli_render(tmp_path: Path) -> None:
     code = main(
-        ["render", "--campaign", "abandoned_cart", "--step", "1", "--variant", "b", "--out", str(tmp_path)]
+        [
+            "preview",
+            "render",
+            "--campaign",
+            "abandoned_cart",
+            "--step",
+            "1",
+            "--variant",
+            "b",
+            "--out",
+            str(tmp_path),
+        ]
     )
     assert code == 0
     html = (tmp_path / "abandoned_cart__1__b__de-DE.html").read_text(encoding="utf-8")
     assert "Guten Tag Frau Schmidt," in html
     headers = (tmp_path / "abandoned_cart__1__b__de-DE.headers.txt").read_text(encoding="utf-8")
     assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in headers
-    assert main(["render", "--campaign", "abandoned_cart", "--step", "9", "--out", str(tmp_path)]) == 1
+    assert (
+        main(["preview", "render", "--campaign", "abandoned_cart", "--step", "9", "--out", str(tmp_path)])
+        == 1
+    )
 
 
 def _png_rows(path: Path) -> tuple[int, int, int, list[bytes]]:

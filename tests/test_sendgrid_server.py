@@ -241,7 +241,8 @@ def test_command_line_server(tmp_path):
         [
             sys.executable,
             "-m",
-            "nachfass.devtools.sendgrid_server",
+            "nachfass.cli.main",
+            "sandbox",
             "--port",
             str(port),
             "--api-key",

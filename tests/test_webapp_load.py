@@ -42,7 +42,8 @@ def _start(landing: Path, public_key: str, port: int) -> subprocess.Popen:
         [
             sys.executable,
             "-m",
-            "nachfass.web.app",
+            "nachfass.cli.main",
+            "webapp",
             "--port",
             str(port),
             "--landing",

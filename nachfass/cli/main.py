@@ -617,12 +617,6 @@ def cmd_campaigns(args: SimpleNamespace) -> int:
     return 0
 
 
-def _delegate(module: str, argv: list[str]) -> int:
-    import importlib
-
-    return int(importlib.import_module(module).main(argv) or 0)
-
-
 # --- the command line (typer) ---------------------------------------------------------------------------
 
 app = typer.Typer(
@@ -822,27 +816,167 @@ def dbt(ctx: typer.Context) -> None:
     _done(cmd_dbt(list(ctx.args)))
 
 
-_DELEGATED = {
-    "preview": ("nachfass.devtools.preview", "Render every campaign with sample data into HTML previews."),
-    "sandbox": ("nachfass.devtools.sendgrid_server", "A local SendGrid-compatible API server (development)."),
-    "webapp": ("nachfass.web.app", "The web service: event webhook, unsubscribe and preference pages."),
-    "simulate-events": (
-        "nachfass.devtools.event_simulator",
-        "Signed SendGrid events for sent mails (local).",
-    ),
-}
+preview_app = typer.Typer(
+    help="Render mails with sample data (or a customer's real candidate row) to check them before sending.",
+    no_args_is_help=True,
+)
+app.add_typer(preview_app, name="preview")
+TemplatesOpt = Annotated[
+    Path | None, typer.Option(help="templates folder (default $NACHFASS_TEMPLATES or mail_templates/)")
+]
+ShopConfigOpt = Annotated[Path | None, typer.Option(help="shop settings (default config/shop.yaml)")]
 
 
-def _delegated_command(name: str, module: str, text: str) -> None:
-    def command(ctx: typer.Context) -> None:
-        _done(_delegate(module, list(ctx.args)))
+@preview_app.command("render")
+def preview_render(
+    campaign: Annotated[str, typer.Option(help="the campaign (see `nachfass campaigns`)")],
+    step: Annotated[str, typer.Option(help="the step, e.g. 1")],
+    out: Annotated[Path, typer.Option(help="folder for .html, .txt and .headers.txt")],
+    variant: Annotated[str | None, typer.Option(help="default: control (or the candidate's variant)")] = None,
+    locale: Annotated[str | None, typer.Option(help="default: de-DE (or the candidate's locale)")] = None,
+    customer_id: Annotated[str | None, typer.Option(help="render this customer's candidate row")] = None,
+    warehouse: Annotated[Path | None, typer.Option(help="DuckDB file for --customer-id")] = None,
+    templates_dir: TemplatesOpt = None,
+    shop_config: ShopConfigOpt = None,
+) -> None:
+    """Render one mail (sample data, or a real candidate with --customer-id)."""
+    from nachfass.devtools import preview
 
-    command.__doc__ = f"{text} See `nachfass {name} --help`."
-    app.command(name, context_settings=PASSTHROUGH, add_help_option=False)(command)
+    _done(
+        preview.render_one(
+            campaign, step, out, variant=variant, locale=locale, customer_id=customer_id, warehouse=warehouse,
+            templates_dir=templates_dir or paths.templates_dir(), shop_config=shop_config,
+        )
+    )  # fmt: skip
 
 
-for _name, (_module, _text) in _DELEGATED.items():
-    _delegated_command(_name, _module, _text)
+@preview_app.command("gallery")
+def preview_gallery(
+    out: Annotated[Path, typer.Option(help="folder for index.html and the mails")],
+    screenshots: Annotated[
+        bool, typer.Option("--screenshots", help="also desktop/mobile/dark PNGs (headless Chromium)")
+    ] = False,
+    templates_dir: TemplatesOpt = None,
+    shop_config: ShopConfigOpt = None,
+) -> None:
+    """A static index.html with every campaign, step, variant and locale."""
+    from nachfass.devtools import preview
+
+    _done(
+        preview.gallery(
+            out, screenshots=screenshots, templates_dir=templates_dir or paths.templates_dir(),
+            shop_config=shop_config,
+        )
+    )  # fmt: skip
+
+
+@preview_app.command("check")
+def preview_check(templates_dir: TemplatesOpt = None, shop_config: ShopConfigOpt = None) -> None:
+    """Compile and render every template against sample data."""
+    from nachfass.devtools import preview
+
+    _done(preview.check(templates_dir=templates_dir or paths.templates_dir(), shop_config=shop_config))
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 3030,
+    api_key: Annotated[
+        str | None, typer.Option(help="accept only this key (default: any Bearer key)")
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="also append accepted mails to DIR/messages.ndjson")
+    ] = None,
+    latency_ms: Annotated[float, typer.Option(help="added latency per request")] = 0.0,
+    latency_jitter_ms: Annotated[float, typer.Option(help="random extra latency, up to this")] = 0.0,
+    fail_rate_429: Annotated[float, typer.Option(help="share of requests answered 429")] = 0.0,
+    fail_rate_500: Annotated[float, typer.Option(help="share of requests answered 500")] = 0.0,
+    drop_rate: Annotated[float, typer.Option(help="close without answer, mail not stored")] = 0.0,
+    drop_after_accept_rate: Annotated[
+        float, typer.Option(help="store the mail, then close without answer (ambiguous for the client)")
+    ] = 0.0,
+    timeout_rate: Annotated[float, typer.Option(help="store, then sleep --timeout-s, close")] = 0.0,
+    timeout_s: Annotated[float, typer.Option(help="the sleep of --timeout-rate")] = 5.0,
+    rate_limit_per_s: Annotated[int, typer.Option(help="429 beyond this many requests per second")] = 0,
+) -> None:
+    """The local SendGrid-compatible Mail Send API (v3) with fault injection (development, tests)."""
+    from nachfass.devtools.sendgrid_server import Faults, serve
+
+    faults = Faults(
+        latency_ms=latency_ms, latency_jitter_ms=latency_jitter_ms, fail_rate_429=fail_rate_429,
+        fail_rate_500=fail_rate_500, drop_rate=drop_rate, drop_after_accept_rate=drop_after_accept_rate,
+        timeout_rate=timeout_rate, timeout_s=timeout_s, rate_limit_per_s=rate_limit_per_s,
+    )  # fmt: skip
+    serve(host, port, api_key=api_key, store=store, faults=faults)
+
+
+@app.command()
+def webapp(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8025,
+    landing: Annotated[Path | None, typer.Option(help="landing folder (default $NACHFASS_LANDING)")] = None,
+    replay_window: Annotated[
+        int | None, typer.Option(help="seconds a signed webhook call stays valid (default 600)")
+    ] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="larger bodies get 413")] = None,
+    request_deadline: Annotated[float | None, typer.Option(help="seconds for a whole request")] = None,
+    max_connections: Annotated[int | None, typer.Option(help="beyond: 503")] = None,
+    shop_config: ShopConfigOpt = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING …")] = "INFO",
+) -> None:
+    """The web service: SendGrid Event Webhook receiver, unsubscribe and preference pages."""
+    from nachfass.web import app as web
+
+    limits = {
+        name: value
+        for name, value in (
+            ("replay_window", replay_window),
+            ("max_body_bytes", max_body_bytes),
+            ("request_deadline", request_deadline),
+            ("max_connections", max_connections),
+        )
+        if value is not None
+    }
+    _done(
+        web.serve(
+            host, port, landing=landing, shop_config=shop_config,
+            log_level=log_level, **limits,
+        )
+    )  # fmt: skip
+
+
+@app.command("simulate-events")
+def simulate_events(
+    sandbox_url: Annotated[str, typer.Option(help="the local SendGrid server")] = "http://127.0.0.1:3030",
+    webhook_url: Annotated[
+        str, typer.Option(help="the webhook receiver")
+    ] = "http://127.0.0.1:8025/webhooks/sendgrid",
+    private_key_file: Annotated[Path | None, typer.Option(help="PEM file of the P-256 signing key")] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 1,
+    rates: Annotated[
+        Path | None, typer.Option(help='JSON file: {"control": {"open": 0.3, ...}, "b": {...}}')
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="events per webhook call")] = 500,
+    write_keypair: Annotated[
+        Path | None, typer.Option(help="write a new private key (PEM) to FILE, print its public key, exit")
+    ] = None,
+) -> None:
+    """Post signed, simulated SendGrid events for the mails the local sandbox accepted (development)."""
+    from nachfass.devtools import event_simulator
+
+    if write_keypair:
+        typer.echo(event_simulator.write_keypair(write_keypair))
+        return
+    if not private_key_file:
+        raise typer.BadParameter(
+            "required (create one with --write-keypair FILE)", param_hint="--private-key-file"
+        )
+    _done(
+        event_simulator.run(
+            sandbox_url, webhook_url, private_key_file, seed=seed, rates_file=rates, batch_size=batch_size
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

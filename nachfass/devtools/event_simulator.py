@@ -12,14 +12,13 @@ custom arg) and the observation moment ``now``, never the wall clock.
 
 CLI::
 
-    python -m nachfass.devtools.event_simulator --write-keypair webhook_key.pem   # once
-    python -m nachfass.devtools.event_simulator --sandbox-url http://127.0.0.1:3030 \\
+    nachfass simulate-events --write-keypair webhook_key.pem   # once
+    nachfass simulate-events --sandbox-url http://127.0.0.1:3030 \\
         --webhook-url http://127.0.0.1:8025/webhooks/sendgrid --private-key-file webhook_key.pem --seed 1
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
@@ -391,45 +390,31 @@ def simulate(
     return counts
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m nachfass.devtools.event_simulator",
-        description="Post signed, simulated SendGrid events for the mails the local sandbox accepted.",
-    )
-    parser.add_argument("--sandbox-url", default="http://127.0.0.1:3030")
-    parser.add_argument("--webhook-url", default="http://127.0.0.1:8025/webhooks/sendgrid")
-    parser.add_argument("--private-key-file", type=Path, help="PEM file of the P-256 signing key")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--rates", type=Path, help='JSON file: {"control": {"open": 0.3, ...}, "b": {...}}')
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument(
-        "--write-keypair",
-        type=Path,
-        metavar="FILE",
-        help="write a new private key (PEM) to FILE, print its public key and exit",
-    )
-    args = parser.parse_args(argv)
+def write_keypair(path: Path) -> str:
+    """A new private key (PEM, mode 600) at ``path``, which must not exist; returns the public key
+    (base64 DER, SENDGRID_WEBHOOK_PUBLIC_KEY)."""
+    pem, public_b64 = generate_keypair()
+    path.touch(mode=0o600, exist_ok=False)
+    path.write_bytes(pem)
+    return public_b64
 
-    if args.write_keypair:
-        pem, public_b64 = generate_keypair()
-        args.write_keypair.touch(mode=0o600, exist_ok=False)
-        args.write_keypair.write_bytes(pem)
-        print(public_b64)
-        return 0
-    if not args.private_key_file:
-        parser.error("--private-key-file is required (create one with --write-keypair FILE)")
+
+def run(
+    sandbox_url: str,
+    webhook_url: str,
+    private_key_file: Path,
+    *,
+    seed: int = 1,
+    rates_file: Path | None = None,
+    batch_size: int = 500,
+) -> int:
+    """`nachfass simulate-events`: post the events, print their counts; 1 with the reason on failure."""
     try:
-        key = load_private_key(args.private_key_file.read_bytes())
-        rates = json.loads(args.rates.read_text(encoding="utf-8")) if args.rates else None
-        counts = simulate(
-            args.sandbox_url, args.webhook_url, key, rates=rates, seed=args.seed, batch_size=args.batch_size
-        )
+        key = load_private_key(private_key_file.read_bytes())
+        rates = json.loads(rates_file.read_text(encoding="utf-8")) if rates_file else None
+        counts = simulate(sandbox_url, webhook_url, key, rates=rates, seed=seed, batch_size=batch_size)
     except (OSError, ValueError, SimulatorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(counts, sort_keys=True))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,9 @@
 """Mail previews for marketers (wired into the CLI as ``nachfass preview …``).
 
-    python -m nachfass.devtools.preview render --campaign abandoned_cart --step 1 --variant control \\
+    nachfass preview render --campaign abandoned_cart --step 1 --variant control \\
         [--locale de-DE] [--customer-id C123 --warehouse data/warehouse.duckdb] --out DIR
-    python -m nachfass.devtools.preview gallery --out DIR [--screenshots]
-    python -m nachfass.devtools.preview check
+    nachfass preview gallery --out DIR [--screenshots]
+    nachfass preview check
 
 Previews sign their links with a throwaway key (``PREVIEW_SIGNING_KEY``), never the production key:
 a preview file lying around must not contain working unsubscribe or cart links for a real customer.
@@ -11,13 +11,11 @@ a preview file lying around must not contain working unsubscribe or cart links f
 
 from __future__ import annotations
 
-import argparse
 import html
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +29,7 @@ from nachfass.core.mail.samples import sample_jobs
 from nachfass.core.paths import TEMPLATES_DIR, warehouse_path
 from nachfass.core.shop import ShopSettings, load_shop_settings
 
-__all__ = ["build_gallery", "job_from_row", "load_candidate", "main", "write_mail"]
+__all__ = ["build_gallery", "check", "gallery", "job_from_row", "load_candidate", "render_one", "write_mail"]
 
 CANDIDATES_TABLE = "eligibility.mail_candidates"
 GALLERY_LOCALES = {"de": "de-DE", "en": "en-GB"}
@@ -233,66 +231,66 @@ def _screenshots(chromium: str, mails_dir: Path, shots_dir: Path, slug: str) -> 
     return f'\n<div class="frames">{"".join(figures)}</div>'
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nachfass preview", description="Preview follow-up mails.")
-    parser.add_argument("--templates-dir", type=Path, default=TEMPLATES_DIR)
-    parser.add_argument("--shop-config", type=Path, default=None, help="default: config/shop.yaml")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    render = sub.add_parser("render", help="render one mail (sample data or a real candidate)")
-    render.add_argument("--campaign", required=True, choices=sorted(load_campaigns()))
-    render.add_argument("--step", required=True)
-    render.add_argument("--variant", default=None, help="default: control (or the candidate's variant)")
-    render.add_argument("--locale", default=None, help="default: de-DE (or the candidate's locale)")
-    render.add_argument("--customer-id", default=None, help="render for this customer's candidate row")
-    render.add_argument("--warehouse", type=Path, default=None, help="DuckDB file (default: the project's)")
-    render.add_argument("--out", type=Path, required=True)
-
-    gallery = sub.add_parser("gallery", help="static index.html with every campaign/step/variant/locale")
-    gallery.add_argument("--out", type=Path, required=True)
-    gallery.add_argument(
-        "--screenshots", action="store_true", help="also take desktop/mobile/dark PNGs (headless Chromium)"
-    )
-
-    sub.add_parser("check", help="compile and render every template against sample data")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    shop = load_shop_settings(args.shop_config)
+def render_one(
+    campaign: str,
+    step: str,
+    out: Path,
+    *,
+    variant: str | None = None,
+    locale: str | None = None,
+    customer_id: str | None = None,
+    warehouse: Path | None = None,
+    templates_dir: Path = TEMPLATES_DIR,
+    shop_config: Path | None = None,
+) -> int:
+    """`nachfass preview render`: one mail for sample data, or for a customer's candidate row."""
+    shop = load_shop_settings(shop_config)
     try:
-        if args.command == "gallery":
-            index = build_gallery(args.out, shop, args.templates_dir, screenshots=args.screenshots)
-            print(f"gallery written: {index}")
-            return 0
-        renderer = _renderer(shop, args.templates_dir)
-        if args.command == "check":
-            checked = renderer.check_templates()
-            print(f"{len(checked)} campaign/step/variant/locale combinations render fine")
-            return 0
-        if args.customer_id:
+        renderer = _renderer(shop, templates_dir)
+        if customer_id:
             # The customer's own row, whatever variant they were assigned; --variant/--locale then show
             # "what would this customer get in variant b / in English".
-            job = load_candidate(
-                args.warehouse or warehouse_path(), args.customer_id, args.campaign, args.step
-            )
-            if args.variant:
-                job = replace(job, variant=args.variant)
-            if args.locale:
-                job = replace(job, locale=args.locale)
+            job = load_candidate(warehouse or warehouse_path(), customer_id, campaign, step)
+            if variant:
+                job = replace(job, variant=variant)
+            if locale:
+                job = replace(job, locale=locale)
         else:
-            job = _sample_job(args.campaign, args.step, args.variant or "control", args.locale or "de-DE")
+            job = _sample_job(campaign, step, variant or "control", locale or "de-DE")
         mail = renderer.render(job)
-        paths = write_mail(mail, args.out, _slug(job.campaign, job.step, job.variant, job.locale))
-        print(f"Subject: {mail.subject}")
-        for path in paths.values():
-            print(f"written: {path}")
-        return 0
+        paths = write_mail(mail, out, _slug(job.campaign, job.step, job.variant, job.locale))
     except (RenderError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    print(f"Subject: {mail.subject}")
+    for path in paths.values():
+        print(f"written: {path}")
+    return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def gallery(
+    out: Path,
+    *,
+    screenshots: bool = False,
+    templates_dir: Path = TEMPLATES_DIR,
+    shop_config: Path | None = None,
+) -> int:
+    """`nachfass preview gallery`."""
+    try:
+        index = build_gallery(out, load_shop_settings(shop_config), templates_dir, screenshots=screenshots)
+    except (RenderError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"gallery written: {index}")
+    return 0
+
+
+def check(*, templates_dir: Path = TEMPLATES_DIR, shop_config: Path | None = None) -> int:
+    """`nachfass preview check`: compile and render every template against sample data."""
+    try:
+        checked = _renderer(load_shop_settings(shop_config), templates_dir).check_templates()
+    except (RenderError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{len(checked)} campaign/step/variant/locale combinations render fine")
+    return 0

@@ -1,6 +1,6 @@
 """A local SendGrid-compatible Mail Send API for tests, demos and benchmarks (Starlette + uvicorn).
 
-    python -m nachfass.devtools.sendgrid_server --port 3030 [--api-key KEY] [--latency-ms 50]
+    nachfass sandbox --port 3030 [--api-key KEY] [--latency-ms 50]
         [--latency-jitter-ms 0] [--fail-rate-429 0.1] [--fail-rate-500 0.1] [--drop-rate 0.05]
         [--drop-after-accept-rate 0.05] [--timeout-rate 0.01] [--timeout-s 5] [--rate-limit-per-s N]
         [--store DIR]
@@ -36,7 +36,6 @@ Served like the web service (``nachfass/core/http_server.py``): asyncio, a total
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -655,50 +654,19 @@ def run_sandbox(
         state.close()
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        description="Local SendGrid-compatible Mail Send API (v3) with fault injection"
-    )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3030)
-    p.add_argument("--api-key", default=None, help="accept only this key (default: any non-empty Bearer key)")
-    p.add_argument(
-        "--store", type=Path, default=None, help="also append accepted mails to DIR/messages.ndjson"
-    )
-    p.add_argument("--latency-ms", type=float, default=0.0)
-    p.add_argument("--latency-jitter-ms", type=float, default=0.0)
-    p.add_argument("--fail-rate-429", type=float, default=0.0)
-    p.add_argument("--fail-rate-500", type=float, default=0.0)
-    p.add_argument("--drop-rate", type=float, default=0.0, help="close without answer, mail not stored")
-    p.add_argument(
-        "--drop-after-accept-rate",
-        type=float,
-        default=0.0,
-        help="store the mail, then close without answer (ambiguous for the client)",
-    )
-    p.add_argument("--timeout-rate", type=float, default=0.0, help="store, then sleep --timeout-s, close")
-    p.add_argument("--timeout-s", type=float, default=5.0)
-    p.add_argument("--rate-limit-per-s", type=int, default=0)
-    args = p.parse_args(argv)
-    faults = Faults(
-        latency_ms=args.latency_ms,
-        latency_jitter_ms=args.latency_jitter_ms,
-        fail_rate_429=args.fail_rate_429,
-        fail_rate_500=args.fail_rate_500,
-        drop_rate=args.drop_rate,
-        drop_after_accept_rate=args.drop_after_accept_rate,
-        timeout_rate=args.timeout_rate,
-        timeout_s=args.timeout_s,
-        rate_limit_per_s=args.rate_limit_per_s,
-    )
-    state = SandboxState(api_key=args.api_key, store=args.store, faults=faults)
-    server = ServerThread(create_app(state), args.host, args.port, SANDBOX_LIMITS)
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 3030,
+    *,
+    api_key: str | None = None,
+    store: Path | None = None,
+    faults: Faults | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM (`nachfass sandbox`)."""
+    state = SandboxState(api_key=api_key, store=store, faults=faults or Faults())
+    server = ServerThread(create_app(state), host, port, SANDBOX_LIMITS)
     print(f"SendGrid sandbox listening on {server.url} (set SENDGRID_API_HOST to this URL)", flush=True)
     try:
         server.run()  # until SIGINT/SIGTERM
     finally:
         state.close()
-
-
-if __name__ == "__main__":
-    main()

@@ -2,7 +2,7 @@
 
 Start it with::
 
-    python -m nachfass.web.app --host 127.0.0.1 --port 8025 --landing DIR
+    nachfass webapp --host 127.0.0.1 --port 8025 --landing DIR
 
 A Starlette application served by uvicorn (``nachfass/core/http_server.py``: total request deadline,
 bounded connections, bounded header size). It never opens DuckDB (one writer at a time is the
@@ -14,7 +14,6 @@ docs/webservice.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -461,25 +461,20 @@ def run_webapp(
         server.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m nachfass.web.app",
-        description="SendGrid Event Webhook receiver and unsubscribe pages (writes to the landing folder).",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8025)
-    parser.add_argument(
-        "--landing", type=Path, default=None, help="landing folder (default: NACHFASS_LANDING)"
-    )
-    parser.add_argument("--replay-window", type=int, default=DEFAULT_REPLAY_WINDOW_S, help="seconds")
-    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
-    parser.add_argument(
-        "--request-deadline", type=float, default=REQUEST_DEADLINE_S, help="seconds for a whole request"
-    )
-    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, help="beyond: 503")
-    parser.add_argument("--shop-config", type=Path, default=None, help="default: config/shop.yaml")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8025,
+    *,
+    landing: Path | None = None,
+    replay_window: int = DEFAULT_REPLAY_WINDOW_S,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    request_deadline: float = REQUEST_DEADLINE_S,
+    max_connections: int = MAX_CONNECTIONS,
+    shop_config: Path | None = None,
+    log_level: str = "INFO",
+) -> int:
+    """Serve until SIGINT/SIGTERM (`nachfass webapp`); 2 when the settings are unusable."""
+    args = SimpleNamespace(**locals())
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -517,7 +512,3 @@ def main(argv: list[str] | None = None) -> int:
     server.serve_forever()
     log.info("stopped")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,9 +14,7 @@ written, so scenario and bulk rows share one writer.
 
 from __future__ import annotations
 
-import argparse
 import calendar
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -633,44 +631,3 @@ def scenario_cases(as_of: datetime | None = None) -> dict[str, str]:
     as_of = as_of or DEFAULT_AS_OF
     prices = {p: 1000 for p in range(1, 201)}
     return build_scenarios(as_of, prices, [1]).cases
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Generate sample shop exports (the export contract) for Nachfass."
-    )
-    parser.add_argument(
-        "--landing", type=Path, required=True, help="landing folder to write <table>/ folders into"
-    )
-    parser.add_argument("--customers", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument(
-        "--as-of",
-        default=DEFAULT_AS_OF.isoformat().replace("+00:00", "Z"),
-        help="'now' of the generated world, ISO 8601 (default %(default)s)",
-    )
-    parser.add_argument("--days", type=int, default=90, help="days of session history before --as-of")
-    parser.add_argument("--format", choices=("csv", "parquet"), default="csv")
-    args = parser.parse_args(argv)
-    as_of = datetime.fromisoformat(args.as_of)
-    started = time.perf_counter()
-    try:
-        counts = generate_exports(
-            args.landing,
-            customers=args.customers,
-            seed=args.seed,
-            as_of=as_of,
-            days=args.days,
-            file_format=args.format,
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
-    elapsed = time.perf_counter() - started
-    for table, rows in counts.items():
-        print(f"{table:16} {rows:>12,}")
-    print(f"{'total':16} {sum(counts.values()):>12,}  in {elapsed:.1f} s -> {args.landing}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
