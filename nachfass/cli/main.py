@@ -13,9 +13,7 @@ import io
 import os
 import shutil
 import sys
-import threading
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -83,36 +81,27 @@ def run_job(
         run_config.update(JOB_CAMPAIGN_CONFIG.get(job_name, {}))
         if as_of:
             run_config.update(clock_config(parse_as_of(as_of)))
-    # dagster-dbt echoes every dbt log line to stdout; keep it for failures and --verbose only. The run
-    # executes in a worker thread while this one shows each step's progress on stderr (rich).
+    # dagster-dbt echoes every dbt log line to stdout; keep it for failures and --verbose only. Each event
+    # the run stores passes through the instance: the progress display sees it there, in this thread.
     captured = io.StringIO()
-    run_id = str(uuid.uuid4())
-    outcome: dict = {}
+    progress = StepProgress(job_name)
+    store_event = instance.handle_new_event
 
-    def execute() -> None:
-        try:
-            outcome["result"] = job.execute_in_process(
+    def handle_new_event(event, *args, **kwargs):
+        store_event(event, *args, **kwargs)
+        progress.on_event(event)
+
+    instance.handle_new_event = handle_new_event
+    try:
+        with contextlib.redirect_stdout(sys.stdout if verbose else captured), progress.live():
+            result = job.execute_in_process(
                 run_config=run_config,
                 instance=instance,
                 partition_key=partition_key,
                 raise_on_error=False,
-                run_id=run_id,
             )
-        except BaseException as exc:  # re-raised in the calling thread
-            outcome["error"] = exc
-
-    progress = StepProgress(instance, run_id, job_name)
-    with contextlib.redirect_stdout(sys.stdout if verbose else captured):
-        worker = threading.Thread(target=execute, name=f"nachfass-{job_name}", daemon=True)
-        worker.start()
-        with progress.live():
-            while worker.is_alive():
-                worker.join(0.5)
-                progress.poll()
-        progress.poll()
-    if "error" in outcome:
-        raise outcome["error"]
-    result = outcome["result"]
+    finally:
+        del instance.handle_new_event  # the class's own method again
     if not result.success:
         dbt_tail = [line for line in captured.getvalue().splitlines() if line.strip()][-25:]
         if dbt_tail:
@@ -125,15 +114,14 @@ def run_job(
 
 class StepProgress:
     """What a run is doing, on stderr while it runs: one line per finished step with its time, and a
-    spinner naming the running steps (on a terminal). Read from the run's event log, so it shows what
-    Dagster recorded, for any job."""
+    spinner naming the running steps (on a terminal). Fed with the events the run stores, so it shows
+    what Dagster records, for any job."""
 
-    def __init__(self, instance, run_id: str, job_name: str) -> None:
+    def __init__(self, job_name: str) -> None:
         from rich.console import Console
 
-        self.instance, self.run_id, self.job_name = instance, run_id, job_name
+        self.job_name = job_name
         self.console = Console(stderr=True, highlight=False)
-        self.seen = 0
         self.running: dict[str, float] = {}
         self.started = time.perf_counter()
         self._status = None
@@ -148,28 +136,26 @@ class StepProgress:
             yield
         self._status = None
 
-    def poll(self) -> None:
+    def on_event(self, record) -> None:
         from dagster import DagsterEventType
 
-        kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE}
-        try:
-            records = self.instance.all_logs(self.run_id, of_type=kinds)
-        except Exception:  # the run is not in storage yet
+        event = getattr(record, "dagster_event", None)
+        if event is None or event.event_type not in (
+            DagsterEventType.STEP_START,
+            DagsterEventType.STEP_SUCCESS,
+            DagsterEventType.STEP_FAILURE,
+        ):
             return
-        for record in records[self.seen :]:
-            event = record.dagster_event
-            step = event.step_key or "?"
-            if event.event_type == DagsterEventType.STEP_START:
-                self.running[step] = record.timestamp
-                continue
+        step = event.step_key or "?"
+        if event.event_type == DagsterEventType.STEP_START:
+            self.running[step] = record.timestamp
+        else:
             took = record.timestamp - self.running.pop(step, record.timestamp)
             mark = "[green]✓[/green]" if event.event_type == DagsterEventType.STEP_SUCCESS else "[red]✗[/red]"
             self.console.print(f"  {mark} {step:<52} {took:6.1f} s")
-        self.seen = len(records)
         if self._status is not None:
             elapsed = time.perf_counter() - self.started
-            doing = ", ".join(self.running) or "…"
-            self._status.update(f"{self.job_name} {elapsed:5.0f} s: {doing}")
+            self._status.update(f"{self.job_name} {elapsed:5.0f} s: {', '.join(self.running) or '…'}")
 
 
 def _root_cause(event) -> str:
