@@ -23,6 +23,7 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,7 +177,7 @@ class ServerThread:
         while not self.server.started:
             if not self._thread.is_alive():
                 raise RuntimeError(f"{name} did not start")
-            threading.Event().wait(0.01)
+            time.sleep(0.01)  # not Event().wait(): a timed lock wait hangs under a shifted monotonic clock
 
     def run(self) -> None:
         """Serve in the foreground until SIGINT/SIGTERM (uvicorn installs the handlers in the main thread),
