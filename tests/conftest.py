@@ -6,14 +6,34 @@ before any test imports the Dagster definitions.
 
 from __future__ import annotations
 
+import errno
 import os
+import select
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from tests_support import DBT_DIR, DBT_EXECUTABLE
 
-from nachfass.core.dbt import dbt_vars_arg
+# CI runs the suite a second time under libfaketime (.ci/run). Its clock_nanosleep wrapper sometimes turns
+# the absolute deadline of Python's time.sleep into an invalid timespec (EINVAL). Sleep the same time with
+# select() then; patched here, before any project module takes time.sleep as a default argument.
+UNDER_FAKETIME = "faketime" in os.environ.get("LD_PRELOAD", "")
+if UNDER_FAKETIME:
+    _clock_sleep = time.sleep
+
+    def _sleep(seconds: float) -> None:
+        try:
+            _clock_sleep(seconds)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            select.select([], [], [], seconds)
+
+    time.sleep = _sleep
+from tests_support import DBT_DIR, DBT_EXECUTABLE  # noqa: E402 (after the sleep patch)
+
+from nachfass.core.dbt import dbt_vars_arg  # noqa: E402
 
 SECRET_ENV = (
     "SENDGRID_API_KEY",

@@ -3,6 +3,7 @@ in dark mode."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import zlib
@@ -24,7 +25,8 @@ from nachfass.devtools.preview import (
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="chromium not installed (apt-get install chromium)"
+    not Path(CHROMIUM).exists() or "faketime" in os.environ.get("LD_PRELOAD", ""),
+    reason="chromium not installed (apt-get install chromium), or run under libfaketime (its timers stall)",
 )
 
 
