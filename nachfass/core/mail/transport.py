@@ -31,17 +31,12 @@ import os
 import random
 import select
 import ssl
-import tempfile
 import threading
 import time
 import urllib.error
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -49,6 +44,7 @@ from urllib.parse import urlsplit
 import python_http_client.exceptions
 import sendgrid
 
+from nachfass.core.mail.eml import payload_to_eml
 from nachfass.core.mail.message import RenderedMail, SendResult
 from nachfass.core.mail.sendgrid_payload import PayloadError, build_payload
 from nachfass.core.shop import ShopSettings
@@ -406,10 +402,16 @@ class OutboxTransport:
     """
 
     name = "outbox"
+    # What deliver() should use with this transport (see there): composing is CPU work, writing is local.
+    max_concurrency = 2
+    claim_batch = 500
 
     def __init__(self, outbox_dir: Path | str, *, shop: ShopSettings, as_of: datetime | None = None) -> None:
         self.outbox_dir = Path(outbox_dir)
         self.outbox_dir.mkdir(parents=True, exist_ok=True)
+        # Half-written files of a crashed run (one writer at a time: nobody else is writing them now).
+        for stale in self.outbox_dir.glob(".tmp-*"):
+            stale.unlink(missing_ok=True)
         self.shop = shop
         self.as_of = as_of  # the run's logical time: the payload's custom_args and the .eml Date
 
@@ -417,14 +419,15 @@ class OutboxTransport:
         return f"OutboxTransport({str(self.outbox_dir)!r})"
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
-        # A crash must not leave a half-written file that looks like a mail.
-        fd, tmp = tempfile.mkstemp(dir=self.outbox_dir, prefix=".tmp-")
+        # A crash must not leave a half-written file that looks like a mail: write beside it, then rename.
+        # The temporary name is unique per mail (a send id is claimed by one sender at a time).
+        tmp = path.with_name(f".tmp-{path.name}")
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with open(tmp, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
 
     def send(self, mail: RenderedMail) -> TransportResult:
@@ -435,61 +438,10 @@ class OutboxTransport:
             return TransportResult("failed", error=str(exc), attempts=0)
         self._write_atomic(
             self.outbox_dir / f"{mail.send_id}.json",
-            json.dumps(payload, ensure_ascii=False, indent=2).encode("utf-8"),
+            json.dumps(payload, ensure_ascii=False).encode("utf-8"),  # compact: the C encoder, 5× faster,
         )
         self._write_atomic(self.outbox_dir / f"{mail.send_id}.eml", eml)
         return TransportResult("sent", message_id=None, attempts=1)
 
     def close(self) -> None:
         pass
-
-
-def _addr(obj: Mapping[str, str]) -> Address:
-    local, _, domain = obj["email"].rpartition("@")
-    # Address refuses CR/LF in any part (ValueError) instead of emitting an injected header line.
-    return Address(display_name=obj.get("name", ""), username=local, domain=domain)
-
-
-# SMTP policy (CRLF line ends; header values with CR/LF raise), except that headers set raw are written
-# as given: see _raw_header_value.
-_EML_POLICY = SMTP.clone(refold_source="none")
-
-
-def _raw_header_value(value: str) -> str | None:
-    """An ASCII header value as it goes on the wire, folded only between list items (RFC 2369 allows
-    whitespace there); None for values that need RFC 2047 encoding (non-ASCII).
-
-    Why not let the email package fold: it turns a URI longer than a line into an RFC 2047 encoded word
-    (a CPython folding bug), and a mail client reading ``List-Unsubscribe`` per RFC 2369/8058 then finds
-    no URI: one-click unsubscribe silently breaks. URIs stay whole; a line may exceed 78 characters (a
-    SHOULD in RFC 5322), never 998 (the header check keeps values far shorter).
-    """
-    if not value.isascii():
-        return None
-    return ",\n ".join(part.strip() for part in value.split(",")) if value.startswith("<") else value
-
-
-def payload_to_eml(payload: Mapping, *, send_id: str, date: datetime | None = None) -> bytes:
-    """An RFC 5322 multipart/alternative message equivalent to a SendGrid payload (one recipient).
-
-    ``date``: the run's logical time for the Date header (the wall clock when not given)."""
-    msg = EmailMessage(policy=_EML_POLICY)
-    msg["From"] = _addr(payload["from"])
-    msg["To"] = [_addr(to) for to in payload["personalizations"][0]["to"]]
-    if "reply_to" in payload:
-        msg["Reply-To"] = _addr(payload["reply_to"])
-    msg["Subject"] = payload["subject"]
-    msg["Date"] = formatdate(date.timestamp() if date else None, localtime=False, usegmt=True)
-    msg["Message-ID"] = make_msgid(idstring=send_id, domain=payload["from"]["email"].rpartition("@")[2])
-    for name, value in (payload.get("headers") or {}).items():
-        raw = _raw_header_value(value)
-        if raw is None:
-            msg[name] = value
-        else:
-            msg.set_raw(name, raw)
-    msg["X-Nachfass-Send-Id"] = send_id
-    contents = {c["type"]: c["value"] for c in payload["content"]}
-    msg.set_content(contents.get("text/plain", ""), subtype="plain", charset="utf-8")
-    if "text/html" in contents:
-        msg.add_alternative(contents["text/html"], subtype="html", charset="utf-8")
-    return msg.as_bytes()
