@@ -10,6 +10,8 @@ The send journal (``journal.py``) records, per mail, the moment it was handed to
 answer. After a crash the next run releases claimed mails that were never handed over and records the
 answers the ledger had not seen, so a SIGKILL turns at most the requests actually in flight (``concurrency``)
 into ``unknown``, not the whole batch it had claimed.
+A transport may declare ``claim_batch`` and ``max_concurrency`` (the outbox does: 500 and 2, since its
+writes are local and CPU-bound); the journal still bounds a crash's loss to the mails being written.
 
 Memory stays flat: mails are pulled lazily from the iterable in chunks of ``chunk_size`` and outcomes are
 flushed to the ledger every few hundred mails.
@@ -158,8 +160,14 @@ def deliver(
     """
     if chunk_size < 1 or concurrency < 1:
         raise ValueError("chunk_size and concurrency must be >= 1")
-    max_inflight = 2 * concurrency
-    batch_size = max(1, min(claim_batch or concurrency, max_inflight))
+    # A transport may declare what suits it: the outbox composes on the CPU (more threads than cores only
+    # contend for the GIL) and writes locally, so it takes big claims (one committed transaction, i.e. one
+    # fsync, per claim). Crash loss stays bounded by the journal: only mails a worker has started are
+    # "dispatched"; every other claimed mail is released on recovery.
+    concurrency = min(concurrency, getattr(transport, "max_concurrency", None) or concurrency)
+    preferred_batch = getattr(transport, "claim_batch", None)
+    max_inflight = 2 * max(concurrency, preferred_batch or 0)
+    batch_size = max(1, min(claim_batch or preferred_batch or concurrency, max_inflight))
     if total is None and hasattr(mails, "__len__"):
         total = len(mails)  # type: ignore[arg-type]
     started = time.monotonic()
