@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 import duckdb
+import pyarrow as pa
 
 from nachfass.core.mail.message import RenderedMail
 from nachfass.core.schema import ensure_outgoing as ensure_outgoing  # re-exported; DDL in core.schema
@@ -34,26 +35,21 @@ COLUMNS = (
 )
 
 
-def _row(m: RenderedMail, run_id: str, rendered_at: datetime) -> tuple:
-    return (
-        m.send_id,
-        m.campaign,
-        m.step,
-        m.variant,
-        m.trigger_key,
-        m.customer_id,
-        m.to_email,
-        m.to_name,
-        m.subject,
-        m.html,
-        m.text,
-        json.dumps(m.headers),
-        list(m.categories),
-        m.is_marketing,
-        m.experiment_id,
-        run_id,
-        rendered_at.replace(tzinfo=None),
-    )
+def _table(chunk: list[RenderedMail], run_id: str, rendered_at: datetime) -> pa.Table:
+    """One chunk as an Arrow table: DuckDB inserts it in one scan (``executemany`` binds row by row, which
+    cost as much as rendering the mails)."""
+    string = pa.string()
+    columns = {
+        name: pa.array([getattr(m, name) for m in chunk], string)
+        for name in COLUMNS
+        if name not in ("headers", "categories", "is_marketing")
+    }
+    columns["headers"] = pa.array([json.dumps(m.headers) for m in chunk], string)
+    columns["categories"] = pa.array([list(m.categories) for m in chunk], pa.list_(string))
+    columns["is_marketing"] = pa.array([m.is_marketing for m in chunk], pa.bool_())
+    columns["run_id"] = pa.array([run_id] * len(chunk), string)
+    columns["rendered_at"] = pa.array([rendered_at.replace(tzinfo=None)] * len(chunk), pa.timestamp("us"))
+    return pa.table({name: columns[name] for name in (*COLUMNS, "run_id", "rendered_at")})
 
 
 def replace_outgoing(
@@ -72,10 +68,15 @@ def replace_outgoing(
         conn.execute("delete from mail.outgoing")
         for chunk in chunks:
             if chunk:
-                conn.executemany(
-                    f"insert into mail.outgoing values ({', '.join('?' * 17)})",
-                    [_row(m, run_id, rendered_at) for m in chunk],
-                )
+                table = _table(chunk, run_id, rendered_at)
+                conn.register("outgoing_chunk", table)
+                try:
+                    conn.execute(
+                        f"insert into mail.outgoing ({', '.join(table.column_names)}) "
+                        f"select {', '.join(table.column_names)} from outgoing_chunk"
+                    )
+                finally:
+                    conn.unregister("outgoing_chunk")
             for m in chunk:
                 per_step[f"{m.campaign}/{m.step}"] = per_step.get(f"{m.campaign}/{m.step}", 0) + 1
         conn.execute("commit")

@@ -1,0 +1,58 @@
+"""mail.outgoing, the queue between rendering and sending: what goes in comes out unchanged, and a failed
+render leaves nothing half-queued."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import duckdb
+import pytest
+from sendgrid_fixtures import make_mail
+
+from nachfass.core.mail.outgoing import ensure_outgoing, read_outgoing, replace_outgoing
+
+AS_OF = datetime(2026, 11, 24, 10, tzinfo=UTC)
+
+
+def _mails() -> list:
+    return [
+        make_mail(0),
+        make_mail(1, to_name=None, headers={}, categories=[], experiment_id="exp-1", variant="b"),
+        make_mail(
+            2, campaign="order_thanks", step="immediate", is_marketing=False, subject="Danke – „Ihre“ 🌱"
+        ),
+        *(make_mail(i, html="<p>" + "ä" * 30_000 + "</p>") for i in range(3, 2503)),
+    ]
+
+
+def test_queued_mails_come_back_exactly_and_in_send_id_order(tmp_path):
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ensure_outgoing(conn)
+    mails = _mails()
+    chunks = [mails[start : start + 1000] for start in range(0, len(mails), 1000)]
+    per_step = replace_outgoing(conn, chunks, run_id="run-1", rendered_at=AS_OF)
+    assert per_step == {"abandoned_cart/reminder_1": len(mails) - 1, "order_thanks/immediate": 1}
+    back = list(read_outgoing(conn, batch_size=300))
+    # The preheader is part of the HTML already and is not stored separately.
+    assert back == sorted((dataclasses.replace(m, preheader="") for m in mails), key=lambda m: m.send_id)
+    assert conn.execute("select distinct run_id, rendered_at from mail.outgoing").fetchall() == [
+        ("run-1", AS_OF.replace(tzinfo=None))
+    ]
+    # The next run replaces the queue.
+    replace_outgoing(conn, [mails[:2]], run_id="run-2", rendered_at=AS_OF)
+    assert [m.send_id for m in read_outgoing(conn)] == sorted(m.send_id for m in mails[:2])
+
+
+def test_a_render_error_in_a_later_chunk_leaves_the_queue_empty(tmp_path):
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ensure_outgoing(conn)
+    replace_outgoing(conn, [_mails()[:5]], run_id="before", rendered_at=AS_OF)
+
+    def chunks():
+        yield _mails()[:1000]
+        raise RuntimeError("template broke in chunk 2")
+
+    with pytest.raises(RuntimeError, match="chunk 2"):
+        replace_outgoing(conn, chunks(), run_id="run-1", rendered_at=AS_OF)
+    assert conn.execute("select count(*) from mail.outgoing").fetchone()[0] == 0
