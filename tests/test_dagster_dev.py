@@ -271,10 +271,13 @@ RUNS = """
 
 
 def _settled(path: Path, text: str) -> None:
-    """A file that has stayed put for ten minutes, by the clock of this process."""
+    """A file that has stayed put for ten minutes, by the clock of `dagster dev`'s sensors: the kernel's,
+    read from the file's own fresh mtime. (Under CI's shifted-clock pass this process's time.time() is 400
+    days ahead while `dagster dev` runs without libfaketime: stamped by that, the file would lie in the
+    sensors' future and never settle.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
-    stamp = time.time() - 600
+    stamp = path.stat().st_mtime - 600
     os.utime(path, (stamp, stamp))
 
 
