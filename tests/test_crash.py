@@ -88,6 +88,7 @@ def test_sigkill_at_20_points_loses_at_most_2x_concurrency_per_crash(tmp_path):
     script.write_text(CHILD)
     db = tmp_path / "ledger.duckdb"
     recoveries: list[ledger.Recovery] = []
+    completed_early = 0
     with run_sandbox(api_key=API_KEY, latency_ms=1, latency_jitter_ms=7) as sb:
         # 20 random points of the send, as numbers of mails the server has accepted.
         for attempt, point in enumerate(sorted(rng.sample(range(1, N_MAILS), KILLS))):
@@ -97,6 +98,9 @@ def test_sigkill_at_20_points_loses_at_most_2x_concurrency_per_crash(tmp_path):
                 time.sleep(0.0005)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
+            if proc.returncode == 0:  # a point near the end: the send completed before the signal landed
+                completed_early += 1
+                continue
             assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
             conn = duckdb.connect(str(db))
             recoveries.append(ledger.recover(conn))  # what the next send run does first
@@ -109,6 +113,7 @@ def test_sigkill_at_20_points_loses_at_most_2x_concurrency_per_crash(tmp_path):
     per_id = Counter(m["payload"]["custom_args"]["send_id"] for m in messages)
     assert max(per_id.values()) == 1, "a mail reached the server twice"
 
+    assert len(recoveries) >= KILLS - 5, f"only {len(recoveries)} of {KILLS} kills landed mid-send"
     for number, recovery in enumerate(recoveries):
         assert recovery.unknown <= 2 * CONCURRENCY, (number, recovery)
     assert sum(r.released for r in recoveries) > 0, "no crash ever left a claimed, undispatched mail"
@@ -126,7 +131,8 @@ def test_sigkill_at_20_points_loses_at_most_2x_concurrency_per_crash(tmp_path):
         else:
             assert per_id[send_id] <= 1, send_id  # unknown: maybe at the server, never twice
     print(
-        f"kills={KILLS} statuses={dict(statuses)} accepted={len(per_id)} "
+        f"kills={len(recoveries)} (+{completed_early} too late) statuses={dict(statuses)} "
+        f"accepted={len(per_id)} "
         f"released={sum(r.released for r in recoveries)} settled={sum(r.settled for r in recoveries)} "
         f"unknown per crash={[r.unknown for r in recoveries]} final={out.strip()}"
     )

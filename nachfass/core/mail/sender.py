@@ -20,10 +20,11 @@ flushed to the ledger every few hundred mails.
 from __future__ import annotations
 
 import itertools
+import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -258,9 +259,21 @@ def deliver(
             flush()
         return abort
 
+    # Finished futures arrive here (a done-callback), so waiting costs O(finished), not O(in flight) as
+    # concurrent.futures.wait over every pending future would (1,000 of them with the outbox's claims).
+    finished: queue.SimpleQueue[Future[SendResult]] = queue.SimpleQueue()
+
     def wait_for_room(room_for: int) -> None:
         while inflight and len(inflight) + room_for > max_inflight:
-            done, _ = wait(list(inflight), timeout=progress_every_s, return_when=FIRST_COMPLETED)
+            try:
+                done = [finished.get(timeout=progress_every_s)]
+            except queue.Empty:
+                done = []
+            while True:
+                try:
+                    done.append(finished.get_nowait())
+                except queue.Empty:
+                    break
             if (abort := collect(done)) is not None:
                 raise abort
             progress()
@@ -277,7 +290,9 @@ def deliver(
                 )  # committed: from here on these mails may be sent
                 report.skipped += len(batch) - len(claimed)
                 for mail in claimed:
-                    inflight[executor.submit(work, mail)] = mail
+                    future = executor.submit(work, mail)
+                    inflight[future] = mail  # before the callback can hand it to collect()
+                    future.add_done_callback(finished.put)
         wait_for_room(max_inflight)  # i.e. until nothing is in flight
         flush()
         completed = True
