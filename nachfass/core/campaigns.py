@@ -183,8 +183,8 @@ class RolloutSettings(_Settings):
     the triggers that were already due before ``live_from``."""
 
     live_from: AwareDatetime = Field(
-        description="when the campaign or rule goes live, with its UTC offset, e.g. '2026-12-01T09:00:00+01:00'; "
-        "before it nothing is sent (reason not_live_yet)"
+        description="when the campaign or rule goes live, with its UTC offset, e.g. "
+        "'2026-12-01T09:00:00+01:00'; before it nothing is sent (reason not_live_yet)"
     )
     backlog: Literal["skip", "all", "drip"] = Field(
         default="all",
