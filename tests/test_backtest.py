@@ -297,3 +297,23 @@ def test_the_docs_win_back_wave_drips_the_dormant_base_best_customers_first(
         waiting = [c for t, _, r, c in rows if t == tick and r == "backlog_drip"]
         assert len(sent) == 4 and waiting, f"{tick}: {len(sent)} sent, {len(waiting)} waiting"
         assert min(revenue[c] or 0 for c in sent) >= max(revenue[c] or 0 for c in waiting)
+
+
+@pytest.mark.slow
+def test_the_report_shows_both_rule_sets_side_by_side(backtest, tmp_path: Path) -> None:
+    import json
+    import re
+
+    from nachfass.core.report import build_report
+
+    results, _, _ = backtest
+    # the after side's replay warehouse has the analytics a report needs (built at the first tick)
+    page = build_report(results.parent / "after" / "warehouse.duckdb", tmp_path, backtest=results)
+    text = page.read_text(encoding="utf-8")
+    assert 'id="chart-backtest"' in text and 'id="backtest-empty"' not in text
+    assert "backtest.summary <small>" in text and "backtest.changes <small>" in text
+    # the chart's data: review_request's six mails on both sides, named by rule set
+    figure = json.loads(re.search(r'Plotly\.newPlot\(\s*"chart-backtest",\s*(\[.*?\]),\s*\{', text, re.S)[1])
+    mails = {trace["name"]: dict(zip(trace["x"], trace["y"], strict=True)) for trace in figure}
+    assert mails["current rules"]["review_request 1"] == 6
+    assert mails["changed rules"]["review_request 1"] == 6

@@ -486,7 +486,10 @@ def cmd_report(args: SimpleNamespace) -> int:
 
     _export_locations(args)
     try:
-        page = build_report(paths.warehouse_path(), Path(args.out), days=args.days or DEFAULT_DAYS)
+        backtest = Path(args.backtest) if args.backtest else paths.data_dir() / "backtest" / "results.duckdb"
+        page = build_report(
+            paths.warehouse_path(), Path(args.out), days=args.days or DEFAULT_DAYS, backtest=backtest
+        )
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 1
@@ -779,6 +782,10 @@ def report(
     warehouse: WarehouseOpt = None,
     days: Annotated[
         int | None, typer.Option(help="send days shown, ending at the as_of (default 28)")
+    ] = None,
+    backtest: Annotated[
+        str | None,
+        typer.Option(help="a backtest's results.duckdb to show side by side (default data/backtest/…)"),
     ] = None,
 ) -> None:
     """The campaign report: one static HTML page with charts, as of the analytics' logical time."""
