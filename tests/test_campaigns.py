@@ -238,6 +238,43 @@ BROKEN = [
         "whole number",
     ),
     (
+        "rollout time without its offset",
+        "review_request",
+        lambda c: c.update(rollout={"live_from": "2026-12-01T09:00:00", "backlog": "skip"}),
+        "'rollout.live_from'",
+        "UTC offset",
+    ),
+    (
+        "drip without a daily number",
+        "review_request",
+        lambda c: c.update(rollout={"live_from": "2026-12-01T09:00:00+01:00", "backlog": "drip"}),
+        "'rollout.drip_per_day'",
+        "needs drip_per_day",
+    ),
+    (
+        "daily number without drip",
+        "review_request",
+        lambda c: c.update(
+            rollout={"live_from": "2026-12-01T09:00:00Z", "backlog": "skip", "drip_per_day": 100}
+        ),
+        "'rollout.drip_per_day'",
+        "only with backlog: drip",
+    ),
+    (
+        "unknown backlog mode",
+        "review_request",
+        lambda c: c.update(rollout={"live_from": "2026-12-01T09:00:00Z", "backlog": "later"}),
+        "'rollout.backlog'",
+        "'skip', 'all' or 'drip'",
+    ),
+    (
+        "unknown rollout key",
+        "review_request",
+        lambda c: c.update(rollout={"live_from": "2026-12-01T09:00:00Z", "per_day": 5}),
+        "'rollout.per_day'",
+        "allowed: backlog, drip_order, drip_per_day, live_from",
+    ),
+    (
         "bool as number",
         "order_thanks",
         lambda c: c["steps"]["1"].update(delay_minutes=True),

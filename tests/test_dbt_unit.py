@@ -29,6 +29,7 @@ UNIT_TESTS = {
     "mail_candidates_frequency_cap_with_priorities",
     "mail_candidates_exit_rule",
     "mail_candidates_quiet_hours_defer_or_expire",
+    "mail_candidates_backlog_rollout",
     "orphans_are_held_until_their_parent_arrives",
     "shared_addresses_lists_an_address_on_two_customer_ids",
 }

@@ -448,13 +448,48 @@ def cmd_replay(args: SimpleNamespace) -> int:
     return 0
 
 
+def cmd_backtest(args: SimpleNamespace) -> int:
+    """Replay a period with the current and with changed rules; print the comparison as Markdown."""
+    from dagster_project.resources import parse_as_of
+    from nachfass.core.backtest import BacktestError, run_backtest
+    from nachfass.core.replay import ReplayError, parse_every
+
+    workdir = Path(args.workdir or paths.data_dir() / "backtest")
+    history = Path(args.history).resolve() if args.history else paths.warehouse_path()
+    try:
+        result = run_backtest(
+            rules=args.rules,
+            landing=Path(args.landing or paths.landing_dir()),
+            start=parse_as_of(args.start),
+            end=parse_as_of(args.end),
+            every=parse_every(args.every),
+            workdir=workdir,
+            history=history,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except (BacktestError, ReplayError, ValueError) as exc:
+        print(f"backtest: {exc}", file=sys.stderr)
+        return 1
+    text = result.markdown(limit=args.limit)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"backtest: {sum(result.changes.values()):,} triggers change; Markdown in {args.out}")
+    else:
+        print(text, end="")
+    print(f"backtest: {result.seconds:.0f} s; tables backtest.* in {result.warehouse}", file=sys.stderr)
+    return 0
+
+
 def cmd_report(args: SimpleNamespace) -> int:
     """The campaign report as one static HTML page (nachfass/core/report.py)."""
     from nachfass.core.report import DEFAULT_DAYS, ReportError, build_report
 
     _export_locations(args)
     try:
-        page = build_report(paths.warehouse_path(), Path(args.out), days=args.days or DEFAULT_DAYS)
+        backtest = Path(args.backtest) if args.backtest else paths.data_dir() / "backtest" / "results.duckdb"
+        page = build_report(
+            paths.warehouse_path(), Path(args.out), days=args.days or DEFAULT_DAYS, backtest=backtest
+        )
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 1
@@ -719,11 +754,38 @@ def replay(
 
 
 @app.command()
+def backtest(
+    rules: Annotated[
+        str, typer.Option(help="the changed rules: a dbt project folder, or a git ref of this repository")
+    ],
+    start: Annotated[str, typer.Option("--from", help="first tick (ISO 8601)")],
+    end: Annotated[str, typer.Option("--to", help="last tick, inclusive (ISO 8601)")],
+    every: Annotated[str, typer.Option(help="tick spacing: 15m, 1h, 1d …")] = "1h",
+    landing: LandingOpt = None,
+    history: Annotated[
+        str | None,
+        typer.Option(help="warehouse whose mail performance gives the rates (default the live warehouse)"),
+    ] = None,
+    workdir: Annotated[
+        str | None, typer.Option(help="folder for both replays and results.duckdb (default data/backtest)")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="write the Markdown here instead of printing it")] = None,
+    limit: Annotated[int, typer.Option(help="changed triggers listed in the Markdown")] = 30,
+) -> None:
+    """Replay a period with the current rules and with changed ones: mails, caps, estimates, who changes."""
+    _done(cmd_backtest(SimpleNamespace(**locals())))
+
+
+@app.command()
 def report(
     out: Annotated[str, typer.Option(help="folder for the page (index.html)")],
     warehouse: WarehouseOpt = None,
     days: Annotated[
         int | None, typer.Option(help="send days shown, ending at the as_of (default 28)")
+    ] = None,
+    backtest: Annotated[
+        str | None,
+        typer.Option(help="a backtest's results.duckdb to show side by side (default data/backtest/…)"),
     ] = None,
 ) -> None:
     """The campaign report: one static HTML page with charts, as of the analytics' logical time."""

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -173,6 +174,41 @@ class Experiment(_Settings):
         return self
 
 
+BACKLOG_MODES = ("skip", "all", "drip")
+DRIP_ORDERS = ("oldest", "most_valuable")
+
+
+class RolloutSettings(_Settings):
+    """How a campaign (or a changed rule) goes live: from when it sends, and what happens to the backlog,
+    the triggers that were already due before ``live_from``."""
+
+    live_from: AwareDatetime = Field(
+        description="when the campaign or rule goes live, with its UTC offset, e.g. "
+        "'2026-12-01T09:00:00+01:00'; before it nothing is sent (reason not_live_yet)"
+    )
+    backlog: Literal["skip", "all", "drip"] = Field(
+        default="all",
+        description="triggers due before live_from: skip them (backlog_skipped), send all at once, or drip "
+        "them out at drip_per_day (backlog_drip)",
+    )
+    drip_per_day: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        default=None, description="backlog: drip only: at most this many backlog mails in any 24 h"
+    )
+    drip_order: Literal["oldest", "most_valuable"] = Field(
+        default="oldest",
+        description="backlog: drip only: oldest due first, or the highest value first (the cart or order "
+        "total, else the customer's revenue so far)",
+    )
+
+    @model_validator(mode="after")
+    def _drip_settings(self) -> RolloutSettings:
+        if self.backlog == "drip" and self.drip_per_day is None:
+            raise _KeyedError("drip_per_day", "backlog: drip needs drip_per_day (mails per 24 h)")
+        if self.backlog != "drip" and self.drip_per_day is not None:
+            raise _KeyedError("drip_per_day", f"only with backlog: drip (backlog is {self.backlog!r})")
+        return self
+
+
 class CampaignSettings(_Settings):
     """One campaign's settings (``config.meta.campaign`` of its segment YAML), plus where they came from."""
 
@@ -201,6 +237,9 @@ class CampaignSettings(_Settings):
     n_recommendations: Annotated[StrictInt, Field(ge=1)] | None = None
     skip_if_reminded_by: tuple[str, ...] = Field(
         default=(), description="campaigns whose mail for the same trigger key ends this series"
+    )
+    rollout: RolloutSettings | None = Field(
+        default=None, description="going live: from when, and what happens to triggers already due then"
     )
 
     @field_validator("steps", mode="before")
@@ -279,6 +318,8 @@ def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
         model = VariantSettings
     elif parent[0] == "experiment":
         model = Experiment
+    elif parent[0] == "rollout":
+        model = RolloutSettings
     else:
         return []
     # Experiment.extra_delay_minutes is filled from the variants, never written at the experiment itself
@@ -303,6 +344,8 @@ def _describe(error: Mapping[str, Any]) -> tuple[tuple[str, ...], str]:
         return loc[: loc.index("varies") + 1], (
             f"say what the variants vary: one or more of {', '.join(VARIED_ASPECTS)}, got {value!r}"
         )
+    if last == "live_from":
+        return loc, f"expected a time with its UTC offset, e.g. '2026-12-01T09:00:00+01:00', got {value!r}"
     if last == "holdout_percent":
         return loc, f"expected a number from 0 to {MAX_HOLDOUT_PERCENT}, got {value!r}"
     if kind == "missing":

@@ -40,7 +40,7 @@ from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars_arg
 from nachfass.core.events import load_events
 from nachfass.core.ingest import load_landing
 from nachfass.core.links import signer_from_env
-from nachfass.core.mail.render import MailRenderer
+from nachfass.core.mail.render import MailRenderer, RenderError
 from nachfass.core.mail.runs import begin_mail_run, latest_mail_run
 from nachfass.core.mail.steps import render_due_mails, send_queued_mails
 from nachfass.core.mail.transport import OutboxTransport
@@ -80,10 +80,10 @@ def tick_times(start: datetime, end: datetime, every: timedelta) -> list[datetim
     return ticks
 
 
-def campaigns_due(previous: datetime, tick: datetime) -> list[str]:
+def campaigns_due(previous: datetime, tick: datetime, *, segments: Path | None = None) -> list[str]:
     """The campaigns whose live schedule fired in (previous, tick]: what a live system sent by then."""
     due: list[str] = []
-    for cron, campaigns in campaigns_by_cron(load_campaigns(check_templates=False)).items():
+    for cron, campaigns in campaigns_by_cron(load_campaigns(segments, check_templates=False)).items():
         if last_fire(_slots(cron), tick) > previous:
             due += campaigns
     return due
@@ -137,20 +137,21 @@ def _tick_models(manifest: dict) -> list[TickModel]:
     return kept
 
 
-def _dbt(args: list[str], *, target_path: Path, env_warehouse: Path) -> None:
+def _dbt(args: list[str], *, target_path: Path, env_warehouse: Path, project: Path | None = None) -> None:
+    project = project or paths.dbt_project_dir()
+    # a changed copy of the rules without its own profiles.yml uses the project's
+    profiles = project if (project / "profiles.yml").is_file() else paths.dbt_project_dir()
     env = {**os.environ, paths.ENV_WAREHOUSE: str(env_warehouse), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     command = [
         DBT_EXECUTABLE,
         *args,
         "--profiles-dir",
-        str(paths.dbt_project_dir()),
+        str(profiles),
         "--target-path",
         str(target_path),
     ]
     command += ["--log-path", str(target_path / "logs")]
-    result = subprocess.run(
-        command, cwd=paths.dbt_project_dir(), env=env, capture_output=True, text=True, check=False
-    )
+    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join(line for line in result.stdout.splitlines()[-30:] if line.strip())
         raise ReplayError(f"dbt {args[0]} failed:\n{tail}")
@@ -232,9 +233,14 @@ def replay(
     end: datetime,
     every: timedelta,
     progress: Callable[[str], None] = print,
+    project: Path | None = None,
 ) -> ReplayReport:
-    """Run the ticks from start to end (inclusive) into a fresh warehouse; see the module docstring."""
+    """Run the ticks from start to end (inclusive) into a fresh warehouse; see the module docstring.
+    ``project`` is the dbt project whose rules decide (default: this project's; a backtest passes a
+    changed copy)."""
     started = time.monotonic()
+    project = Path(project).resolve() if project is not None else paths.dbt_project_dir()
+    segments = project / "models" / "segments"
     ticks = tick_times(start, end, every)
     warehouse, outbox = Path(warehouse).resolve(), Path(outbox).resolve()
     warehouse.parent.mkdir(parents=True, exist_ok=True)
@@ -269,14 +275,16 @@ def replay(
 
     progress(f"dbt build as of {_iso(ticks[0])} (once), then compiling the tick models …")
     _dbt(
-        ["build", *dbt_vars_arg(ticks[0])],
+        ["build", *dbt_vars_arg(ticks[0], segments=segments)],
         target_path=work / "build",
         env_warehouse=warehouse,
+        project=project,
     )
     _dbt(
-        ["compile", *dbt_vars_arg(as_of_source="variable")],
+        ["compile", *dbt_vars_arg(as_of_source="variable", segments=segments)],
         target_path=work / "compile",
         env_warehouse=warehouse,
+        project=project,
     )
     manifest = json.loads((work / "compile" / "manifest.json").read_text(encoding="utf-8"))
     models = _tick_models(manifest)
@@ -284,8 +292,17 @@ def replay(
     progress(f"  {len(models)} models follow the tick's as_of: {names}")
 
     shop = load_shop_settings()
-    renderer = MailRenderer(shop, signer_from_env(), templates_dir=paths.templates_dir(), now=ticks[0])
-    renderer.check_templates()
+    renderer = MailRenderer(
+        shop,
+        signer_from_env(),
+        templates_dir=paths.templates_dir(),
+        now=ticks[0],
+        campaigns=load_campaigns(segments, templates_dir=paths.templates_dir()),
+    )
+    try:
+        renderer.check_templates()
+    except RenderError as exc:  # before any tick: nothing decided or recorded yet
+        raise ReplayError(f"the templates do not render: {exc}") from exc
     report = ReplayReport(warehouse=warehouse, outbox=outbox)
     conn = duckdb.connect(str(warehouse))
     try:
@@ -303,7 +320,7 @@ def replay(
                 [tick.astimezone(UTC).replace(tzinfo=None)],
             )
             conn.execute("commit")
-            campaigns = campaigns_due(previous, tick)
+            campaigns = campaigns_due(previous, tick, segments=segments)
             mails: dict[str, int] = {}
             if campaigns:
                 run_id = f"replay-{_iso(tick)}"

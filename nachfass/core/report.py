@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -51,6 +51,7 @@ class ReportData:
     ab: pd.DataFrame
     figures: dict[str, float | int]
     backtest: list[tuple[str, int, pd.DataFrame]]
+    backtest_summary: pd.DataFrame | None = None  # `nachfass backtest`'s backtest.summary, when given
 
     @property
     def first_day(self) -> date:
@@ -275,6 +276,53 @@ def comparison_chart(rows: pd.DataFrame, metric: str):
     return fig
 
 
+def backtest_chart(summary: pd.DataFrame):
+    """A backtest's two rule sets side by side per campaign and step: mails, and the estimated revenue with
+    its 95 % interval where the history gives one."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    summary = summary.assign(label=summary["campaign"] + " " + summary["step"].astype(str))
+    labels = sorted(summary["label"].unique())
+    has_revenue = "est_revenue" in summary and summary["est_revenue"].notna().any()
+    titles = ["Mails", "Estimated attributed revenue (EUR)"] if has_revenue else ["Mails"]
+    fig = make_subplots(rows=len(titles), cols=1, subplot_titles=titles, vertical_spacing=0.12)
+    for index, (side, name) in enumerate((("before", "current rules"), ("after", "changed rules"))):
+        rows = summary[summary["side"] == side].set_index("label").reindex(labels)
+        color = COLORS[index]
+        fig.add_trace(
+            go.Bar(x=labels, y=rows["mails"].fillna(0).tolist(), name=name, marker_color=color),
+            row=1,
+            col=1,
+        )
+        if has_revenue:
+            value = rows["est_revenue"].astype(float)
+            fig.add_trace(
+                go.Bar(
+                    x=labels,
+                    y=value.fillna(0).tolist(),
+                    name=name,
+                    marker_color=color,
+                    showlegend=False,
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": (rows["est_revenue_high"].astype(float) - value).fillna(0).tolist(),
+                        "arrayminus": (value - rows["est_revenue_low"].astype(float)).fillna(0).tolist(),
+                    },
+                ),
+                row=2,
+                col=1,
+            )
+    fig.update_layout(
+        barmode="group",
+        height=320 * len(titles),
+        margin={"l": 20, "r": 20, "t": 50, "b": 40},
+        legend={"orientation": "h", "y": 1.08},
+    )
+    return fig
+
+
 # ---- the page ---------------------------------------------------------------------------------------------
 
 
@@ -414,13 +462,19 @@ def _ab_section(data: ReportData) -> str:
 
 
 def _backtest_section(data: ReportData) -> str:
+    parts = []
+    if data.backtest_summary is not None and not data.backtest_summary.empty:
+        parts.append(
+            '<p class="meta">The last <code>nachfass backtest</code>: the same period replayed with the '
+            "current and with the changed rules (docs/marketers.md).</p>"
+        )
+        parts.append(_figure_html(backtest_chart(data.backtest_summary), "chart-backtest"))
     if not data.backtest:
         return (
             '<p class="note" id="backtest-empty">No backtest tables in this warehouse yet. A backtest '
             "(replaying a period under the current and a changed rule) writes its tables to the schema "
             "<code>backtest</code>; their comparisons appear here side by side.</p>"
         )
-    parts = []
     for name, n_rows, preview in data.backtest:
         shown = f"first {len(preview)} of {n_rows:,} rows" if n_rows > len(preview) else f"{n_rows:,} rows"
         parts.append(f"<h3>{html.escape(name)} <small>({shown})</small></h3>")
@@ -502,8 +556,11 @@ sample-ratio mismatch.</p>
 """
 
 
-def build_report(warehouse: Path, out_dir: Path, days: int = DEFAULT_DAYS) -> Path:
-    """Write DIR/index.html from the warehouse (opened read-only) and return its path."""
+def build_report(
+    warehouse: Path, out_dir: Path, days: int = DEFAULT_DAYS, *, backtest: Path | None = None
+) -> Path:
+    """Write DIR/index.html from the warehouse (opened read-only) and return its path. ``backtest``: the
+    results of `nachfass backtest` (its results.duckdb), shown side by side when the file exists."""
     if not Path(warehouse).exists():
         raise ReportError(f"no warehouse at {warehouse}")
     conn = duckdb.connect(str(warehouse), read_only=True)
@@ -511,6 +568,17 @@ def build_report(warehouse: Path, out_dir: Path, days: int = DEFAULT_DAYS) -> Pa
         data = load_report(conn, days)
     finally:
         conn.close()
+    if backtest is not None and Path(backtest).is_file():
+        conn = duckdb.connect(str(backtest), read_only=True)
+        try:
+            if f"{BACKTEST_SCHEMA}.summary" in _tables(conn):
+                data = replace(
+                    data,
+                    backtest_summary=conn.execute("select * from backtest.summary").df(),
+                    backtest=[*data.backtest, *backtest_tables(conn)],
+                )
+        finally:
+            conn.close()
     out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / REPORT_FILE
     page.write_text(render_report(data), encoding="utf-8")

@@ -33,13 +33,23 @@ campaign_settings as (
         {{ "'" ~ campaign["experiment"]["id"] ~ "'" if campaign.get("experiment") else "null" }} as experiment_id,
         {%- set reminded_by = campaign.get("skip_if_reminded_by", []) %}
         {% if reminded_by %}['{{ reminded_by | join("', '") }}']{% else %}cast([] as varchar[]){% endif %}
-            as skip_if_reminded_by
+            as skip_if_reminded_by,
+        {#- going live (setting `rollout`): nothing before live_from; triggers already due then are the
+            backlog, skipped, sent at once, or dripped out at drip_per_day -#}
+        {%- set rollout = campaign.get("rollout") or {} %}
+        {% if rollout.get("live_from") -%}
+        timezone('UTC', cast('{{ rollout["live_from"] }}' as timestamptz))
+        {%- else %}cast(null as timestamp){% endif %} as live_from,
+        '{{ rollout.get("backlog", "all") }}' as backlog_mode,
+        {{ rollout.get("drip_per_day") or "cast(null as integer)" }} as drip_per_day,
+        '{{ rollout.get("drip_order", "oldest") }}' as drip_order
     {%- if not loop.last %}
     union all
     {%- endif %}
     {%- else %}
     select null as campaign, null as consent_policy, null as priority, null as exit_on_order, null as experiment_id,
-        cast([] as varchar[]) as skip_if_reminded_by
+        cast([] as varchar[]) as skip_if_reminded_by, cast(null as timestamp) as live_from,
+        'all' as backlog_mode, cast(null as integer) as drip_per_day, 'oldest' as drip_order
     where false
     {%- endfor %}
 ),
@@ -98,7 +108,10 @@ reminded as (
 ),
 
 buyers as (
-    select customer_id, min(placed_at) as first_order_at
+    select
+        customer_id,
+        min(placed_at) as first_order_at,
+        sum(total_amount) filter (where not is_cancelled_or_returned) as revenue_to_date
     from orders
     where placed_at <= {{ as_of() }}
     group by customer_id
@@ -112,7 +125,12 @@ due as (
         campaign_settings.exit_on_order,
         campaign_settings.experiment_id,
         campaign_settings.skip_if_reminded_by,
-        campaign_settings.consent_policy in ('required', 'existing_customer') as is_marketing
+        campaign_settings.consent_policy in ('required', 'existing_customer') as is_marketing,
+        campaign_settings.live_from,
+        campaign_settings.backlog_mode,
+        campaign_settings.drip_per_day,
+        campaign_settings.drip_order,
+        coalesce(triggers.due_at < campaign_settings.live_from, false) as is_backlog
     from triggers
     inner join campaign_settings on triggers.campaign = campaign_settings.campaign
     where triggers.due_at <= {{ as_of() }}
@@ -132,6 +150,10 @@ enriched as (
         coalesce(consent.prefers_weekly, false) as prefers_weekly,
         coalesce(consent.has_withdrawn, false) as has_withdrawn,
         buyers.first_order_at is not null and buyers.first_order_at < due.trigger_at as has_bought_before,
+        -- what "most valuable first" ranks a dripped backlog by: the cart or order total, else the
+        -- customer's revenue so far
+        coalesce(try_cast(json_extract_string(due.payload, '$.total_amount') as double), buyers.revenue_to_date, 0)
+            as trigger_value,
         suppressions.suppression_reason,
         dormant.dormant_since,
         -- Every address passed the shared address rule (dagster_project/addresses.py) when it was loaded;
@@ -164,7 +186,7 @@ enriched as (
     left join reminded on due.trigger_key = reminded.trigger_key
 ),
 
-decided as (
+pre_decided as (
     select
         enriched.*,
         case
@@ -175,6 +197,8 @@ decided as (
             when exit_reason = 'purchased' and exit_on_order then exit_reason
             when is_already_reminded then 'already_reminded'
             when {{ as_of() }} > expires_at then 'expired'
+            when {{ as_of() }} < live_from then 'not_live_yet'
+            when is_backlog and backlog_mode = 'skip' then 'backlog_skipped'
             when is_invalid_address or suppression_reason = 'invalid_address' then 'invalid_address'
             when suppression_reason is not null then 'suppressed'
             when is_marketing and is_guest and not has_marketing_consent then 'no_consent'
@@ -192,6 +216,61 @@ decided as (
                 then 'frequency_cap'
         end as pre_reason
     from enriched
+),
+
+-- backlog drip: of the backlog triggers that passed every rule above, a campaign sends at most
+-- drip_per_day in any 24 h (backlog mails it sent in the 24 h before as_of count); the rest is deferred
+-- to the next run (reason backlog_drip), oldest or most valuable first
+drip_used as (
+    select
+        ledger.campaign,
+        count(*) as n_used,
+        min(ledger.sent_at) as first_used_at
+    from ledger
+    inner join triggers
+        on ledger.campaign = triggers.campaign
+        and ledger.step = triggers.step
+        and ledger.trigger_key = triggers.trigger_key
+    inner join campaign_settings on ledger.campaign = campaign_settings.campaign
+    where campaign_settings.backlog_mode = 'drip'
+        and triggers.due_at < campaign_settings.live_from
+        and ledger.send_status in ('sending', 'sent', 'unknown')
+        and ledger.sent_at > {{ as_of() }} - interval 24 hour
+    group by ledger.campaign
+),
+
+drip_ranks as (
+    select
+        campaign,
+        step,
+        trigger_key,
+        row_number() over (
+            partition by campaign
+            order by
+                case when drip_order = 'most_valuable' then -trigger_value end nulls last,
+                due_at, step, trigger_key
+        ) as drip_rank
+    from pre_decided
+    where pre_reason is null and is_backlog and backlog_mode = 'drip'
+),
+
+decided as (
+    select
+        pre_decided.* replace (
+            case
+                when drip_ranks.drip_rank > pre_decided.drip_per_day - coalesce(drip_used.n_used, 0)
+                    then 'backlog_drip'
+                else pre_decided.pre_reason
+            end as pre_reason
+        ),
+        -- the next run at which a drip slot is free: 24 h after the oldest backlog mail in the window
+        coalesce(drip_used.first_used_at, {{ as_of() }}) + interval 24 hour as drip_free_at
+    from pre_decided
+    left join drip_ranks
+        on pre_decided.campaign = drip_ranks.campaign
+        and pre_decided.step = drip_ranks.step
+        and pre_decided.trigger_key = drip_ranks.trigger_key
+    left join drip_used on pre_decided.campaign = drip_used.campaign
 ),
 
 -- several marketing mails competing for one address in this run: the highest priority wins. Ranked over the
@@ -261,7 +340,7 @@ final as (
         expires_at,
         payload,
         case
-            when pre_reason = 'quiet_hours' then 'defer'
+            when pre_reason in ('quiet_hours', 'not_live_yet', 'backlog_drip') then 'defer'
             when pre_reason is not null then 'skip'
             when marketing_rank > 1 then 'skip'
             else 'send'
@@ -272,7 +351,12 @@ final as (
             when marketing_rank > 1 then 'frequency_cap'
             else 'due'
         end as reason,
-        case when pre_reason = 'quiet_hours' then next_window_at end as deferred_until,
+        case
+            when pre_reason = 'quiet_hours' then next_window_at
+            when pre_reason = 'not_live_yet' then live_from
+            when pre_reason = 'backlog_drip' then drip_free_at
+        end as deferred_until,
+        is_backlog,
         exit_reason,
         suppression_reason,
         dormant_since,

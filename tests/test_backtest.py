@@ -1,0 +1,319 @@
+"""`nachfass backtest` and backlog rollout, end to end on real dbt, DuckDB and two real replays.
+
+Five customers each have a delivered order whose review request fell due 1–5 days before Tuesday
+2026-11-24 10:00 UTC; a sixth one's falls due on Wednesday at 12:00. The changed rules take the review
+request live on Tuesday at 23:00 Berlin time and drip its backlog, 2 a day, oldest first. Replayed daily
+Tuesday to Friday at 10:00 UTC (review requests go out daily at 09:00 shop time):
+- current rules: the five backlog mails on Tuesday, the sixth on Thursday;
+- changed rules: nothing on Tuesday (not live yet), the two oldest on Wednesday, the next two and the
+  sixth (not backlog) on Thursday, the last on Friday.
+The estimates' arithmetic is checked against scipy's Wilson interval and Student's t.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+from scipy import stats
+
+from nachfass.cli.main import main
+from nachfass.core.backtest import estimate, history_rates, rates_for, wilson_interval
+from tests.dbt_helpers import copy_dbt_project, days, hours, write_exports
+from tests.test_scenarios import World
+
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # Tuesday
+LIVE_FROM = "2026-11-24T23:00:00+01:00"
+
+
+def _query(db: Path, sql: str, params: list | None = None) -> list[tuple]:
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        return conn.execute(sql, params or []).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def backtest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, World, str]:
+    root = tmp_path_factory.mktemp("backtest")
+    world = World()
+    for age in range(1, 6):  # review requests due 1 … 5 days before T0 (delivered 7 days before that)
+        cid, _ = world.customer(f"review_{age}")
+        delivered = T0 - days(7 + age)
+        world.order(cid, delivered - days(3), status="delivered", shipped_at=delivered - days(1),
+                    delivered_at=delivered)  # fmt: skip
+    cid, _ = world.customer("review_new")
+    delivered = T0 + days(1) + hours(2) - days(7)  # due Wednesday 12:00 UTC: after going live
+    world.order(cid, delivered - days(3), status="delivered", shipped_at=delivered - days(1),
+                delivered_at=delivered)  # fmt: skip
+    write_exports(root / "landing", world.rows)
+
+    changed = copy_dbt_project(root / "changed")
+    review_yml = changed / "models" / "segments" / "review_request.yml"
+    text = review_yml.read_text(encoding="utf-8")
+    anchor = "          exit_on_order: false\n"
+    assert anchor in text
+    review_yml.write_text(
+        text.replace(
+            anchor,
+            anchor + f"          rollout:\n            live_from: '{LIVE_FROM}'\n"
+            "            backlog: drip\n            drip_per_day: 2\n            drip_order: oldest\n",
+            1,
+        ),
+        encoding="utf-8",
+    )
+    workdir = root / "work"
+    markdown = root / "backtest.md"
+    code = main([
+        "backtest", "--rules", str(changed), "--from", T0.isoformat(), "--to", (T0 + days(3)).isoformat(),
+        "--every", "1d", "--landing", str(root / "landing"), "--workdir", str(workdir),
+        "--history", str(root / "no-history.duckdb"), "--out", str(markdown),
+    ])  # fmt: skip
+    assert code == 0
+    return workdir / "results.duckdb", world, markdown.read_text(encoding="utf-8")
+
+
+def _review_sends(results: Path, side: str) -> list[tuple[str, datetime]]:
+    return _query(
+        results,
+        "select customer_id, as_of from backtest.sends where side = ? and campaign = 'review_request' "
+        "and status = 'sent' order by as_of, customer_id",
+        [side],
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.clock
+def test_current_rules_send_the_whole_backlog_at_once(backtest) -> None:
+    results, world, _ = backtest
+    tuesday, thursday = T0.replace(tzinfo=None), (T0 + days(2)).replace(tzinfo=None)
+    expected = sorted((world.ids[f"review_{age}"], tuesday) for age in range(1, 6))
+    assert _review_sends(results, "before") == [*expected, (world.ids["review_new"], thursday)]
+
+
+@pytest.mark.slow
+@pytest.mark.clock
+def test_the_drip_sends_two_backlog_mails_a_day_oldest_first(backtest) -> None:
+    results, world, _ = backtest
+    day = [(T0 + days(n)).replace(tzinfo=None) for n in range(4)]
+    expected = [
+        (world.ids["review_5"], day[1]),
+        (world.ids["review_4"], day[1]),
+        (world.ids["review_3"], day[2]),
+        (world.ids["review_2"], day[2]),
+        (world.ids["review_new"], day[2]),  # not backlog: not counted against the drip
+        (world.ids["review_1"], day[3]),
+    ]
+    assert _review_sends(results, "after") == sorted(expected, key=lambda row: (row[1], row[0]))
+    # Tuesday the campaign was not live yet: every due review request waited for live_from
+    tuesday = _query(
+        results,
+        "select customer_id, decision, reason from backtest.decisions where side = 'after' "
+        "and campaign = 'review_request' and as_of = ? order by customer_id",
+        [day[0]],
+    )
+    assert tuesday == sorted((world.ids[f"review_{a}"], "defer", "not_live_yet") for a in range(1, 6))
+
+
+@pytest.mark.slow
+@pytest.mark.clock
+def test_summary_changes_and_markdown_say_the_same(backtest) -> None:
+    results, world, markdown = backtest
+    summary = {
+        side: row
+        for side, *row in _query(
+            results,
+            "select side, mails, customers, deferrals, backlog_dripped, backlog_skipped, expiries "
+            "from backtest.summary where campaign = 'review_request' and step = '1'",
+        )
+    }
+    # mails, customers, deferrals (triggers ever deferred), backlog dripped, backlog skipped, expiries
+    assert summary["before"] == [6, 6, 0, 0, 0, 0]
+    assert summary["after"] == [6, 6, 5, 3, 0, 0]
+    moved = _query(
+        results,
+        "select customer_id, before, after from backtest.changes where kind = 'moved' "
+        "and campaign = 'review_request' order by customer_id",
+    )
+    assert [row[0] for row in moved] == sorted(world.ids[f"review_{a}"] for a in range(1, 6))
+    assert ("sent 2026-11-24 10:00", "sent 2026-11-27 10:00") in {row[1:] for row in moved}
+    assert _query(
+        results, "select count(*) from backtest.changes where kind <> 'moved' and campaign = 'review_request'"
+    ) == [(0,)]
+    assert "| review_request | 1 | 6 → 6 | 6 → 6 | 0 → 0 | **0 → 5** |" in markdown
+    assert "No history" in markdown
+    # every customer-week with mail is counted once per side
+    per_week = dict(
+        _query(results, "select side, sum(customer_weeks) from backtest.mails_per_week group by 1")
+    )
+    customers = dict(
+        _query(
+            results,
+            "select side, count(distinct (customer_id, date_trunc('week', as_of))) from backtest.sends "
+            "where status = 'sent' group by 1",
+        )
+    )
+    assert per_week == customers
+
+
+# ---- the estimates' arithmetic ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (10, 10), (37, 512), (1, 1), (499, 1000)])
+def test_wilson_interval_matches_scipy(k: int, n: int) -> None:
+    low, high = wilson_interval(k, n)
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert math.isclose(low, ci.low, abs_tol=1e-9) and math.isclose(high, ci.high, abs_tol=1e-9)
+
+
+def test_estimates_scale_the_history_rates(tmp_path: Path) -> None:
+    history = tmp_path / "history.duckdb"
+    revenue_b = [0.0] * 36 + [40.0, 60.0, 80.0, 20.0]
+    conn = duckdb.connect(str(history))
+    try:
+        conn.execute("create schema analytics")
+        conn.execute(
+            "create table analytics.mail_performance (campaign varchar, variant varchar, "
+            "send_status varchar, is_opened boolean, is_clicked boolean, is_converted boolean, "
+            "attributed_revenue double)"
+        )
+        rows = [
+            ("cross_sell", "control", "sent", i < 8, i < 3, i < 1, 50.0 if i < 1 else None) for i in range(20)
+        ]
+        rows += [("cross_sell", "b", "sent", i < 20, i < 10, r > 0, r) for i, r in enumerate(revenue_b)]
+        rows += [("cross_sell", "b", "failed", True, True, True, 999.0)]  # not sent: not history
+        conn.executemany("insert into analytics.mail_performance values (?, ?, ?, ?, ?, ?, ?)", rows)
+    finally:
+        conn.close()
+    rates = history_rates(history)
+    basis, b = rates_for(rates, "cross_sell", "b")
+    assert basis == "cross_sell/b" and (b.mails, b.opens, b.clicks, b.conversions) == (40, 20, 10, 4)
+    # control has 20 < 30 mails of its own: the campaign's 60 mails decide
+    basis, whole = rates_for(rates, "cross_sell", "control")
+    assert basis == "cross_sell" and (whole.mails, whole.opens, whole.conversions) == (60, 28, 5)
+    all_revenue = [50.0] + [0.0] * 19 + revenue_b
+    assert math.isclose(whole.revenue_mean, sum(all_revenue) / 60)
+    assert math.isclose(whole.revenue_sd, stats.tstd(all_revenue))
+    assert rates_for(rates, "review_request", "control") is None
+
+    figures = estimate(200, b)
+    assert math.isclose(figures["clicks"].value, 50.0)  # 200 × 10/40
+    ci = stats.binomtest(10, 40).proportion_ci(method="wilson")
+    assert math.isclose(figures["clicks"].low, 200 * ci.low) and math.isclose(
+        figures["clicks"].high, 200 * ci.high
+    )
+    mean, sem = sum(revenue_b) / 40, stats.sem(revenue_b)
+    low, high = stats.t.interval(0.95, 39, loc=mean, scale=sem)
+    assert math.isclose(figures["revenue"].value, 200 * mean)
+    assert math.isclose(figures["revenue"].low, 200 * max(0.0, low))
+    assert math.isclose(figures["revenue"].high, 200 * high)
+
+
+def test_no_history_means_no_rates(tmp_path: Path) -> None:
+    assert history_rates(tmp_path / "missing.duckdb") == {}
+    duckdb.connect(str(tmp_path / "empty.duckdb")).close()
+    assert history_rates(tmp_path / "empty.duckdb") == {}
+
+
+# ---- the win-back wave of docs/marketers.md, as a marketer would add it ------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DOCS = REPO_ROOT / "docs" / "marketers.md"
+
+
+def _docs_block(first_line: str) -> str:
+    """The fenced code block of docs/marketers.md that starts with ``first_line``."""
+    text = DOCS.read_text(encoding="utf-8")
+    start = text.index(first_line + "\n")
+    return text[start + len(first_line) + 1 : text.index("```", start)]
+
+
+@pytest.mark.slow
+@pytest.mark.clock
+def test_the_docs_win_back_wave_drips_the_dormant_base_best_customers_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nachfass.devtools.datagen.generate import generate_exports
+
+    landing = tmp_path / "landing"
+    generate_exports(landing, customers=300, seed=5, as_of=T0 + days(3))
+    changed = copy_dbt_project(tmp_path / "changed")
+    segment_yml = _docs_block("# dbt/models/segments/winback_wave.yml")
+    assert "drip_per_day: 400" in segment_yml
+    segments = changed / "models" / "segments"
+    # the docs' wave, with a drip that fits 300 customers: 4 a day
+    (segments / "winback_wave.yml").write_text(
+        segment_yml.replace("drip_per_day: 400", "drip_per_day: 4"), encoding="utf-8"
+    )
+    (segments / "winback_wave.sql").write_text(
+        _docs_block("-- dbt/models/segments/winback_wave.sql"), encoding="utf-8"
+    )
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO_ROOT / "mail_templates", templates)
+    for lang in ("de", "en"):
+        subjects = templates / lang / "subjects.yaml"
+        block = _docs_block(f"# mail_templates/{lang}/subjects.yaml")
+        subjects.write_text(subjects.read_text(encoding="utf-8") + block, encoding="utf-8")
+    monkeypatch.setenv("NACHFASS_TEMPLATES", str(templates))
+    workdir = tmp_path / "work"
+    code = main([
+        "backtest", "--rules", str(changed), "--from", T0.isoformat(), "--to", (T0 + days(3)).isoformat(),
+        "--every", "1d", "--landing", str(landing), "--workdir", str(workdir),
+        "--history", str(tmp_path / "no-history.duckdb"), "--out", str(tmp_path / "wave.md"),
+    ])  # fmt: skip
+    assert code == 0
+    results = workdir / "results.duckdb"
+    assert _query(results, "select count(*) from backtest.decisions where campaign = 'winback_wave' "
+                  "and side = 'before'") == [(0,)]  # fmt: skip
+    rows = _query(
+        results,
+        "select as_of, decision, reason, customer_id from backtest.decisions "
+        "where side = 'after' and campaign = 'winback_wave' order by as_of, customer_id",
+    )
+    ticks = sorted({row[0] for row in rows})
+    assert ticks == [(T0 + days(n)).replace(tzinfo=None) for n in range(4)]
+    first = [row for row in rows if row[0] == ticks[0]]
+    # Tuesday the wave is not live yet: every row waits for live_from (or is past its expiry already)
+    reasons = {(d, r) for _, d, r, _ in first}
+    assert ("defer", "not_live_yet") in reasons and reasons <= {
+        ("defer", "not_live_yet"),
+        ("skip", "expired"),
+    }
+    after = workdir / "after" / "warehouse.duckdb"
+    revenue = dict(
+        _query(
+            after,
+            "select customer_id, sum(total_amount) filter (where not is_cancelled_or_returned) "
+            "from staging.stg_orders group by 1",
+        )
+    )
+    for tick in ticks[1:]:
+        sent = [c for t, d, _, c in rows if t == tick and d == "send"]
+        waiting = [c for t, _, r, c in rows if t == tick and r == "backlog_drip"]
+        assert len(sent) == 4 and waiting, f"{tick}: {len(sent)} sent, {len(waiting)} waiting"
+        assert min(revenue[c] or 0 for c in sent) >= max(revenue[c] or 0 for c in waiting)
+
+
+@pytest.mark.slow
+def test_the_report_shows_both_rule_sets_side_by_side(backtest, tmp_path: Path) -> None:
+    import json
+    import re
+
+    from nachfass.core.report import build_report
+
+    results, _, _ = backtest
+    # the after side's replay warehouse has the analytics a report needs (built at the first tick)
+    page = build_report(results.parent / "after" / "warehouse.duckdb", tmp_path, backtest=results)
+    text = page.read_text(encoding="utf-8")
+    assert 'id="chart-backtest"' in text and 'id="backtest-empty"' not in text
+    assert "backtest.summary <small>" in text and "backtest.changes <small>" in text
+    # the chart's data: review_request's six mails on both sides, named by rule set
+    figure = json.loads(re.search(r'Plotly\.newPlot\(\s*"chart-backtest",\s*(\[.*?\]),\s*\{', text, re.S)[1])
+    mails = {trace["name"]: dict(zip(trace["x"], trace["y"], strict=True)) for trace in figure}
+    assert mails["current rules"]["review_request 1"] == 6
+    assert mails["changed rules"]["review_request 1"] == 6
