@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from importlib.metadata import version
 from pathlib import Path
 
@@ -24,22 +25,29 @@ _SKIPPED_DIRS = {"target", "logs"}  # written by dbt, not read by a parse
 _SKIPPED_FILES = {".user.yml"}  # dbt's anonymous user id, written by the first dbt call
 
 
+_ENV_VAR = re.compile(rb"""env_var\(\s*['"]([^'"]+)['"]""")
+
+
 def parse_inputs(vars_arg: list[str], project: DbtProject = dbt_project) -> str:
-    """A digest of everything a `dbt parse` of this project reads: the files of the dbt project (name, size,
-    modification time), the vars (the campaign registry), the environment dbt can read (env_var() in the
-    profile names the warehouse file, whose name DuckDB uses as the database name) and the versions of dbt
-    and its adapter."""
+    """A digest of everything a `dbt parse` of this project reads: the contents of the dbt project's files,
+    the vars (the campaign registry), the environment variables those files read with env_var() (the
+    profile's warehouse file, whose name DuckDB uses as the database name) and any DBT_* variable, and the
+    versions of dbt and its adapter. About 80 small files: a few milliseconds."""
     digest = hashlib.sha256()
     root = Path(project.project_dir)
+    env_names: set[bytes] = set()
     for folder, dirs, files in os.walk(root):
         if Path(folder) == root:
             dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS]
         dirs.sort()
         for name in sorted(set(files) - _SKIPPED_FILES):
             path = Path(folder, name)
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    env = {k: v for k, v in os.environ.items() if k.startswith(("NACHFASS_", "DBT_"))}
+            data = path.read_bytes()
+            env_names.update(_ENV_VAR.findall(data))
+            digest.update(f"{path.relative_to(root)}\0{len(data)}\0".encode())
+            digest.update(data)
+    env = {n.decode(): os.environ.get(n.decode()) for n in sorted(env_names)}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("DBT_")})
     versions = [version("dbt-core"), version("dbt-duckdb")]
     digest.update(json.dumps([vars_arg, sorted(env.items()), versions]).encode())
     return digest.hexdigest()

@@ -44,7 +44,9 @@ def test_parse_only_when_the_inputs_changed(tmp_path, monkeypatch):
 
     vars_arg = dbt_vars_arg()
     same = parse_inputs(vars_arg, project)
-    monkeypatch.setenv("NACHFASS_WAREHOUSE", str(tmp_path / "other.duckdb"))
+    monkeypatch.setenv("NACHFASS_OUTBOX", str(tmp_path / "outbox"))  # dbt does not read it
+    assert parse_inputs(vars_arg, project) == same
+    monkeypatch.setenv("NACHFASS_WAREHOUSE", str(tmp_path / "other.duckdb"))  # profiles.yml reads it
     assert parse_inputs(vars_arg, project) != same
     assert parse_inputs(["--vars", "{}"], project) != same  # another campaign registry
     assert prepare_dbt_manifest(project, force=True) is True
