@@ -19,7 +19,7 @@ from sendgrid_fixtures import API_KEY, SHOP, make_mail
 
 from nachfass.core.mail import http1
 from nachfass.core.mail.sendgrid_payload import build_payload
-from nachfass.core.mail.transport import SendGridTransport
+from nachfass.core.mail.transport import SendGridAuthError, SendGridTransport
 
 OK = b"HTTP/1.1 202 Accepted\r\nX-Message-Id: m-1\r\nContent-Length: 0\r\n\r\n"
 
@@ -215,3 +215,9 @@ def test_host_header_like_http_client():
     assert http1.host_header("127.0.0.1", 3030, "http") == "127.0.0.1:3030"
     assert http1.host_header("::1", 8080, "http") == "[::1]:8080"
     assert http1.host_header("bücher.example", None, "http") == "xn--bcher-kva.example"
+
+
+def test_a_key_outside_latin1_is_refused_by_name_never_by_value():
+    with pytest.raises(SendGridAuthError, match="SENDGRID_API_KEY") as info:
+        SendGridTransport("SG.schlüssel-ключ", "http://127.0.0.1:9", shop=SHOP)
+    assert "ключ" not in str(info.value) and "schlüssel" not in str(info.value)
