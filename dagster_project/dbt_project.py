@@ -80,8 +80,9 @@ def prepare_dbt_manifest(project: DbtProject = dbt_project, *, force: bool = Fal
     return True
 
 
-# Under `dagster dev` (which sets DAGSTER_IS_DEV_CLI) the manifest is rebuilt whenever the code location
-# loads, so edits to dbt models or campaign YAML show up after *Reload definitions*. DbtProject's own
+# Under `dagster dev` (which sets DAGSTER_IS_DEV_CLI) the manifest is checked whenever the code location
+# loads and rebuilt if its inputs changed, so edits to dbt models or campaign YAML show up after *Reload
+# definitions*. DbtProject's own
 # prepare_if_dev would parse without the registry's vars. Tests and the CLI parse themselves.
 if os.environ.get("DAGSTER_IS_DEV_CLI"):
     prepare_dbt_manifest()
