@@ -15,13 +15,11 @@ Outcome classification (the heart of "at most once", see docs/sending.md):
   budget raise ``SendGridUnavailableError``. Both mean "this request was certainly not accepted", so the
   sender may release the claim.
 
-The HTTP call: by default one persistent connection per worker thread (keep-alive, ``http1.py``), with
-the headers, host and data-residency handling of the official ``sendgrid.SendGridAPIClient``: its request
-headers (Authorization, User-Agent, Accept) are encoded once per transport and sent with every body.
-urllib (used by sendgrid-python/python_http_client) opens a new TCP+TLS connection per request, which at
-100k mails is the dominant cost, and ``http.client`` spent as much CPU per request as building the mail.
-``connection_reuse=False`` sends through ``SendGridAPIClient.send()`` itself instead; both paths share the
-same classification.
+The HTTP call: by default one persistent ``http.client`` connection per worker thread (keep-alive), with
+the headers, host and data-residency handling of the official ``sendgrid.SendGridAPIClient``. urllib (used
+by sendgrid-python/python_http_client) opens a new TCP+TLS connection per request, which at 100k mails is
+the dominant cost. ``connection_reuse=False`` sends through ``SendGridAPIClient.send()`` itself instead;
+both paths share the same classification.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ import json
 import logging
 import os
 import random
+import select
 import ssl
 import threading
 import time
@@ -45,7 +44,6 @@ from urllib.parse import urlsplit
 import python_http_client.exceptions
 import sendgrid
 
-from nachfass.core.mail import http1
 from nachfass.core.mail.eml import payload_to_eml
 from nachfass.core.mail.message import RenderedMail, SendResult
 from nachfass.core.mail.sendgrid_payload import PayloadError, build_payload
@@ -213,8 +211,12 @@ class SendGridTransport:
         if not api_key or not api_key.strip():
             raise SendGridAuthError(f"{ENV_API_KEY} is empty: set it in the environment to send via SendGrid")
         if any(c.isspace() or not c.isprintable() for c in api_key):
-            # Such a value could break the header block: refuse it here, naming the setting, never the value.
+            # http.client would put the rejected value into its ValueError text: refuse it here instead.
             raise SendGridAuthError(f"{ENV_API_KEY} contains whitespace or control characters")
+        if not api_key.isascii():
+            # HTTP header values are Latin-1 at most and SendGrid keys are ASCII; http.client would fail
+            # with an encoding error that holds the value: name the setting, never the value.
+            raise SendGridAuthError(f"{ENV_API_KEY} contains characters outside ASCII")
         self._api_key = api_key
         self.shop = shop
         self.as_of = as_of  # the run's logical time, echoed in custom_args (events carry it back)
@@ -241,15 +243,8 @@ class SendGridTransport:
         # The official client's headers: Authorization, User-Agent (sendgrid/x.y;python), Accept.
         self._headers = dict(self._client.client.request_headers)
         self._headers["Content-Type"] = "application/json"
-        try:
-            self._head = http1.request_head(
-                "POST", self._path, http1.host_header(self._hostname, self._port, self._scheme), self._headers
-            )
-        except UnicodeEncodeError:
-            # The message names the setting, never the value (the exception's text would quote it).
-            raise SendGridAuthError(f"{ENV_API_KEY} contains characters outside Latin-1") from None
         self._local = threading.local()
-        self._conns: list[http1.Connection] = []
+        self._conns: list[http.client.HTTPConnection] = []
         self._conns_lock = threading.Lock()
         self._ssl = ssl.create_default_context() if self._scheme == "https" else None
 
@@ -263,24 +258,53 @@ class SendGridTransport:
 
     # --- one HTTP request -------------------------------------------------------------------------------
 
-    def _connection(self) -> http1.Connection:
+    def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = http1.Connection(
-                self._scheme, self._hostname, self._port, timeout=self.timeout, ssl_context=self._ssl
-            )
+            if self._ssl is not None:
+                conn = http.client.HTTPSConnection(
+                    self._hostname, self._port, timeout=self.timeout, context=self._ssl
+                )
+            else:
+                conn = http.client.HTTPConnection(self._hostname, self._port, timeout=self.timeout)
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
         return conn
 
     def _post_keepalive(self, body: bytes) -> _Answer:
+        conn = self._connection()
+        if conn.sock is not None:
+            # An idle keep-alive socket that is readable has been closed by the server (or holds garbage):
+            # reusing it would turn a harmless stale connection into an ambiguous "no answer".
+            try:
+                readable, _, _ = select.select([conn.sock], [], [], 0)
+            except (OSError, ValueError):
+                readable = [conn.sock]
+            if readable:
+                conn.close()
         try:
-            status, headers, data = self._connection().post(self._head, body)
-        except http1.NotSent as exc:
-            raise _NotSent(str(exc)) from None
-        except http1.NoAnswer as exc:
-            raise _Ambiguous(str(exc)) from None
+            if conn.sock is None:
+                conn.connect()
+            conn.request("POST", self._path, body=body, headers=self._headers)
+        except (OSError, http.client.HTTPException) as exc:
+            # Raised before the last byte of the body was handed to the kernel: SendGrid cannot have acted.
+            conn.close()
+            raise _NotSent(f"{type(exc).__name__}: {exc}") from None
+        try:
+            resp = conn.getresponse()
+            status = resp.status
+            headers = resp.headers
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise _Ambiguous(f"{type(exc).__name__}: {exc}") from None
+        try:
+            data = resp.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            data = b""  # the status line arrived: it decides
+        if resp.will_close:
+            conn.close()
         return _Answer(status, headers, data)
 
     def _post_official(self, payload: dict) -> _Answer:
