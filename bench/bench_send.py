@@ -1,6 +1,6 @@
 """Benchmark: deliver() through the SendGrid transport against the local server with 50 ms latency.
 
-    python bench/bench_send.py [--mails 100000] [--latency-ms 50] [--concurrency 64] [--naive 200]
+    python bench/bench_send.py [--mails 100000] [--latency-ms 50] [--concurrency 128] [--naive 200]
 
 Starts ``nachfass sandbox`` in its own process (so the server does not share
 this process's GIL), sends synthetic RenderedMails generated lazily into a DuckDB ledger in a temp dir, and
@@ -94,7 +94,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--mails", type=int, default=100_000)
     p.add_argument("--latency-ms", type=float, default=50.0)
-    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--concurrency", type=int, default=128)
     p.add_argument("--chunk-size", type=int, default=500)
     p.add_argument("--claim-batch", type=int, default=None, help="mails per claim (default: concurrency)")
     p.add_argument("--no-journal", action="store_true", help="deliver() without the send journal")

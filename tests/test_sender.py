@@ -176,6 +176,10 @@ def test_key_never_in_repr_or_invalid_key_errors():
     assert "SG.abc" not in str(info.value)
     with pytest.raises(SendGridAuthError, match="SENDGRID_API_KEY"):
         SendGridTransport("", "http://127.0.0.1:9", shop=SHOP)
+    # outside ASCII: http.client's encoding error would hold the value; the setting is named instead
+    with pytest.raises(SendGridAuthError, match="SENDGRID_API_KEY") as info:
+        SendGridTransport("SG.schlüssel-ключ", "http://127.0.0.1:9", shop=SHOP)
+    assert "ключ" not in str(info.value) and "schlüssel" not in str(info.value)
 
 
 @pytest.mark.parametrize("fault", ["drop_after_accept_rate", "drop_rate"])

@@ -213,6 +213,10 @@ class SendGridTransport:
         if any(c.isspace() or not c.isprintable() for c in api_key):
             # http.client would put the rejected value into its ValueError text: refuse it here instead.
             raise SendGridAuthError(f"{ENV_API_KEY} contains whitespace or control characters")
+        if not api_key.isascii():
+            # HTTP header values are Latin-1 at most and SendGrid keys are ASCII; http.client would fail
+            # with an encoding error that holds the value: name the setting, never the value.
+            raise SendGridAuthError(f"{ENV_API_KEY} contains characters outside ASCII")
         self._api_key = api_key
         self.shop = shop
         self.as_of = as_of  # the run's logical time, echoed in custom_args (events carry it back)
