@@ -21,17 +21,17 @@ import shutil
 import statistics
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_replay import END, sample_landing  # noqa: E402  (the same sample exports and period end)
+
 from nachfass.core import paths  # noqa: E402
 from nachfass.core.backtest import run_backtest  # noqa: E402
 from nachfass.core.replay import parse_every  # noqa: E402
-from nachfass.devtools.datagen.generate import generate_exports  # noqa: E402
 
-END = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # the generator's as_of: the period ends there
 TICK = re.compile(r"^\[(before|after)\] tick (\d+)/(\d+) .*\(([\d.]+) s\)$")
 
 
@@ -59,11 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/nachfass_backtest"))
     args = parser.parse_args(argv)
 
-    landing = args.workdir / f"landing-{args.customers}"
-    if not (landing / "customers").is_dir():
-        started = time.perf_counter()
-        generate_exports(landing, customers=args.customers, seed=42, as_of=END)
-        print(f"generated {args.customers:,} customers in {time.perf_counter() - started:.0f} s (not timed)")
+    landing = sample_landing(args.workdir, args.customers)
     start = END - timedelta(days=args.days)
     rules = changed_rules(args.workdir / "rules", start)
 
