@@ -22,7 +22,7 @@ import pytest
 from scipy import stats
 
 from nachfass.cli.main import main
-from nachfass.core.backtest import estimate, history_rates, rates_for, wilson_interval
+from nachfass.core.backtest import BacktestError, estimate, history_rates, rates_for, wilson_interval
 from tests.dbt_helpers import copy_dbt_project, days, hours, write_exports
 from tests.test_scenarios import World
 
@@ -212,6 +212,25 @@ def test_estimates_scale_the_history_rates(tmp_path: Path) -> None:
     assert math.isclose(figures["revenue"].value, 200 * mean)
     assert math.isclose(figures["revenue"].low, 200 * max(0.0, low))
     assert math.isclose(figures["revenue"].high, 200 * high)
+
+
+def test_a_history_held_by_a_running_job_is_a_clear_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    history = tmp_path / "live.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, sys, time; c = duckdb.connect({str(history)!r}); "
+         "print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BacktestError, match="one writer"):
+            history_rates(history)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_no_history_means_no_rates(tmp_path: Path) -> None:

@@ -132,7 +132,13 @@ def history_rates(history: Path | None) -> dict[tuple[str, str | None], Rates]:
     when there is no such warehouse or table (the estimates then say "no history")."""
     if history is None or not Path(history).is_file():
         return {}
-    conn = duckdb.connect(str(history), read_only=True)
+    try:
+        conn = duckdb.connect(str(history), read_only=True)
+    except duckdb.IOException as exc:
+        raise BacktestError(
+            f"cannot read the history warehouse {history} ({exc}): a running job may hold it (DuckDB allows "
+            "one writer); retry when it has finished, or pass --history a copy"
+        ) from None
     try:
         rows = conn.execute(HISTORY_SQL).fetchall()
     except duckdb.CatalogException:
@@ -335,7 +341,8 @@ def _compare(result_db: Path, sides: dict[str, Path], rates: dict, shop_tz: str)
     try:
         conn.execute("create schema if not exists backtest")
         for side, warehouse in sides.items():
-            conn.execute(f"attach '{warehouse}' as {side}_side (read_only)")
+            quoted = str(warehouse).replace("'", "''")
+            conn.execute(f"attach '{quoted}' as {side}_side (read_only)")
         conn.execute(
             "create or replace table backtest.decisions as "
             + " union all ".join(
@@ -408,6 +415,7 @@ def run_backtest(
     result_db = workdir / "results.duckdb"
     result_db.unlink(missing_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
+    rates = history_rates(history)  # first: a locked history warehouse should fail before the replays
     try:
         project, label = rules_project(rules, workdir=workdir)
     except RuntimeError as exc:
@@ -430,7 +438,6 @@ def run_backtest(
             )
         except ReplayError as exc:
             raise BacktestError(f"the {side} replay failed: {exc}") from exc
-    rates = history_rates(history)
     _compare(result_db, warehouses, rates, load_shop_settings().timezone)
     conn = duckdb.connect(str(result_db), read_only=True)
     try:

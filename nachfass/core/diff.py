@@ -98,7 +98,8 @@ def compare(before: Path, after: Path) -> list[Change]:
     """Every (campaign, step, trigger key) whose decision or reason differs between the two warehouses."""
     conn = duckdb.connect(str(after))
     try:
-        conn.execute(f"attach '{before}' as before_rules (read_only)")
+        quoted = str(before).replace("'", "''")
+        conn.execute(f"attach '{quoted}' as before_rules (read_only)")
         rows = conn.execute(
             """
             select
