@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from nachfass.core import paths
+from nachfass.core import duckdb_config, paths
 from nachfass.core.links import LinkSigner, signer_from_env
 from nachfass.core.shop import ShopSettings, load_shop_settings
 
@@ -35,7 +35,7 @@ class WarehouseResource(dg.ConfigurableResource):
         db.parent.mkdir(parents=True, exist_ok=True)
         # DuckDB allows one writing process: every writer opens, works and closes within its step, and the
         # job runs its steps one after another (in-process executor), so dbt's own connection never collides.
-        conn = duckdb.connect(str(db), read_only=read_only)
+        conn = duckdb_config.connect(db, read_only=read_only)
         try:
             yield conn
         finally:

@@ -158,9 +158,17 @@ def _source_sql(path: Path, header: list[str] | None) -> str:
     )
 
 
+def typed_column(name: str) -> str:
+    """The column of ``_checked`` holding a value converted to its contract type (computed once per row)."""
+    return f'"__typed_{name}"'
+
+
 def _check_expr(col: Column, shop_tz: str, as_of: datetime | None) -> tuple[str, str]:
-    """(reason SQL producing NULL when fine, typed value SQL) for one column."""
+    """(reason SQL producing NULL when fine, typed value SQL) for one column. The reason reads the typed value
+    from ``typed_column(col.name)``, which the caller computes from the typed SQL in an inner select, so
+    every value is parsed once (a timestamp parse costs as much as the rest of a row's checks)."""
     ref = f"nullif(trim(\"{col.name}\"), '')"
+    converted = typed_column(col.name)
     raw = f'"{col.name}"'
     shown = f"left({raw}, 80)"  # a value echoed in a reason; the whole value stays in raw_values
     checks: list[str] = []
@@ -183,24 +191,24 @@ def _check_expr(col: Column, shop_tz: str, as_of: datetime | None) -> tuple[str,
         typed = f"lower({ref})"
     elif col.type == "int":
         checks.append(
-            f"when {ref} is not null and try_cast({ref} as bigint) is null "
+            f"when {ref} is not null and {converted} is null "
             f"and regexp_full_match({ref}, '[+-]?[0-9]+') "
             f"then 'integer out of range in {col.name}: \"' || {shown} || '\"'"
         )
         checks.append(
-            f"when {ref} is not null and try_cast({ref} as bigint) is null "
+            f"when {ref} is not null and {converted} is null "
             f"then 'not an integer in {col.name}: \"' || {shown} || '\"'"
         )
         typed = f"try_cast({ref} as bigint)"
     elif col.type == "decimal":
         checks.append(
             f"when {ref} is not null and regexp_full_match({ref}, '-?[0-9]+(\\.[0-9]+)?') "
-            f"and try_cast({ref} as decimal(18,2)) is null "
+            f"and {converted} is null "
             f"then 'number too large in {col.name} (at most 16 digits before the decimal point): \"' "
             f"|| {shown} || '\"'"
         )
         checks.append(
-            f"when {ref} is not null and (try_cast({ref} as decimal(18,2)) is null "
+            f"when {ref} is not null and ({converted} is null "
             f"or not regexp_full_match({ref}, '-?[0-9]+(\\.[0-9]+)?')) "
             f"then 'not a decimal number in {col.name} (use a decimal point, no thousands separator): \"' "
             f"|| {shown} || '\"'"
@@ -216,15 +224,16 @@ def _check_expr(col: Column, shop_tz: str, as_of: datetime | None) -> tuple[str,
         # Offset-less timestamps are read in the shop's timezone (the session TimeZone), then stored in UTC.
         parsed = f"try_cast({ref} as timestamptz)"
         checks.append(
-            f"when {ref} is not null and ({parsed} is null "
+            f"when {ref} is not null and ({converted} is null "
             f"or not regexp_matches({ref}, '^\\d{{4}}-\\d{{2}}-\\d{{2}}')) "
             f"then 'unparseable timestamp in {col.name} (ISO 8601 expected): \"' || {shown} || '\"'"
         )
         if as_of is not None:
             # as_of here is the export's arrival (load_file): the later of the file's time and the run's
             arrival = as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            arrival_utc = as_of.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
             checks.append(
-                f"when {parsed} > timestamptz '{arrival}' + interval '{MAX_FUTURE}' "
+                f"when {converted} > timestamp '{arrival_utc}' + interval '{MAX_FUTURE}' "
                 f"then 'timestamp in the future in {col.name}: \"' || {shown} || "
                 f"'\" (more than {MAX_FUTURE} after the export arrived, as of {arrival})'"
             )
@@ -234,7 +243,7 @@ def _check_expr(col: Column, shop_tz: str, as_of: datetime | None) -> tuple[str,
     if col.minimum is not None and col.type in ("int", "decimal"):
         op, words = (">", "greater than") if col.exclusive_minimum else (">=", "at least")
         checks.append(
-            f"when {typed} is not null and not ({typed} {op} {col.minimum}) "
+            f"when {converted} is not null and not ({converted} {op} {col.minimum}) "
             f"then '{col.name} must be {words} {col.minimum}: \"' || {shown} || '\"'"
         )
     if col.allowed:
@@ -359,25 +368,31 @@ def load_file(
         arrival = max(as_of.astimezone(UTC), written)
     checks = [_check_expr(c, shop_tz, arrival) for c in table.columns]
     reasons = ", ".join(reason for reason, _ in checks)
+    converted = ", ".join(
+        f"{expr} as {typed_column(c.name)}" for c, (_, expr) in zip(table.columns, checks, strict=True)
+    )
     key_cols = ", ".join(f'"{k}"' for k in table.key)
     all_cols = ", ".join(f'"{c.name}"' for c in table.columns)
     key_text = " || ', ' || ".join(f"'{k}=\"' || coalesce(\"{k}\", '') || '\"'" for k in table.key)
+    # a row after the first with its key is a duplicate (_row is unique): one window
+    duplicate = (
+        f"case when _row > min(_row) over (partition by {key_cols}) "
+        f"then 'duplicate key in file: ' || {key_text} || "
+        f"' (first seen in row ' || min(_row) over (partition by {key_cols}) || ')' end"
+    )
     conn.execute(
         f"""
         create or replace temp table _checked as
         select *,
-            concat_ws('; ', {reasons},
-                case when count(*) over (partition by {key_cols}) > 1
-                      and row_number() over (partition by {key_cols} order by _row) > 1
-                     then 'duplicate key in file: ' || {key_text} ||
-                          ' (first seen in row ' || min(_row) over (partition by {key_cols}) || ')' end
-            ) as _reason
+            concat_ws('; ', {reasons}, {duplicate}) as _reason
         -- One regular expression per row, not per value: the per-column check runs only where it matched.
-        from (select *, regexp_matches(concat_ws('', {all_cols}), '{_CONTROL_PATTERN}') as __has_control
+        -- Every value is converted to its type once, here; the checks and the insert read the result.
+        from (select *, regexp_matches(concat_ws('', {all_cols}), '{_CONTROL_PATTERN}') as __has_control,
+                     {converted}
               from _stage)
         """
     )
-    typed = ", ".join(f'{expr} as "{c.name}"' for c, (_, expr) in zip(table.columns, checks, strict=True))
+    typed = ", ".join(f'{typed_column(c.name)} as "{c.name}"' for c in table.columns)
     column_list = ", ".join(f'"{c.name}"' for c in table.columns)
     conn.execute("begin")
     try:

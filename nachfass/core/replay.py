@@ -31,9 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
-
-from nachfass.core import paths
+from nachfass.core import duckdb_config, paths
 from nachfass.core.cadence import last_fire, slot_partitions
 from nachfass.core.campaigns import campaigns_by_cron, load_campaigns
 from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars_arg
@@ -248,7 +246,7 @@ def replay(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
 
-    conn = duckdb.connect(str(warehouse))
+    conn = duckdb_config.connect(warehouse)
     try:
         prepare_warehouse(conn)
         last = latest_mail_run(conn)
@@ -304,7 +302,7 @@ def replay(
     except RenderError as exc:  # before any tick: nothing decided or recorded yet
         raise ReplayError(f"the templates do not render: {exc}") from exc
     report = ReplayReport(warehouse=warehouse, outbox=outbox)
-    conn = duckdb.connect(str(warehouse))
+    conn = duckdb_config.connect(warehouse)
     try:
         previous = ticks[0] - every
         for number, tick in enumerate(ticks, start=1):
