@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -405,8 +406,6 @@ def run_backtest(
     """Replay start..end with the current dbt project (``current``, default this one) and with ``rules``
     (a dbt project folder or a git ref), each into ``workdir/<side>/``, and compare them in
     ``workdir/results.duckdb``. ``history`` is the warehouse whose mail performance gives the rates."""
-    import time
-
     started = time.monotonic()
     workdir = Path(workdir).resolve()
     for side in SIDES:

@@ -151,9 +151,10 @@ enriched as (
         coalesce(consent.has_withdrawn, false) as has_withdrawn,
         buyers.first_order_at is not null and buyers.first_order_at < due.trigger_at as has_bought_before,
         -- what "most valuable first" ranks a dripped backlog by: the cart or order total, else the
-        -- customer's revenue so far
-        coalesce(try_cast(json_extract_string(due.payload, '$.total_amount') as double), buyers.revenue_to_date, 0)
-            as trigger_value,
+        -- customer's revenue so far; read from the payload only for those rows, not for every candidate
+        case when due.is_backlog and due.drip_order = 'most_valuable' then coalesce(
+            try_cast(json_extract_string(due.payload, '$.total_amount') as double), buyers.revenue_to_date, 0
+        ) end as trigger_value,
         suppressions.suppression_reason,
         dormant.dormant_since,
         -- Every address passed the shared address rule (dagster_project/addresses.py) when it was loaded;
