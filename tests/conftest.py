@@ -78,3 +78,38 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path
     for name in SECRET_ENV:
         monkeypatch.delenv(name, raising=False)
     return locations
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster for the session (tests on the PostgreSQL engine skip without one).
+
+    CI installs Debian's ``postgresql`` (.ci/run); set NACHFASS_REQUIRE_POSTGRES=1 to fail instead of skip.
+    """
+    from nachfass.devtools import pgserver
+
+    try:
+        server = pgserver.start()
+    except pgserver.PostgresUnavailable as exc:
+        if os.environ.get("NACHFASS_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(f"PostgreSQL engine not tested: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_env(
+    postgres_server, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> dict[str, str]:
+    """A fresh database of its own for this test, selected for Python and dbt through the environment."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
+    postgres_server.drop_database(name)
+    postgres_server.create_database(name)
+    env = {"NACHFASS_ENGINE": "postgres", **postgres_server.env(name)}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield env
+    postgres_server.drop_database(name)
