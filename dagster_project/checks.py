@@ -1,7 +1,7 @@
 """Asset checks beyond the dbt tests. Blocking checks on mail_candidates stop the render and send steps
 of the same run, so a consent bug can never turn into a mail."""
 
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import dagster as dg
 
@@ -57,8 +57,8 @@ def marketing_mails_have_consent(warehouse: WarehouseResource) -> dg.AssetCheckR
 def ledger_trigger_keys_unique(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as conn:
         duplicates = conn.execute(
-            "select count(*) from (select campaign, step, trigger_key from mail.sends group by all "
-            "having count(*) > 1)"
+            "select count(*) from (select campaign, step, trigger_key from mail.sends group by 1, 2, 3 "
+            "having count(*) > 1) as duplicated"
         ).fetchone()[0]
     return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_trigger_keys": int(duplicates)})
 
@@ -75,8 +75,8 @@ def no_stale_unknown_sends(
     as_of = clock.resolve(context).astimezone(UTC).replace(tzinfo=None)
     with warehouse.connect() as conn:
         stale = conn.execute(
-            "select count(*) from mail.sends where status = 'unknown' and as_of < ? - to_hours(?)",
-            [as_of, UNKNOWN_MAX_AGE_HOURS],
+            "select count(*) from mail.sends where status = 'unknown' and as_of < ?",
+            [as_of - timedelta(hours=UNKNOWN_MAX_AGE_HOURS)],
         ).fetchone()[0]
     return dg.AssetCheckResult(
         passed=stale == 0, severity=dg.AssetCheckSeverity.WARN, metadata={"stale_unknown_rows": int(stale)}
@@ -92,8 +92,8 @@ def no_stale_unknown_sends(
 def ab_sample_ratio_matches(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect(read_only=True) as conn:
         rows = conn.execute(
-            "select experiment_id, campaign, any_value(srm_p_value), bool_or(has_sample_ratio_mismatch) "
-            "from analytics.ab_results group by all order by all"
+            "select experiment_id, campaign, max(srm_p_value), bool_or(has_sample_ratio_mismatch) "
+            "from analytics.ab_results group by 1, 2 order by 1, 2"
         ).fetchall()
     checked = {f"{e}/{c}": round(p, 6) for e, c, p, _ in rows if p is not None}
     mismatched = sorted(f"{e}/{c}" for e, c, _, mismatch in rows if mismatch)

@@ -17,20 +17,37 @@ import dagster as dg
 import duckdb
 
 from nachfass.core import duckdb_config, paths
+from nachfass.core.engine import current_engine
 from nachfass.core.links import LinkSigner, signer_from_env
+from nachfass.core.pgconn import PgConnection
 from nachfass.core.shop import ShopSettings, load_shop_settings
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB file. Default: $NACHFASS_WAREHOUSE, the same variable dbt's profiles.yml reads."""
+    """The warehouse the engine setting names (nachfass/core/engine.py): the DuckDB file ($NACHFASS_WAREHOUSE,
+    the same variable dbt's profiles.yml reads) or the PostgreSQL database of the libpq variables."""
 
     path: str | None = None
+
+    def engine(self) -> str:
+        return current_engine()
 
     def resolved_path(self) -> Path:
         return Path(self.path).resolve() if self.path else paths.warehouse_path()
 
+    def staging_path(self) -> Path:
+        """On PostgreSQL: the local DuckDB file the exports are parsed and checked in before they are copied
+        to the warehouse (nachfass/core/warehouse/postgres.py)."""
+        return paths.data_dir().resolve() / "staging.duckdb"
+
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection | PgConnection]:
+        if self.engine() == "postgres":
+            # Several writers are fine on PostgreSQL: each step opens its own connection, transactions keep
+            # them apart, and the ledger's unique key keeps every send at most once.
+            with PgConnection.open() as conn:
+                yield conn
+            return
         db = self.resolved_path()
         db.parent.mkdir(parents=True, exist_ok=True)
         # DuckDB allows one writing process: every writer opens, works and closes within its step, and the

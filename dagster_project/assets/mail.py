@@ -73,7 +73,7 @@ def rendered_mails(
         )
         decisions = conn.execute(
             "select campaign, step, decision, reason, count(*) from eligibility.mail_candidates "
-            "group by all order by 1, 2, 3, 4"
+            "group by 1, 2, 3, 4 order by 1, 2, 3, 4"
         ).fetchall()
     previews = _write_previews(renderer, rows, context.run_id)
     return dg.MaterializeResult(

@@ -1,20 +1,25 @@
-"""The queue between rendering and sending: ``mail.outgoing`` holds the mails rendered by one run.
+"""The queue between rendering and sending: ``mail.outgoing`` holds the mails rendered by each run.
 
 Rendering the whole batch into this table before the send step starts is what makes "a broken template
-sends nothing" hold: the send step only runs after the render step succeeded for every mail.
+sends nothing" hold: the send step only runs after the render step succeeded for every mail. Each run
+reads and removes only its own rows, so runs that overlap on PostgreSQL never take each other's queue;
+rows a crashed run left behind are removed by the first run one logical day later.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 import pyarrow as pa
 
 from nachfass.core.mail.message import RenderedMail
 from nachfass.core.schema import ensure_outgoing as ensure_outgoing  # re-exported; DDL in core.schema
+
+# A run's queue older than this (in logical time) was left by a run that crashed before its send step.
+STALE_AFTER = timedelta(days=1)
 
 COLUMNS = (
     "send_id",
@@ -59,13 +64,14 @@ def replace_outgoing(
     run_id: str,
     rendered_at: datetime,
 ) -> dict[str, int]:
-    """Replace the queue with this run's rendered mails, chunk by chunk in ONE transaction: if rendering
-    any chunk fails, the exception rolls everything back and the queue is left empty of this run's mails,
-    so the send step has nothing half-rendered to send. Returns mails per campaign/step."""
+    """Queue this run's rendered mails, chunk by chunk in ONE transaction: if rendering any chunk fails,
+    the exception rolls everything back and the queue is left empty of this run's mails, so the send step
+    has nothing half-rendered to send. Returns mails per campaign/step."""
     per_step: dict[str, int] = {}
+    stale_before = rendered_at.replace(tzinfo=None) - STALE_AFTER
     conn.execute("begin")
     try:
-        conn.execute("delete from mail.outgoing")
+        conn.execute("delete from mail.outgoing where run_id = ? or rendered_at < ?", [run_id, stale_before])
         for chunk in chunks:
             if chunk:
                 table = _table(chunk, run_id, rendered_at)
@@ -73,7 +79,11 @@ def replace_outgoing(
                 try:
                     conn.execute(
                         f"insert into mail.outgoing ({', '.join(table.column_names)}) "
-                        f"select {', '.join(table.column_names)} from outgoing_chunk"
+                        f"select {', '.join(table.column_names)} from outgoing_chunk "
+                        # a mail still queued by an earlier run that overlaps this one (PostgreSQL) moves
+                        # to this run; whichever run claims it first in the ledger sends it, once
+                        "on conflict (send_id) do update set "
+                        + ", ".join(f"{c} = excluded.{c}" for c in table.column_names if c != "send_id")
                     )
                 finally:
                     conn.unregister("outgoing_chunk")
@@ -82,15 +92,28 @@ def replace_outgoing(
         conn.execute("commit")
     except BaseException:
         conn.execute("rollback")
-        conn.execute("delete from mail.outgoing")
+        conn.execute("delete from mail.outgoing where run_id = ?", [run_id])
         raise
     return per_step
 
 
-def read_outgoing(conn: duckdb.DuckDBPyConnection, *, batch_size: int = 1000) -> Iterator[RenderedMail]:
-    """Stream the queued mails (memory stays flat however many there are)."""
+def clear_outgoing(conn: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """Remove a run's queue once its send step has handed every mail on (the ledger has the outcome)."""
+    conn.execute("delete from mail.outgoing where run_id = ?", [run_id])
+
+
+def count_outgoing(conn: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    return int(conn.execute("select count(*) from mail.outgoing where run_id = ?", [run_id]).fetchone()[0])
+
+
+def read_outgoing(
+    conn: duckdb.DuckDBPyConnection, run_id: str, *, batch_size: int = 1000
+) -> Iterator[RenderedMail]:
+    """Stream a run's queued mails (memory stays flat however many there are)."""
     cursor = conn.cursor()
-    cursor.execute(f"select {', '.join(COLUMNS)} from mail.outgoing order by send_id")
+    cursor.execute(
+        f"select {', '.join(COLUMNS)} from mail.outgoing where run_id = ? order by send_id", [run_id]
+    )
     while batch := cursor.fetchmany(batch_size):
         for row in batch:
             record = dict(zip(COLUMNS, row, strict=True))

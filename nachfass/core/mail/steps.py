@@ -13,7 +13,13 @@ import duckdb
 
 from nachfass.core.mail.candidates import CANDIDATE_COLUMNS, job_from_row
 from nachfass.core.mail.ledger import Recovery, ensure_ledger, record_holdouts, recover
-from nachfass.core.mail.outgoing import ensure_outgoing, read_outgoing, replace_outgoing
+from nachfass.core.mail.outgoing import (
+    clear_outgoing,
+    count_outgoing,
+    ensure_outgoing,
+    read_outgoing,
+    replace_outgoing,
+)
 from nachfass.core.mail.render import MailRenderer
 from nachfass.core.mail.sender import DeliveryReport, deliver
 from nachfass.core.mail.transport import Transport
@@ -97,11 +103,11 @@ def send_queued_mails(
         run_id=run_id,
         as_of=as_of,
     )
-    queued = conn.execute("select count(*) from mail.outgoing").fetchone()[0]
+    queued = count_outgoing(conn, run_id)
     try:
         report = deliver(
             conn,
-            read_outgoing(conn),
+            read_outgoing(conn, run_id),
             transport,
             run_id=run_id,
             as_of=as_of,
@@ -114,4 +120,5 @@ def send_queued_mails(
         )
     finally:
         transport.close()
+    clear_outgoing(conn, run_id)
     return SendOutcome(report=report, holdouts=holdouts, recovery=recovery)
