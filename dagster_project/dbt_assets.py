@@ -14,11 +14,13 @@ from dagster_dbt import (
 
 from dagster_project.dbt_project import dbt_project
 from dagster_project.resources import RunClockResource, WarehouseResource
+from nachfass.core import decision_lock
 from nachfass.core.dbt import dbt_vars_arg
 from nachfass.core.mail.runs import check_as_of
 
 # The send asset's key (mail/sent_mails): a run that selects it will send mail.
 SENT_MAILS = dg.AssetKey(["mail", "sent_mails"])
+RENDERED_MAILS = dg.AssetKey(["mail", "rendered_mails"])
 
 
 class NachfassDbtTranslator(DagsterDbtTranslator):
@@ -72,8 +74,17 @@ def nachfass_dbt_assets(
         # dbt build (mail/runs.py).
         with warehouse.connect() as conn:
             check_as_of(conn, as_of, run_id=context.run_id)
+    # PostgreSQL: one run decides at a time; held until this run's mails are rendered (decision_lock.py).
+    decision_lock.acquire(context.run_id, log=context.log.info)
+    renders = RENDERED_MAILS in context.job_def.asset_layer.selected_asset_keys
     context.log.info(f"dbt build as of {as_of.isoformat()}")
-    yield from dbt.cli(
-        dbt_build_args(as_of.isoformat(), config.full_refresh, config.skip_full_history_tests),
-        context=context,
-    ).stream()
+    try:
+        yield from dbt.cli(
+            dbt_build_args(as_of.isoformat(), config.full_refresh, config.skip_full_history_tests),
+            context=context,
+        ).stream()
+    except BaseException:
+        decision_lock.release(context.run_id)
+        raise
+    if not renders:
+        decision_lock.release(context.run_id)

@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from nachfass.core import duckdb_config, paths
+from nachfass.core import engine, paths
 from nachfass.core.engine import current_engine
 from nachfass.core.links import LinkSigner, signer_from_env
 from nachfass.core.pgconn import PgConnection
@@ -42,21 +42,12 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection | PgConnection]:
-        if self.engine() == "postgres":
-            # Several writers are fine on PostgreSQL: each step opens its own connection, transactions keep
-            # them apart, and the ledger's unique key keeps every send at most once.
-            with PgConnection.open() as conn:
-                yield conn
-            return
-        db = self.resolved_path()
-        db.parent.mkdir(parents=True, exist_ok=True)
         # DuckDB allows one writing process: every writer opens, works and closes within its step, and the
         # job runs its steps one after another (in-process executor), so dbt's own connection never collides.
-        conn = duckdb_config.connect(db, read_only=read_only)
-        try:
+        # PostgreSQL takes several writers: transactions keep them apart, the ledger's unique key keeps every
+        # send at most once, and decision_lock.py keeps overlapping runs' decisions apart.
+        with engine.connect(read_only, duckdb_path=self.resolved_path()) as conn:
             yield conn
-        finally:
-            conn.close()
 
 
 class LandingResource(dg.ConfigurableResource):

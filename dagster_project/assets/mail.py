@@ -9,7 +9,7 @@ from dagster_project.resources import (
     ShopResource,
     WarehouseResource,
 )
-from nachfass.core import paths
+from nachfass.core import decision_lock, paths
 from nachfass.core.campaigns import load_campaigns
 from nachfass.core.mail.render import MailRenderer
 from nachfass.core.mail.runs import begin_mail_run
@@ -66,15 +66,19 @@ def rendered_mails(
     checked = renderer.check_templates()
     # Experiments vary what they declare (subject, body, send delay), also with overridden templates.
     renderer.check_experiments(load_campaigns(templates_dir=shop.resolved_templates_dir()))
-    with warehouse.connect() as conn:
-        _begin_mail_run(context, conn, as_of)
-        per_step, rows = render_due_mails(
-            conn, renderer, run_id=context.run_id, as_of=as_of, campaigns=config.campaigns
-        )
-        decisions = conn.execute(
-            "select campaign, step, decision, reason, count(*) from eligibility.mail_candidates "
-            "group by 1, 2, 3, 4 order by 1, 2, 3, 4"
-        ).fetchall()
+    try:
+        with warehouse.connect() as conn:
+            _begin_mail_run(context, conn, as_of)
+            per_step, rows = render_due_mails(
+                conn, renderer, run_id=context.run_id, as_of=as_of, campaigns=config.campaigns
+            )
+            decisions = conn.execute(
+                "select campaign, step, decision, reason, count(*) from eligibility.mail_candidates "
+                "group by 1, 2, 3, 4 order by 1, 2, 3, 4"
+            ).fetchall()
+    finally:
+        # PostgreSQL: this run's decisions are rendered; the next run may decide (decision_lock.py)
+        decision_lock.release(context.run_id)
     previews = _write_previews(renderer, rows, context.run_id)
     return dg.MaterializeResult(
         metadata={

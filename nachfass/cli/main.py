@@ -174,43 +174,43 @@ def _root_cause(event) -> str:
 def print_summary() -> None:
     """What the run left in the warehouse. Only tables that exist are shown: a job that selects part of the
     graph (``ingest_job``) has not built the candidates or the ledger yet, and that is no failure."""
-    import duckdb
+    from nachfass.core import engine
 
-    db = paths.warehouse_path()
-    conn = duckdb.connect(str(db), read_only=True)
-    try:
-        present = {
-            f"{schema}.{name}"
-            for schema, name in conn.execute(
-                "select table_schema, table_name from information_schema.tables"
-            ).fetchall()
-        }
-        print(f"\nWarehouse: {db}")
-        if "raw.loaded_files" in present:
-            files = conn.execute(
-                "select count(*), coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0) "
-                "from raw.loaded_files"
-            ).fetchone()
-            rejected = conn.execute("select count(distinct path) from raw.rejected_files").fetchone()[0]
-            print(
-                f"Exports: {files[0]} files loaded, {files[1]:,} rows, {files[2]:,} quarantined, "
-                f"{rejected} files rejected (see raw.quarantine, raw.rejected_files)"
-            )
-        if "eligibility.mail_candidates" in present:
-            print("\nCandidates by campaign, decision and reason (eligibility.mail_candidates):")
-            for campaign, step, decision, reason, n in conn.execute(
-                "select campaign, step, decision, reason, count(*) from eligibility.mail_candidates "
-                "group by all order by campaign, step, decision, reason"
-            ).fetchall():
-                print(f"  {campaign:<18} {step:<10} {decision:<6} {reason:<16} {n:>8,}")
-        if "mail.sends" in present:
-            print("\nSend ledger (mail.sends) by status and transport:")
-            for status, transport, n in conn.execute(
-                "select status, coalesce(transport, '-'), count(*) from mail.sends group by all order by 1, 2"
-            ).fetchall():
-                print(f"  {status:<10} {transport:<9} {n:>8,}")
-    finally:
-        conn.close()
+    with engine.connect(read_only=True) as conn:
+        _print_summary(conn, engine.describe())
+
+
+def _print_summary(conn, where: str) -> None:
+    present = {
+        f"{schema}.{name}"
+        for schema, name in conn.execute(
+            "select table_schema, table_name from information_schema.tables"
+        ).fetchall()
+    }
+    print(f"\nWarehouse: {where}")
+    if "raw.loaded_files" in present:
+        files = conn.execute(
+            "select count(*), coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0) "
+            "from raw.loaded_files"
+        ).fetchone()
+        rejected = conn.execute("select count(distinct path) from raw.rejected_files").fetchone()[0]
+        print(
+            f"Exports: {files[0]} files loaded, {files[1]:,} rows, {files[2]:,} quarantined, "
+            f"{rejected} files rejected (see raw.quarantine, raw.rejected_files)"
+        )
+    if "eligibility.mail_candidates" in present:
+        print("\nCandidates by campaign, decision and reason (eligibility.mail_candidates):")
+        for campaign, step, decision, reason, n in conn.execute(
+            "select campaign, step, decision, reason, count(*) from eligibility.mail_candidates "
+            "group by 1, 2, 3, 4 order by 1, 2, 3, 4"
+        ).fetchall():
+            print(f"  {campaign:<18} {step:<10} {decision:<6} {reason:<16} {n:>8,}")
+    if "mail.sends" in present:
+        print("\nSend ledger (mail.sends) by status and transport:")
+        for status, transport, n in conn.execute(
+            "select status, coalesce(transport, '-'), count(*) from mail.sends group by 1, 2 order by 1, 2"
+        ).fetchall():
+            print(f"  {status:<10} {transport:<9} {n:>8,}")
     print(f"\nOutbox: {paths.outbox_dir()}")
 
 
@@ -351,15 +351,12 @@ order by experiment_id, step, variant
 
 
 def print_ab_results() -> None:
-    import duckdb
+    from nachfass.core import engine
 
-    conn = duckdb.connect(str(paths.warehouse_path()), read_only=True)
-    try:
+    with engine.connect(read_only=True) as conn:
         cursor = conn.execute(AB_QUERY)
         names = [d[0] for d in cursor.description]
         rows = cursor.fetchall()
-    finally:
-        conn.close()
     print("\nA/B results (analytics.ab_results):")
     widths = [
         max(len(str(n)), *(len(str(r[i])) for r in rows)) if rows else len(n) for i, n in enumerate(names)

@@ -8,7 +8,11 @@ and Python never look at different warehouses. ``spark`` is reserved (docs/opera
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 ENV_ENGINE = "NACHFASS_ENGINE"
 ENGINES = ("duckdb", "postgres")
@@ -52,3 +56,25 @@ def describe() -> str:
     from nachfass.core import paths
 
     return f"DuckDB file {paths.warehouse_path()}"
+
+
+@contextlib.contextmanager
+def connect(read_only: bool = False, *, duckdb_path: Path | None = None) -> Iterator[Any]:
+    """A connection to the warehouse the setting names: DuckDB's own, or a DuckDB-shaped PostgreSQL one
+    (nachfass/core/pgconn.py) that runs the steps' SQL unchanged."""
+    if current_engine() == "postgres":
+        from nachfass.core.pgconn import PgConnection
+
+        with PgConnection.open() as conn:
+            yield conn
+        return
+    from nachfass.core import duckdb_config, paths
+
+    db = duckdb_path or paths.warehouse_path()
+    if not read_only:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    conn = duckdb_config.connect(db, read_only=read_only)
+    try:
+        yield conn
+    finally:
+        conn.close()
