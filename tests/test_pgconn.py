@@ -62,3 +62,51 @@ def test_statements_parameters_transactions_and_registered_arrow_tables(pg_env: 
             [("c%",)],
             [],
         ]
+
+
+def test_an_unknown_engine_is_refused_with_the_setting_and_the_choices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nachfass.core.engine import EngineError, current_engine
+
+    monkeypatch.setenv("NACHFASS_ENGINE", "oracle")
+    with pytest.raises(EngineError, match=r"NACHFASS_ENGINE='oracle'.*duckdb, postgres"):
+        current_engine()
+    monkeypatch.setenv("NACHFASS_ENGINE", " PostgreS ")
+    assert current_engine() == "postgres"
+
+
+def test_the_password_is_left_to_libpq_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nachfass.core.engine import describe, postgres_params
+
+    monkeypatch.setenv("NACHFASS_ENGINE", "postgres")
+    monkeypatch.setenv("PGPASSWORD", "s3cret-pw")
+    monkeypatch.delenv("PGDATABASE", raising=False)
+    assert "s3cret-pw" not in repr(postgres_params()) + describe()
+    assert postgres_params()["dbname"] == "nachfass"  # the same default as dbt/profiles.yml
+
+
+@pytest.mark.slow
+def test_runs_decide_one_at_a_time_and_a_dead_session_frees_the_lock(pg_env: dict[str, str]) -> None:
+    import threading
+    import time
+
+    from nachfass.core import decision_lock
+
+    decision_lock.acquire("run-a")
+    with pytest.raises(TimeoutError):
+        decision_lock.acquire("run-x", poll_s=0.05, timeout_s=0.2)
+    second = threading.Thread(target=decision_lock.acquire, args=("run-b",), kwargs={"poll_s": 0.05})
+    second.start()
+    time.sleep(0.5)
+    assert decision_lock.held("run-a") and not decision_lock.held("run-b")
+    decision_lock.release("run-a")
+    second.join(timeout=10)
+    assert decision_lock.held("run-b")
+    # a run that dies (its connection closes) releases the lock with it
+    with decision_lock._guard:
+        conn = decision_lock._held.pop("run-b")
+    conn.close()
+    decision_lock.acquire("run-c", poll_s=0.05, timeout_s=10)
+    assert decision_lock.held("run-c")
+    decision_lock.release("run-c")

@@ -25,8 +25,15 @@ _held: dict[str, object] = {}
 _guard = threading.Lock()
 
 
-def acquire(run_id: str, *, log: Callable[[str], None] | None = None, poll_s: float = 0.5) -> None:
-    """Take the warehouse's decision lock for this run (waiting for another run to finish deciding)."""
+def acquire(
+    run_id: str,
+    *,
+    log: Callable[[str], None] | None = None,
+    poll_s: float = 0.5,
+    timeout_s: float | None = None,
+) -> None:
+    """Take the warehouse's decision lock for this run (waiting for another run to finish deciding; with
+    ``timeout_s``, at most that long: TimeoutError)."""
     if current_engine() != "postgres":
         return
     with _guard:
@@ -36,7 +43,11 @@ def acquire(run_id: str, *, log: Callable[[str], None] | None = None, poll_s: fl
 
     conn = PgConnection.open()
     waited = False
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while not conn.execute("select pg_try_advisory_lock(?)", [LOCK_KEY]).fetchone()[0]:
+        if deadline is not None and time.monotonic() > deadline:
+            conn.close()
+            raise TimeoutError(f"another run held the warehouse's decision lock for more than {timeout_s} s")
         if not waited and log is not None:
             log("another run is deciding on this warehouse; waiting for it to finish rendering")
         waited = True
