@@ -346,7 +346,7 @@ def _wait_gone(conn, pid: int) -> None:
 # --- at most once with two processes at once ---------------------------------------------------------
 
 TRIGGERS_PER_PROCESS = 2000
-ROUNDS = 3
+ROUNDS = 5
 
 
 def _claimer(dsn: str, triggers: list[int], step: str, seed: int, barrier) -> list[str]:
@@ -573,3 +573,100 @@ def test_stage_and_push_end_to_end(pg, tmp_path):
     assert events_report.events_new == 3 and pushed.files == sum(r.status == "loaded" for r in reports) + 2
     _, _, again = postgres.stage_and_push(pg, tmp_path / "staging.duckdb", landing, as_of=AS_OF)
     assert again.files == 0
+
+
+def _staged(tmp_path: Path, name: str, landing: Path) -> Path:
+    path = tmp_path / name
+    duck = duckdb.connect(str(path))
+    prepare_warehouse(duck)
+    load_landing(duck, landing, as_of=AS_OF)
+    load_events(duck, landing)
+    duck.close()
+    return path
+
+
+def _push_in_child(dsn: str, staging: str, barrier) -> int:
+    duck = duckdb.connect(staging, read_only=True)
+    conn = postgres.connect(dsn=dsn)
+    barrier.wait()
+    report = postgres.push_tables(duck, conn)
+    conn.close()
+    duck.close()
+    return report.files
+
+
+def test_two_pushes_at_once_copy_each_file_once(pg_dsn, pg, tmp_path):
+    landing = tmp_path / "landing"
+    sample_landing(landing)
+    # Two staging files (two machines) that loaded the same landing folder, pushed at the same moment.
+    stagings = [str(_staged(tmp_path, f"s{i}.duckdb", landing)) for i in range(2)]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(2) as pool:
+        barrier = manager.Barrier(2)
+        files = pool.starmap(_push_in_child, [(pg_dsn, s, barrier) for s in stagings])
+    duck = duckdb.connect(stagings[0], read_only=True)
+    expected = table_counts_duck(duck)
+    assert sorted(files) == [0, expected["raw.loaded_files"]]  # one of them copied everything
+    counts = table_counts_pg(pg)
+    # rejected_files: each staging rejected the broken file once, at its own time (two attempts, both kept)
+    assert counts.pop("raw.rejected_files") == 2
+    expected.pop("raw.rejected_files")
+    assert counts == expected
+    duck.close()
+
+
+def test_a_failed_push_leaves_nothing_behind(pg, tmp_path):
+    landing = tmp_path / "landing"
+    sample_landing(landing)
+    duck = duckdb.connect(str(_staged(tmp_path, "s.duckdb", landing)))
+    with pg.cursor() as cur:  # the events table cannot take the rows: the push fails late
+        cur.execute("alter table raw.sendgrid_events add constraint no_events check (false) not valid")
+    with pytest.raises(psycopg2.errors.CheckViolation):
+        postgres.push_tables(duck, pg)
+    assert set(table_counts_pg(pg).values()) == {0}
+    with pg.cursor() as cur:
+        cur.execute("alter table raw.sendgrid_events drop constraint no_events")
+    assert postgres.push_tables(duck, pg).files == table_counts_duck(duck)["raw.loaded_files"]
+    assert table_counts_pg(pg) == table_counts_duck(duck)
+    duck.close()
+
+
+def test_events_reconcile_unknown_ledger_rows_on_postgres(pg, tmp_path):
+    m = make_mail(0)
+    lost = mails(1, start=1)[0]
+    pg_ledger.claim_many(pg, [m, lost], run_id="crashed", as_of=AS_OF, transport_name="sendgrid")
+    assert pg_ledger.recover_crashed(pg) == 2
+    landing = tmp_path / "landing"
+    write_events(
+        landing, "a.ndjson", [{**event(1), "send_id": m.send_id}, {**event(2, "open"), "send_id": m.send_id}]
+    )
+    _, report, pushed = postgres.stage_and_push(pg, tmp_path / "s.duckdb", landing, as_of=AS_OF)
+    assert pushed.rows["raw.sendgrid_events"] == 2 and report.reconciled == 1
+    assert dict(pg_query(pg, "select send_id, status from mail.sends")) == {
+        m.send_id: "sent",
+        lost.send_id: "unknown",
+    }
+    assert pg_query(pg, "select sg_message_id, reason from mail.sends where send_id = %s", [m.send_id]) == [
+        ("msg123", "reconciled: SendGrid reported event delivered for this send id")
+    ]
+
+
+def test_ledger_module_follows_the_engine_setting(monkeypatch):
+    from nachfass.core.warehouse import ledger_module
+
+    monkeypatch.setenv("NACHFASS_ENGINE", "postgres")
+    assert ledger_module() is pg_ledger
+    monkeypatch.delenv("NACHFASS_ENGINE")
+    assert ledger_module() is duck_ledger
+    import inspect
+
+    names = [
+        "claim_many", "claim", "finish_many", "finish", "release_many", "record_holdouts", "record_holdout",
+        "recover", "recover_crashed", "status_counts", "ensure_ledger",
+    ]  # fmt: skip
+    for name in names:
+        pg_params = inspect.signature(getattr(pg_ledger, name)).parameters
+        duck_params = inspect.signature(getattr(duck_ledger, name)).parameters
+        assert [(p.name, p.kind, p.default) for p in pg_params.values()] == [
+            (p.name, p.kind, p.default) for p in duck_params.values()
+        ], name

@@ -382,3 +382,31 @@ def status_counts(conn: Connection, run_id: str | None = None) -> dict[str, int]
         else:
             cur.execute("select status, count(*) from mail.sends where run_id = %s group by status", [run_id])
         return {status: int(n) for status, n in cur.fetchall()}
+
+
+def reconcile_unknown(conn: Connection) -> int:
+    """``unknown`` rows whose send id appears in ``raw.sendgrid_events`` were accepted by SendGrid: mark
+    them sent (``nachfass.core.events.reconcile_unknown`` on PostgreSQL; run it after a push of events).
+    The earliest event of a send id names the message id and the event, as on DuckDB."""
+
+    def work(cur: psycopg2.extensions.cursor) -> int:
+        cur.execute(
+            """
+            update mail.sends s
+            set status = 'sent',
+                sg_message_id = coalesce(s.sg_message_id, ev.message_id),
+                reason = 'reconciled: SendGrid reported event ' || ev.event || ' for this send id',
+                updated_at = %s
+            from (
+                select distinct on (send_id) send_id, message_id, event
+                from raw.sendgrid_events where send_id is not null
+                order by send_id, occurred_at nulls last, sg_event_id
+            ) as ev
+            where s.send_id = ev.send_id and s.status = 'unknown'
+            returning s.send_id
+            """,
+            [_now()],
+        )
+        return len(cur.fetchall())
+
+    return _with_retries(conn, work)

@@ -372,7 +372,8 @@ def stage_and_push(
     events: bool = True,
 ) -> tuple[list[Any], Any, PushReport]:
     """The whole ingest on the postgres engine: load the landing folder into the DuckDB staging file
-    (exports, and the event files when ``events``), then :func:`push_tables`.
+    (exports, and the event files when ``events``), then :func:`push_tables`, then reconcile ``unknown``
+    ledger rows with the events PostgreSQL now has (``pg_ledger.reconcile_unknown``).
 
     Returns (the loader's file reports, the event load report or None, the push report).
     """
@@ -387,6 +388,10 @@ def stage_and_push(
         event_report = load_events(duck, landing_dir) if events else None
         prepare_warehouse(pg_conn)
         pushed = push_tables(duck, pg_conn)
+        if events:
+            from nachfass.core.warehouse.pg_ledger import reconcile_unknown
+
+            event_report.reconciled = reconcile_unknown(pg_conn)
     finally:
         duck.close()
     return reports, event_report, pushed
