@@ -670,3 +670,36 @@ def test_ledger_module_follows_the_engine_setting(monkeypatch):
         assert [(p.name, p.kind, p.default) for p in pg_params.values()] == [
             (p.name, p.kind, p.default) for p in duck_params.values()
         ], name
+
+
+def _sender_in_child(dsn: str, n: int, barrier) -> tuple[int, int]:
+    """A live send run: claims in batches and records every outcome; returns (claimed, finished)."""
+    conn = postgres.connect(dsn=dsn)
+    barrier.wait()
+    claimed = finished = 0
+    for start in range(0, n, 50):
+        got = pg_ledger.claim_many(
+            conn, mails(50, start=start), run_id="live", as_of=AS_OF, transport_name="outbox"
+        )
+        claimed += len(got)
+        time.sleep(0.002)  # the mails are "in flight"
+        finished += pg_ledger.finish_many(
+            conn, [(m.send_id, SendResult("sent", f"m-{m.send_id}")) for m in got]
+        )
+    conn.close()
+    return claimed, finished
+
+
+def test_recovery_running_beside_a_live_send_run_never_touches_it(pg_dsn, pg):
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(1) as pool:
+        barrier = manager.Barrier(2)
+        result = pool.apply_async(_sender_in_child, (pg_dsn, 1500, barrier))
+        barrier.wait()
+        recoveries = 0
+        while not result.ready():
+            recoveries += 1
+            assert pg_ledger.recover(pg, None).unknown == 0
+        claimed, finished = result.get()
+    assert recoveries > 1 and claimed == finished == 1500
+    assert pg_ledger.status_counts(pg) == {"sent": 1500}
