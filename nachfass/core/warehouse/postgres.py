@@ -300,6 +300,7 @@ def _push_files(
         .format(_ident_list(column_names(LOADED_FILES)))
         .as_string(cur),
         [tuple(row[:6]) + (list(row[6] or []), row[7]) for row in new],
+        page_size=len(new),  # one statement: rowcount counts every row
     )
     report.add(LOADED_FILES.qualified, cur.rowcount)
 
