@@ -7,157 +7,321 @@ it imports only the export contract (the columns of the raw tables), never a sta
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
 import duckdb
 
 from nachfass.core.contract import TABLES as CONTRACT_TABLES
 
-# DuckDB types of the contract's column types (the raw tables are typed; the loader casts into them).
-SQL_TYPES = {
-    "str": "varchar",
-    "email": "varchar",
+LEDGER_STATUSES = ("sending", "sent", "failed", "unknown", "holdout")
+LEDGER_TRANSPORTS = ("sendgrid", "outbox")
+
+# Engine-neutral column types of the tables below, and how each engine spells them. PostgreSQL's
+# ``timestamp`` is naive like DuckDB's: both hold UTC wall-clock values.
+ENGINE_TYPES = {
+    "duckdb": {
+        "text": "varchar",
+        "text[]": "varchar[]",
+        "bigint": "bigint",
+        "integer": "integer",
+        "boolean": "boolean",
+        "timestamp": "timestamp",
+        "decimal": "decimal(18,2)",
+        "json": "json",
+    },
+    "postgres": {
+        "text": "text",
+        "text[]": "text[]",
+        "bigint": "bigint",
+        "integer": "integer",
+        "boolean": "boolean",
+        "timestamp": "timestamp",
+        "decimal": "numeric(18,2)",
+        "json": "json",
+    },
+}
+# The export contract's column types as neutral types.
+CONTRACT_TYPES = {
+    "str": "text",
+    "email": "text",
     "int": "bigint",
-    "decimal": "decimal(18,2)",
+    "decimal": "decimal",
     "bool": "boolean",
     "ts": "timestamp",
 }
-
-LEDGER_STATUSES = ("sending", "sent", "failed", "unknown", "holdout")
-LEDGER_TRANSPORTS = ("sendgrid", "outbox")
+# DuckDB types of the contract's column types (the raw tables are typed; the loader casts into them).
+SQL_TYPES = {name: ENGINE_TYPES["duckdb"][neutral] for name, neutral in CONTRACT_TYPES.items()}
 
 
 def _sql_list(values: tuple[str, ...]) -> str:
     return ", ".join(f"'{v}'" for v in values)
 
 
-LEDGER_DDL = f"""
-create schema if not exists mail;
-create table if not exists mail.sends (
-    send_id       varchar primary key,
-    campaign      varchar not null,
-    step          varchar not null,
-    trigger_key   varchar not null,
-    customer_id   varchar,
-    email         varchar,
-    email_hash    varchar,
-    experiment_id varchar,
-    variant       varchar,
-    status        varchar not null check (status in ({_sql_list(LEDGER_STATUSES)})),
-    reason        varchar,
-    sg_message_id varchar,
-    transport     varchar check (transport is null or transport in ({_sql_list(LEDGER_TRANSPORTS)})),
-    run_id        varchar,
-    as_of         timestamp not null,   -- logical time of the deciding run (UTC): the send time for rules
-    created_at    timestamp not null,   -- wall clock (UTC), audit only
-    updated_at    timestamp not null,   -- wall clock (UTC), audit only
-    attempts      integer not null default 0,
-    unique (campaign, step, trigger_key)
-);
-"""
+@dataclass(frozen=True)
+class Col:
+    name: str
+    type: str  # a key of ENGINE_TYPES[engine]
+    extra: str = ""  # constraints and defaults, the same text on every engine ("not null", "primary key")
 
-RUNS_DDL = """
-create schema if not exists mail;
-create table if not exists mail.runs (
-    run_id        varchar primary key,
-    job_name      varchar,
-    partition_key varchar,
-    as_of         timestamp not null,   -- the run's logical time (UTC)
-    started_at    timestamp not null    -- wall clock (UTC), audit only
-);
-"""
+
+@dataclass(frozen=True)
+class TableDef:
+    """One table as data: every engine renders its DDL from it (``create_sql``, ``add_column_sql``)."""
+
+    schema: str
+    name: str
+    columns: tuple[Col, ...]
+    constraints: tuple[str, ...] = ()  # table constraints, e.g. "unique (campaign, step, trigger_key)"
+    added: tuple[Col, ...] = ()  # columns added after the first release: ``alter table ... add column``
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def all_columns(self) -> tuple[Col, ...]:
+        return self.columns + self.added
+
+    def create_sql(self, engine: str) -> str:
+        types = ENGINE_TYPES[engine]
+        parts = [f'"{c.name}" {types[c.type]}{" " + c.extra if c.extra else ""}' for c in self.columns]
+        return f"create table if not exists {self.qualified} ({', '.join([*parts, *self.constraints])})"
+
+    def add_column_sql(self, engine: str) -> list[str]:
+        types = ENGINE_TYPES[engine]
+        return [
+            f'alter table {self.qualified} add column if not exists "{c.name}" {types[c.type]}'
+            for c in self.added
+        ]
+
+
+def _raw_table(table) -> TableDef:
+    cols = tuple(Col(c.name, CONTRACT_TYPES[c.type]) for c in table.columns)
+    return TableDef(
+        "raw",
+        table.name,
+        cols
+        + (
+            Col("_file", "text", "not null"),
+            Col("_row", "bigint", "not null"),
+            Col("_loaded_at", "timestamp", "not null"),
+        ),
+        # Optional columns added to the contract later: a warehouse created before gets them (NULL for
+        # the rows loaded so far). Inserts name their columns, so the column order does not matter.
+        added=cols,
+    )
+
+
+RAW_TABLES: dict[str, TableDef] = {name: _raw_table(t) for name, t in CONTRACT_TABLES.items()}
+
+QUARANTINE = TableDef(
+    "raw",
+    "quarantine",
+    (
+        Col("table_name", "text", "not null"),
+        Col("source_file", "text", "not null"),
+        Col("row_number", "bigint"),  # data record in the file, 1 = first row after the header
+        Col("raw_values", "json"),
+        Col("reason", "text", "not null"),
+        Col("quarantined_at", "timestamp", "not null"),
+    ),
+    # Added later: the physical line (1 = the header) of a line that could not be parsed.
+    added=(Col("line_number", "bigint"),),
+)
+
+LOADED_FILES = TableDef(
+    "raw",
+    "loaded_files",
+    (
+        Col("table_name", "text", "not null"),
+        Col("path", "text", "not null"),
+        Col("content_hash", "text", "not null"),
+        Col("rows_read", "bigint"),
+        Col("rows_loaded", "bigint"),
+        Col("rows_quarantined", "bigint"),
+        Col("unknown_columns", "text[]"),
+        Col("loaded_at", "timestamp", "not null"),
+    ),
+    ("primary key (path, content_hash)",),
+)
+
+REJECTED_FILES = TableDef(
+    "raw",
+    "rejected_files",
+    (
+        Col("table_name", "text", "not null"),
+        Col("path", "text", "not null"),
+        Col("content_hash", "text"),
+        Col("message", "text", "not null"),
+        Col("rejected_at", "timestamp", "not null"),
+    ),
+)
+
+SENDGRID_EVENTS = TableDef(
+    "raw",
+    "sendgrid_events",
+    (
+        Col("sg_event_id", "text", "primary key"),
+        Col("event", "text", "not null"),
+        Col("email", "text"),
+        Col("occurred_at", "timestamp"),  # the event's unix `timestamp`, as UTC
+        Col("sg_message_id", "text"),
+        Col("message_id", "text"),  # the X-Message-Id part of sg_message_id
+        Col("send_id", "text"),  # our custom_args, echoed back by SendGrid
+        Col("campaign", "text"),
+        Col("step", "text"),
+        Col("variant", "text"),
+        Col("url", "text"),
+        Col("reason", "text"),
+        Col("status", "text"),
+        Col("bounce_type", "text"),
+        Col("is_machine_open", "boolean"),
+        Col("useragent", "text"),
+        Col("raw", "json"),
+        Col("_file", "text", "not null"),
+        Col("_loaded_at", "timestamp", "not null"),
+    ),
+)
+
+EVENT_QUARANTINE = TableDef(
+    "raw",
+    "event_quarantine",
+    (
+        Col("source_file", "text", "not null"),
+        Col("line_number", "bigint"),  # 1-based line in the file; NULL: the whole file
+        Col("sg_event_id", "text"),  # where the line had a usable one
+        Col("email", "text"),  # where the line had one (erasure finds the row by it)
+        Col("reason", "text", "not null"),
+        Col("raw_line", "text"),  # the line, cut at 4 KB, undecodable bytes replaced
+        Col("quarantined_at", "timestamp", "not null"),
+    ),
+)
+
+SENDS = TableDef(
+    "mail",
+    "sends",
+    (
+        Col("send_id", "text", "primary key"),
+        Col("campaign", "text", "not null"),
+        Col("step", "text", "not null"),
+        Col("trigger_key", "text", "not null"),
+        Col("customer_id", "text"),
+        Col("email", "text"),
+        Col("email_hash", "text"),
+        Col("experiment_id", "text"),
+        Col("variant", "text"),
+        Col("status", "text", f"not null check (status in ({_sql_list(LEDGER_STATUSES)}))"),
+        Col("reason", "text"),
+        Col("sg_message_id", "text"),
+        Col(
+            "transport",
+            "text",
+            f"check (transport is null or transport in ({_sql_list(LEDGER_TRANSPORTS)}))",
+        ),
+        Col("run_id", "text"),
+        # logical time of the deciding run (UTC): the send time for rules
+        Col("as_of", "timestamp", "not null"),
+        Col("created_at", "timestamp", "not null"),  # wall clock (UTC), audit only
+        Col("updated_at", "timestamp", "not null"),  # wall clock (UTC), audit only
+        Col("attempts", "integer", "not null default 0"),
+    ),
+    ("unique (campaign, step, trigger_key)",),
+)
+
+RUNS = TableDef(
+    "mail",
+    "runs",
+    (
+        Col("run_id", "text", "primary key"),
+        Col("job_name", "text"),
+        Col("partition_key", "text"),
+        Col("as_of", "timestamp", "not null"),  # the run's logical time (UTC)
+        Col("started_at", "timestamp", "not null"),  # wall clock (UTC), audit only
+    ),
+)
+
+OUTGOING = TableDef(
+    "mail",
+    "outgoing",
+    (
+        Col("send_id", "text", "primary key"),
+        *(
+            Col(name, "text")
+            for name in (
+                "campaign",
+                "step",
+                "variant",
+                "trigger_key",
+                "customer_id",
+                "to_email",
+                "to_name",
+                "subject",
+                "html",
+                "text",
+            )
+        ),
+        Col("headers", "json"),
+        Col("categories", "text[]"),
+        Col("is_marketing", "boolean"),
+        Col("experiment_id", "text"),
+        Col("run_id", "text"),
+        Col("rendered_at", "timestamp"),
+    ),
+)
+
+ERASURES = TableDef(
+    "mail",
+    "erasures",
+    (
+        # sha256(salt || lower(email)); the address itself is gone
+        Col("email_hash", "text", "primary key"),
+        Col("erased_at", "timestamp", "not null"),
+        Col("sendgrid_erasure_requested", "boolean", "not null default false"),
+    ),
+)
+
+ERASURE_SALT = TableDef("mail", "erasure_salt", (Col("salt", "text", "not null"),))
+
+# Every table, in creation order (what ``prepare_warehouse`` creates, on any engine).
+ALL_TABLES: tuple[TableDef, ...] = (
+    *RAW_TABLES.values(),
+    QUARANTINE,
+    LOADED_FILES,
+    REJECTED_FILES,
+    SENDGRID_EVENTS,
+    EVENT_QUARANTINE,
+    SENDS,
+    OUTGOING,
+    ERASURES,
+    ERASURE_SALT,
+    RUNS,
+)
+
+LEDGER_DDL = f"create schema if not exists mail;\n{SENDS.create_sql('duckdb')};\n"
+RUNS_DDL = f"create schema if not exists mail;\n{RUNS.create_sql('duckdb')};\n"
+
+
+def new_salt() -> str:
+    # Random per warehouse: the hashes cannot be matched against a precomputed table of addresses.
+    return secrets.token_hex(16)
+
+
+def _create(conn: duckdb.DuckDBPyConnection, table: TableDef) -> None:
+    conn.execute(f"create schema if not exists {table.schema}")
+    conn.execute(table.create_sql("duckdb"))
+    for statement in table.add_column_sql("duckdb"):
+        conn.execute(statement)
 
 
 def ensure_raw_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute("create schema if not exists raw")
-    for table in CONTRACT_TABLES.values():
-        cols = ", ".join(f'"{c.name}" {SQL_TYPES[c.type]}' for c in table.columns)
-        conn.execute(
-            f"create table if not exists raw.{table.name} ({cols}, _file varchar not null, "
-            "_row bigint not null, _loaded_at timestamp not null)"
-        )
-        # Optional columns added to the contract later: a warehouse created before gets them (NULL for
-        # the rows loaded so far). Inserts name their columns, so the column order does not matter.
-        for c in table.columns:
-            conn.execute(
-                f'alter table raw.{table.name} add column if not exists "{c.name}" {SQL_TYPES[c.type]}'
-            )
-    conn.execute(
-        """
-        create table if not exists raw.quarantine (
-            table_name varchar not null,
-            source_file varchar not null,
-            row_number bigint,          -- data record in the file, 1 = first row after the header
-            raw_values json,
-            reason varchar not null,
-            quarantined_at timestamp not null
-        )
-        """
-    )
-    # Added later: the physical line (1 = the header) of a line that could not be parsed.
-    conn.execute("alter table raw.quarantine add column if not exists line_number bigint")
-    conn.execute(
-        """
-        create table if not exists raw.loaded_files (
-            table_name varchar not null,
-            path varchar not null,
-            content_hash varchar not null,
-            rows_read bigint, rows_loaded bigint, rows_quarantined bigint,
-            unknown_columns varchar[],
-            loaded_at timestamp not null,
-            primary key (path, content_hash)
-        )
-        """
-    )
-    conn.execute(
-        """
-        create table if not exists raw.rejected_files (
-            table_name varchar not null, path varchar not null, content_hash varchar,
-            message varchar not null, rejected_at timestamp not null
-        )
-        """
-    )
+    for table in (*RAW_TABLES.values(), QUARANTINE, LOADED_FILES, REJECTED_FILES):
+        _create(conn, table)
 
 
 def ensure_events_schema(conn: duckdb.DuckDBPyConnection) -> None:
     ensure_raw_schema(conn)
-    conn.execute(
-        """
-        create table if not exists raw.sendgrid_events (
-            sg_event_id varchar primary key,
-            event varchar not null,
-            email varchar,
-            occurred_at timestamp,          -- the event's unix `timestamp`, as UTC
-            sg_message_id varchar,
-            message_id varchar,             -- the X-Message-Id part of sg_message_id
-            send_id varchar,                -- our custom_args, echoed back by SendGrid
-            campaign varchar,
-            step varchar,
-            variant varchar,
-            url varchar,
-            reason varchar,
-            status varchar,
-            bounce_type varchar,
-            is_machine_open boolean,
-            useragent varchar,
-            raw json,
-            _file varchar not null,
-            _loaded_at timestamp not null
-        )
-        """
-    )
-    conn.execute(
-        """
-        create table if not exists raw.event_quarantine (
-            source_file varchar not null,
-            line_number bigint,             -- 1-based line in the file; NULL: the whole file
-            sg_event_id varchar,            -- where the line had a usable one
-            email varchar,                  -- where the line had one (erasure finds the row by it)
-            reason varchar not null,
-            raw_line varchar,               -- the line, cut at 4 KB, undecodable bytes replaced
-            quarantined_at timestamp not null
-        )
-        """
-    )
+    _create(conn, SENDGRID_EVENTS)
+    _create(conn, EVENT_QUARANTINE)
 
 
 def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
@@ -166,17 +330,7 @@ def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def ensure_outgoing(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute("create schema if not exists mail")
-    conn.execute(
-        """
-        create table if not exists mail.outgoing (
-            send_id varchar primary key, campaign varchar, step varchar, variant varchar, trigger_key varchar,
-            customer_id varchar, to_email varchar, to_name varchar, subject varchar, html varchar,
-            text varchar, headers json, categories varchar[], is_marketing boolean, experiment_id varchar,
-            run_id varchar, rendered_at timestamp
-        )
-        """
-    )
+    _create(conn, OUTGOING)
 
 
 def ensure_runs(conn: duckdb.DuckDBPyConnection) -> None:
@@ -184,20 +338,10 @@ def ensure_runs(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def ensure_erasure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute("create schema if not exists mail")
-    conn.execute(
-        """
-        create table if not exists mail.erasures (
-            email_hash varchar primary key,   -- sha256(salt || lower(email)); the address itself is gone
-            erased_at timestamp not null,
-            sendgrid_erasure_requested boolean not null default false
-        )
-        """
-    )
-    conn.execute("create table if not exists mail.erasure_salt (salt varchar not null)")
+    _create(conn, ERASURES)
+    _create(conn, ERASURE_SALT)
     if not conn.execute("select count(*) from mail.erasure_salt").fetchone()[0]:
-        # Random per warehouse: the hashes cannot be matched against a precomputed table of addresses.
-        conn.execute("insert into mail.erasure_salt values (?)", [secrets.token_hex(16)])
+        conn.execute("insert into mail.erasure_salt values (?)", [new_salt()])
 
 
 def prepare_warehouse(conn: duckdb.DuckDBPyConnection) -> None:

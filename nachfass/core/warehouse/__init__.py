@@ -1,0 +1,23 @@
+"""The warehouse engine behind the Python steps: DuckDB (the default, code in ``nachfass.core``) or
+PostgreSQL (``postgres.py``), chosen by ``NACHFASS_ENGINE`` (``settings.py``)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+
+def ledger_module(engine_name: str | None = None) -> ModuleType:
+    """The send ledger's functions for an engine (default: ``NACHFASS_ENGINE``): both modules have the same
+    names and signatures (claim_many, finish_many, release_many, record_holdouts, recover, ...)."""
+    from nachfass.core.warehouse.settings import engine
+
+    name = engine_name or engine()
+    if name == "postgres":
+        from nachfass.core.warehouse import pg_ledger
+
+        return pg_ledger
+    if name == "duckdb":
+        from nachfass.core.mail import ledger
+
+        return ledger
+    raise ValueError(f"no ledger for engine {name!r}")
