@@ -32,6 +32,9 @@ class WarehouseResource(dg.ConfigurableResource):
     def engine(self) -> str:
         return current_engine()
 
+    def describe(self) -> str:
+        return engine.describe() if self.engine() == "postgres" else f"DuckDB file {self.resolved_path()}"
+
     def resolved_path(self) -> Path:
         return Path(self.path).resolve() if self.path else paths.warehouse_path()
 

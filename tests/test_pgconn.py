@@ -76,14 +76,15 @@ def test_an_unknown_engine_is_refused_with_the_setting_and_the_choices(
     assert current_engine() == "postgres"
 
 
-def test_the_password_is_left_to_libpq_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nachfass.core.engine import describe, postgres_params
+def test_the_password_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nachfass.core.engine import describe
+    from nachfass.core.warehouse.settings import PostgresSettings
 
     monkeypatch.setenv("NACHFASS_ENGINE", "postgres")
     monkeypatch.setenv("PGPASSWORD", "s3cret-pw")
     monkeypatch.delenv("PGDATABASE", raising=False)
-    assert "s3cret-pw" not in repr(postgres_params()) + describe()
-    assert postgres_params()["dbname"] == "nachfass"  # the same default as dbt/profiles.yml
+    assert "s3cret-pw" not in repr(PostgresSettings.from_env()) + describe()
+    assert PostgresSettings.from_env().dbname == "nachfass"  # the same default as dbt/profiles.yml
 
 
 @pytest.mark.slow

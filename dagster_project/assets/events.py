@@ -3,8 +3,11 @@
 import dagster as dg
 
 from dagster_project.resources import LandingResource, WarehouseResource
+from nachfass.core import engine
 from nachfass.core.events import load_events
 from nachfass.core.schema import prepare_warehouse
+from nachfass.core.warehouse.pg_ledger import reconcile_unknown
+from nachfass.core.warehouse.postgres import EVENTS_TABLE, push_tables
 
 # The key of the dbt source `events.sendgrid_events`, so the analytics models hang below this asset.
 SENDGRID_EVENTS = dg.AssetKey(["events", "sendgrid_events"])
@@ -20,9 +23,21 @@ SENDGRID_EVENTS = dg.AssetKey(["events", "sendgrid_events"])
 def sendgrid_events(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingResource
 ) -> dg.MaterializeResult:
+    if warehouse.engine() == "postgres":
+        # parsed and checked in the local staging file, then copied (nachfass/core/warehouse/postgres.py)
+        staging = warehouse.staging_path()
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        with engine.connect(duckdb_path=staging, engine_name="duckdb") as duck:
+            prepare_warehouse(duck)
+            report = load_events(duck, landing.resolved_path())
+            with warehouse.connect() as conn:
+                prepare_warehouse(conn)
+                push_tables(duck, conn.raw, tables=[EVENTS_TABLE])
+                report.reconciled = reconcile_unknown(conn.raw)
     with warehouse.connect() as conn:
-        prepare_warehouse(conn)
-        report = load_events(conn, landing.resolved_path())
+        if warehouse.engine() != "postgres":
+            prepare_warehouse(conn)
+            report = load_events(conn, landing.resolved_path())
         total = conn.execute("select count(*) from raw.sendgrid_events").fetchone()[0]
         by_type = dict(
             conn.execute(

@@ -3,9 +3,11 @@
 import dagster as dg
 
 from dagster_project.resources import LandingResource, RunClockResource, ShopResource, WarehouseResource
+from nachfass.core import engine
 from nachfass.core.contract import EXPORT_TABLES
 from nachfass.core.ingest import load_landing, summarize
 from nachfass.core.schema import prepare_warehouse
+from nachfass.core.warehouse.postgres import push_tables
 
 RAW_KEYS = {table: dg.AssetKey(["raw", table]) for table in EXPORT_TABLES}
 
@@ -35,12 +37,29 @@ def raw_exports(
     tables = [t for t, key in RAW_KEYS.items() if key in context.selected_asset_keys]
     landing_dir = landing.resolved_path()
     as_of = clock.resolve(context)
-    with warehouse.connect() as conn:
-        prepare_warehouse(conn)
-        reports = load_landing(
-            conn, landing_dir, shop_tz=shop.settings().timezone, tables=tables, as_of=as_of
-        )
-        totals = {t: conn.execute(f"select count(*) from raw.{t}").fetchone()[0] for t in tables}
+    if warehouse.engine() == "postgres":
+        # DuckDB parses and checks the exports in a local staging file (the same loader, the same
+        # quarantine), then the newly loaded files are copied to PostgreSQL in one transaction
+        # (nachfass/core/warehouse/postgres.py).
+        staging = warehouse.staging_path()
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        with engine.connect(duckdb_path=staging, engine_name="duckdb") as duck:
+            prepare_warehouse(duck)
+            reports = load_landing(
+                duck, landing_dir, shop_tz=shop.settings().timezone, tables=tables, as_of=as_of
+            )
+            with warehouse.connect() as conn:
+                prepare_warehouse(conn)
+                pushed = push_tables(duck, conn.raw, tables=tables)
+                totals = {t: conn.execute(f"select count(*) from raw.{t}").fetchone()[0] for t in tables}
+        context.log.info(f"copied {pushed.files} new files to {warehouse.describe()}")
+    else:
+        with warehouse.connect() as conn:
+            prepare_warehouse(conn)
+            reports = load_landing(
+                conn, landing_dir, shop_tz=shop.settings().timezone, tables=tables, as_of=as_of
+            )
+            totals = {t: conn.execute(f"select count(*) from raw.{t}").fetchone()[0] for t in tables}
     for report in reports:
         if report.status == "rejected":
             context.log.error(f"rejected {report.path}: {report.message}")

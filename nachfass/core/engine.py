@@ -9,60 +9,40 @@ and Python never look at different warehouses. ``spark`` is reserved (docs/opera
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ENV_ENGINE = "NACHFASS_ENGINE"
-ENGINES = ("duckdb", "postgres")
-DEFAULT_ENGINE = "duckdb"
-
-
-class EngineError(ValueError):
-    """The engine setting names no engine this project runs on."""
+from nachfass.core.warehouse.settings import ENGINE_VAR as ENV_ENGINE  # noqa: F401 (re-exported)
+from nachfass.core.warehouse.settings import (
+    ENGINES,  # noqa: F401 (re-exported)
+    PostgresSettings,
+    engine,
+)
+from nachfass.core.warehouse.settings import SettingsError as EngineError  # noqa: F401 (re-exported)
 
 
 def current_engine() -> str:
-    value = (os.environ.get(ENV_ENGINE) or DEFAULT_ENGINE).strip().lower()
-    if value not in ENGINES:
-        raise EngineError(
-            f"{ENV_ENGINE}={value!r} is not an engine this project runs on: use one of {', '.join(ENGINES)}"
-        )
-    return value
-
-
-# The defaults dbt/profiles.yml uses too: Python and dbt must reach the same database.
-PG_DEFAULTS = {"PGHOST": "127.0.0.1", "PGPORT": "5432", "PGUSER": "postgres", "PGDATABASE": "nachfass"}
-
-
-def postgres_params() -> dict[str, str]:
-    """host, port, user and dbname for psycopg2; the password stays in PGPASSWORD, which libpq reads itself,
-    so it is never held, logged or shown by the project."""
-    values = {name: os.environ.get(name) or default for name, default in PG_DEFAULTS.items()}
-    return {
-        "host": values["PGHOST"],
-        "port": values["PGPORT"],
-        "user": values["PGUSER"],
-        "dbname": values["PGDATABASE"],
-    }
+    """The engine the setting names, checked (one-line error naming the variable and the choices)."""
+    return engine()
 
 
 def describe() -> str:
     """Where the warehouse is, for logs and messages (never the password)."""
     if current_engine() == "postgres":
-        p = postgres_params()
-        return f"PostgreSQL database {p['dbname']!r} at {p['host']}:{p['port']} as {p['user']}"
+        return f"PostgreSQL {PostgresSettings.from_env().describe()}"
     from nachfass.core import paths
 
     return f"DuckDB file {paths.warehouse_path()}"
 
 
 @contextlib.contextmanager
-def connect(read_only: bool = False, *, duckdb_path: Path | None = None) -> Iterator[Any]:
-    """A connection to the warehouse the setting names: DuckDB's own, or a DuckDB-shaped PostgreSQL one
-    (nachfass/core/pgconn.py) that runs the steps' SQL unchanged."""
-    if current_engine() == "postgres":
+def connect(
+    read_only: bool = False, *, duckdb_path: Path | None = None, engine_name: str | None = None
+) -> Iterator[Any]:
+    """A connection to the warehouse the setting (or ``engine_name``) names: DuckDB's own, or a
+    DuckDB-shaped PostgreSQL one (nachfass/core/pgconn.py) that runs the steps' SQL unchanged."""
+    if (engine_name or current_engine()) == "postgres":
         from nachfass.core.pgconn import PgConnection
 
         with PgConnection.open() as conn:

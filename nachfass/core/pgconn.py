@@ -21,6 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from nachfass.core.warehouse.settings import PostgresSettings
+
 
 def translate(sql: str) -> str:
     """DuckDB's ``?`` placeholders → psycopg2's ``%s``; literal ``%`` doubled. Quotes are respected."""
@@ -104,19 +106,11 @@ class PgConnection:
         self._registered: set[str] = set()
 
     @classmethod
-    def open(cls, **connect_kwargs: Any) -> PgConnection:
-        """Connect with psycopg2; without arguments to the database the engine setting names
-        (nachfass.core.engine.postgres_params: the libpq variables with the defaults dbt uses)."""
-        import psycopg2
+    def open(cls, settings: PostgresSettings | None = None) -> PgConnection:
+        """An autocommit connection in UTC to the database of the libpq variables (or ``settings``)."""
+        from nachfass.core.warehouse.postgres import connect
 
-        from nachfass.core.engine import postgres_params
-
-        raw = psycopg2.connect(**(connect_kwargs or postgres_params()))
-        raw.autocommit = True
-        with raw.cursor() as cur:
-            # Timestamps are naive UTC throughout the project, as in DuckDB with TimeZone = 'UTC'.
-            cur.execute("set time zone 'UTC'")
-        return cls(raw)
+        return cls(connect(settings))
 
     def cursor(self) -> PgCursor:
         return PgCursor(self.raw.cursor())

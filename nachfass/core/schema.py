@@ -306,7 +306,20 @@ def new_salt() -> str:
     return secrets.token_hex(16)
 
 
+def _on_postgres(conn) -> bool:
+    """On the PostgreSQL engine (a ``PgConnection``) every ``ensure_*`` creates all tables at once with
+    PostgreSQL's DDL (idempotent, safe from several processes); True when it did."""
+    if getattr(conn, "engine", None) != "postgres":
+        return False
+    from nachfass.core.warehouse.postgres import prepare_warehouse as prepare_postgres
+
+    prepare_postgres(conn.raw)
+    return True
+
+
 def _create(conn: duckdb.DuckDBPyConnection, table: TableDef) -> None:
+    if _on_postgres(conn):
+        return
     conn.execute(f"create schema if not exists {table.schema}")
     conn.execute(table.create_sql("duckdb"))
     for statement in table.add_column_sql("duckdb"):
@@ -326,7 +339,8 @@ def ensure_events_schema(conn: duckdb.DuckDBPyConnection) -> None:
 
 def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
     """Create schema ``mail`` and table ``mail.sends`` if missing (idempotent; dbt reads it as a source)."""
-    conn.execute(LEDGER_DDL)
+    if not _on_postgres(conn):
+        conn.execute(LEDGER_DDL)
 
 
 def ensure_outgoing(conn: duckdb.DuckDBPyConnection) -> None:
@@ -334,7 +348,8 @@ def ensure_outgoing(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def ensure_runs(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(RUNS_DDL)
+    if not _on_postgres(conn):
+        conn.execute(RUNS_DDL)
 
 
 def ensure_erasure_schema(conn: duckdb.DuckDBPyConnection) -> None:
@@ -346,6 +361,8 @@ def ensure_erasure_schema(conn: duckdb.DuckDBPyConnection) -> None:
 
 def prepare_warehouse(conn: duckdb.DuckDBPyConnection) -> None:
     """Create every table above if missing (idempotent)."""
+    if _on_postgres(conn):
+        return
     ensure_raw_schema(conn)
     ensure_events_schema(conn)
     ensure_ledger(conn)

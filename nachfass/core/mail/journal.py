@@ -42,7 +42,12 @@ def boot_id() -> str | None:
 
 
 def default_journal_dir(conn: duckdb.DuckDBPyConnection) -> Path | None:
-    """``<warehouse file>.send-journal``, or None for an in-memory database."""
+    """``<warehouse file>.send-journal``, or None for an in-memory database; on PostgreSQL (no warehouse
+    file) ``<data>/postgres.send-journal`` on the machine that sends."""
+    if getattr(conn, "engine", None) == "postgres":
+        from nachfass.core import paths
+
+        return paths.data_dir().resolve() / ("postgres" + JOURNAL_SUFFIX)
     rows = conn.execute(
         "select path from duckdb_databases() where database_name = current_database()"
     ).fetchall()

@@ -33,9 +33,9 @@ from typing import Any, Protocol
 import duckdb
 
 from nachfass.core.mail import journal as send_journal
-from nachfass.core.mail import ledger
 from nachfass.core.mail.message import RenderedMail, SendResult
 from nachfass.core.mail.transport import SendAbortError, Transport, TransportResult
+from nachfass.core.warehouse import ledger_for
 
 
 class _Log(Protocol):
@@ -173,6 +173,7 @@ def deliver(
         total = len(mails)  # type: ignore[arg-type]
     started = time.monotonic()
     report = DeliveryReport(transport=transport.name, run_id=run_id)
+    ledger = ledger_for(conn)  # DuckDB's, or PostgreSQL's for several writers at once
     ledger.ensure_ledger(conn)
     folder = send_journal.default_journal_dir(conn) if journal_dir == "auto" else journal_dir
     if recover:

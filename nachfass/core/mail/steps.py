@@ -12,7 +12,8 @@ from datetime import datetime
 import duckdb
 
 from nachfass.core.mail.candidates import CANDIDATE_COLUMNS, job_from_row
-from nachfass.core.mail.ledger import Recovery, ensure_ledger, record_holdouts, recover
+from nachfass.core.mail.journal import default_journal_dir
+from nachfass.core.mail.ledger import Recovery
 from nachfass.core.mail.outgoing import (
     clear_outgoing,
     count_outgoing,
@@ -23,6 +24,7 @@ from nachfass.core.mail.outgoing import (
 from nachfass.core.mail.render import MailRenderer
 from nachfass.core.mail.sender import DeliveryReport, deliver
 from nachfass.core.mail.transport import Transport
+from nachfass.core.warehouse import ledger_for
 
 RENDER_CHUNK = 1000
 
@@ -84,9 +86,10 @@ def send_queued_mails(
     log=None,
 ) -> SendOutcome:
     """Record the holdouts, then send mail.outgoing through the transport, at most once per trigger."""
-    ensure_ledger(conn)
+    ledger = ledger_for(conn)
+    ledger.ensure_ledger(conn)
     ensure_outgoing(conn)
-    recovery = recover(conn)
+    recovery = ledger.recover(conn, default_journal_dir(conn))
     if log is not None and (recovery.released or recovery.settled):
         log.info(
             f"an earlier crash left rows in `sending`: {recovery.released} were never handed to the "
@@ -97,7 +100,7 @@ def send_queued_mails(
             f"{recovery.unknown} ledger rows were left in `sending` by an earlier crash and are now "
             "`unknown`; they are not resent (events with their send id reconcile them)"
         )
-    holdouts = record_holdouts(
+    holdouts = ledger.record_holdouts(
         conn,
         (job_from_row(row) for row in fetch_candidates(conn, "reason = 'holdout'", campaigns)),
         run_id=run_id,

@@ -21,3 +21,27 @@ def ledger_module(engine_name: str | None = None) -> ModuleType:
 
         return ledger
     raise ValueError(f"no ledger for engine {name!r}")
+
+
+class _PostgresLedger:
+    """``pg_ledger``'s functions called with the steps' connection (a ``PgConnection``: its psycopg2
+    connection is what the ledger takes)."""
+
+    def __getattr__(self, name: str):
+        from nachfass.core.warehouse import pg_ledger
+
+        function = getattr(pg_ledger, name)
+
+        def call(conn, *args, **kwargs):
+            return function(getattr(conn, "raw", conn), *args, **kwargs)
+
+        return call
+
+
+def ledger_for(conn) -> ModuleType | _PostgresLedger:
+    """The ledger functions for this connection's engine: the steps pass their connection unchanged."""
+    if getattr(conn, "engine", None) == "postgres":
+        return _PostgresLedger()
+    from nachfass.core.mail import ledger
+
+    return ledger
