@@ -104,6 +104,7 @@ class PgConnection:
     def __init__(self, raw) -> None:
         self.raw = raw  # the psycopg2 connection (autocommit), for engine-specific modules
         self._registered: set[str] = set()
+        self._schema_ready = False
 
     @classmethod
     def open(cls, settings: PostgresSettings | None = None) -> PgConnection:
@@ -111,6 +112,14 @@ class PgConnection:
         from nachfass.core.warehouse.postgres import connect
 
         return cls(connect(settings))
+
+    def prepare_schema(self) -> None:
+        """Create every table of nachfass.core.schema if missing (once per connection)."""
+        if not self._schema_ready:
+            from nachfass.core.warehouse.postgres import prepare_warehouse
+
+            prepare_warehouse(self.raw)
+            self._schema_ready = True
 
     def cursor(self) -> PgCursor:
         return PgCursor(self.raw.cursor())
@@ -146,11 +155,14 @@ class PgConnection:
         self._registered.add(name)
 
     def unregister(self, name: str) -> None:
+        import psycopg2.extensions
         from psycopg2 import sql as pgsql
 
+        self._registered.discard(name)
+        if self.raw.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_INERROR:
+            return  # the failed transaction's rollback drops it (it was created inside)
         with self.raw.cursor() as cur:
             cur.execute(pgsql.SQL("drop table if exists {}").format(pgsql.Identifier(name)))
-        self._registered.discard(name)
 
     def close(self) -> None:
         self.raw.close()

@@ -311,9 +311,7 @@ def _on_postgres(conn) -> bool:
     PostgreSQL's DDL (idempotent, safe from several processes); True when it did."""
     if getattr(conn, "engine", None) != "postgres":
         return False
-    from nachfass.core.warehouse.postgres import prepare_warehouse as prepare_postgres
-
-    prepare_postgres(conn.raw)
+    conn.prepare_schema()  # nachfass.core.warehouse.postgres renders this module's tables for PostgreSQL
     return True
 
 

@@ -57,6 +57,10 @@ def _table(chunk: list[RenderedMail], run_id: str, rendered_at: datetime) -> pa.
     return pa.table({name: columns[name] for name in (*COLUMNS, "run_id", "rendered_at")})
 
 
+def _select(column: str) -> str:
+    return "cast(headers as json)" if column == "headers" else column
+
+
 def replace_outgoing(
     conn: duckdb.DuckDBPyConnection,
     chunks: Iterable[list[RenderedMail]],
@@ -79,7 +83,8 @@ def replace_outgoing(
                 try:
                     conn.execute(
                         f"insert into mail.outgoing ({', '.join(table.column_names)}) "
-                        f"select {', '.join(table.column_names)} from outgoing_chunk "
+                        # headers travel as JSON text; the cast states the column's type for every engine
+                        f"select {', '.join(_select(c) for c in table.column_names)} from outgoing_chunk "
                         # a mail still queued by an earlier run that overlaps this one (PostgreSQL) moves
                         # to this run; whichever run claims it first in the ledger sends it, once
                         "on conflict (send_id) do update set "
@@ -117,6 +122,9 @@ def read_outgoing(
     while batch := cursor.fetchmany(batch_size):
         for row in batch:
             record = dict(zip(COLUMNS, row, strict=True))
-            record["headers"] = json.loads(record["headers"]) if record["headers"] else {}
+            headers = record["headers"]  # JSON text from DuckDB, already decoded by psycopg2
+            record["headers"] = (
+                (json.loads(headers) if isinstance(headers, str) else dict(headers)) if headers else {}
+            )
             record["categories"] = list(record["categories"] or [])
             yield RenderedMail(**record)
