@@ -1,8 +1,8 @@
 """The PostgreSQL warehouse of the Python steps (nachfass/core/warehouse/) against a real PostgreSQL server:
 settings, DDL, the ledger (the same behaviour as the DuckDB ledger, and at most once with two processes
-claiming at once), and the ingest's push from a DuckDB staging file. Skipped without
-NACHFASS_TEST_PG_DSN (a libpq connection string of a role that may create databases); every test gets a
-fresh database of its own."""
+claiming at once), and the ingest's push from a DuckDB staging file. Against the session's throwaway
+server (conftest.py ``postgres_server``) or, if set, NACHFASS_TEST_PG_DSN (a libpq connection string of a
+role that may create databases); every test gets a fresh database of its own."""
 
 from __future__ import annotations
 
@@ -73,10 +73,8 @@ def test_connection_error_names_server_not_password():
 
 
 @pytest.fixture
-def pg_dsn():
-    base = os.environ.get("NACHFASS_TEST_PG_DSN")
-    if not base:
-        pytest.skip("NACHFASS_TEST_PG_DSN is not set (a PostgreSQL server for these tests)")
+def pg_dsn(request: pytest.FixtureRequest):
+    base = os.environ.get("NACHFASS_TEST_PG_DSN") or request.getfixturevalue("postgres_server").dsn()
     name = f"nachfass_t_{uuid.uuid4().hex[:16]}"
     admin = psycopg2.connect(base)
     admin.autocommit = True
