@@ -1,5 +1,5 @@
 """The PostgreSQL warehouse of the Python steps (nachfass/core/warehouse/) against a real PostgreSQL server:
-settings, DDL, the ledger (the same behaviour as the DuckDB ledger, and at most once with two processes
+settings, DDL, the ledger (the same behaviour as the DuckDB ledger, and at most once with two sessions
 claiming at once), and the ingest's push from a DuckDB staging file. Against the session's throwaway
 server (conftest.py ``postgres_server``) or, if set, NACHFASS_TEST_PG_DSN (a libpq connection string of a
 role that may create databases); every test gets a fresh database of its own."""
@@ -7,12 +7,13 @@ role that may create databases); every test gets a fresh database of its own."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import random
+import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -154,10 +155,9 @@ def test_ddl_creates_every_table_idempotently_and_like_duckdb(pg_dsn):
     conn.close()
 
 
-def test_ddl_from_several_processes_at_once(pg_dsn):
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(4) as pool:
-        pool.map(_prepare_in_child, [pg_dsn] * 8)
+def test_ddl_from_several_sessions_at_once(pg_dsn):
+    with ThreadPoolExecutor(4) as pool:  # each worker its own connection: a session of its own
+        list(pool.map(_prepare_in_child, [pg_dsn] * 8))
     conn = postgres.connect(dsn=pg_dsn)
     assert pg_query(conn, "select count(*) from mail.erasure_salt") == [(1,)]
     conn.close()
@@ -341,7 +341,7 @@ def _wait_gone(conn, pid: int) -> None:
     raise AssertionError(f"backend {pid} still there")
 
 
-# --- at most once with two processes at once ---------------------------------------------------------
+# --- at most once with two sessions at once (threads, each its own connection and server process) ---
 
 TRIGGERS_PER_PROCESS = 2000
 ROUNDS = 5
@@ -370,25 +370,22 @@ def _claimer(dsn: str, triggers: list[int], step: str, seed: int, barrier) -> li
     return got
 
 
-def test_two_processes_claim_overlapping_sets_exactly_once(pg_dsn, pg):
-    ctx = multiprocessing.get_context("spawn")
+def test_two_sessions_claim_overlapping_sets_exactly_once(pg_dsn, pg):
     half = TRIGGERS_PER_PROCESS // 2
     first = list(range(TRIGGERS_PER_PROCESS))
     second = list(range(half, half + TRIGGERS_PER_PROCESS))  # 50 % overlap
     distinct = len(set(first) | set(second))
     totals, seconds = [], []
-    with ctx.Manager() as manager, ctx.Pool(2) as pool:
+    with ThreadPoolExecutor(2) as pool:
         for round_no in range(ROUNDS):
-            barrier = manager.Barrier(2)
+            barrier = threading.Barrier(2)
             step = f"step_{round_no}"
             started = time.perf_counter()
-            a, b = pool.starmap(
-                _claimer,
-                [
-                    (pg_dsn, first, step, 2 * round_no, barrier),
-                    (pg_dsn, second, step, 2 * round_no + 1, barrier),
-                ],
-            )
+            futures = [
+                pool.submit(_claimer, pg_dsn, first, step, 2 * round_no, barrier),
+                pool.submit(_claimer, pg_dsn, second, step, 2 * round_no + 1, barrier),
+            ]
+            a, b = (f.result() for f in futures)
             assert not set(a) & set(b), "a trigger claimed by both processes"
             assert len(a) == len(set(a)) and len(b) == len(set(b))
             assert len(a) + len(b) == distinct
@@ -604,10 +601,9 @@ def test_two_pushes_at_once_copy_each_file_once(pg_dsn, pg, tmp_path):
     sample_landing(landing)
     # Two staging files (two machines) that loaded the same landing folder, pushed at the same moment.
     stagings = [str(_staged(tmp_path, f"s{i}.duckdb", landing)) for i in range(2)]
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager, ctx.Pool(2) as pool:
-        barrier = manager.Barrier(2)
-        files = pool.starmap(_push_in_child, [(pg_dsn, s, barrier) for s in stagings])
+    barrier = threading.Barrier(2)
+    with ThreadPoolExecutor(2) as pool:
+        files = list(pool.map(lambda staging: _push_in_child(pg_dsn, staging, barrier), stagings))
     duck = duckdb.connect(stagings[0], read_only=True)
     expected = table_counts_duck(duck)
     assert sorted(files) == [0, expected["raw.loaded_files"]]  # one of them copied everything
@@ -695,15 +691,14 @@ def _sender_in_child(dsn: str, n: int, barrier) -> tuple[int, int]:
 
 
 def test_recovery_running_beside_a_live_send_run_never_touches_it(pg_dsn, pg):
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager, ctx.Pool(1) as pool:
-        barrier = manager.Barrier(2)
-        result = pool.apply_async(_sender_in_child, (pg_dsn, 1500, barrier))
+    barrier = threading.Barrier(2)
+    with ThreadPoolExecutor(1) as pool:
+        result = pool.submit(_sender_in_child, pg_dsn, 1500, barrier)
         barrier.wait()
         recoveries = 0
-        while not result.ready():
+        while not result.done():
             recoveries += 1
             assert pg_ledger.recover(pg, None).unknown == 0
-        claimed, finished = result.get()
+        claimed, finished = result.result()
     assert recoveries > 1 and claimed == finished == 1500
     assert pg_ledger.status_counts(pg) == {"sent": 1500}
