@@ -13,7 +13,9 @@ sequenced as (
         customer_id,
         placed_at,
         lead(placed_at) over (partition by customer_id order by placed_at, order_id) as next_order_at,
-        date_diff('second', lag(placed_at) over (partition by customer_id order by placed_at, order_id), placed_at)
+        {{ timestamp_diff(
+            'lag(placed_at) over (partition by customer_id order by placed_at, order_id)', 'placed_at', 'second'
+        ) }}
             / 86400.0 as days_since_previous_order,
         row_number() over (partition by customer_id order by placed_at, order_id) as order_number
     from orders
@@ -27,10 +29,9 @@ final as (
         next_order_at,
         order_number,
         days_since_previous_order,
-        median(days_since_previous_order) over (
-            partition by customer_id order by placed_at, order_id
-            rows between unbounded preceding and current row
-        ) as median_days_between_orders
+        -- the median of the gaps so far (the customer's orders up to and including this one)
+        {{ running_median('sequenced', 'days_since_previous_order', 'customer_id', ['placed_at', 'order_id']) }}
+            as median_days_between_orders
     from sequenced
 )
 
