@@ -22,13 +22,14 @@
 {% macro postgres__check_engine() -%}
     {%- if execute -%}
         {%- set row = run_query(
-            "select datcollate from pg_database where datname = current_database()"
+            "select datcollate, datlocprovider from pg_database where datname = current_database()"
         ).rows[0] -%}
-        {%- if row[0] not in ('C', 'POSIX') -%}
+        {%- if row[1] != 'c' or row[0] not in ('C', 'POSIX', 'C.UTF-8', 'C.utf8') -%}
             {{ exceptions.raise_compiler_error(
-                "database " ~ target.dbname ~ " has collation " ~ row[0] ~ ": the models need the \"C\" collation "
-                ~ "(byte order, as on DuckDB). Create it with: create database ... template template0 "
-                ~ "lc_collate 'C' lc_ctype 'C'") }}
+                "database " ~ target.dbname ~ " sorts text "
+                ~ ("with the ICU locale provider" if row[1] != 'c' else "by collation " ~ row[0])
+                ~ ": the models need the \"C\" collation (byte order, as on DuckDB). Create it with: "
+                ~ "create database ... template template0 locale_provider libc lc_collate 'C' lc_ctype 'C'") }}
         {%- endif -%}
     {%- endif -%}
     select 1
@@ -89,29 +90,39 @@
     )
 {%- endmacro %}
 
-{#- The median of `value` over the rows of the same partition up to and including the current one (ordered
-    by `order_columns`, a list that orders the rows totally). PostgreSQL has no ordered-set aggregate as a
-    window function: a correlated percentile_cont over the earlier rows of `relation` (which the outer query
-    must read under that name). Both interpolate between the two middle values. -#}
-{% macro running_median(relation, value, partition_by, order_columns) -%}
-    {{ return(adapter.dispatch('running_median', 'nachfass')(relation, value, partition_by, order_columns) if adapter is defined else duckdb__running_median(relation, value, partition_by, order_columns)) }}
+{#- Every row of `relation` with `name`: the median of `value` over the rows of the same partition up to and
+    including this one (ordered by `order_columns`, a list that orders the rows totally; `key` is unique).
+    PostgreSQL has no ordered-set aggregate as a window function: each row joins the earlier rows of its
+    partition and percentile_cont aggregates them (a hash join per partition, not a scan per row). Both
+    interpolate between the two middle values and leave nulls out. -#}
+{% macro with_running_median(relation, value, partition_by, order_columns, key, name) -%}
+    {{ return(adapter.dispatch('with_running_median', 'nachfass')(relation, value, partition_by, order_columns, key, name) if adapter is defined else duckdb__with_running_median(relation, value, partition_by, order_columns, key, name)) }}
 {%- endmacro %}
 
-{% macro default__running_median(relation, value, partition_by, order_columns) -%}
-    (
-        select percentile_cont(0.5) within group (order by earlier.{{ value }})
-        from {{ relation }} as earlier
-        where earlier.{{ partition_by }} = {{ relation }}.{{ partition_by }}
+{% macro default__with_running_median(relation, value, partition_by, order_columns, key, name) -%}
+    select {{ relation }}.*, medians.{{ name }}
+    from {{ relation }}
+    inner join (
+        select
+            this_row.{{ key }},
+            percentile_cont(0.5) within group (order by earlier.{{ value }}) as {{ name }}
+        from {{ relation }} as this_row
+        inner join {{ relation }} as earlier
+            on earlier.{{ partition_by }} = this_row.{{ partition_by }}
             and (earlier.{{ order_columns | join(', earlier.') }})
-            <= ({{ relation }}.{{ order_columns | join(', ' ~ relation ~ '.') }})
-    )
+            <= (this_row.{{ order_columns | join(', this_row.') }})
+        group by this_row.{{ key }}
+    ) as medians on {{ relation }}.{{ key }} = medians.{{ key }}
 {%- endmacro %}
 
-{% macro duckdb__running_median(relation, value, partition_by, order_columns) -%}
-    median({{ relation }}.{{ value }}) over (
-        partition by {{ relation }}.{{ partition_by }} order by {{ relation }}.{{ order_columns | join(', ' ~ relation ~ '.') }}
-        rows between unbounded preceding and current row
-    )
+{% macro duckdb__with_running_median(relation, value, partition_by, order_columns, key, name) -%}
+    select
+        *,
+        median({{ value }}) over (
+            partition by {{ partition_by }} order by {{ order_columns | join(', ') }}
+            rows between unbounded preceding and current row
+        ) as {{ name }}
+    from {{ relation }}
 {%- endmacro %}
 
 {#- ---- Hashes ------------------------------------------------------------------------------------------------ -#}
@@ -305,17 +316,23 @@
     exp({{ expr }})
 {%- endmacro %}
 
-{#- A double rounded to `digits` decimals (PostgreSQL rounds numeric only). -#}
+{#- A double rounded to `digits` decimals, the same double on every engine: x · 10^digits rounded half away
+    from zero (C round), divided back, all in doubles. DuckDB's round(x, digits) rounds the exact binary value
+    (0.1421875 is stored as 0.14218749999…, so it gives 0.142187) and PostgreSQL's numeric round a 15-digit
+    decimal (0.142188); neither can be spelled on the other engine. -#}
 {% macro round_double(expr, digits) -%}
     {{ return(adapter.dispatch('round_double', 'nachfass')(expr, digits) if adapter is defined else duckdb__round_double(expr, digits)) }}
 {%- endmacro %}
 
+{#- PostgreSQL's round(double) rounds half to even: C round spelled out (y - trunc(y) is exact). -#}
 {% macro default__round_double(expr, digits) -%}
-    cast(round(cast({{ expr }} as numeric), {{ digits }}) as double precision)
+    {%- set scaled = '((' ~ expr ~ ') * cast(1e' ~ digits ~ ' as double precision))' -%}
+    ((trunc({{ scaled }}) + case when abs({{ scaled }} - trunc({{ scaled }})) >= 0.5 then sign({{ scaled }}) else 0 end)
+        / cast(1e{{ digits }} as double precision))
 {%- endmacro %}
 
 {% macro duckdb__round_double(expr, digits) -%}
-    round({{ expr }}, {{ digits }})
+    (round(({{ expr }}) * cast(1e{{ digits }} as double)) / cast(1e{{ digits }} as double))
 {%- endmacro %}
 
 {#- Whether two lists of text (arrays) have an element in common (null when either is null). -#}

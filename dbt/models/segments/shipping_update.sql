@@ -96,7 +96,7 @@ final as (
                 'carrier': 'shipments.carrier',
                 'tracking_url': 'shipments.tracking_url',
                 'tracking_number': 'shipments.tracking_number',
-                'expected_delivery_date': 'shipments.expected_delivery_date',
+                'expected_delivery_date': record_timestamp('shipments.expected_delivery_date'),
                 'shipped_at': record_timestamp('shipments.shipped_at'),
                 'delivered_at': record_timestamp(
                     "case when shipment_events.step = 'delivered' then shipments.delivered_at end")
