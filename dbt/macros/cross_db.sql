@@ -1,8 +1,9 @@
 {#- The project's cross-database macros: each piece of SQL whose spelling differs between the engines the
     project runs on (DuckDB, the default; PostgreSQL; Spark later) and that dbt's own cross-database macros
-    (dbt.datediff, dbt.dateadd, dbt.cast …) do not cover. `default__` is the standard-SQL / PostgreSQL
-    spelling where one exists, `duckdb__` keeps DuckDB's fastest form, `postgres__` PostgreSQL's; a
-    `spark__` implementation goes next to them. Where no adapter exists (sqlfluff templates the models with
+    (dbt.datediff, dbt.dateadd, dbt.cast …) do not cover. `duckdb__` keeps DuckDB's fastest form,
+    `postgres__` is PostgreSQL's; `default__` stops the compilation with the macro's name on an engine
+    that has no implementation yet (where no standard spelling exists): a `spark__` implementation goes
+    next to the others. Where no adapter exists (sqlfluff templates the models with
     plain Jinja, dialect duckdb) the DuckDB form is used. The results are identical on every engine
     (tests/test_dbt_engines.py compares them row by row). -#}
 
@@ -35,6 +36,13 @@
     select 1
 {%- endmacro %}
 
+{#- The compiler error of a macro that has no implementation for the target's engine. -#}
+{% macro unsupported_on_engine(name) -%}
+    {{ exceptions.raise_compiler_error(
+        "nachfass." ~ name ~ " has no implementation for " ~ target.type ~ ": add " ~ target.type ~ "__" ~ name
+        ~ " to dbt/macros/cross_db.sql") }}
+{%- endmacro %}
+
 {#- ---- Types ---------------------------------------------------------------------------------------------- -#}
 
 {#- An 8-byte float. dbt.type_float() is FLOAT, which DuckDB reads as a 4-byte float. -#}
@@ -55,6 +63,10 @@
 {%- endmacro %}
 
 {% macro default__first_row_per(relation, partition_by, order_by) -%}
+    {{ unsupported_on_engine('first_row_per') }}
+{%- endmacro %}
+
+{% macro postgres__first_row_per(relation, partition_by, order_by) -%}
     select distinct on ({{ partition_by }}) *
     from {{ relation }}
     order by {{ partition_by }}, {{ order_by }}
@@ -79,6 +91,10 @@
 {%- endmacro %}
 
 {% macro default__arg_extreme(arg, val, direction, where) -%}
+    {{ unsupported_on_engine('arg_extreme') }}
+{%- endmacro %}
+
+{% macro postgres__arg_extreme(arg, val, direction, where) -%}
     (array_agg({{ arg }} order by {{ val }} {{ direction }}, {{ arg }} {{ direction }}) filter (
         where {{ arg }} is not null and {{ val }} is not null{% if where %} and ({{ where }}){% endif %}
     ))[1]
@@ -100,6 +116,10 @@
 {%- endmacro %}
 
 {% macro default__with_running_median(relation, value, partition_by, order_columns, key, name) -%}
+    {{ unsupported_on_engine('with_running_median') }}
+{%- endmacro %}
+
+{% macro postgres__with_running_median(relation, value, partition_by, order_columns, key, name) -%}
     select {{ relation }}.*, medians.{{ name }}
     from {{ relation }}
     inner join (
@@ -133,6 +153,10 @@
 {%- endmacro %}
 
 {% macro default__sha256_hex(expr) -%}
+    {{ unsupported_on_engine('sha256_hex') }}
+{%- endmacro %}
+
+{% macro postgres__sha256_hex(expr) -%}
     encode(sha256(convert_to({{ expr }}, 'UTF8')), 'hex')
 {%- endmacro %}
 
@@ -146,6 +170,10 @@
 {%- endmacro %}
 
 {% macro default__hex_to_bigint(hex_digits) -%}
+    {{ unsupported_on_engine('hex_to_bigint') }}
+{%- endmacro %}
+
+{% macro postgres__hex_to_bigint(hex_digits) -%}
     cast(cast('x' || lpad({{ hex_digits }}, 16, '0') as bit(64)) as bigint)
 {%- endmacro %}
 
@@ -165,6 +193,10 @@
 {%- endmacro %}
 
 {% macro default__record(fields) -%}
+    {{ unsupported_on_engine('record') }}
+{%- endmacro %}
+
+{% macro postgres__record(fields) -%}
     json_build_object(
         {%- for key, value in fields.items() %}
         '{{ key }}', {{ value }}{% if not loop.last %},{% endif %}
@@ -187,6 +219,10 @@
 {%- endmacro %}
 
 {% macro default__record_timestamp(expr) -%}
+    {{ unsupported_on_engine('record_timestamp') }}
+{%- endmacro %}
+
+{% macro postgres__record_timestamp(expr) -%}
     cast({{ expr }} as text)
 {%- endmacro %}
 
@@ -203,6 +239,10 @@
 {%- endmacro %}
 
 {% macro default__ordered_list(item, order_by, record_leads_with_order) -%}
+    {{ unsupported_on_engine('ordered_list') }}
+{%- endmacro %}
+
+{% macro postgres__ordered_list(item, order_by, record_leads_with_order) -%}
     json_agg({{ item }} order by {{ order_by }})
 {%- endmacro %}
 
@@ -220,6 +260,10 @@
 {%- endmacro %}
 
 {% macro default__empty_record_list() -%}
+    {{ unsupported_on_engine('empty_record_list') }}
+{%- endmacro %}
+
+{% macro postgres__empty_record_list() -%}
     cast('[]' as json)
 {%- endmacro %}
 
@@ -229,6 +273,10 @@
 {%- endmacro %}
 
 {% macro default__list_head(expr, n) -%}
+    {{ unsupported_on_engine('list_head') }}
+{%- endmacro %}
+
+{% macro postgres__list_head(expr, n) -%}
     (
         select json_agg(head.element order by head.position)
         from json_array_elements({{ expr }}) with ordinality as head (element, position)
@@ -251,6 +299,10 @@
 {%- endmacro %}
 
 {% macro default__json_array_rows(expr, alias, columns) -%}
+    {{ unsupported_on_engine('json_array_rows') }}
+{%- endmacro %}
+
+{% macro postgres__json_array_rows(expr, alias, columns) -%}
     json_to_recordset({{ expr }}) as {{ alias }} ({{ columns | join(' text, ') }} text)
 {%- endmacro %}
 
@@ -266,6 +318,10 @@
 {%- endmacro %}
 
 {% macro default__json_text(expr, key) -%}
+    {{ unsupported_on_engine('json_text') }}
+{%- endmacro %}
+
+{% macro postgres__json_text(expr, key) -%}
     (cast({{ expr }} as json) ->> '{{ key }}')
 {%- endmacro %}
 
@@ -279,6 +335,10 @@
 {%- endmacro %}
 
 {% macro default__json_array_length_at(expr, key) -%}
+    {{ unsupported_on_engine('json_array_length_at') }}
+{%- endmacro %}
+
+{% macro postgres__json_array_length_at(expr, key) -%}
     json_array_length(coalesce(cast({{ expr }} as json) -> '{{ key }}', cast('[]' as json)))
 {%- endmacro %}
 
@@ -294,6 +354,10 @@
 {%- endmacro %}
 
 {% macro default__try_cast_double(expr) -%}
+    {{ unsupported_on_engine('try_cast_double') }}
+{%- endmacro %}
+
+{% macro postgres__try_cast_double(expr) -%}
     (case when trim({{ expr }}) ~ '^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$'
         then cast({{ expr }} as double precision) end)
 {%- endmacro %}
@@ -309,6 +373,10 @@
 {%- endmacro %}
 
 {% macro default__safe_exp(expr) -%}
+    {{ unsupported_on_engine('safe_exp') }}
+{%- endmacro %}
+
+{% macro postgres__safe_exp(expr) -%}
     (case when ({{ expr }}) < -745 then cast(0 as double precision) else exp({{ expr }}) end)
 {%- endmacro %}
 
@@ -326,6 +394,10 @@
 
 {#- PostgreSQL's round(double) rounds half to even: C round spelled out (y - trunc(y) is exact). -#}
 {% macro default__round_double(expr, digits) -%}
+    {{ unsupported_on_engine('round_double') }}
+{%- endmacro %}
+
+{% macro postgres__round_double(expr, digits) -%}
     {%- set scaled = '((' ~ expr ~ ') * cast(1e' ~ digits ~ ' as double precision))' -%}
     ((trunc({{ scaled }}) + case when abs({{ scaled }} - trunc({{ scaled }})) >= 0.5 then sign({{ scaled }}) else 0 end)
         / cast(1e{{ digits }} as double precision))
@@ -341,6 +413,10 @@
 {%- endmacro %}
 
 {% macro default__lists_overlap(left, right) -%}
+    {{ unsupported_on_engine('lists_overlap') }}
+{%- endmacro %}
+
+{% macro postgres__lists_overlap(left, right) -%}
     (cast({{ left }} as text[]) && cast({{ right }} as text[]))
 {%- endmacro %}
 
