@@ -151,8 +151,15 @@ def run_dbt(
     as_of: datetime | None = None,
     project_dir: Path = DBT_PROJECT_DIR,
     check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NACHFASS_WAREHOUSE": str(warehouse), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    """`env` is laid over the environment, e.g. NACHFASS_ENGINE=postgres and the PG* variables."""
+    env = {
+        **os.environ,
+        "NACHFASS_WAREHOUSE": str(warehouse),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        **(env or {}),
+    }
     # every dbt call gets the registry's campaigns and the shop's timezone (nachfass.core.dbt.dbt_vars);
     # vars given in the command are laid over them
     command = list(command)

@@ -71,6 +71,15 @@ def _three_variant_project(tmp: Path) -> Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("ab")
+    warehouse, project, command = build_ab_warehouse(tmp)
+    run_dbt(command, warehouse=warehouse, target_path=tmp / "target", project_dir=project)
+    return warehouse
+
+
+def build_ab_warehouse(tmp: Path) -> tuple[Path, Path, list[str]]:
+    """The experiments' customers, orders and ledger in a DuckDB file under `tmp`, the three-variant
+    dbt project and the dbt command that builds ab_results (tests/test_dbt_engines.py runs it on both
+    engines)."""
     warehouse, landing = tmp / "w.duckdb", tmp / "landing"
     everyone = [c for arms in (CART_CUSTOMERS, REVIEW_CUSTOMERS) for rows in arms.values() for c in rows]
     sent_at = AS_OF - days(10)
@@ -131,20 +140,15 @@ def built(tmp_path_factory) -> Path:
         [(experiment, variant, campaign, step, key) for campaign, step, key, experiment, variant in labels],
     )
     conn.close()
-    run_dbt(
-        [
-            "build",
-            "--select",
-            "+ab_results",
-            "+build_settings",
-            "--vars",
-            json.dumps({"as_of": iso(AS_OF), "ab_min_sends_per_variant": MIN_SENDS}),
-        ],
-        warehouse=warehouse,
-        target_path=tmp / "target",
-        project_dir=_three_variant_project(tmp),
-    )
-    return warehouse
+    command = [
+        "build",
+        "--select",
+        "+ab_results",
+        "+build_settings",
+        "--vars",
+        json.dumps({"as_of": iso(AS_OF), "ab_min_sends_per_variant": MIN_SENDS}),
+    ]
+    return warehouse, _three_variant_project(tmp), command
 
 
 @pytest.fixture(scope="module")

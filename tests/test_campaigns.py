@@ -415,9 +415,13 @@ def _sql_variants(customer_ids: list[str], experiment: Experiment) -> list[str]:
 
 
 def test_sql_helper_matches_the_dbt_macro() -> None:
-    """The SQL used below is what the macro renders: compare with the macro's text."""
+    """The SQL used below is what the macro renders on DuckDB: compare with the macros' text (the
+    PostgreSQL spelling of the same bucket is compared with DuckDB's in tests/test_dbt_engines.py)."""
     macro = (DBT_PROJECT_DIR / "macros" / "campaigns.sql").read_text()
-    assert "cast(('0x' || substr(md5({{ expr }}), 1, 8)) as bigint) % 10000" in macro
+    cross_db = (DBT_PROJECT_DIR / "macros" / "cross_db.sql").read_text()
+    assert "({{ hex_to_bigint('substr(md5(' ~ expr ~ '), 1, 8)') }} % 10000)" in macro
+    duckdb_hex = cross_db[cross_db.index("{% macro duckdb__hex_to_bigint") :]
+    assert "cast(('0x' || {{ hex_digits }}) as bigint)" in duckdb_hex[: duckdb_hex.index("{%- endmacro %}")]
     assert "({{ bucket }} - {{ holdout }}) * {{ total }} < {{ ns.cum }} * ({{ 10000 - holdout }})" in macro
 
 

@@ -22,7 +22,7 @@ AS_OF = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 UNIT_TESTS = {
     "int_carts_net_quantity_after_removals",
     "int_consent_state_double_opt_in_withdrawal_and_reconfirmation",
-    "int_send_windows_quiet_hours_across_midnight_holidays_and_time_zones",
+    "int_send_windows_quiet_hours_midnight_holidays_time_zones",
     "int_send_windows_after_midnight_on_a_workday",
     "int_dormant_addresses_after_two_unanswered_reactivation_mails",
     "reactivation_cadence_based_inactivity",

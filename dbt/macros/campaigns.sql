@@ -46,7 +46,7 @@
 {#- A stable bucket in [0, 10000) from text, identical on every run and every DuckDB version (md5, not
     hash(), whose values are an implementation detail). Python mirrors it in dagster_project.campaigns. -#}
 {% macro stable_bucket(expr) -%}
-    (cast(('0x' || substr(md5({{ expr }}), 1, 8)) as bigint) % 10000)
+    ({{ hex_to_bigint('substr(md5(' ~ expr ~ '), 1, 8)') }} % 10000)
 {%- endmacro %}
 
 {#- Variant for a customer in an experiment: holdout first, then variants by cumulative weight. -#}
@@ -83,7 +83,7 @@
     Older triggers can only ever be `expired`: leaving them out keeps segments the size of the recent past,
     while mail_candidates still explains the recently expired ones. -#}
 {% macro within_recent_past(trigger_at, step) -%}
-    {{ trigger_at }} > {{ as_of() }} - {{ minutes(step["delay_minutes"], step["expire_after_minutes"]) }} - interval 7 day
+    {{ trigger_at }} > {{ as_of() }} - {{ minutes(step["delay_minutes"], step["expire_after_minutes"]) }} - interval '7 day'
 {%- endmacro %}
 
 {#- The settings of a segment model (its YAML `config.meta.campaign`). Read from the model's config; a unit

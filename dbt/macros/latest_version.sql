@@ -1,12 +1,11 @@
 {#- Newest version of each key: by updated_at where the table has it, else by load order
     (file loaded later wins, later row in the same file wins). Raw tables are append-only. -#}
 {% macro latest_version(relation, key_columns, updated_at=none) -%}
-    select *
-    from {{ relation }}
-    qualify row_number() over (
-        partition by {{ key_columns | join(', ') }}
-        order by {% if updated_at %}{{ updated_at }} desc nulls last, {% endif %}_loaded_at desc, _file desc, _row desc
-    ) = 1
+    {{ first_row_per(
+        relation,
+        key_columns | join(', '),
+        (updated_at ~ ' desc nulls last, ' if updated_at else '') ~ '_loaded_at desc, _file desc, _row desc'
+    ) }}
 {%- endmacro %}
 
 {#- latest_version for an incremental staging table (unique_key = key_columns, delete+insert). On an
@@ -16,17 +15,21 @@
     the affected keys (a superset for composite keys: all lines of an order, same winners). -#}
 {% macro latest_version_incremental(relation, key_columns, updated_at=none) -%}
     {%- if is_incremental() -%}
-    select *
-    from {{ relation }}
-    where {{ key_columns[0] }} in (
-        select {{ key_columns[0] }}
-        from {{ relation }}
-        where _loaded_at > (select coalesce(max(_loaded_at), timestamp '1900-01-01') from {{ this }})
-    )
-    qualify row_number() over (
-        partition by {{ key_columns | join(', ') }}
-        order by {% if updated_at %}{{ updated_at }} desc nulls last, {% endif %}_loaded_at desc, _file desc, _row desc
-    ) = 1
+    {%- set affected -%}
+    (
+        select * from {{ relation }}
+        where {{ key_columns[0] }} in (
+            select {{ key_columns[0] }}
+            from {{ relation }}
+            where _loaded_at > (select coalesce(max(_loaded_at), timestamp '1900-01-01') from {{ this }})
+        )
+    ) as affected
+    {%- endset %}
+    {{ first_row_per(
+        affected,
+        key_columns | join(', '),
+        (updated_at ~ ' desc nulls last, ' if updated_at else '') ~ '_loaded_at desc, _file desc, _row desc'
+    ) }}
     {%- else -%}
     {{ latest_version(relation, key_columns, updated_at) }}
     {%- endif -%}
@@ -39,17 +42,18 @@
     since the last run are read; delete+insert on (key, version_at) replaces re-exported versions.
     Keeping every version, not only the newest, is what lets a run see the state *at its as_of*. -#}
 {% macro versions_incremental(relation, key_columns, version_at) -%}
-    select
-        *,
-        {{ version_at }} as version_at
-    from {{ relation }}
-    {%- if is_incremental() %}
-    where _loaded_at > (select coalesce(max(_loaded_at), timestamp '1900-01-01') from {{ this }})
-    {%- endif %}
-    qualify row_number() over (
-        partition by {{ key_columns | join(', ') }}, {{ version_at }}
-        order by _loaded_at desc, _file desc, _row desc
-    ) = 1
+    {%- set versions -%}
+    (
+        select
+            *,
+            {{ version_at }} as version_at
+        from {{ relation }}
+        {%- if is_incremental() %}
+        where _loaded_at > (select coalesce(max(_loaded_at), timestamp '1900-01-01') from {{ this }})
+        {%- endif %}
+    ) as versions
+    {%- endset %}
+    {{ first_row_per(versions, key_columns | join(', ') ~ ', version_at', '_loaded_at desc, _file desc, _row desc') }}
 {%- endmacro %}
 
 {#- The version of each key that was true at the run's as_of: the newest with version_at <= as_of. Data
@@ -57,15 +61,18 @@
     export replayed into an earlier period) falls back to its earliest version; `is_later_version` says
     so, and the staging model masks the facts that version cannot have known at as_of. -#}
 {% macro as_of_version(relation, key_columns) -%}
-    select
-        *,
-        version_at > {{ as_of() }} as is_later_version
-    from {{ relation }}
-    qualify row_number() over (
-        partition by {{ key_columns | join(', ') }}
-        order by
-            (version_at <= {{ as_of() }}) desc,
-            case when version_at <= {{ as_of() }} then version_at end desc nulls last,
-            version_at
-    ) = 1
+    {%- set versions -%}
+    (
+        select
+            *,
+            version_at > {{ as_of() }} as is_later_version
+        from {{ relation }}
+    ) as versions
+    {%- endset %}
+    {{ first_row_per(
+        versions,
+        key_columns | join(', '),
+        '(version_at <= ' ~ as_of() ~ ') desc, case when version_at <= ' ~ as_of()
+        ~ ' then version_at end desc nulls last, version_at'
+    ) }}
 {%- endmacro %}

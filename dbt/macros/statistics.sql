@@ -8,7 +8,7 @@
 {% macro normal_upper_tail(z) -%}
     {%- set z = "(" ~ z ~ ")" -%}
     (case when {{ z }} is null then null else
-        (exp(-0.5 * pow(abs({{ z }}), 2)) / sqrt(2 * pi()))
+        ({{ safe_exp('-0.5 * pow(abs(' ~ z ~ '), 2)') }} / sqrt(2 * pi()))
         * (
             0.319381530 * (1 / (1 + 0.2316419 * abs({{ z }})))
             - 0.356563782 * pow(1 / (1 + 0.2316419 * abs({{ z }})), 2)
@@ -34,11 +34,11 @@
     (case
         when {{ n1 }} > 0 and {{ n2 }} > 0
             and ({{ x1 }} + {{ x2 }}) > 0 and ({{ x1 }} + {{ x2 }}) < ({{ n1 }} + {{ n2 }})
-        then ({{ x1 }} / {{ n1 }}::double - {{ x2 }} / {{ n2 }}::double)
+        then ({{ x1 }} / cast({{ n1 }} as {{ type_double() }}) - {{ x2 }} / cast({{ n2 }} as {{ type_double() }}))
             / sqrt(
-                (({{ x1 }} + {{ x2 }})::double / ({{ n1 }} + {{ n2 }}))
-                * (1 - ({{ x1 }} + {{ x2 }})::double / ({{ n1 }} + {{ n2 }}))
-                * (1.0 / {{ n1 }} + 1.0 / {{ n2 }})
+                (cast(({{ x1 }} + {{ x2 }}) as {{ type_double() }}) / ({{ n1 }} + {{ n2 }}))
+                * (1 - cast(({{ x1 }} + {{ x2 }}) as {{ type_double() }}) / ({{ n1 }} + {{ n2 }}))
+                * (cast(1 as {{ type_double() }}) / {{ n1 }} + cast(1 as {{ type_double() }}) / {{ n2 }})
             )
     end)
 {%- endmacro %}
@@ -50,8 +50,8 @@
     {%- set x2 = "(" ~ x2 ~ ")" -%}
     {%- set n2 = "(" ~ n2 ~ ")" -%}
     (case when {{ n1 }} > 0 and {{ n2 }} > 0 then
-        ({{ x1 }} / {{ n1 }}::double) * (1 - {{ x1 }} / {{ n1 }}::double) / {{ n1 }}
-        + ({{ x2 }} / {{ n2 }}::double) * (1 - {{ x2 }} / {{ n2 }}::double) / {{ n2 }}
+        ({{ x1 }} / cast({{ n1 }} as {{ type_double() }})) * (1 - {{ x1 }} / cast({{ n1 }} as {{ type_double() }})) / {{ n1 }}
+        + ({{ x2 }} / cast({{ n2 }} as {{ type_double() }})) * (1 - {{ x2 }} / cast({{ n2 }} as {{ type_double() }})) / {{ n2 }}
     end)
 {%- endmacro %}
 
@@ -80,7 +80,7 @@
     may be read every day. The interval excludes 0 exactly when the p-value is below alpha. -#}
 
 {% macro sequential_rho_squared(alpha=0.05) -%}
-    ((-2 * ln({{ alpha }}) + ln(1 - 2 * ln({{ alpha }}))) / {{ var('ab_sequential_tuning_n') }})
+    ((-2 * ln(cast({{ alpha }} as {{ type_double() }})) + ln(1 - 2 * ln(cast({{ alpha }} as {{ type_double() }})))) / {{ var('ab_sequential_tuning_n') }})
 {%- endmacro %}
 
 {% macro sequential_half_width(variance, n, alpha=0.05) -%}
@@ -103,10 +103,10 @@
     (case when {{ variance }} > 0 and {{ n }} > 0 then
         least(1.0,
             sqrt({{ n }} * {{ sequential_rho_squared(alpha) }} + 1)
-            * exp(
-                -(pow({{ estimate }}, 2) / {{ variance }}) * {{ n }} * {{ sequential_rho_squared(alpha) }}
-                / (2 * ({{ n }} * {{ sequential_rho_squared(alpha) }} + 1))
-            )
+            * {{ safe_exp(
+                '-(pow(' ~ estimate ~ ', 2) / ' ~ variance ~ ') * ' ~ n ~ ' * ' ~ sequential_rho_squared(alpha)
+                ~ ' / (2 * (' ~ n ~ ' * ' ~ sequential_rho_squared(alpha) ~ ' + 1))'
+            ) }}
         )
     end)
 {%- endmacro %}
@@ -139,8 +139,8 @@
     {%- set g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96 -%}
     {%- set g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384 -%}
     {%- set g4 = (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160 -%}
-    ({{ z }}::double + {{ g1 }}::double / {{ df }} + {{ g2 }}::double / pow({{ df }}, 2)
-        + {{ g3 }}::double / pow({{ df }}, 3) + {{ g4 }}::double / pow({{ df }}, 4))
+    (cast({{ z }} as {{ type_double() }}) + cast({{ g1 }} as {{ type_double() }}) / {{ df }} + cast({{ g2 }} as {{ type_double() }}) / pow({{ df }}, 2)
+        + cast({{ g3 }} as {{ type_double() }}) / pow({{ df }}, 3) + cast({{ g4 }} as {{ type_double() }}) / pow({{ df }}, 4))
 {%- endmacro %}
 
 {#- Hill: y = (df - 1/2) ln(1 + t²/df) is nearly chi-square(1); a correction in 1 / (48 (df - 1/2)²) makes
@@ -168,7 +168,7 @@
     {%- endif -%}
     (case when {{ x }} is null then null when {{ x }} <= 0 then 1.0 else
     {%- if df % 2 == 0 %}
-        exp(-({{ x }}) / 2) * (1
+        {{ safe_exp('-(' ~ x ~ ') / 2') }} * (1
         {%- set ns = namespace(factorial=1) -%}
         {%- for i in range(1, df // 2) -%}
             {%- set ns.factorial = ns.factorial * i %}
@@ -179,7 +179,7 @@
         {%- set ns = namespace(double_factorial=1) -%}
         {%- for i in range(1, (df - 1) // 2 + 1) -%}
             {%- set ns.double_factorial = ns.double_factorial * (2 * i - 1) %}
-            + 2 * exp(-({{ x }}) / 2) / sqrt(2 * pi()) * pow({{ x }}, {{ i }} - 0.5) / {{ ns.double_factorial }}
+            + 2 * {{ safe_exp('-(' ~ x ~ ') / 2') }} / sqrt(2 * pi()) * pow({{ x }}, {{ i }} - 0.5) / {{ ns.double_factorial }}
         {%- endfor %}
     {%- endif %}
     end)

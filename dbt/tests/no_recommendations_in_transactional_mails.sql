@@ -4,4 +4,4 @@
 select campaign, step, trigger_key
 from {{ ref('mail_candidates') }}
 where consent_policy = 'none'
-    and json_array_length(coalesce(json_extract(payload, '$.recommendations'), '[]')) > 0
+    and {{ json_array_length_at('payload', 'recommendations') }} > 0

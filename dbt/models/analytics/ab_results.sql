@@ -36,11 +36,14 @@ per_variant as (
     group by experiment_id, campaign, step, variant
 ),
 
--- the customer is the unit of randomisation: revenue per assigned customer and its spread
+-- the customer is the unit of randomisation: revenue per assigned customer and its spread, from the
+-- revenue in whole cents (exact integer sums, so every engine divides the same numbers once)
 per_customer as (
-    select experiment_id, campaign, step, variant, customer_id, sum(attributed_revenue)::double as revenue
+    select
+        experiment_id, campaign, step, variant, customer_id,
+        cast(sum(attributed_revenue) * 100 as bigint) as revenue_cents
     from mails
-    group by all
+    group by experiment_id, campaign, step, variant, customer_id
 ),
 
 customer_revenue as (
@@ -49,10 +52,17 @@ customer_revenue as (
         campaign,
         step,
         variant,
-        avg(revenue) as revenue_per_customer,
-        coalesce(var_samp(revenue), 0) as revenue_variance
+        cast(sum(revenue_cents) as {{ type_double() }}) / (count(*) * 100) as revenue_per_customer,
+        -- the sample variance (n Σx² - (Σx)²) / (n (n - 1)), 0 for a single customer
+        case when count(*) > 1 then
+            cast(
+                count(*) * sum(revenue_cents * revenue_cents) - sum(revenue_cents) * sum(revenue_cents)
+                as {{ type_double() }}
+            )
+            / (cast(count(*) as {{ type_double() }}) * (count(*) - 1) * 10000)
+        else cast(0 as {{ type_double() }}) end as revenue_variance
     from per_customer
-    group by all
+    group by experiment_id, campaign, step, variant
 ),
 
 -- the split configured in the segment YAML: holdout share (in whole buckets, as assign_variant rounds),
@@ -63,12 +73,12 @@ configured_arms as (
     {%- set total = experiment['variants'].values() | sum %}
     {%- if holdout > 0 %}
     select '{{ experiment["id"] }}' as experiment_id, '{{ name }}' as campaign, 'holdout' as variant,
-        {{ holdout }} / 10000.0 as expected_share
+        cast({{ holdout }} as {{ type_double() }}) / 10000 as expected_share
     union all
     {%- endif %}
     {%- for variant, weight in experiment['variants'].items() %}
     select '{{ experiment["id"] }}' as experiment_id, '{{ name }}' as campaign, '{{ variant }}' as variant,
-        (1 - {{ holdout }} / 10000.0) * {{ weight }} / {{ total }} as expected_share
+        (1 - cast({{ holdout }} as {{ type_double() }}) / 10000) * {{ weight }} / {{ total }} as expected_share
     {%- if not loop.last %}
     union all
     {%- endif %}
@@ -77,8 +87,8 @@ configured_arms as (
     union all
     {%- endif %}
     {%- else %}
-    select null::varchar as experiment_id, null::varchar as campaign, null::varchar as variant,
-        null::double as expected_share
+    select cast(null as varchar) as experiment_id, cast(null as varchar) as campaign,
+        cast(null as varchar) as variant, cast(null as {{ type_double() }}) as expected_share
     where false
     {%- endfor %}
 ),
@@ -87,7 +97,7 @@ configured_arms as (
 experiment_customers as (
     select experiment_id, campaign, variant, count(distinct customer_id) as n_customers
     from mails
-    group by all
+    group by experiment_id, campaign, variant
 ),
 
 srm_cells as (
@@ -111,7 +121,7 @@ srm_totals as (
         sum(n_customers) as n_customers,
         -- Pearson's chi-square over the configured arms; customers in an arm the YAML does not have
         -- (a variant renamed or removed mid-experiment) are a mismatch by themselves
-        sum(pow(n_customers - n_customers_total * expected_share, 2) / (n_customers_total * expected_share))
+        sum(pow(n_customers - n_customers_total * expected_share, 2) / nullif(n_customers_total * expected_share, 0))
             filter (where expected_share > 0) as chi_square,
         sum(n_customers) filter (where expected_share is null or expected_share = 0) as n_unconfigured,
         min(n_customers_total * expected_share) filter (where expected_share > 0) as min_expected
@@ -119,7 +129,7 @@ srm_totals as (
         select *, sum(n_customers) over (partition by experiment_id, campaign) as n_customers_total
         from srm_cells
     ) as cells
-    group by all
+    group by experiment_id, campaign
     having count(expected_share) > 0 and sum(n_customers) > 0
 ),
 
@@ -129,11 +139,11 @@ srm as (
         cells.campaign,
         cells.variant,
         cells.expected_share as srm_expected_share,
-        cells.n_customers / nullif(totals.n_customers, 0)::double as srm_observed_share,
+        cast(cells.n_customers as {{ type_double() }}) / nullif(totals.n_customers, 0) as srm_observed_share,
         totals.chi_square as srm_chi_square,
         case
             -- double, not the decimal literal 0.0: the contract's type holds with or without experiments
-            when totals.n_unconfigured > 0 then 0::double
+            when totals.n_unconfigured > 0 then cast(0 as {{ type_double() }})
             {%- for name, experiment in experiments %}
             {%- set n_arms = experiment['variants'] | length
                 + (1 if ((experiment.get('holdout_percent', 0) or 0) * 100) | int > 0 else 0) %}
@@ -155,12 +165,18 @@ with_rates as (
         per_variant.*,
         customer_revenue.revenue_per_customer,
         customer_revenue.revenue_variance,
-        per_variant.n_delivered / nullif(per_variant.n_sent, 0) as delivery_rate,
-        per_variant.n_opened / nullif(per_variant.n_delivered, 0) as open_rate,
-        per_variant.n_clicked / nullif(per_variant.n_delivered, 0) as click_rate,
-        per_variant.n_converted / nullif(per_variant.n_assigned, 0) as conversion_rate,
-        per_variant.revenue / nullif(per_variant.n_assigned, 0) as revenue_per_assigned,
-        per_variant.n_unsubscribed / nullif(per_variant.n_delivered, 0) as unsubscribe_rate,
+        cast(per_variant.n_delivered as {{ type_double() }}) / nullif(per_variant.n_sent, 0)
+            as delivery_rate,
+        cast(per_variant.n_opened as {{ type_double() }}) / nullif(per_variant.n_delivered, 0)
+            as open_rate,
+        cast(per_variant.n_clicked as {{ type_double() }}) / nullif(per_variant.n_delivered, 0)
+            as click_rate,
+        cast(per_variant.n_converted as {{ type_double() }}) / nullif(per_variant.n_assigned, 0)
+            as conversion_rate,
+        cast(per_variant.revenue as {{ type_double() }}) / nullif(per_variant.n_assigned, 0)
+            as revenue_per_assigned,
+        cast(per_variant.n_unsubscribed as {{ type_double() }}) / nullif(per_variant.n_delivered, 0)
+            as unsubscribe_rate,
         case per_variant.variant when 'control' then 'holdout' when 'holdout' then null else 'control' end
             as baseline_variant
     from per_variant

@@ -18,8 +18,10 @@ final as (
         count(*) filter (where is_unsubscribed) as n_unsubscribed,
         count(*) filter (where is_converted) as n_converted,
         sum(attributed_revenue) as attributed_revenue,
-        count(*) filter (where is_opened) / nullif(count(*) filter (where is_delivered), 0) as open_rate,
-        count(*) filter (where is_clicked) / nullif(count(*) filter (where is_delivered), 0) as click_rate
+        cast(count(*) filter (where is_opened) as {{ type_double() }})
+        / nullif(count(*) filter (where is_delivered), 0) as open_rate,
+        cast(count(*) filter (where is_clicked) as {{ type_double() }})
+        / nullif(count(*) filter (where is_delivered), 0) as click_rate
     from mails
     group by sent_date, campaign, step, variant
 )

@@ -30,19 +30,31 @@ touches as (
         {%- endif %}
 ),
 
--- last touch: each order goes to the newest touch before it within the window
-attributed_orders as (
+-- the touches before each order within the window
+touches_before_orders as (
     select
         orders.order_id,
         orders.total_amount,
         orders.placed_at,
-        touches.send_id
+        touches.send_id,
+        touches.sent_at
     from orders
     inner join touches
         on orders.customer_id = touches.customer_id
         and orders.placed_at >= touches.sent_at
-        and orders.placed_at < touches.sent_at + to_days({{ var('attribution_window_days') }})
-    qualify row_number() over (partition by orders.order_id order by touches.sent_at desc, touches.send_id asc) = 1
+        and orders.placed_at < {{ timestamp_add('day', var('attribution_window_days'), 'touches.sent_at') }}
+),
+
+-- last touch: each order goes to the newest touch before it within the window
+attributed_orders as (
+    select order_id, total_amount, placed_at, send_id
+    from (
+        select
+            *,
+            row_number() over (partition by order_id order by sent_at desc, send_id asc) as touch_rank
+        from touches_before_orders
+    ) as ranked_touches
+    where touch_rank = 1
 ),
 
 per_send as (

@@ -19,7 +19,10 @@ with segment_triggers as (
 
 -- send-time experiments: the assigned variant's extra delay moves the due time (macro variant_delay)
 triggers as (
-    select * replace (due_at + {{ variant_delay('campaign', 'customer_id', settings) }} as due_at)
+    select
+        campaign, step, trigger_key, customer_id, email, trigger_at,
+        due_at + {{ variant_delay('campaign', 'customer_id', settings) }} as due_at,
+        expires_at, exit_reason, payload
     from segment_triggers
 ),
 
@@ -32,7 +35,7 @@ campaign_settings as (
         {{ "true" if campaign.get("exit_on_order", false) else "false" }} as exit_on_order,
         {{ "'" ~ campaign["experiment"]["id"] ~ "'" if campaign.get("experiment") else "null" }} as experiment_id,
         {%- set reminded_by = campaign.get("skip_if_reminded_by", []) %}
-        {% if reminded_by %}['{{ reminded_by | join("', '") }}']{% else %}cast([] as varchar[]){% endif %}
+        cast({% if reminded_by %}array['{{ reminded_by | join("', '") }}']{% else %}array[]{% endif %} as text[])
             as skip_if_reminded_by,
         {#- going live (setting `rollout`): nothing before live_from; triggers already due then are the
             backlog, skipped, sent at once, or dripped out at drip_per_day -#}
@@ -48,7 +51,7 @@ campaign_settings as (
     {%- endif %}
     {%- else %}
     select null as campaign, null as consent_policy, null as priority, null as exit_on_order, null as experiment_id,
-        cast([] as varchar[]) as skip_if_reminded_by, cast(null as timestamp) as live_from,
+        cast(array[] as text[]) as skip_if_reminded_by, cast(null as timestamp) as live_from,
         'all' as backlog_mode, cast(null as integer) as drip_per_day, 'oldest' as drip_order
     where false
     {%- endfor %}
@@ -90,8 +93,8 @@ marketing_campaigns as (
 recent_marketing as (
     select
         lower(ledger.email) as email,
-        count(*) filter (where ledger.sent_at > {{ as_of() }} - interval 24 hour) as n_last_24h,
-        count(*) filter (where ledger.sent_at > {{ as_of() }} - interval 7 day) as n_last_7d
+        count(*) filter (where ledger.sent_at > {{ as_of() }} - interval '24 hour') as n_last_24h,
+        count(*) filter (where ledger.sent_at > {{ as_of() }} - interval '7 day') as n_last_7d
     from ledger
     inner join marketing_campaigns on ledger.campaign = marketing_campaigns.campaign
     where ledger.send_status in ('sending', 'sent', 'unknown')
@@ -101,7 +104,7 @@ recent_marketing as (
 -- "one cart, one series": the campaigns that already mailed each trigger key (e.g. a checkout recovery
 -- for a cart), for campaigns whose setting `skip_if_reminded_by` names them
 reminded as (
-    select trigger_key, list(distinct campaign) as campaigns
+    select trigger_key, array_agg(distinct campaign) as campaigns
     from ledger
     where send_status in ('sending', 'sent', 'unknown')
     group by trigger_key
@@ -153,7 +156,7 @@ enriched as (
         -- what "most valuable first" ranks a dripped backlog by: the cart or order total, else the
         -- customer's revenue so far; read from the payload only for those rows, not for every candidate
         case when due.is_backlog and due.drip_order = 'most_valuable' then coalesce(
-            try_cast(json_extract_string(due.payload, '$.total_amount') as double), buyers.revenue_to_date, 0
+            {{ try_cast_double(json_text('due.payload', 'total_amount')) }}, buyers.revenue_to_date, 0
         ) end as trigger_value,
         suppressions.suppression_reason,
         dormant.dormant_since,
@@ -161,7 +164,7 @@ enriched as (
         -- a second, different rule here could only disagree with it. What is left is a trigger without one.
         coalesce(trim(due.email), '') = '' as is_invalid_address,
         ledger.send_status as ledger_status,
-        coalesce(list_has_any(due.skip_if_reminded_by, reminded.campaigns), false) as is_already_reminded,
+        coalesce({{ lists_overlap('due.skip_if_reminded_by', 'reminded.campaigns') }}, false) as is_already_reminded,
         windows.is_in_send_window,
         windows.next_window_at,
         coalesce(recent_marketing.n_last_24h, 0) as n_marketing_last_24h,
@@ -236,7 +239,7 @@ drip_used as (
     where campaign_settings.backlog_mode = 'drip'
         and triggers.due_at < campaign_settings.live_from
         and ledger.send_status in ('sending', 'sent', 'unknown')
-        and ledger.sent_at > {{ as_of() }} - interval 24 hour
+        and ledger.sent_at > {{ as_of() }} - interval '24 hour'
     group by ledger.campaign
 ),
 
@@ -257,15 +260,14 @@ drip_ranks as (
 
 decided as (
     select
-        pre_decided.* replace (
-            case
-                when drip_ranks.drip_rank > pre_decided.drip_per_day - coalesce(drip_used.n_used, 0)
-                    then 'backlog_drip'
-                else pre_decided.pre_reason
-            end as pre_reason
-        ),
+        pre_decided.*,
+        case
+            when drip_ranks.drip_rank > pre_decided.drip_per_day - coalesce(drip_used.n_used, 0)
+                then 'backlog_drip'
+            else pre_decided.pre_reason
+        end as rule_reason,
         -- the next run at which a drip slot is free: 24 h after the oldest backlog mail in the window
-        coalesce(drip_used.first_used_at, {{ as_of() }}) + interval 24 hour as drip_free_at
+        coalesce(drip_used.first_used_at, {{ as_of() }}) + interval '24 hour' as drip_free_at
     from pre_decided
     left join drip_ranks
         on pre_decided.campaign = drip_ranks.campaign
@@ -286,7 +288,7 @@ marketing_ranks as (
             order by priority, due_at, campaign, step, trigger_key
         ) as marketing_rank
     from decided
-    where pre_reason is null and is_marketing
+    where rule_reason is null and is_marketing
 ),
 
 ranked as (
@@ -303,16 +305,16 @@ ranked as (
 -- the mails this run sends, per trigger key: a cart reminder losing to this run's checkout recovery of the
 -- same cart is `already_reminded` (the same rule as for a checkout recovery sent in an earlier run)
 run_winners as (
-    select trigger_key, list(distinct campaign) as campaigns
+    select trigger_key, array_agg(distinct campaign) as campaigns
     from ranked
-    where pre_reason is null and coalesce(marketing_rank, 1) = 1
+    where rule_reason is null and coalesce(marketing_rank, 1) = 1
     group by trigger_key
 ),
 
 ranked_in_series as (
     select
         ranked.*,
-        coalesce(list_has_any(ranked.skip_if_reminded_by, run_winners.campaigns), false)
+        coalesce({{ lists_overlap('ranked.skip_if_reminded_by', 'run_winners.campaigns') }}, false)
             as is_reminded_in_this_run
     from ranked
     left join run_winners on ranked.trigger_key = run_winners.trigger_key
@@ -341,21 +343,21 @@ final as (
         expires_at,
         payload,
         case
-            when pre_reason in ('quiet_hours', 'not_live_yet', 'backlog_drip') then 'defer'
-            when pre_reason is not null then 'skip'
+            when rule_reason in ('quiet_hours', 'not_live_yet', 'backlog_drip') then 'defer'
+            when rule_reason is not null then 'skip'
             when marketing_rank > 1 then 'skip'
             else 'send'
         end as decision,
         case
-            when pre_reason is not null then pre_reason
+            when rule_reason is not null then rule_reason
             when marketing_rank > 1 and is_reminded_in_this_run then 'already_reminded'
             when marketing_rank > 1 then 'frequency_cap'
             else 'due'
         end as reason,
         case
-            when pre_reason = 'quiet_hours' then next_window_at
-            when pre_reason = 'not_live_yet' then live_from
-            when pre_reason = 'backlog_drip' then drip_free_at
+            when rule_reason = 'quiet_hours' then next_window_at
+            when rule_reason = 'not_live_yet' then live_from
+            when rule_reason = 'backlog_drip' then drip_free_at
         end as deferred_until,
         is_backlog,
         exit_reason,

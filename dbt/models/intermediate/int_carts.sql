@@ -12,7 +12,7 @@ recent_carts as (
     from session_events
     where cart_id is not null
         and occurred_at <= {{ as_of() }}
-        and occurred_at > {{ as_of() }} - interval {{ lookback_days }} day
+        and occurred_at > {{ as_of() }} - interval '{{ lookback_days }} day'
 ),
 
 -- the earliest event of any recent cart: every event of these carts is at or after it. stg_session_events
@@ -45,8 +45,8 @@ lines as (
         product_id,
         sum(case when event_type = 'add_to_cart' then quantity else 0 end)
         - sum(case when event_type = 'remove_from_cart' then quantity else 0 end) as net_quantity,
-        arg_max(unit_price, occurred_at) filter (where event_type = 'add_to_cart') as unit_price,
-        arg_max(currency, occurred_at) as currency
+        {{ arg_max('unit_price', 'occurred_at', where="event_type = 'add_to_cart'") }} as unit_price,
+        {{ arg_max('currency', 'occurred_at') }} as currency
     from cart_events
     where event_type in ('add_to_cart', 'remove_from_cart')
     group by cart_id, product_id
@@ -55,7 +55,7 @@ lines as (
 cart_summary as (
     select
         cart_id,
-        arg_max(customer_id, occurred_at) filter (where customer_id is not null) as customer_id,
+        {{ arg_max('customer_id', 'occurred_at', where='customer_id is not null') }} as customer_id,
         min(occurred_at) as cart_created_at,
         max(occurred_at) filter (where event_type in ('add_to_cart', 'remove_from_cart')) as last_cart_activity_at,
         -- "logged in while filling it": every add happened in a logged-in session
@@ -79,19 +79,19 @@ cart_items as (
         lines.cart_id,
         sum(lines.net_quantity) as n_items,
         sum(lines.net_quantity * coalesce(lines.unit_price, products.price)) as cart_value,
-        -- sorted by product_id, the struct's first field (one line per product): list_sort is much cheaper
-        -- than an ordered aggregate (list(... order by ...))
-        to_json(list_sort(list({
-            'product_id': lines.product_id,
-            'name': products.product_name,
-            'quantity': lines.net_quantity,
-            'unit_price': coalesce(lines.unit_price, products.price),
-            'currency': lines.currency,
-            'image_url': products.image_url,
-            'url': products.product_url,
-            'content_amount': products.content_amount,
-            'content_unit': products.content_unit
-        }))) as items
+        -- sorted by product_id, the record's first field (one line per product): on DuckDB list_sort of the
+        -- records, much cheaper than an ordered aggregate (macro ordered_list)
+        to_json({{ ordered_list(record({
+            'product_id': 'lines.product_id',
+            'name': 'products.product_name',
+            'quantity': 'lines.net_quantity',
+            'unit_price': 'coalesce(lines.unit_price, products.price)',
+            'currency': 'lines.currency',
+            'image_url': 'products.image_url',
+            'url': 'products.product_url',
+            'content_amount': 'products.content_amount',
+            'content_unit': 'products.content_unit'
+        }), 'lines.product_id', record_leads_with_order=true) }}) as items
     from lines
     left join products on lines.product_id = products.product_id
     where lines.net_quantity > 0

@@ -13,10 +13,20 @@ sequenced as (
         customer_id,
         placed_at,
         lead(placed_at) over (partition by customer_id order by placed_at, order_id) as next_order_at,
-        date_diff('second', lag(placed_at) over (partition by customer_id order by placed_at, order_id), placed_at)
-            / 86400.0 as days_since_previous_order,
+        {{ timestamp_diff(
+            'lag(placed_at) over (partition by customer_id order by placed_at, order_id)', 'placed_at', 'second'
+        ) }} as seconds_since_previous_order,
         row_number() over (partition by customer_id order by placed_at, order_id) as order_number
     from orders
+),
+
+-- the median of the gaps so far (the customer's orders up to and including this one), in whole seconds: the
+-- middle of two whole numbers is exact, so every engine gets the same median before the one division
+with_median as (
+    {{ with_running_median(
+        'sequenced', 'seconds_since_previous_order', 'customer_id', ['placed_at', 'order_id'], 'order_id',
+        'median_seconds_between_orders'
+    ) }}
 ),
 
 final as (
@@ -26,12 +36,9 @@ final as (
         placed_at,
         next_order_at,
         order_number,
-        days_since_previous_order,
-        median(days_since_previous_order) over (
-            partition by customer_id order by placed_at, order_id
-            rows between unbounded preceding and current row
-        ) as median_days_between_orders
-    from sequenced
+        seconds_since_previous_order / 86400.0 as days_since_previous_order,
+        median_seconds_between_orders / 86400.0 as median_days_between_orders
+    from with_median
 )
 
 select * from final

@@ -38,7 +38,7 @@ second_reactivations as (
         and step_1.step = '1'
     where step_2.campaign = 'reactivation'
         and step_2.step = '2'
-        and step_2.sent_at + interval {{ dormant_after_days }} day <= {{ as_of() }}
+        and step_2.sent_at + interval '{{ dormant_after_days }} day' <= {{ as_of() }}
 ),
 
 -- any open or click on any mail to the address in the 30 days after the second reactivation mail
@@ -49,16 +49,16 @@ engaged as (
         on lower(engagement.email) = second_reactivations.email
     where (engagement.first_open_at > second_reactivations.second_sent_at
             and engagement.first_open_at
-                <= second_reactivations.second_sent_at + interval {{ dormant_after_days }} day)
+                <= second_reactivations.second_sent_at + interval '{{ dormant_after_days }} day')
         or (engagement.first_click_at > second_reactivations.second_sent_at
             and engagement.first_click_at
-                <= second_reactivations.second_sent_at + interval {{ dormant_after_days }} day)
+                <= second_reactivations.second_sent_at + interval '{{ dormant_after_days }} day')
 ),
 
 dormant as (
     select
         second_reactivations.email,
-        max(second_reactivations.second_sent_at + interval {{ dormant_after_days }} day) as dormant_since
+        max(second_reactivations.second_sent_at + interval '{{ dormant_after_days }} day') as dormant_since
     from second_reactivations
     left join engaged
         on second_reactivations.email = engaged.email

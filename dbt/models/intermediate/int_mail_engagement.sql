@@ -10,7 +10,7 @@ events as (
 
 -- events are matched by our send id (custom_args); older events without it by the X-Message-Id
 matched as (
-    select sends.send_id, events.*
+    select sends.send_id as matched_send_id, events.*
     from events
     inner join sends
         on events.send_id = sends.send_id
@@ -34,7 +34,7 @@ final as (
             as first_open_at,
         min(matched.occurred_at) filter (where matched.event_type = 'click') as first_click_at,
         min(matched.occurred_at) filter (where matched.event_type = 'bounce') as bounced_at,
-        arg_min(matched.bounce_type, matched.occurred_at) filter (where matched.event_type = 'bounce')
+        {{ arg_min('matched.bounce_type', 'matched.occurred_at', where="matched.event_type = 'bounce'") }}
             as bounce_type,
         min(matched.occurred_at) filter (where matched.event_type = 'dropped') as dropped_at,
         min(matched.occurred_at) filter (where matched.event_type = 'spamreport') as spam_reported_at,
@@ -42,9 +42,11 @@ final as (
             as unsubscribed_at,
         count(*) filter (where matched.event_type = 'open' and matched.is_machine_open) as n_machine_opens
     from sends
-    left join matched on sends.send_id = matched.send_id
+    left join matched on sends.send_id = matched.matched_send_id
     where sends.send_status in ('sent', 'unknown')
-    group by all
+    group by
+        sends.send_id, sends.campaign, sends.step, sends.trigger_key, sends.customer_id, sends.email,
+        sends.experiment_id, sends.variant, sends.send_status, sends.sent_at
 )
 
 select * from final

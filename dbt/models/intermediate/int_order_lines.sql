@@ -19,28 +19,29 @@ shipments as (
 wanted_orders as (
     select order_id from orders
     where placed_at
-        > {{ as_of() }} - {{ minutes(thanks["delay_minutes"], thanks["expire_after_minutes"]) }} - interval 7 day
+        > {{ as_of() }} - {{ minutes(thanks["delay_minutes"], thanks["expire_after_minutes"]) }} - interval '7 day'
     union
     select order_id from orders
     where delivered_at_or_assumed <= {{ as_of() }} - {{ minutes(review["delay_minutes"]) }}
         and delivered_at_or_assumed
-            > {{ as_of() }} - {{ minutes(review["delay_minutes"], review["expire_after_minutes"]) }} - interval 7 day
+            > {{ as_of() }} - {{ minutes(review["delay_minutes"], review["expire_after_minutes"]) }} - interval '7 day'
     union
     select order_id from orders
     where delivered_at_or_assumed <= {{ as_of() }} - {{ minutes(cross["delay_minutes"]) }}
         and delivered_at_or_assumed
-            > {{ as_of() }} - {{ minutes(cross["delay_minutes"], cross["expire_after_minutes"]) }} - interval 7 day
+            > {{ as_of() }} - {{ minutes(cross["delay_minutes"], cross["expire_after_minutes"]) }} - interval '7 day'
     union
     select order_id from shipments
     where shipped_at <= {{ as_of() }}
         and shipped_at
-            > {{ as_of() }} - {{ minutes(shipped["delay_minutes"], shipped["expire_after_minutes"]) }} - interval 7 day
+            > {{ as_of() }} - {{ minutes(shipped["delay_minutes"], shipped["expire_after_minutes"]) }}
+            - interval '7 day'
     union
     select order_id from shipments
     where delivered_at <= {{ as_of() }}
         and delivered_at
             > {{ as_of() }} - {{ minutes(delivered["delay_minutes"], delivered["expire_after_minutes"]) }}
-            - interval 7 day
+            - interval '7 day'
 ),
 
 final as (

@@ -33,7 +33,7 @@ final as (
         orders.placed_at,
         shipping.shipped_at,
         shipping.delivered_at,
-        coalesce(shipping.delivered_at, shipping.shipped_at + interval 4 day) as delivered_at_or_assumed
+        coalesce(shipping.delivered_at, shipping.shipped_at + interval '4 day') as delivered_at_or_assumed
     from orders
     left join shipping on orders.order_id = shipping.order_id
 )

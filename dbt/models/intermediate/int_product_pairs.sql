@@ -14,7 +14,7 @@
 with orders as (
     select * from {{ ref('stg_orders') }}
     where placed_at <= {{ as_of() }}
-        and placed_at > {{ as_of() }} - interval {{ lookback_days }} day
+        and placed_at > {{ as_of() }} - interval '{{ lookback_days }} day'
         and not is_cancelled_or_returned
 ),
 
@@ -31,10 +31,16 @@ customer_products as (
 
 recent_customer_products as (
     select customer_id, product_id
-    from customer_products
-    qualify row_number() over (
-        partition by customer_id order by last_bought_at desc, product_id asc
-    ) <= {{ max_products_per_customer }}
+    from (
+        select
+            customer_id,
+            product_id,
+            row_number() over (
+                partition by customer_id order by last_bought_at desc, product_id asc
+            ) as product_rank
+        from customer_products
+    ) as ranked_products
+    where product_rank <= {{ max_products_per_customer }}
 ),
 
 product_buyers as (
@@ -56,18 +62,29 @@ pairs as (
     having count(*) >= 2
 ),
 
-final as (
+similarities as (
     select
         pairs.product_id,
         pairs.related_product_id,
         pairs.n_buyers_both,
-        pairs.n_buyers_both / sqrt(this_buyers.n_buyers * other_buyers.n_buyers) as similarity
+        pairs.n_buyers_both / sqrt(cast(this_buyers.n_buyers * other_buyers.n_buyers as {{ type_double() }}))
+            as similarity
     from pairs
     inner join product_buyers as this_buyers on pairs.product_id = this_buyers.product_id
     inner join product_buyers as other_buyers on pairs.related_product_id = other_buyers.product_id
-    qualify row_number() over (
-        partition by pairs.product_id order by similarity desc, pairs.related_product_id asc
-    ) <= {{ neighbours }}
+),
+
+final as (
+    select product_id, related_product_id, n_buyers_both, similarity
+    from (
+        select
+            *,
+            row_number() over (
+                partition by product_id order by similarity desc, related_product_id asc
+            ) as neighbour_rank
+        from similarities
+    ) as ranked_pairs
+    where neighbour_rank <= {{ neighbours }}
 )
 
 select * from final

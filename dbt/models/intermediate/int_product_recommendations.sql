@@ -69,7 +69,7 @@ recent_buyers as (
     select order_items.product_id, count(distinct orders.customer_id) as n_buyers
     from order_items
     inner join orders on order_items.order_id = orders.order_id
-    where orders.placed_at > {{ as_of() }} - interval 90 day
+    where orders.placed_at > {{ as_of() }} - interval '90 day'
         and not orders.is_cancelled_or_returned
     group by order_items.product_id
 ),
@@ -78,9 +78,9 @@ popularity as (
     select
         products.product_id,
         products.category,
-        recent_buyers.n_buyers / max(recent_buyers.n_buyers) over () as popularity,
-        recent_buyers.n_buyers / max(recent_buyers.n_buyers) over (partition by products.category)
-            as category_popularity,
+        cast(recent_buyers.n_buyers as {{ type_double() }}) / max(recent_buyers.n_buyers) over () as popularity,
+        cast(recent_buyers.n_buyers as {{ type_double() }})
+        / max(recent_buyers.n_buyers) over (partition by products.category) as category_popularity,
         row_number() over (partition by products.category order by recent_buyers.n_buyers desc, products.product_id asc)
             as rank_in_category,
         row_number() over (order by recent_buyers.n_buyers desc, products.product_id asc) as rank_overall
@@ -104,7 +104,7 @@ order_anchors as (
         orders.order_id as target_id,
         orders.customer_id,
         order_items.product_id as anchor_product_id,
-        1.0 as anchor_weight
+        cast(1 as {{ type_double() }}) as anchor_weight
     from orders
     inner join order_items on orders.order_id = order_items.order_id
     inner join consented_customers on orders.customer_id = consented_customers.customer_id
@@ -120,10 +120,10 @@ cart_anchors as (
         carts.cart_id as target_id,
         carts.customer_id,
         cart_line.product_id as anchor_product_id,
-        1.0 as anchor_weight
+        cast(1 as {{ type_double() }}) as anchor_weight
     from carts
     inner join consented_customers on carts.customer_id = consented_customers.customer_id,
-        unnest(from_json(carts.items, '[{"product_id": "VARCHAR"}]')) as cart_lines (cart_line)
+        {{ json_array_rows('carts.items', 'cart_line', ['product_id']) }}
     where carts.customer_id is not null
         and carts.was_logged_in
         and carts.n_items > 0
@@ -139,12 +139,11 @@ customer_targets as (
     {%- if not all_customers %}
     inner join consented_customers on order_gaps.customer_id = consented_customers.customer_id
     where order_gaps.next_order_at is null
-        and order_gaps.placed_at + to_seconds(cast(86400 * greatest(
-            {{ inactive_after_days | int }}, 2 * coalesce(order_gaps.median_days_between_orders, 0)
-        ) as bigint))
+        and {{ timestamp_add('second', 'cast(86400 * greatest(' ~ (inactive_after_days | int)
+            ~ ', 2 * coalesce(order_gaps.median_days_between_orders, 0)) as bigint)', 'order_gaps.placed_at') }}
         between {{ as_of() }}
             - {{ minutes(reactivation['steps']['1']['delay_minutes'], reactivation['steps']['2']['delay_minutes'],
-                         reactivation['steps']['2']['expire_after_minutes']) }} - interval 7 day
+                         reactivation['steps']['2']['expire_after_minutes']) }} - interval '7 day'
         and {{ as_of() }}
     {%- endif %}
 ),
@@ -170,18 +169,22 @@ bought as (
 customer_anchors as (
     select
         'customer' as target_type,
-        bought.customer_id as target_id,
-        bought.customer_id,
-        bought.product_id as anchor_product_id,
+        customer_id as target_id,
+        customer_id,
+        product_id as anchor_product_id,
         -- the most recent purchase counts fully, each older one 15 % less
-        pow(0.85, row_number() over (
-            partition by bought.customer_id order by bought.last_bought_at desc, bought.product_id asc
-        ) - 1) as anchor_weight
-    from bought
-    inner join customer_targets on bought.customer_id = customer_targets.customer_id
-    qualify row_number() over (
-        partition by bought.customer_id order by bought.last_bought_at desc, bought.product_id asc
-    ) <= {{ customer_anchors }}
+        pow(cast(0.85 as {{ type_double() }}), purchase_rank - 1) as anchor_weight
+    from (
+        select
+            bought.customer_id,
+            bought.product_id,
+            row_number() over (
+                partition by bought.customer_id order by bought.last_bought_at desc, bought.product_id asc
+            ) as purchase_rank
+        from bought
+        inner join customer_targets on bought.customer_id = customer_targets.customer_id
+    ) as ranked_purchases
+    where purchase_rank <= {{ customer_anchors }}
 ),
 
 anchors as (
@@ -202,7 +205,7 @@ bought_together as (
         anchors.target_id,
         pairs.related_product_id as product_id,
         sum(pairs.similarity * anchors.anchor_weight) as score,
-        arg_max(anchors.anchor_product_id, pairs.similarity * anchors.anchor_weight) as reason_product_id
+        {{ arg_max('anchors.anchor_product_id', 'pairs.similarity * anchors.anchor_weight') }} as reason_product_id
     from anchors
     inner join pairs on anchors.anchor_product_id = pairs.product_id
     group by anchors.target_type, anchors.target_id, pairs.related_product_id
@@ -255,8 +258,9 @@ scored as (
         sum(popularity_score) as popularity_score,
         max(reason_product_id) as reason_product_id
     from (
-        select target_type, target_id, product_id, score as bought_together_score, 0 as category_score,
-            0 as popularity_score, reason_product_id
+        select target_type, target_id, product_id, score as bought_together_score,
+            cast(0 as {{ type_double() }}) as category_score, cast(0 as {{ type_double() }}) as popularity_score,
+            reason_product_id
         from bought_together
         union all
         select target_type, target_id, product_id, 0, score, 0, null from category_affinity
@@ -291,13 +295,16 @@ eligible as (
 ),
 
 ranked as (
-    select
-        *,
-        row_number() over (
-            partition by target_type, target_id order by score desc, product_id asc
-        ) as recommendation_rank
-    from eligible
-    qualify recommendation_rank <= {{ max_recommendations }}
+    select *
+    from (
+        select
+            *,
+            row_number() over (
+                partition by target_type, target_id order by score desc, product_id asc
+            ) as recommendation_rank
+        from eligible
+    ) as numbered
+    where recommendation_rank <= {{ max_recommendations }}
 ),
 
 final as (
@@ -307,7 +314,7 @@ final as (
         ranked.customer_id,
         ranked.recommendation_rank,
         ranked.product_id,
-        round(ranked.score, 6) as score,
+        {{ round_double('ranked.score', 6) }} as score,
         case
             when ranked.bought_together_score >= greatest(ranked.category_score, ranked.popularity_score)
                 then 'bought_together'

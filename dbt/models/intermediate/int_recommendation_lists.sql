@@ -14,26 +14,24 @@ final as (
     select
         recommendations.target_type,
         recommendations.target_id,
-        -- best first: list_sort on (rank, product) structs, cheaper than an ordered aggregate
-        list_transform(list_sort(list({
-            'recommendation_rank': recommendations.recommendation_rank,
-            'product': {
-                'product_id': products.product_id,
-                'name': products.product_name,
-                'unit_price': products.price,
-                'currency': products.currency,
-                'image_url': products.image_url,
-                'url': products.product_url,
-                'category': products.category,
-                'content_amount': products.content_amount,
-                'content_unit': products.content_unit,
-                'reason': {
-                    'kind': recommendations.reason,
-                    'product_name': recommendations.reason_product_name,
-                    'category': recommendations.reason_category
-                }
-            }
-        })), lambda recommendation: recommendation.product) as recommendations
+        -- best first (macro ordered_list: on DuckDB list_sort on (rank, product) structs, cheaper than an
+        -- ordered aggregate)
+        {{ ordered_list(record({
+            'product_id': 'products.product_id',
+            'name': 'products.product_name',
+            'unit_price': 'products.price',
+            'currency': 'products.currency',
+            'image_url': 'products.image_url',
+            'url': 'products.product_url',
+            'category': 'products.category',
+            'content_amount': 'products.content_amount',
+            'content_unit': 'products.content_unit',
+            'reason': record({
+                'kind': 'recommendations.reason',
+                'product_name': 'recommendations.reason_product_name',
+                'category': 'recommendations.reason_category'
+            })
+        }), 'recommendations.recommendation_rank') }} as recommendations
     from recommendations
     inner join products on recommendations.product_id = products.product_id
     group by recommendations.target_type, recommendations.target_id

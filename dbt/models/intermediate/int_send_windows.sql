@@ -18,7 +18,7 @@ local_now as (
 
 -- today and the next six days in the customer's timezone: the first allowed one is the next window
 day_offsets as (
-    select unnest(range(0, 7)) as day_offset
+    select day_offset from generate_series(0, 6) as offsets (day_offset)
 ),
 
 candidate_days as (
@@ -27,9 +27,7 @@ candidate_days as (
         local_now.timezone,
         local_now.local_as_of,
         day_offsets.day_offset,
-        cast(
-            cast(local_now.local_as_of as date) + to_days(cast(day_offsets.day_offset as integer)) as date
-        ) as local_day
+        cast(local_now.local_as_of as date) + cast(day_offsets.day_offset as integer) as local_day
     from local_now
     cross join day_offsets
 ),
@@ -40,16 +38,16 @@ allowed_starts as (
         candidate_days.timezone,
         candidate_days.local_as_of,
         case
-            when candidate_days.day_offset = 0 and hour(candidate_days.local_as_of) between 8 and 19
+            when candidate_days.day_offset = 0 and extract(hour from candidate_days.local_as_of) between 8 and 19
                 then candidate_days.local_as_of
-            when candidate_days.day_offset = 0 and hour(candidate_days.local_as_of) < 8
-                then cast(candidate_days.local_day as timestamp) + interval 8 hour
+            when candidate_days.day_offset = 0 and extract(hour from candidate_days.local_as_of) < 8
+                then cast(candidate_days.local_day as timestamp) + interval '8 hour'
             when candidate_days.day_offset > 0
-                then cast(candidate_days.local_day as timestamp) + interval 8 hour
+                then cast(candidate_days.local_day as timestamp) + interval '8 hour'
         end as local_start
     from candidate_days
     left join holidays on candidate_days.local_day = holidays.holiday_date
-    where dayofweek(candidate_days.local_day) <> 0
+    where extract(dow from candidate_days.local_day) <> 0
         and holidays.holiday_date is null
 ),
 

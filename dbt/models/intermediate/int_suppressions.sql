@@ -33,7 +33,7 @@ erased as (
     select known_addresses.email, 'erased' as suppression_reason, erasures.erased_at as suppressed_at
     from known_addresses
     cross join erasure_salt
-    inner join erasures on sha256(erasure_salt.salt || known_addresses.email) = erasures.email_hash
+    inner join erasures on {{ sha256_hex('erasure_salt.salt || known_addresses.email') }} = erasures.email_hash
     left join consent on known_addresses.email = consent.email
     where not coalesce(consent.has_marketing_consent and consent.last_confirmed_at > erasures.erased_at, false)
 ),
@@ -66,7 +66,7 @@ soft_bounces as (
         occurred_at,
         count(*) over (
             partition by email order by occurred_at
-            range between interval 30 day preceding and current row
+            range between interval '30 day' preceding and current row
         ) as n_soft_bounces_30d
     from events
     where event_type = 'bounce' and bounce_type = 'blocked'
@@ -89,7 +89,7 @@ all_suppressions as (
 final as (
     select
         lower(email) as email,
-        arg_min(suppression_reason, suppressed_at) as suppression_reason,
+        {{ arg_min('suppression_reason', 'suppressed_at') }} as suppression_reason,
         min(suppressed_at) as suppressed_at
     from all_suppressions
     where email is not null

@@ -13,32 +13,32 @@ orders as (
 orphans as (
     select 'orders' as table_name, o.order_id as row_key, 'customer' as missing_parent, o.customer_id as parent_key
     from {{ ref('stg_orders') }} as o
-    anti join customers as c on o.customer_id = c.customer_id
+    where not exists (select 1 from customers as c where o.customer_id = c.customer_id)
 
     union all
 
-    select 'order_items', i.order_id || '#' || i.line_no, 'order', i.order_id
+    select 'order_items', i.order_id || '#' || cast(i.line_no as varchar), 'order', i.order_id
     from {{ ref('stg_order_items') }} as i
-    anti join orders as o on i.order_id = o.order_id
+    where not exists (select 1 from orders as o where i.order_id = o.order_id)
 
     union all
 
     select 'shipments', s.shipment_id, 'order', s.order_id
     from {{ ref('stg_shipments') }} as s
-    anti join orders as o on s.order_id = o.order_id
+    where not exists (select 1 from orders as o where s.order_id = o.order_id)
 
     union all
 
     select 'support_tickets', t.ticket_id, 'customer', t.customer_id
     from {{ ref('stg_support_tickets') }} as t
-    anti join customers as c on t.customer_id = c.customer_id
+    where not exists (select 1 from customers as c where t.customer_id = c.customer_id)
 
     union all
 
     select 'session_events', e.event_id, 'customer', e.customer_id
     from {{ ref('stg_session_events') }} as e
-    anti join customers as c on e.customer_id = c.customer_id
     where e.customer_id is not null
+        and not exists (select 1 from customers as c where e.customer_id = c.customer_id)
 )
 
 select

@@ -43,7 +43,7 @@ abandoned as (
     from carts
     where carts.customer_id is not null
         and carts.last_cart_activity_at
-            > {{ as_of() }} - {{ minutes(step_1["expire_after_minutes"]) }} - interval 7 day
+            > {{ as_of() }} - {{ minutes(step_1["expire_after_minutes"]) }} - interval '7 day'
 ),
 
 -- exit rule: the customer ordered (this cart or anything else) since the last cart activity
@@ -110,13 +110,14 @@ final as (
             when abandoned.rule_reason is not null then abandoned.rule_reason
             when abandoned.purchased_at is not null or ordered_since.ordered_at is not null then 'purchased'
         end as exit_reason,
-        to_json({
-            'cart_id': abandoned.cart_id,
-            'items': abandoned.items,
-            'total_amount': abandoned.cart_value,
-            'currency': 'EUR',
-            'recommendations': coalesce(recommendation_lists.recommendations[1:{{ n_recommendations }}], [])
-        }) as payload
+        to_json({{ record({
+            'cart_id': 'abandoned.cart_id',
+            'items': 'abandoned.items',
+            'total_amount': 'abandoned.cart_value',
+            'currency': "'EUR'",
+            'recommendations': 'coalesce(' ~ list_head('recommendation_lists.recommendations', n_recommendations) ~ ', '
+                ~ empty_record_list() ~ ')'
+        }) }}) as payload
     from steps
     inner join abandoned on steps.cart_id = abandoned.cart_id
     inner join customers on abandoned.customer_id = customers.customer_id

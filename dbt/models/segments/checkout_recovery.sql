@@ -23,7 +23,7 @@ checkouts as (
         and (carts.checkout_started_at is not null or carts.payment_failed_at is not null)
         and greatest(carts.checkout_started_at, carts.payment_failed_at)
             > {{ as_of() }} - {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }}
-            - interval 7 day
+            - interval '7 day'
 ),
 
 -- exit rule: the cart was bought, or the customer ordered anything since the checkout
@@ -52,12 +52,12 @@ final as (
             when checkouts.purchased_at >= checkouts.checkout_trigger_at or ordered_since.ordered_at is not null
                 then 'purchased'
         end as exit_reason,
-        to_json({
-            'cart_id': checkouts.cart_id,
-            'items': coalesce(checkouts.items, '[]'),
-            'total_amount': checkouts.cart_value,
-            'currency': 'EUR'
-        }) as payload
+        to_json({{ record({
+            'cart_id': 'checkouts.cart_id',
+            'items': "coalesce(checkouts.items, cast('[]' as json))",
+            'total_amount': 'checkouts.cart_value',
+            'currency': "'EUR'"
+        }) }}) as payload
     from checkouts
     inner join customers on checkouts.customer_id = customers.customer_id
     left join ordered_since on checkouts.cart_id = ordered_since.cart_id

@@ -42,12 +42,13 @@ final as (
         delivered.delivered_at_or_assumed
             + {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} as expires_at,
         {{ order_exit_reason('delivered') }} as exit_reason,
-        to_json({
-            'order_id': delivered.order_id,
-            'placed_at': delivered.placed_at,
-            'items': json(coalesce(order_lines.items, '[]')),
-            'recommendations': coalesce(recommendation_lists.recommendations[1:{{ n_recommendations }}], [])
-        }) as payload
+        to_json({{ record({
+            'order_id': 'delivered.order_id',
+            'placed_at': record_timestamp('delivered.placed_at'),
+            'items': "coalesce(order_lines.items, cast('[]' as json))",
+            'recommendations': 'coalesce(' ~ list_head('recommendation_lists.recommendations', n_recommendations) ~ ', '
+                ~ empty_record_list() ~ ')'
+        }) }}) as payload
     from delivered
     inner join customers on delivered.customer_id = customers.customer_id
     left join order_lines on delivered.order_id = order_lines.order_id

@@ -14,7 +14,7 @@ recent_orders as (
     select * from orders
     where placed_at
         > {{ as_of() }} - {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }}
-        - interval 7 day
+        - interval '7 day'
 ),
 
 order_lines as (
@@ -33,13 +33,13 @@ final as (
         recent_orders.placed_at
             + {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} as expires_at,
         {{ order_exit_reason('recent_orders') }} as exit_reason,
-        to_json({
-            'order_id': recent_orders.order_id,
-            'placed_at': recent_orders.placed_at,
-            'items': json(coalesce(order_lines.items, '[]')),
-            'total_amount': recent_orders.total_amount,
-            'currency': recent_orders.currency
-        }) as payload
+        to_json({{ record({
+            'order_id': 'recent_orders.order_id',
+            'placed_at': record_timestamp('recent_orders.placed_at'),
+            'items': "coalesce(order_lines.items, cast('[]' as json))",
+            'total_amount': 'recent_orders.total_amount',
+            'currency': 'recent_orders.currency'
+        }) }}) as payload
     from recent_orders
     inner join customers on recent_orders.customer_id = customers.customer_id
     left join order_lines on recent_orders.order_id = order_lines.order_id

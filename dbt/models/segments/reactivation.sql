@@ -35,9 +35,8 @@ episodes as (
         placed_at as last_order_at,
         next_order_at,
         median_days_between_orders,
-        placed_at + to_seconds(cast(86400 * greatest(
-            {{ inactive_after_days }}, 2 * coalesce(median_days_between_orders, 0)
-        ) as bigint)) as inactive_at
+        {{ timestamp_add('second', 'cast(86400 * greatest(' ~ inactive_after_days
+            ~ ', 2 * coalesce(median_days_between_orders, 0)) as bigint)', 'placed_at') }} as inactive_at
     from order_gaps
 ),
 
@@ -55,7 +54,7 @@ inactive as (
     where inactive_at <= {{ as_of() }}
         and inactive_at > {{ as_of() }}
             - {{ minutes(step_1["delay_minutes"], step_2["delay_minutes"], step_2["expire_after_minutes"]) }}
-            - interval 7 day
+            - interval '7 day'
         and (next_order_at is null or next_order_at > inactive_at)
 
     union all
@@ -68,12 +67,12 @@ inactive as (
         last_order_id,
         last_order_at,
         next_order_at,
-        last_order_at + interval {{ inactive_after_days }} day as inactive_at,
+        last_order_at + interval '{{ inactive_after_days }} day' as inactive_at,
         customer_id || ':' || last_order_id as episode_key,
         'not_inactive_yet' as rule_reason
     from episodes
     where inactive_at > {{ as_of() }}
-        and last_order_at + interval {{ inactive_after_days }} day <= {{ as_of() }}
+        and last_order_at + interval '{{ inactive_after_days }} day' <= {{ as_of() }}
         and (next_order_at is null or next_order_at > {{ as_of() }})
 ),
 
@@ -134,11 +133,12 @@ final as (
             inactive.rule_reason,
             case when inactive.next_order_at <= {{ as_of() }} then 'purchased' end
         ) as exit_reason,
-        to_json({
-            'last_order_at': inactive.last_order_at,
-            'last_order_id': inactive.last_order_id,
-            'recommendations': coalesce(recommendation_lists.recommendations[1:{{ n_recommendations }}], [])
-        }) as payload
+        to_json({{ record({
+            'last_order_at': record_timestamp('inactive.last_order_at'),
+            'last_order_id': 'inactive.last_order_id',
+            'recommendations': 'coalesce(' ~ list_head('recommendation_lists.recommendations', n_recommendations) ~ ', '
+                ~ empty_record_list() ~ ')'
+        }) }}) as payload
     from steps
     inner join inactive on steps.episode_key = inactive.episode_key
     inner join customers on inactive.customer_id = customers.customer_id

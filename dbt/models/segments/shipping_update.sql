@@ -47,24 +47,27 @@ shipment_events as (
     where delivered_at <= {{ as_of() }}
         and delivered_at > {{ as_of() }}
             - {{ minutes(delivered["delay_minutes"], delivered["expire_after_minutes"]) }}
-            - interval 7 day
+            - interval '7 day'
 ),
 
 -- on delivery: the how-to guide of every product in the order that has one
 guides as (
     select
-        order_items.order_id,
-        -- sorted (by product id, the struct's first field): list(distinct …) alone has no defined order
-        list_sort(list(distinct {
-            'product_id': products.product_id,
-            'name': products.product_name,
-            'guide_url': products.guide_url
-        })) as guides
-    from order_items
-    inner join products on order_items.product_id = products.product_id
-    where products.guide_url is not null
-        and order_items.order_id in (select order_id from shipment_events)
-    group by order_items.order_id
+        order_products.order_id,
+        -- sorted by product id, the record's first field (one per product: the products are distinct)
+        {{ ordered_list(record({
+            'product_id': 'order_products.product_id',
+            'name': 'order_products.product_name',
+            'guide_url': 'order_products.guide_url'
+        }), 'order_products.product_id', record_leads_with_order=true) }} as guides
+    from (
+        select distinct order_items.order_id, products.product_id, products.product_name, products.guide_url
+        from order_items
+        inner join products on order_items.product_id = products.product_id
+        where products.guide_url is not null
+            and order_items.order_id in (select order_id from shipment_events)
+    ) as order_products
+    group by order_products.order_id
 ),
 
 order_lines as (
@@ -82,23 +85,25 @@ final as (
         shipment_events.due_at,
         shipment_events.expires_at,
         {{ order_exit_reason('orders') }} as exit_reason,
-        to_json({
-            'order_id': orders.order_id,
-            'placed_at': orders.placed_at,
-            'items': json(coalesce(order_lines.items, '[]')),
-            'total_amount': orders.total_amount,
-            'currency': orders.currency,
-            'shipment': {
-                'shipment_id': shipments.shipment_id,
-                'carrier': shipments.carrier,
-                'tracking_url': shipments.tracking_url,
-                'tracking_number': shipments.tracking_number,
-                'expected_delivery_date': shipments.expected_delivery_date,
-                'shipped_at': shipments.shipped_at,
-                'delivered_at': case when shipment_events.step = 'delivered' then shipments.delivered_at end
-            },
-            'guides': case when shipment_events.step = 'delivered' then coalesce(guides.guides, []) end
-        }) as payload
+        to_json({{ record({
+            'order_id': 'orders.order_id',
+            'placed_at': record_timestamp('orders.placed_at'),
+            'items': "coalesce(order_lines.items, cast('[]' as json))",
+            'total_amount': 'orders.total_amount',
+            'currency': 'orders.currency',
+            'shipment': record({
+                'shipment_id': 'shipments.shipment_id',
+                'carrier': 'shipments.carrier',
+                'tracking_url': 'shipments.tracking_url',
+                'tracking_number': 'shipments.tracking_number',
+                'expected_delivery_date': record_timestamp('shipments.expected_delivery_date'),
+                'shipped_at': record_timestamp('shipments.shipped_at'),
+                'delivered_at': record_timestamp(
+                    "case when shipment_events.step = 'delivered' then shipments.delivered_at end")
+            }),
+            'guides': "case when shipment_events.step = 'delivered' then coalesce(guides.guides, "
+                ~ empty_record_list() ~ ') end'
+        }) }}) as payload
     from shipment_events
     inner join shipments on shipment_events.shipment_id = shipments.shipment_id
     inner join orders on shipment_events.order_id = orders.order_id

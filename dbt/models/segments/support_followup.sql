@@ -28,14 +28,14 @@ final as (
         closed.closed_at + {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }}
             as expires_at,
         cast(null as varchar) as exit_reason,
-        to_json({
-            'ticket': {
-                'ticket_id': closed.ticket_id,
-                'topic': closed.topic,
-                'opened_at': closed.opened_at,
-                'closed_at': closed.closed_at
-            }
-        }) as payload
+        to_json({{ record({
+            'ticket': record({
+                'ticket_id': 'closed.ticket_id',
+                'topic': 'closed.topic',
+                'opened_at': record_timestamp('closed.opened_at'),
+                'closed_at': record_timestamp('closed.closed_at')
+            })
+        }) }}) as payload
     from closed
     inner join customers on closed.customer_id = customers.customer_id
 )
