@@ -40,7 +40,7 @@ def marketing_mails_have_consent(warehouse: WarehouseResource) -> dg.AssetCheckR
                              and coalesce(consent.has_objection_notice, false)
                              and not coalesce(consent.has_withdrawn, false)))
               )
-            group by all
+            group by 1, 2
             """
         ).fetchall()
     return dg.AssetCheckResult(

@@ -1,5 +1,5 @@
 """PostgreSQL for the engine tests: a copier of the warehouse's source tables from DuckDB and a minimal
-`pg_dsn` fixture (skips unless NACHFASS_TEST_PG_DSN names a server). The real loader lives in
+`pg_dsn_from_env` fixture (NACHFASS_TEST_PG_DSN or the session's throwaway server). The real loader lives in
 nachfass/core; this one only serves the tests that compare dbt's results on both engines.
 
 Types: varchar → text, json → json (the text kept as DuckDB stored it; no model reads these columns, the
@@ -160,11 +160,11 @@ def create_test_database(dsn: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_dsn_from_env() -> str:
-    """The DSN of a PostgreSQL server for the engine tests (env NACHFASS_TEST_PG_DSN, e.g.
-    postgresql://postgres@127.0.0.1:55433/postgres); skips the test when none is configured. A stand-in
-    for the session fixture that starts a server."""
+def pg_dsn_from_env(request: pytest.FixtureRequest) -> str:
+    """The URL of a PostgreSQL server for the engine tests: env NACHFASS_TEST_PG_DSN (e.g.
+    postgresql://postgres@127.0.0.1:55433/postgres) or the session's throwaway server (conftest.py
+    ``postgres_server``, which skips without PostgreSQL installed and fails in CI)."""
     dsn = os.environ.get(PG_DSN_ENV)
-    if not dsn:
-        pytest.skip(f"no PostgreSQL server configured ({PG_DSN_ENV} unset)")
-    return dsn
+    if dsn:
+        return dsn
+    return request.getfixturevalue("postgres_server").url()

@@ -4,7 +4,7 @@ one `dbt build` with the same vars runs on each engine. Every model's rows are t
 only their representation normalised (JSON text vs parsed json, numbers inside JSON). The dbt unit tests
 run on PostgreSQL too.
 
-Needs a PostgreSQL server (env NACHFASS_TEST_PG_DSN, see tests/pg_support.py); skipped without one.
+Runs on the session's throwaway PostgreSQL (or NACHFASS_TEST_PG_DSN, see tests/pg_support.py).
 """
 
 from __future__ import annotations

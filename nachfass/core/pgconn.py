@@ -94,6 +94,15 @@ class PgCursor:
     def fetchmany(self, size: int) -> list[tuple]:
         return self._cur.fetchmany(size) if self._cur.description is not None else []
 
+    def df(self):
+        """The result as a pandas DataFrame (DuckDB's ``.df()``)."""
+        import pandas as pd
+
+        names = [d[0] for d in self._cur.description]
+        return pd.DataFrame.from_records(self._cur.fetchall(), columns=names)
+
+    fetchdf = df
+
     def close(self) -> None:
         self._cur.close()
 

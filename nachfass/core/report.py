@@ -89,11 +89,11 @@ def daily_figures(conn: duckdb.DuckDBPyConnection, as_of: datetime, days: int) -
         select sent_date, campaign,
                sum(n_sent) as n_sent, sum(n_delivered) as n_delivered, sum(n_opened) as n_opened,
                sum(n_clicked) as n_clicked, sum(n_converted) as n_converted,
-               coalesce(sum(attributed_revenue), 0)::double as revenue
+               cast(coalesce(sum(attributed_revenue), 0) as double precision) as revenue
         from analytics.campaign_performance
         where coalesce(variant, '') <> 'holdout'
           and sent_date > cast(? as date) - cast(? as integer) and sent_date <= cast(? as date)
-        group by all
+        group by 1, 2
         order by sent_date, campaign
         """,
         [as_of, days, as_of],

@@ -66,6 +66,9 @@ class LocalPostgres:
     def dsn(self, dbname: str = "postgres") -> str:
         return f"host={self.host} port={self.port} user={self.user} dbname={dbname}"
 
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
+
     def env(self, dbname: str) -> dict[str, str]:
         """The libpq variables the project reads (NACHFASS_ENGINE=postgres selects the engine)."""
         return {
