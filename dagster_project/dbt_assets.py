@@ -75,7 +75,7 @@ def nachfass_dbt_assets(
         with warehouse.connect() as conn:
             check_as_of(conn, as_of, run_id=context.run_id)
     # PostgreSQL: one run decides at a time; held until this run's mails are rendered (decision_lock.py).
-    decision_lock.acquire(context.run_id, log=context.log.info)
+    decision_lock.acquire(context.run_id, log=context.log.warning)
     renders = RENDERED_MAILS in context.job_def.asset_layer.selected_asset_keys
     context.log.info(f"dbt build as of {as_of.isoformat()}")
     try:

@@ -9,6 +9,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
+from filelock import FileLock
 
 from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars_arg
 from nachfass.core.paths import dbt_project_dir
@@ -68,15 +69,19 @@ def prepare_dbt_manifest(project: DbtProject = dbt_project, *, force: bool = Fal
     and took 6-9 s of the 10-13 s before a `nachfass run` reached its first step."""
     vars_arg = dbt_vars_arg()
     target = Path(project.project_dir, project.target_path)
+    target.mkdir(parents=True, exist_ok=True)
     manifest, stamp = target / "manifest.json", target / PARSE_STAMP
     inputs = parse_inputs(vars_arg, project)
-    if not force and manifest.is_file() and stamp.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(stamp.read_text()) == {"inputs": inputs, "manifest": _manifest_state(manifest)}:
-                return False
-    stamp.unlink(missing_ok=True)
-    dbt_resource(project).cli(["parse", "--quiet", *vars_arg], target_path=project.target_path).wait()
-    stamp.write_text(json.dumps({"inputs": inputs, "manifest": _manifest_state(manifest)}))
+    # Runs may start together (on PostgreSQL they may overlap): one parses, the others wait for it and
+    # then find the manifest fresh, instead of reading it half written.
+    with FileLock(target / ".nachfass-parse.lock"):
+        if not force and manifest.is_file() and stamp.is_file():
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(stamp.read_text()) == {"inputs": inputs, "manifest": _manifest_state(manifest)}:
+                    return False
+        stamp.unlink(missing_ok=True)
+        dbt_resource(project).cli(["parse", "--quiet", *vars_arg], target_path=project.target_path).wait()
+        stamp.write_text(json.dumps({"inputs": inputs, "manifest": _manifest_state(manifest)}))
     return True
 
 

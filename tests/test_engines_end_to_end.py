@@ -81,3 +81,46 @@ def _settings(server):
     from nachfass.core.warehouse.settings import PostgresSettings
 
     return PostgresSettings(host=server.host, port=server.port, user=server.user, dbname="e2e")
+
+
+def test_two_runs_at_once_on_postgres_neither_fails_nor_sends_twice(
+    tmp_path: Path, postgres_server, dbt_manifest
+) -> None:
+    """The one-writer rule is DuckDB's: on PostgreSQL two scheduled runs may overlap (a long daily run and
+    a 15-minute tick). Both succeed; the second decides after the first rendered (decision lock) and
+    finds its mails in the ledger; every mail is sent once."""
+    landing = tmp_path / "landing"
+    generate_exports(landing, customers=300, seed=5, as_of=datetime(2026, 11, 24, 10, tzinfo=UTC))
+    postgres_server.drop_database("overlap")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "NACHFASS_", "SENDGRID_"))} | {
+        "NACHFASS_ENGINE": "postgres",
+        "NACHFASS_LANDING": str(landing),
+        "NACHFASS_DATA": str(tmp_path / "data"),
+        "NACHFASS_OUTBOX": str(tmp_path / "outbox"),
+        **postgres_server.env(postgres_server.create_database("overlap")),
+    }
+    code = f"from nachfass.cli.main import main; raise SystemExit(main(['run', '--as-of', {AS_OF!r}]))"
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=900)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], "\n".join(out[-3000:] for out in outputs)
+    settings = _settings(postgres_server)
+    with PgConnection.open(type(settings)(**{**settings.__dict__, "dbname": "overlap"})) as pg:
+        total, distinct, sent = pg.execute(
+            "select count(*), count(distinct (campaign, step, trigger_key)), count(*) filter "
+            "(where status = 'sent') from mail.sends"
+        ).fetchone()
+        runs_recorded = pg.execute("select count(*) from mail.runs").fetchone()[0]
+    assert total == distinct and sent > 20
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == sent  # one file per mail: none written twice
+    assert runs_recorded == 2
+    assert sum("waiting for it to finish rendering" in out for out in outputs) == 1  # the second one waited

@@ -25,9 +25,7 @@ def sendgrid_events(
 ) -> dg.MaterializeResult:
     if warehouse.engine() == "postgres":
         # parsed and checked in the local staging file, then copied (nachfass/core/warehouse/postgres.py)
-        staging = warehouse.staging_path()
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        with engine.connect(duckdb_path=staging, engine_name="duckdb") as duck:
+        with engine.staging(warehouse.staging_path(), log=context.log.warning) as duck:
             prepare_warehouse(duck)
             report = load_events(duck, landing.resolved_path())
             with warehouse.connect() as conn:

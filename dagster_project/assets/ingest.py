@@ -41,9 +41,7 @@ def raw_exports(
         # DuckDB parses and checks the exports in a local staging file (the same loader, the same
         # quarantine), then the newly loaded files are copied to PostgreSQL in one transaction
         # (nachfass/core/warehouse/postgres.py).
-        staging = warehouse.staging_path()
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        with engine.connect(duckdb_path=staging, engine_name="duckdb") as duck:
+        with engine.staging(warehouse.staging_path(), log=context.log.warning) as duck:
             prepare_warehouse(duck)
             reports = load_landing(
                 duck, landing_dir, shop_tz=shop.settings().timezone, tables=tables, as_of=as_of

@@ -58,3 +58,35 @@ def connect(
         yield conn
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def staging(path: Path, *, log=None, timeout_s: float = 900.0, poll_s: float = 0.5) -> Iterator[Any]:
+    """The local DuckDB file the PostgreSQL engine parses exports in (nachfass/core/warehouse/postgres.py).
+
+    One process at a time, like any DuckDB file: a run whose ingest overlaps another's on the same machine
+    waits for it (its files are then already loaded and are not parsed twice)."""
+    import time
+
+    import duckdb
+
+    from nachfass.core import duckdb_config
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    waited = False
+    while True:
+        try:
+            conn = duckdb_config.connect(path)
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            if not waited and log is not None:
+                log(f"another run is loading exports into {path}; waiting for it")
+            waited = True
+            time.sleep(poll_s)
+    try:
+        yield conn
+    finally:
+        conn.close()
