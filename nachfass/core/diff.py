@@ -83,7 +83,13 @@ def _build(project: Path, warehouse: Path, as_of: datetime, target: Path) -> Non
         "model", "--vars", json.dumps(variables),
         "--profiles-dir", str(profiles), "--target-path", str(target), "--log-path", str(target / "logs"),
     ]  # fmt: skip
-    env = {**os.environ, paths.ENV_WAREHOUSE: str(warehouse), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    env = {
+        **os.environ,
+        paths.ENV_WAREHOUSE: str(warehouse),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        # always a DuckDB file of its own, whatever engine the live warehouse runs on
+        "NACHFASS_ENGINE": "duckdb",
+    }
     result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join(result.stdout.strip().splitlines()[-15:])

@@ -139,7 +139,13 @@ def _dbt(args: list[str], *, target_path: Path, env_warehouse: Path, project: Pa
     project = project or paths.dbt_project_dir()
     # a changed copy of the rules without its own profiles.yml uses the project's
     profiles = project if (project / "profiles.yml").is_file() else paths.dbt_project_dir()
-    env = {**os.environ, paths.ENV_WAREHOUSE: str(env_warehouse), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    env = {
+        **os.environ,
+        paths.ENV_WAREHOUSE: str(env_warehouse),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        # always a DuckDB file of its own, whatever engine the live warehouse runs on
+        "NACHFASS_ENGINE": "duckdb",
+    }
     command = [
         DBT_EXECUTABLE,
         *args,
