@@ -1,0 +1,130 @@
+"""The same dbt build on DuckDB and on PostgreSQL, from the same exports, in one run (ratios, not absolutes).
+
+    python bench/bench_engines.py --customers 100000 --workdir /tmp/nachfass_engines
+
+1. generate ``days`` (90) of exports for N customers and load them into DuckDB (bench_dbt.prepare: the
+   same loader as the ingest asset; reused when the work dir has them);
+2. copy the loaded files to PostgreSQL exactly as the ingest asset does on the postgres engine
+   (``push_tables``: COPY in one transaction) into a throwaway local cluster (nachfass.devtools.pgserver),
+   or into the server of the PG* variables with ``--use-env-server``;
+3. ``dbt build --full-refresh`` on each engine, then a second ``dbt build`` (the incremental models only
+   add what is new: nothing here, so this is the fixed cost of a scheduled run's dbt step), timing each,
+   with peak memory of the PostgreSQL server's processes not measured (shared buffers, separate processes).
+
+Prints one table; docs/benchmarks.md records the figures with machine and load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_dbt import DBT_DIR, iso, prepare  # noqa: E402
+
+from nachfass.core.dbt import dbt_vars_arg  # noqa: E402
+
+
+def dbt_build(workdir: Path, env: dict[str, str], as_of: datetime, *extra: str) -> tuple[float, dict]:
+    target = workdir / f"target-{env['NACHFASS_ENGINE']}"
+    args = [
+        str(Path(sys.executable).parent / "dbt"),
+        "build",
+        "--profiles-dir",
+        ".",
+        "--target-path",
+        str(target),
+        *dbt_vars_arg(iso(as_of)),
+        *extra,
+    ]
+    started = time.perf_counter()
+    result = subprocess.run(args, cwd=DBT_DIR, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        print(result.stdout[-5000:], result.stderr[-2000:])
+        raise SystemExit(f"dbt build on {env['NACHFASS_ENGINE']} failed")
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    models = {
+        r["unique_id"].split(".")[-1]: round(r["execution_time"], 2)
+        for r in results
+        if r["unique_id"].startswith("model.")
+    }
+    return elapsed, models
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/nachfass_engines"))
+    parser.add_argument("--as-of", default="2026-11-24T10:00:00Z")
+    parser.add_argument("--use-env-server", action="store_true", help="PostgreSQL from the PG* variables")
+    args = parser.parse_args(argv)
+    as_of = datetime.fromisoformat(args.as_of.replace("Z", "+00:00")).astimezone(UTC)
+    workdir = args.workdir.resolve() / f"c{args.customers}"
+    stats = prepare(workdir, args.customers, as_of, args.days)
+    warehouse = workdir / "warehouse.duckdb"
+    print(f"{args.customers:,} customers, {sum(stats.get('rows', {}).values()):,} export rows; load {stats}")
+
+    from nachfass.core.warehouse import postgres as pgw
+    from nachfass.core.warehouse.settings import PostgresSettings
+    from nachfass.devtools import pgserver
+
+    server = None
+    if args.use_env_server:
+        pg_env = {k: v for k, v in os.environ.items() if k.startswith("PG")}
+    else:
+        server = pgserver.start()
+        pg_env = server.env(server.create_database("bench"))
+    figures: dict[str, float] = {}
+    try:
+        settings = PostgresSettings.from_env(pg_env)
+        pg = pgw.connect(settings)
+        duck = duckdb.connect(str(warehouse), read_only=True)
+        started = time.perf_counter()
+        pgw.prepare_warehouse(pg)
+        pushed = pgw.push_tables(duck, pg)
+        figures["copy to PostgreSQL (push_tables)"] = time.perf_counter() - started
+        duck.close()
+        pg.close()
+        print(f"copied {pushed.files} files, {sum(pushed.rows.values()):,} rows")
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "NACHFASS_"))}
+        engines = {
+            "duckdb": base | {"NACHFASS_ENGINE": "duckdb", "NACHFASS_WAREHOUSE": str(warehouse)},
+            "postgres": base | {"NACHFASS_ENGINE": "postgres", **pg_env},
+        }
+        models: dict[str, dict] = {}
+        for name, env in engines.items():
+            figures[f"dbt build --full-refresh, {name}"], models[name] = dbt_build(
+                workdir, env, as_of, "--full-refresh"
+            )
+            figures[f"dbt build again (nothing new), {name}"], _ = dbt_build(workdir, env, as_of)
+    finally:
+        if server is not None:
+            server.stop()
+    print(f"\n{'stage':<45} {'seconds':>8}")
+    for stage, seconds in figures.items():
+        print(f"{stage:<45} {seconds:>8.1f}")
+    full = {e: figures[f"dbt build --full-refresh, {e}"] for e in ("duckdb", "postgres")}
+    print(f"\nfull build PostgreSQL / DuckDB: {full['postgres'] / full['duckdb']:.2f}")
+    print("\nslowest models (full build, s):")
+    slow = sorted(models["postgres"], key=lambda m: -models["postgres"][m])[:8]
+    for model in slow:
+        duck_s, pg_s = models["duckdb"].get(model, 0), models["postgres"][model]
+        print(f"  {model:<34} duckdb {duck_s:>6.2f}  postgres {pg_s:>6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
