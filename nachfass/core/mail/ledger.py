@@ -215,10 +215,23 @@ def claim_many(
 
     A mail whose (campaign, step, trigger_key) already has a row, in any state, is left out: never twice.
     """
+    return claim_with(_insert_new, conn, mails, run_id=run_id, as_of=as_of, transport_name=transport_name)
+
+
+def claim_with(
+    insert_new,
+    conn,
+    mails: Sequence[RenderedMail],
+    *,
+    run_id: str,
+    as_of: datetime | None,
+    transport_name: str,
+) -> list[RenderedMail]:
+    """``claim_many`` with an engine's ``insert_new(conn, rows) -> inserted send ids`` (both ledgers)."""
     if transport_name not in TRANSPORTS:
         raise ValueError(f"transport_name must be one of {TRANSPORTS}, got {transport_name!r}")
     logical = _logical(as_of)
-    inserted = _insert_new(conn, [_claim_row(m, run_id, logical, transport_name) for m in mails])
+    inserted = insert_new(conn, [_claim_row(m, run_id, logical, transport_name) for m in mails])
     out: list[RenderedMail] = []
     for mail in mails:
         # A second copy of the same send id inside the batch is not handed out twice.
@@ -322,36 +335,37 @@ def release_many(conn: duckdb.DuckDBPyConnection, send_ids: Iterable[str], *, ru
     return len(deleted)
 
 
+def holdout_row(job: MailJob, run_id: str, logical: datetime) -> dict:
+    """The ledger row of an A/B holdout member (both engines' ledgers)."""
+    now = _now()
+    return {
+        "send_id": job.send_id,
+        "campaign": job.campaign,
+        "step": job.step,
+        "trigger_key": job.trigger_key,
+        "customer_id": job.customer_id,
+        "email": job.email,
+        "email_hash": email_hash(job.email),
+        "experiment_id": job.experiment_id,
+        "variant": job.variant,
+        "status": "holdout",
+        "reason": "holdout",
+        "sg_message_id": None,
+        "transport": None,
+        "run_id": run_id,
+        "as_of": logical,
+        "created_at": now,
+        "updated_at": now,
+        "attempts": 0,
+    }
+
+
 def record_holdouts(
     conn: duckdb.DuckDBPyConnection, jobs: Iterable[MailJob], *, run_id: str, as_of: datetime | None
 ) -> int:
     """Record A/B holdout members (not mailed, but counted for the experiment); returns rows inserted."""
     logical = _logical(as_of)
-    rows = []
-    for job in jobs:
-        now = _now()
-        rows.append(
-            {
-                "send_id": job.send_id,
-                "campaign": job.campaign,
-                "step": job.step,
-                "trigger_key": job.trigger_key,
-                "customer_id": job.customer_id,
-                "email": job.email,
-                "email_hash": email_hash(job.email),
-                "experiment_id": job.experiment_id,
-                "variant": job.variant,
-                "status": "holdout",
-                "reason": "holdout",
-                "sg_message_id": None,
-                "transport": None,
-                "run_id": run_id,
-                "as_of": logical,
-                "created_at": now,
-                "updated_at": now,
-                "attempts": 0,
-            }
-        )
+    rows = [holdout_row(job, run_id, logical) for job in jobs]
     return len(_insert_new(conn, rows))
 
 

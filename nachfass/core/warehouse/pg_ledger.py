@@ -48,13 +48,12 @@ from nachfass.core.mail import journal as send_journal
 from nachfass.core.mail.ledger import (
     _COLUMNS,
     CRASH_REASON,
-    TRANSPORTS,
     Recovery,
-    _claim_row,
     _JournalOutcome,
     _logical,
     _now,
-    email_hash,
+    claim_with,
+    holdout_row,
 )
 from nachfass.core.mail.message import MailJob, RenderedMail, SendResult
 from nachfass.core.schema import SENDS
@@ -174,16 +173,7 @@ def claim_many(
 
     A mail whose (campaign, step, trigger_key) already has a row, in any state, is left out: never twice.
     """
-    if transport_name not in TRANSPORTS:
-        raise ValueError(f"transport_name must be one of {TRANSPORTS}, got {transport_name!r}")
-    logical = _logical(as_of)
-    inserted = _insert_new(conn, [_claim_row(m, run_id, logical, transport_name) for m in mails])
-    out: list[RenderedMail] = []
-    for mail in mails:
-        if mail.send_id in inserted:
-            inserted.discard(mail.send_id)
-            out.append(mail)
-    return out
+    return claim_with(_insert_new, conn, mails, run_id=run_id, as_of=as_of, transport_name=transport_name)
 
 
 def claim(
@@ -260,34 +250,10 @@ def release_many(conn: Connection, send_ids: Iterable[str], *, run_id: str) -> i
     return _with_retries(conn, lambda cur: _release(cur, ids, run_id))
 
 
-def _holdout_row(job: MailJob, run_id: str, logical: datetime) -> dict:
-    now = _now()
-    return {
-        "send_id": job.send_id,
-        "campaign": job.campaign,
-        "step": job.step,
-        "trigger_key": job.trigger_key,
-        "customer_id": job.customer_id,
-        "email": job.email,
-        "email_hash": email_hash(job.email),
-        "experiment_id": job.experiment_id,
-        "variant": job.variant,
-        "status": "holdout",
-        "reason": "holdout",
-        "sg_message_id": None,
-        "transport": None,
-        "run_id": run_id,
-        "as_of": logical,
-        "created_at": now,
-        "updated_at": now,
-        "attempts": 0,
-    }
-
-
 def record_holdouts(conn: Connection, jobs: Iterable[MailJob], *, run_id: str, as_of: datetime | None) -> int:
     """Record A/B holdout members (not mailed, but counted for the experiment); returns rows inserted."""
     logical = _logical(as_of)
-    return len(_insert_new(conn, [_holdout_row(job, run_id, logical) for job in jobs]))
+    return len(_insert_new(conn, [holdout_row(job, run_id, logical) for job in jobs]))
 
 
 def record_holdout(conn: Connection, job: MailJob, run_id: str, as_of: datetime | None) -> bool:
