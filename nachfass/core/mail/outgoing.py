@@ -16,28 +16,15 @@ import duckdb
 import pyarrow as pa
 
 from nachfass.core.mail.message import RenderedMail
+from nachfass.core.schema import OUTGOING
 from nachfass.core.schema import ensure_outgoing as ensure_outgoing  # re-exported; DDL in core.schema
 
 # A run's queue older than this (in logical time) was left by a run that crashed before its send step.
 STALE_AFTER = timedelta(days=1)
 
-COLUMNS = (
-    "send_id",
-    "campaign",
-    "step",
-    "variant",
-    "trigger_key",
-    "customer_id",
-    "to_email",
-    "to_name",
-    "subject",
-    "html",
-    "text",
-    "headers",
-    "categories",
-    "is_marketing",
-    "experiment_id",
-)
+# The mail's own columns of the queue, in table order (core/schema.py OUTGOING); run_id and rendered_at are
+# stamped per run.
+COLUMNS = tuple(c.name for c in OUTGOING.columns if c.name not in ("run_id", "rendered_at"))
 
 
 def _table(chunk: list[RenderedMail], run_id: str, rendered_at: datetime) -> pa.Table:
