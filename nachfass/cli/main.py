@@ -58,6 +58,12 @@ def run_job(
 
     ``partition_key``: a slot of a scheduled job (its run config, as_of = the slot's end, comes from the
     job's partitions); otherwise ``as_of`` (ISO 8601) is the logical time, default the run's start."""
+    from nachfass.core.engine import EngineError, current_engine
+
+    try:
+        current_engine()  # a mistyped engine stops here with one line, before dbt or any step starts
+    except EngineError as exc:
+        raise SystemExit(str(exc)) from None
     import dagster as dg
 
     ensure_dbt_manifest()
