@@ -52,21 +52,21 @@ def rendered_mails(
     clock: RunClockResource,
     config: MailRunConfig,
 ) -> dg.MaterializeResult:
-    as_of = clock.resolve(context)
-    if not link_signer.is_configured():
-        context.log.warning(
-            f"{link_signer.key_env} is not set: links are signed with the development key and are not valid "
-            "in production"
-        )
-    renderer = MailRenderer(
-        shop.settings(), link_signer.signer(), templates_dir=shop.resolved_templates_dir(), now=as_of
-    )
-    # Preflight: every template of every campaign/step/variant/locale compiles and renders its legal
-    # duties on sample data, before a single real mail is rendered.
-    checked = renderer.check_templates()
-    # Experiments vary what they declare (subject, body, send delay), also with overridden templates.
-    renderer.check_experiments(load_campaigns(templates_dir=shop.resolved_templates_dir()))
     try:
+        as_of = clock.resolve(context)
+        if not link_signer.is_configured():
+            context.log.warning(
+                f"{link_signer.key_env} is not set: links are signed with the development key and are "
+                "not valid in production"
+            )
+        renderer = MailRenderer(
+            shop.settings(), link_signer.signer(), templates_dir=shop.resolved_templates_dir(), now=as_of
+        )
+        # Preflight: every template of every campaign/step/variant/locale compiles and renders its legal
+        # duties on sample data, before a single real mail is rendered.
+        checked = renderer.check_templates()
+        # Experiments vary what they declare (subject, body, send delay), also with overridden templates.
+        renderer.check_experiments(load_campaigns(templates_dir=shop.resolved_templates_dir()))
         with warehouse.connect() as conn:
             _begin_mail_run(context, conn, as_of)
             per_step, rows = render_due_mails(
@@ -77,7 +77,8 @@ def rendered_mails(
                 "group by 1, 2, 3, 4 order by 1, 2, 3, 4"
             ).fetchall()
     finally:
-        # PostgreSQL: this run's decisions are rendered; the next run may decide (decision_lock.py)
+        # PostgreSQL: this run's decisions are rendered (or the step failed); the next run may decide
+        # (decision_lock.py)
         decision_lock.release(context.run_id)
     previews = _write_previews(renderer, rows, context.run_id)
     return dg.MaterializeResult(
