@@ -39,9 +39,8 @@ class WarehouseResource(dg.ConfigurableResource):
         return Path(self.path).resolve() if self.path else paths.warehouse_path()
 
     def staging_path(self) -> Path:
-        """On PostgreSQL: the local DuckDB file the exports are parsed and checked in before they are copied
-        to the warehouse (nachfass/core/warehouse/postgres.py)."""
-        return paths.data_dir().resolve() / "staging.duckdb"
+        """On PostgreSQL: the local DuckDB file the exports are parsed in (``paths.staging_path``)."""
+        return paths.staging_path()
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection | PgConnection]:

@@ -375,10 +375,9 @@ def print_ab_results() -> None:
 def cmd_erase(args: SimpleNamespace) -> int:
     """DSGVO erasure. A command, not a Dagster job, on purpose: a job's run config (with the address)
     would stay in Dagster's run history, which is exactly what erasure must not leave behind."""
-    import duckdb
-
     from dagster_project.resources import parse_as_of
-    from nachfass.privacy.erasure import compact_warehouse, erase_person
+    from nachfass.core import engine
+    from nachfass.privacy.erasure import compact_postgres, compact_warehouse, erase_person
 
     _export_locations(args)
     client = None
@@ -390,8 +389,14 @@ def cmd_erase(args: SimpleNamespace) -> int:
 
         client = sendgrid.SendGridAPIClient(api_key=api_key, host=SendGridResource().resolved_host())
     as_of = parse_as_of(args.as_of) if args.as_of else datetime.now(UTC)
-    conn = duckdb.connect(str(paths.warehouse_path()))
-    try:
+    on_postgres = engine.current_engine() == "postgres"
+    staging_file = paths.staging_path()
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(engine.connect())
+        staging = None
+        if on_postgres and staging_file.exists():
+            # the local copy of the exports the PostgreSQL engine parses in holds the person too
+            staging = stack.enter_context(engine.staging(staging_file))
         report = erase_person(
             conn,
             email=args.email,
@@ -400,14 +405,21 @@ def cmd_erase(args: SimpleNamespace) -> int:
             landing_dir=paths.landing_dir(),
             sendgrid_client=client,
             now=as_of,
+            staging=staging,
         )
-    finally:
-        conn.close()
+        if on_postgres:
+            compact_postgres(conn)
     # Deleted rows stay in DuckDB's file blocks until rewritten: copy the live data into a fresh file.
-    compact_warehouse(paths.warehouse_path())
+    if on_postgres:
+        if staging is not None:
+            compact_warehouse(staging_file)
+    else:
+        compact_warehouse(paths.warehouse_path())
     print(f"erased: {report.emails} address(es), {report.customer_ids} customer id(s)")
     for table, n in sorted(report.rows_deleted.items()):
         print(f"  deleted {n:>6} rows from {table}")
+    for table, n in sorted(report.staging_rows_deleted.items()):
+        print(f"  deleted {n:>6} rows from {table} in the staging file {paths.staging_path()}")
     print(f"  pseudonymised {report.ledger_rows_pseudonymised} ledger rows (the address stays suppressed)")
     print(f"  deleted {report.outbox_files_deleted} outbox files")
     print(

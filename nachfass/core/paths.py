@@ -34,6 +34,12 @@ def warehouse_path() -> Path:
     return Path(os.environ.get(ENV_WAREHOUSE, data_dir() / "warehouse.duckdb")).resolve()
 
 
+def staging_path() -> Path:
+    """On the PostgreSQL engine: the local DuckDB file the exports are parsed and checked in before they are
+    copied to the warehouse (nachfass/core/warehouse/postgres.py). It holds copies of the raw exports."""
+    return data_dir().resolve() / "staging.duckdb"
+
+
 def landing_dir() -> Path:
     return Path(os.environ.get(ENV_LANDING, data_dir() / "landing")).resolve()
 

@@ -85,6 +85,11 @@ class PgCursor:
     def description(self):
         return self._cur.description
 
+    @property
+    def rowcount(self) -> int:
+        """Rows the last statement changed (DuckDB answers an insert/update/delete with a count row)."""
+        return self._cur.rowcount
+
     def fetchall(self) -> list[tuple]:
         return self._cur.fetchall() if self._cur.description is not None else []
 

@@ -54,6 +54,8 @@ class ErasureReport:
     event_lines_removed: int = 0
     consent_files_deleted: int = 0
     sendgrid_requests: int = 0
+    # PostgreSQL engine: rows deleted from the local DuckDB staging file's copies of the exports
+    staging_rows_deleted: dict[str, int] = field(default_factory=dict)
 
 
 def salted_hash(salt: str, email: str) -> str:
@@ -113,21 +115,83 @@ def _identify(
     return emails, ids, orders
 
 
-def _tables_with_person_columns(conn: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+def _on_postgres(conn) -> bool:
+    return getattr(conn, "engine", None) == "postgres"
+
+
+def _changed(conn, cursor) -> int:
+    """Rows an insert/update/delete changed: DuckDB answers with a count row, PostgreSQL with rowcount."""
+    if _on_postgres(conn):
+        return max(int(cursor.rowcount), 0)
+    row = cursor.fetchone()
+    return int(row[0]) if row and row[0] else 0
+
+
+def _sha256_hex(conn, expr: str) -> str:
+    """SQL for the lower-case hex sha256 of a text expression, the same value on both engines."""
+    if _on_postgres(conn):
+        return f"encode(sha256(convert_to({expr}, 'UTF8')), 'hex')"
+    return f"sha256({expr})"
+
+
+def _tables_with_person_columns(conn) -> dict[str, list[str]]:
     rows = conn.execute(
         f"""
-        select c.table_schema || '.' || c.table_name, list(c.column_name)
+        select c.table_schema || '.' || c.table_name, c.column_name
         from information_schema.columns c
         join information_schema.tables t on c.table_schema = t.table_schema and c.table_name = t.table_name
         where t.table_type = 'BASE TABLE'
           and c.table_schema in ({",".join("?" * len(DERIVED_SCHEMAS))})
           and c.column_name in ({",".join("?" * len(PERSON_COLUMNS))})
-        group by all
+        order by 1, 2
         """,
         [*DERIVED_SCHEMAS, *PERSON_COLUMNS],
     ).fetchall()
-    # The ledger is pseudonymised, not deleted; erasure bookkeeping is not about a person.
-    return {name: cols for name, cols in rows if name not in ("mail.sends", "mail.erasures")}
+    tables: dict[str, list[str]] = {}
+    for name, column in rows:
+        # The ledger is pseudonymised, not deleted; erasure bookkeeping is not about a person.
+        if name not in ("mail.sends", "mail.erasures"):
+            tables.setdefault(name, []).append(column)
+    return tables
+
+
+def _delete_rows(conn, emails: set, ids: set, orders: set, report: ErasureReport) -> None:
+    """Delete every row about the person from the tables that name them, and from the quarantines (which
+    keep raw values); inside the caller's transaction. Counts land in ``report.rows_deleted``."""
+
+    def count(table: str, n: int) -> None:
+        if n:
+            report.rows_deleted[table] = report.rows_deleted.get(table, 0) + n
+
+    values = {"email": emails, "to_email": emails, "customer_id": ids, "order_id": orders}
+    for table, columns in _tables_with_person_columns(conn).items():
+        conditions, params = [], []
+        for column in columns:
+            wanted = values[column]
+            if wanted:
+                expr = f"lower({column})" if column in ("email", "to_email") else column
+                conditions.append(f"{expr} in ({','.join('?' * len(wanted))})")
+                params += sorted(wanted)
+        if conditions:
+            deleted = conn.execute(f"delete from {table} where {' or '.join(conditions)}", params)
+            count(table, _changed(conn, deleted))
+    # Quarantined rows keep raw values as JSON: look inside.
+    if _exists(conn, "raw", "quarantine"):
+        deleted = conn.execute(
+            "delete from raw.quarantine where lower(raw_values->>'email') in (select unnest(?)) "
+            "or raw_values->>'customer_id' in (select unnest(?)) "
+            "or raw_values->>'order_id' in (select unnest(?))",
+            [sorted(emails) or [""], sorted(ids) or [""], sorted(orders) or [""]],
+        )
+        count("raw.quarantine", _changed(conn, deleted))
+    if emails and _exists(conn, "raw", "event_quarantine"):
+        # A quarantined event line may name the address without a usable `email` field.
+        deleted = conn.execute(
+            "delete from raw.event_quarantine where exists "
+            "(select 1 from unnest(?::varchar[]) as e(address) where strpos(lower(raw_line), address) > 0)",
+            [sorted(emails)],
+        )
+        count("raw.event_quarantine", _changed(conn, deleted))
 
 
 def erase_person(
@@ -139,9 +203,13 @@ def erase_person(
     landing_dir: Path | None = None,
     sendgrid_client=None,
     now: datetime | None = None,
+    staging: duckdb.DuckDBPyConnection | None = None,
 ) -> ErasureReport:
     """Erase one person; ``now`` is the erasure's logical time (``nachfass erase --as-of``), stamped on the
-    ``mail.erasures`` row and the pseudonymised ledger rows. Default: the current UTC time."""
+    ``mail.erasures`` row and the pseudonymised ledger rows. Default: the current UTC time.
+
+    ``conn`` is the warehouse on either engine. ``staging`` (PostgreSQL engine) is the local DuckDB file the
+    exports are parsed in: it holds copies of the raw exports, so the person's rows go from there too."""
     if not email and not customer_id:
         raise ValueError("give an email address or a customer id to erase")
     ensure_erasure_schema(conn)
@@ -149,50 +217,9 @@ def erase_person(
     emails, ids, orders = _identify(conn, email, customer_id)
     report = ErasureReport(emails=len(emails), customer_ids=len(ids))
     salt = conn.execute("select salt from mail.erasure_salt").fetchone()[0]
-    values = {"email": emails, "to_email": emails, "customer_id": ids, "order_id": orders}
-
     conn.execute("begin")
     try:
-        for table, columns in _tables_with_person_columns(conn).items():
-            conditions, params = [], []
-            for column in columns:
-                wanted = values[column]
-                if wanted:
-                    expr = f"lower({column})" if column in ("email", "to_email") else column
-                    conditions.append(f"{expr} in ({','.join('?' * len(wanted))})")
-                    params += sorted(wanted)
-            if conditions:
-                deleted = conn.execute(
-                    f"delete from {table} where {' or '.join(conditions)}", params
-                ).fetchone()
-                if deleted and deleted[0]:
-                    report.rows_deleted[table] = int(deleted[0])
-        # Quarantined rows keep raw values as JSON: look inside.
-        if conn.execute(
-            "select count(*) from information_schema.tables where table_schema='raw' "
-            "and table_name='quarantine'"
-        ).fetchone()[0]:
-            deleted = conn.execute(
-                "delete from raw.quarantine where lower(raw_values->>'email') in (select unnest(?)) "
-                "or raw_values->>'customer_id' in (select unnest(?)) "
-                "or raw_values->>'order_id' in (select unnest(?))",
-                [sorted(emails) or [""], sorted(ids) or [""], sorted(orders) or [""]],
-            ).fetchone()[0]
-            if deleted:
-                report.rows_deleted["raw.quarantine"] = report.rows_deleted.get("raw.quarantine", 0) + int(
-                    deleted
-                )
-        if emails and _exists(conn, "raw", "event_quarantine"):
-            # A quarantined event line may name the address without a usable `email` field.
-            deleted = conn.execute(
-                "delete from raw.event_quarantine where exists "
-                "(select 1 from unnest(?::varchar[]) as e(address) where contains(lower(raw_line), address))",
-                [sorted(emails)],
-            ).fetchone()[0]
-            if deleted:
-                report.rows_deleted["raw.event_quarantine"] = report.rows_deleted.get(
-                    "raw.event_quarantine", 0
-                ) + int(deleted)
+        _delete_rows(conn, emails, ids, orders, report)
         for address in emails:
             conn.execute(
                 # Erased again (e.g. after a new opt-in): the suppression restarts at this erasure.
@@ -202,27 +229,37 @@ def erase_person(
             )
         if (emails or ids) and _exists(conn, "mail", "sends"):
             pseudonymised = conn.execute(
-                """
+                f"""
                 update mail.sends
-                set email_hash = sha256(? || lower(coalesce(email, ''))),
+                set email_hash = {_sha256_hex(conn, "? || lower(coalesce(email, ''))")},
                     email = null,
                     customer_id = null,
-                    trigger_key = 'erased:' || left(sha256(? || trigger_key), 24),
+                    trigger_key = 'erased:' || left({_sha256_hex(conn, "? || trigger_key")}, 24),
                     updated_at = ?
                 where lower(email) in (select unnest(?)) or customer_id in (select unnest(?))
                 """,
                 [salt, salt, now, sorted(emails) or [""], sorted(ids) or [""]],
-            ).fetchone()[0]
-            report.ledger_rows_pseudonymised = int(pseudonymised)
+            )
+            report.ledger_rows_pseudonymised = _changed(conn, pseudonymised)
         conn.execute("commit")
     except Exception:
         conn.execute("rollback")
         raise
+    if staging is not None:
+        staged = ErasureReport()
+        staging.execute("begin")
+        try:
+            _delete_rows(staging, emails, ids, orders, staged)
+            staging.execute("commit")
+        except Exception:
+            staging.execute("rollback")
+            raise
+        report.staging_rows_deleted = staged.rows_deleted
 
     if outbox_dir and outbox_dir.is_dir():
         report.outbox_files_deleted = _erase_outbox(outbox_dir, emails)
     if landing_dir and emails:
-        _erase_landing(conn, Path(landing_dir), emails, report)
+        _erase_landing([conn] if staging is None else [conn, staging], Path(landing_dir), emails, report)
     if sendgrid_client is not None and emails:
         addresses = sorted(emails)
         for start in range(0, len(addresses), SENDGRID_ERASE_BATCH):
@@ -263,6 +300,24 @@ def compact_warehouse(db_path: Path) -> None:
     db_path.with_name(db_path.name + ".wal").unlink(missing_ok=True)
 
 
+def compact_postgres(conn) -> list[str]:
+    """PostgreSQL keeps a deleted or updated row's old version in the table's files until the space is
+    reused: the erasure's own deletes, and earlier ones too (the render queue is emptied after every run).
+    ``VACUUM FULL`` rewrites every table that can name a person (and the ledger, whose rows were rewritten)
+    into new files and drops the old ones; ``ANALYZE`` replaces the column statistics, whose samples may
+    hold the address. Like DuckDB's ``compact_warehouse`` this rewrites the data, so it takes as long as
+    copying the tables. Runs outside a transaction (the connection is in autocommit mode). WAL segments and
+    backups still hold the data until they expire: their retention is the operator's (docs/operations.md).
+    """
+    tables = sorted(
+        {*_tables_with_person_columns(conn), "mail.sends"}
+        | {t for t in ("raw.quarantine", "raw.event_quarantine") if _exists(conn, *t.split("."))}
+    )
+    for table in tables:
+        conn.execute(f"vacuum (full, analyze) {table}")
+    return tables
+
+
 def _erase_outbox(outbox_dir: Path, emails: set[str]) -> int:
     deleted = 0
     for payload_path in outbox_dir.glob("*.json"):
@@ -296,9 +351,7 @@ def _names_person(line: bytes, emails: set[str]) -> bool:
     return any(address in text for address in emails)
 
 
-def _erase_landing(
-    conn: duckdb.DuckDBPyConnection, landing: Path, emails: set[str], report: ErasureReport
-) -> None:
+def _erase_landing(conns: list, landing: Path, emails: set[str], report: ErasureReport) -> None:
     events = landing / SENDGRID_EVENTS_TABLE
     for path in sorted(events.glob("*.ndjson")) if events.is_dir() else []:
         data = path.read_bytes()
@@ -313,10 +366,12 @@ def _erase_landing(
             write_durably(events, path.name, new_data)
             # The events that stay were loaded already: record the new content as loaded, so the
             # rewritten file is not read again (the erased person's events are gone from the table too).
-            conn.execute(
-                "update raw.loaded_files set content_hash = ? where path = ? and content_hash = ?",
-                [hashlib.sha256(new_data).hexdigest(), str(path), old_hash],
-            )
+            for conn in conns:
+                if _exists(conn, "raw", "loaded_files"):
+                    conn.execute(
+                        "update raw.loaded_files set content_hash = ? where path = ? and content_hash = ?",
+                        [hashlib.sha256(new_data).hexdigest(), str(path), old_hash],
+                    )
         else:
             path.unlink()
         report.event_files_rewritten += 1
