@@ -64,3 +64,25 @@ def test_a_render_error_in_a_later_chunk_leaves_the_queue_empty(tmp_path):
     assert conn.execute("select run_id, count(*) from mail.outgoing group by run_id").fetchall() == [
         ("before", 5)
     ]
+
+
+def test_a_failed_write_stops_the_rendering_and_leaves_the_queue_empty(tmp_path):
+    """A chunk is written while the next one renders: a write that fails stops the rendering at the next
+    chunk, not after the whole batch, and nothing of the run stays queued."""
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ensure_outgoing(conn)
+    rendered = []
+
+    def chunks():
+        mails = _mails()
+        for n, start in enumerate(range(0, 50, 10)):
+            chunk = mails[start : start + 10]
+            if n == 1:
+                chunk[3] = dataclasses.replace(chunk[3], send_id=None)  # violates the queue's primary key
+            rendered.append(n)
+            yield chunk
+
+    with pytest.raises(duckdb.ConstraintException):
+        replace_outgoing(conn, chunks(), run_id="run-1", rendered_at=AS_OF)
+    assert rendered == [0, 1, 2]  # chunk 2 rendered while chunk 1's write failed; chunks 3 and 4 never
+    assert conn.execute("select count(*) from mail.outgoing").fetchone()[0] == 0

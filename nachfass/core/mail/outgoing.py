@@ -8,8 +8,10 @@ rows a crashed run left behind are removed by the first run one logical day late
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import duckdb
@@ -57,36 +59,57 @@ def replace_outgoing(
 ) -> dict[str, int]:
     """Queue this run's rendered mails, chunk by chunk in ONE transaction: if rendering any chunk fails,
     the exception rolls everything back and the queue is left empty of this run's mails, so the send step
-    has nothing half-rendered to send. Returns mails per campaign/step."""
+    has nothing half-rendered to send. Returns mails per campaign/step.
+
+    ``chunks`` is usually lazy (each chunk is rendered when it is taken): a chunk is written by a second
+    thread while the next one renders, so the database's write (which releases the GIL) overlaps the
+    rendering. One write at a time, and the connection is used by one thread at a time: the next chunk's
+    write starts only after the previous one finished."""
     per_step: dict[str, int] = {}
     stale_before = rendered_at.replace(tzinfo=None) - STALE_AFTER
     conn.execute("begin")
     try:
         conn.execute("delete from mail.outgoing where run_id = ? or rendered_at < ?", [run_id, stale_before])
-        for chunk in chunks:
-            if chunk:
-                table = _table(chunk, run_id, rendered_at)
-                conn.register("outgoing_chunk", table)
-                try:
-                    conn.execute(
-                        f"insert into mail.outgoing ({', '.join(table.column_names)}) "
-                        # headers travel as JSON text; the cast states the column's type for every engine
-                        f"select {', '.join(_select(c) for c in table.column_names)} from outgoing_chunk "
-                        # a mail still queued by an earlier run that overlaps this one (PostgreSQL) moves
-                        # to this run; whichever run claims it first in the ledger sends it, once
-                        "on conflict (send_id) do update set "
-                        + ", ".join(f"{c} = excluded.{c}" for c in table.column_names if c != "send_id")
-                    )
-                finally:
-                    conn.unregister("outgoing_chunk")
-            for m in chunk:
-                per_step[f"{m.campaign}/{m.step}"] = per_step.get(f"{m.campaign}/{m.step}", 0) + 1
+        # leaving the block waits for a write still running, so nothing rolls back under it
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outgoing-writer") as writer:
+            pending: Future | None = None
+            for chunk in chunks:
+                if pending is not None:
+                    pending.result()  # a failed write stops the rendering here
+                if chunk:
+                    pending = writer.submit(_insert_chunk, conn, chunk, run_id, rendered_at)
+                for m in chunk:
+                    per_step[f"{m.campaign}/{m.step}"] = per_step.get(f"{m.campaign}/{m.step}", 0) + 1
+            if pending is not None:
+                pending.result()
         conn.execute("commit")
     except BaseException:
         conn.execute("rollback")
         conn.execute("delete from mail.outgoing where run_id = ?", [run_id])
         raise
     return per_step
+
+
+def _insert_chunk(conn, chunk: list[RenderedMail], run_id: str, rendered_at: datetime) -> None:
+    table = _table(chunk, run_id, rendered_at)
+    conn.register("outgoing_chunk", table)
+    try:
+        conn.execute(
+            f"insert into mail.outgoing ({', '.join(table.column_names)}) "
+            # headers travel as JSON text; the cast states the column's type for every engine
+            f"select {', '.join(_select(c) for c in table.column_names)} from outgoing_chunk "
+            # a mail still queued by an earlier run that overlaps this one (PostgreSQL) moves
+            # to this run; whichever run claims it first in the ledger sends it, once
+            "on conflict (send_id) do update set "
+            + ", ".join(f"{c} = excluded.{c}" for c in table.column_names if c != "send_id")
+        )
+    except BaseException:
+        # the failed statement aborted the transaction: unregistering now would raise instead and hide
+        # the real error; the caller rolls back, and the next chunk's register replaces the view
+        with contextlib.suppress(Exception):
+            conn.unregister("outgoing_chunk")
+        raise
+    conn.unregister("outgoing_chunk")
 
 
 def clear_outgoing(conn: duckdb.DuckDBPyConnection, run_id: str) -> None:
