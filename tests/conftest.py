@@ -98,6 +98,21 @@ def postgres_server():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def spark_runtime(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The settings of a Spark warehouse of the session's own (dbt's profile output ``spark``, see
+    tests/spark_support.py). Tests on Spark skip without java or pyspark (``pip install -e '.[spark]'``);
+    set NACHFASS_REQUIRE_SPARK=1 to fail instead of skip."""
+    from tests.spark_support import spark_available, spark_env
+
+    missing = spark_available()
+    if missing:
+        if os.environ.get("NACHFASS_REQUIRE_SPARK") == "1":
+            pytest.fail(f"Spark engine required (NACHFASS_REQUIRE_SPARK=1) but {missing}")
+        pytest.skip(f"Spark engine not tested: {missing}")
+    return spark_env(tmp_path_factory.mktemp("spark"))
+
+
 @pytest.fixture
 def pg_env(
     postgres_server, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest

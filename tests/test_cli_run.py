@@ -29,6 +29,20 @@ def test_a_mistyped_engine_stops_the_run_before_anything_starts(workspace, monke
     monkeypatch.setenv("NACHFASS_ENGINE", "postgress")
     assert main(["run", "--as-of", AS_OF]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "NACHFASS_ENGINE='postgress' is not a known engine; use one of: duckdb, postgres"
+        "NACHFASS_ENGINE='postgress' is not a known engine; use one of: duckdb, postgres, spark"
     )
     assert not workspace["warehouse"].exists()  # nothing was opened or written
+
+
+def test_spark_runs_dbt_only_and_the_python_steps_say_so(workspace, monkeypatch, capsys) -> None:
+    """NACHFASS_ENGINE=spark is a known engine (dbt's profile has it), but the Python steps don't run on it
+    yet: the run stops with one line naming what to use instead, before anything is opened."""
+    from nachfass.core.warehouse.settings import engine
+
+    monkeypatch.setenv("NACHFASS_ENGINE", "spark")
+    assert engine() == "spark"
+    assert main(["run", "--as-of", AS_OF]) == 1
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("NACHFASS_ENGINE=spark runs the dbt project only"), message
+    assert "duckdb or postgres" in message
+    assert not workspace["warehouse"].exists()

@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -159,20 +160,29 @@ def engines(tmp_path_factory: pytest.TempPathFactory, pg_dsn_from_env: str) -> d
 
 def _differences(warehouse: Path, dsn: str) -> tuple[dict, list[str], dict[str, int]]:
     """Per model whose rows differ: a few rows found on one engine only; the empty models; rows per model."""
+    return compare_with_duckdb(warehouse, lambda table, columns: _pg_rows(dsn, table, columns), "postgres")
+
+
+def compare_with_duckdb(
+    warehouse: Path, other_rows: Callable[[str, list[str]], list[tuple]], other: str
+) -> tuple[dict, list[str], dict[str, int]]:
+    """Every model of the DuckDB file against the same model on the engine `other` (its rows of a table in
+    DuckDB's column order from `other_rows`): per model whose rows differ, a few rows found on one engine
+    only; the empty models; rows per model."""
     tables = _duckdb_tables(warehouse)
     differences, empty, counts = {}, [], {}
     for table, columns in sorted(tables.items()):
         on_duckdb = _normalised(_duckdb_rows(warehouse, table, columns))
-        on_postgres = _normalised(_pg_rows(dsn, table, columns))
+        on_other = _normalised(other_rows(table, columns))
         counts[table] = len(on_duckdb)
         if not on_duckdb:
             empty.append(table)
-        if on_duckdb != on_postgres:
+        if on_duckdb != on_other:
             differences[table] = {
                 "columns": columns,
-                "only_duckdb": [r for r in on_duckdb if r not in on_postgres][:3],
-                "only_postgres": [r for r in on_postgres if r not in on_duckdb][:3],
-                "n": (len(on_duckdb), len(on_postgres)),
+                "only_duckdb": [r for r in on_duckdb if r not in on_other][:3],
+                f"only_{other}": [r for r in on_other if r not in on_duckdb][:3],
+                "n": (len(on_duckdb), len(on_other)),
             }
     return differences, empty, counts
 

@@ -7,8 +7,8 @@
     {%- if var('as_of_source', none) == 'variable' -%}
         cast(getvariable('nachfass_as_of') as timestamp)
     {%- elif value -%}
-        cast(timezone('UTC', cast('{{ value }}' as timestamptz)) as timestamp)
+        {{ utc_timestamp_literal(value) }}
     {%- else -%}
-        cast(timezone('UTC', now()) as timestamp)
+        {{ utc_now() }}
     {%- endif -%}
 {%- endmacro %}

@@ -54,7 +54,7 @@
     {%- if not experiment -%}
         'control'
     {%- else -%}
-        {%- set bucket = stable_bucket("cast(" ~ customer_id ~ " as varchar) || ':' || '" ~ experiment['id'] ~ "'") -%}
+        {%- set bucket = stable_bucket("cast(" ~ customer_id ~ " as " ~ type_text() ~ ") || ':' || '" ~ experiment['id'] ~ "'") -%}
         {%- set holdout = (experiment.get('holdout_percent', 0) * 100) | int -%}
         {#- a variant is a weight, or a mapping with its weight and extra_delay_minutes (send-time tests) -#}
         {%- set variants = {} -%}

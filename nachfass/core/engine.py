@@ -3,7 +3,8 @@
 ``NACHFASS_ENGINE`` = ``duckdb`` (default: the file ``$NACHFASS_WAREHOUSE``, no server) or ``postgres``
 (a PostgreSQL 15+ database, reached with the standard libpq variables ``PGHOST``, ``PGPORT``, ``PGUSER``,
 ``PGPASSWORD``, ``PGDATABASE``). dbt's ``profiles.yml`` picks its target from the same variable, so dbt
-and Python never look at different warehouses. ``spark`` is reserved (docs/operations.md).
+and Python never look at different warehouses. ``spark`` runs the dbt project only so far: the Python steps
+refuse it with a one-line error (docs/operations.md, "Apache Spark").
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from nachfass.core.warehouse.settings import ENGINE_VAR as ENV_ENGINE  # noqa: F
 from nachfass.core.warehouse.settings import (
     ENGINES,  # noqa: F401 (re-exported)
     PostgresSettings,
-    engine,
+    python_steps_engine,
 )
 from nachfass.core.warehouse.settings import SettingsError as EngineError  # noqa: F401 (re-exported)
 
 
 def current_engine() -> str:
-    """The engine the setting names, checked (one-line error naming the variable and the choices)."""
-    return engine()
+    """The engine the setting names for the Python steps, checked (one-line error naming the variable and
+    the choices; Spark, which runs dbt only, refused)."""
+    return python_steps_engine()
 
 
 def describe() -> str:

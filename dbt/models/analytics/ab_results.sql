@@ -87,8 +87,8 @@ configured_arms as (
     union all
     {%- endif %}
     {%- else %}
-    select cast(null as varchar) as experiment_id, cast(null as varchar) as campaign,
-        cast(null as varchar) as variant, cast(null as {{ type_double() }}) as expected_share
+    select cast(null as {{ type_text() }}) as experiment_id, cast(null as {{ type_text() }}) as campaign,
+        cast(null as {{ type_text() }}) as variant, cast(null as {{ type_double() }}) as expected_share
     where false
     {%- endfor %}
 ),

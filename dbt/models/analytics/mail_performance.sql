@@ -93,7 +93,8 @@ final as (
         engagement.first_click_at is not null as is_clicked,
         engagement.unsubscribed_at is not null as is_unsubscribed,
         coalesce(per_send.n_attributed_orders, 0) as n_attributed_orders,
-        coalesce(per_send.attributed_revenue, 0) as attributed_revenue,
+        -- the contract's type on every engine (a sum of decimal(18,2) is decimal(28,2) on Spark)
+        cast(coalesce(per_send.attributed_revenue, 0) as decimal(38, 2)) as attributed_revenue,
         per_send.first_attributed_order_at,
         coalesce(per_send.n_attributed_orders, 0) > 0 as is_converted
     from sends

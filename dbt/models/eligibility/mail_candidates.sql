@@ -9,7 +9,7 @@ with segment_triggers as (
     {%- for model in campaign_models() if only is none or model in only %}
     select
         campaign, step, trigger_key, customer_id, email, trigger_at, due_at, expires_at, exit_reason,
-        cast(payload as varchar) as payload
+        cast(payload as {{ type_text() }}) as payload
     from {{ ref(model) }}
     {%- if not loop.last %}
     union all
@@ -35,13 +35,12 @@ campaign_settings as (
         {{ "true" if campaign.get("exit_on_order", false) else "false" }} as exit_on_order,
         {{ "'" ~ campaign["experiment"]["id"] ~ "'" if campaign.get("experiment") else "null" }} as experiment_id,
         {%- set reminded_by = campaign.get("skip_if_reminded_by", []) %}
-        cast({% if reminded_by %}array['{{ reminded_by | join("', '") }}']{% else %}array[]{% endif %} as text[])
-            as skip_if_reminded_by,
+        {{ text_list(reminded_by) }} as skip_if_reminded_by,
         {#- going live (setting `rollout`): nothing before live_from; triggers already due then are the
             backlog, skipped, sent at once, or dripped out at drip_per_day -#}
         {%- set rollout = campaign.get("rollout") or {} %}
         {% if rollout.get("live_from") -%}
-        timezone('UTC', cast('{{ rollout["live_from"] }}' as timestamptz))
+        {{ utc_timestamp_literal(rollout["live_from"]) }}
         {%- else %}cast(null as timestamp){% endif %} as live_from,
         '{{ rollout.get("backlog", "all") }}' as backlog_mode,
         {{ rollout.get("drip_per_day") or "cast(null as integer)" }} as drip_per_day,
@@ -51,7 +50,7 @@ campaign_settings as (
     {%- endif %}
     {%- else %}
     select null as campaign, null as consent_policy, null as priority, null as exit_on_order, null as experiment_id,
-        cast(array[] as text[]) as skip_if_reminded_by, cast(null as timestamp) as live_from,
+        {{ text_list([]) }} as skip_if_reminded_by, cast(null as timestamp) as live_from,
         'all' as backlog_mode, cast(null as integer) as drip_per_day, 'oldest' as drip_order
     where false
     {%- endfor %}

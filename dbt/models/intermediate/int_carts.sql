@@ -3,7 +3,7 @@
 -- (14: cart reminders expire after 72 h, checkout recovery after 24.5 h) are computed, from all their
 -- events, so the model costs a few days of events, not the whole history.
 {%- set lookback_days = var('cart_lookback_days') %}
-with session_events as not materialized (
+with session_events as {{ cte_not_materialized() }} (
     select * from {{ ref('stg_session_events') }}
 ),
 

@@ -12,13 +12,13 @@ local_now as (
     select
         customer_id,
         timezone,
-        timezone(timezone, timezone('UTC', {{ as_of() }})) as local_as_of
+        {{ utc_to_local(as_of(), 'timezone') }} as local_as_of
     from customers
 ),
 
 -- today and the next six days in the customer's timezone: the first allowed one is the next window
 day_offsets as (
-    select day_offset from generate_series(0, 6) as offsets (day_offset)
+    select day_offset from {{ integer_series(0, 6, 'offsets', 'day_offset') }}
 ),
 
 candidate_days as (
@@ -47,7 +47,7 @@ allowed_starts as (
         end as local_start
     from candidate_days
     left join holidays on candidate_days.local_day = holidays.holiday_date
-    where extract(dow from candidate_days.local_day) <> 0
+    where {{ day_of_week('candidate_days.local_day') }} <> 0
         and holidays.holiday_date is null
 ),
 
@@ -57,7 +57,7 @@ final as (
         timezone,
         local_as_of,
         min(local_start) as next_local_window_start,
-        cast(timezone('UTC', timezone(timezone, min(local_start))) as timestamp) as next_window_at,
+        {{ local_to_utc('min(local_start)', 'timezone') }} as next_window_at,
         min(local_start) = local_as_of as is_in_send_window
     from allowed_starts
     where local_start is not null

@@ -17,7 +17,7 @@ orphans as (
 
     union all
 
-    select 'order_items', i.order_id || '#' || cast(i.line_no as varchar), 'order', i.order_id
+    select 'order_items', i.order_id || '#' || cast(i.line_no as {{ type_text() }}), 'order', i.order_id
     from {{ ref('stg_order_items') }} as i
     where not exists (select 1 from orders as o where i.order_id = o.order_id)
 

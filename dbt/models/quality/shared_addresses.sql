@@ -4,7 +4,7 @@
 select
     email,
     count(*) as n_customer_ids,
-    array_agg(customer_id order by customer_id) as customer_ids,
+    {{ sorted_text_list('customer_id') }} as customer_ids,
     count(*) filter (where is_guest) as n_guest_accounts
 from {{ ref('stg_customers') }}
 group by email

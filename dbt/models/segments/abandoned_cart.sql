@@ -112,7 +112,7 @@ final as (
         end as exit_reason,
         to_json({{ record({
             'cart_id': 'abandoned.cart_id',
-            'items': 'abandoned.items',
+            'items': record_json('abandoned.items'),
             'total_amount': 'abandoned.cart_value',
             'currency': "'EUR'",
             'recommendations': 'coalesce(' ~ list_head('recommendation_lists.recommendations', n_recommendations) ~ ', '

@@ -54,7 +54,7 @@ final as (
         end as exit_reason,
         to_json({{ record({
             'cart_id': 'checkouts.cart_id',
-            'items': "coalesce(checkouts.items, cast('[]' as json))",
+            'items': record_json_list('checkouts.items'),
             'total_amount': 'checkouts.cart_value',
             'currency': "'EUR'"
         }) }}) as payload

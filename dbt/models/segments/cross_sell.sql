@@ -45,7 +45,7 @@ final as (
         to_json({{ record({
             'order_id': 'delivered.order_id',
             'placed_at': record_timestamp('delivered.placed_at'),
-            'items': "coalesce(order_lines.items, cast('[]' as json))",
+            'items': record_json_list('order_lines.items'),
             'recommendations': 'coalesce(' ~ list_head('recommendation_lists.recommendations', n_recommendations) ~ ', '
                 ~ empty_record_list() ~ ')'
         }) }}) as payload

@@ -36,7 +36,7 @@ final as (
         to_json({{ record({
             'order_id': 'recent_orders.order_id',
             'placed_at': record_timestamp('recent_orders.placed_at'),
-            'items': "coalesce(order_lines.items, cast('[]' as json))",
+            'items': record_json_list('order_lines.items'),
             'total_amount': 'recent_orders.total_amount',
             'currency': 'recent_orders.currency'
         }) }}) as payload

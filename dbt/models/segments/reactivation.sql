@@ -49,7 +49,7 @@ inactive as (
         next_order_at,
         inactive_at,
         customer_id || ':' || last_order_id as episode_key,
-        cast(null as varchar) as rule_reason
+        cast(null as {{ type_text() }}) as rule_reason
     from episodes
     where inactive_at <= {{ as_of() }}
         and inactive_at > {{ as_of() }}

@@ -36,7 +36,7 @@ final as (
         to_json({{ record({
             'order_id': 'delivered.order_id',
             'placed_at': record_timestamp('delivered.placed_at'),
-            'items': "coalesce(order_lines.items, cast('[]' as json))",
+            'items': record_json_list('order_lines.items'),
             'total_amount': 'delivered.total_amount',
             'currency': 'delivered.currency'
         }) }}) as payload

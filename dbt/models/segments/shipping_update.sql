@@ -88,7 +88,7 @@ final as (
         to_json({{ record({
             'order_id': 'orders.order_id',
             'placed_at': record_timestamp('orders.placed_at'),
-            'items': "coalesce(order_lines.items, cast('[]' as json))",
+            'items': record_json_list('order_lines.items'),
             'total_amount': 'orders.total_amount',
             'currency': 'orders.currency',
             'shipment': record({

@@ -27,7 +27,7 @@ final as (
         closed.closed_at + {{ minutes(step_1["delay_minutes"]) }} as due_at,
         closed.closed_at + {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }}
             as expires_at,
-        cast(null as varchar) as exit_reason,
+        cast(null as {{ type_text() }}) as exit_reason,
         to_json({{ record({
             'ticket': record({
                 'ticket_id': 'closed.ticket_id',

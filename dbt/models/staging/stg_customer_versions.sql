@@ -1,8 +1,9 @@
 -- Every version of every customer (one row per customer_id and version_at), the store stg_customers picks
 -- the version at as_of from. Incremental: a run reads only the rows loaded since the last run.
 -- `dbt build --full-refresh` rebuilds it.
+{#- Spark (parquet: no DELETE/MERGE, so no delete+insert) rebuilds it as a table on every run. -#}
 {{ config(
-    materialized='incremental',
+    materialized=('table' if engine_is_spark() else 'incremental'),
     unique_key=['customer_id', 'version_at'],
     incremental_strategy='delete+insert'
 ) }}

@@ -1,7 +1,12 @@
 -- Incremental: the history is large (≈ 30 storefront events per customer and quarter), so each run only
 -- dedupes the rows loaded since the last run and replaces earlier versions of their event ids (newest
 -- load wins, as latest_version does for the other staging models). `dbt build --full-refresh` rebuilds.
-{{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert') }}
+{#- Spark (parquet: no DELETE/MERGE, so no delete+insert) rebuilds it as a table on every run. -#}
+{{ config(
+    materialized=('table' if engine_is_spark() else 'incremental'),
+    unique_key='event_id',
+    incremental_strategy='delete+insert'
+) }}
 
 with new_rows as (
     select * from {{ source('raw', 'session_events') }}

@@ -3,8 +3,9 @@
 -- the whole history for every reference and data test. `dbt build --full-refresh` rebuilds it.
 -- Columns added to the export contract later (tracking_number, expected_delivery_date) are appended to a
 -- table built before them (on_schema_change), so an upgrade needs no full refresh.
+{#- Spark (parquet: no DELETE/MERGE, so no delete+insert) rebuilds it as a table on every run. -#}
 {{ config(
-    materialized='incremental', unique_key='shipment_id', incremental_strategy='delete+insert',
+    materialized=('table' if engine_is_spark() else 'incremental'), unique_key='shipment_id', incremental_strategy='delete+insert',
     on_schema_change='append_new_columns'
 ) }}
 

@@ -9,9 +9,9 @@ from types import ModuleType
 def ledger_module(engine_name: str | None = None) -> ModuleType:
     """The send ledger's functions for an engine (default: ``NACHFASS_ENGINE``): both modules have the same
     names and signatures (claim_many, finish_many, release_many, record_holdouts, recover, ...)."""
-    from nachfass.core.warehouse.settings import engine
+    from nachfass.core.warehouse.settings import python_steps_engine
 
-    name = engine_name or engine()
+    name = engine_name or python_steps_engine()
     if name == "postgres":
         from nachfass.core.warehouse import pg_ledger
 

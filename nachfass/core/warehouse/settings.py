@@ -1,6 +1,7 @@
 """Which engine the Python steps write (``NACHFASS_ENGINE``) and, for PostgreSQL, where it is.
 
-``NACHFASS_ENGINE``: ``duckdb`` (default) | ``postgres``. The PostgreSQL connection comes from the standard
+``NACHFASS_ENGINE``: ``duckdb`` (default) | ``postgres`` | ``spark`` (the dbt project only so far: the Python
+steps refuse it, see ``python_steps_engine``). The PostgreSQL connection comes from the standard
 libpq variables: ``PGHOST`` (default 127.0.0.1), ``PGPORT`` (5432), ``PGUSER`` (postgres), ``PGPASSWORD``
 (optional) and ``PGDATABASE`` (nachfass). The password is kept out of every repr, log line and error.
 """
@@ -13,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENGINE_VAR = "NACHFASS_ENGINE"
-ENGINES = ("duckdb", "postgres")
+ENGINES = ("duckdb", "postgres", "spark")
+# the engines the Python steps (ingest, ledger, sending, erasure ...) run on; dbt runs on all of ENGINES
+PYTHON_STEP_ENGINES = ("duckdb", "postgres")
 DEFAULT_ENGINE = "duckdb"
 
 
@@ -28,6 +31,19 @@ def engine(env: Mapping[str, str] | None = None) -> str:
     if value not in ENGINES:
         raise SettingsError(
             f"{ENGINE_VAR}={env.get(ENGINE_VAR)!r} is not a known engine; use one of: {', '.join(ENGINES)}"
+        )
+    return value
+
+
+def python_steps_engine(env: Mapping[str, str] | None = None) -> str:
+    """The configured engine for the Python steps: as ``engine``, and Spark refused with what to do instead
+    (only the dbt project runs on Spark so far; docs/operations.md, "Apache Spark")."""
+    value = engine(env)
+    if value not in PYTHON_STEP_ENGINES:
+        raise SettingsError(
+            f"{ENGINE_VAR}={value} runs the dbt project only (dbt/profiles.yml, output {value}); the Python "
+            f"steps (ingest, ledger, sending) run on {' or '.join(PYTHON_STEP_ENGINES)} so far "
+            "(docs/operations.md, Apache Spark)"
         )
     return value
 
