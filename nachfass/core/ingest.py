@@ -29,7 +29,7 @@ from pathlib import Path
 
 import duckdb
 
-from nachfass.core.addresses import address_problem
+from nachfass.core.addresses import SIMPLE_ADDRESS_PATTERN, address_problem
 from nachfass.core.contract import FILE_SUFFIXES, MAX_FUTURE, MAX_VALUE_CHARS, TABLES, Column, Table
 from nachfass.core.schema import ensure_raw_schema
 
@@ -500,16 +500,36 @@ def _numbered(conn: duckdb.DuckDBPyConnection, rows: str, rejected_records: list
     )
 
 
+def address_verdicts_sql(addresses: str) -> str:
+    """SQL giving (address, problem) for each row of ``addresses`` (one column ``address``, distinct, not
+    NULL): the address rule, decided by the domain alone for plain addresses
+    (``addresses.SIMPLE_ADDRESS_PATTERN``), so the rule runs once per distinct domain, not per address."""
+    return f"""
+        with plain as (
+            select address,
+                   case when length(address) <= 254 and regexp_full_match(address, '{SIMPLE_ADDRESS_PATTERN}')
+                             and not contains(split_part(address, '@', 2), 'xn--')
+                        then split_part(address, '@', 2) end as domain
+            from {addresses}
+        ),
+        domains as (
+            select domain, {ADDRESS_FUNCTION}('a@' || domain) as problem
+            from (select distinct domain from plain where domain is not null)
+        )
+        select plain.address,
+               case when plain.domain is not null and domains.problem is null then null
+                    else {ADDRESS_FUNCTION}(plain.address) end as problem
+        from plain left join domains on plain.domain = domains.domain
+    """
+
+
 def _check_addresses(conn: duckdb.DuckDBPyConnection, column: str, numbered: str) -> None:
     """``_addresses_<column>``: each distinct address of the column with the address rule's verdict."""
     distinct = (
         f"(select address from (select distinct nullif(trim(\"{column}\"), '') as address from {numbered}) "
         "where address is not null)"
     )
-    conn.execute(
-        f"create or replace temp table _addresses_{column} as "
-        f"select address, {ADDRESS_FUNCTION}(address) as problem from {distinct}"
-    )
+    conn.execute(f"create or replace temp table _addresses_{column} as {address_verdicts_sql(distinct)}")
 
 
 def _count_orphans(conn: duckdb.DuckDBPyConnection, table: Table, path: Path) -> int:
