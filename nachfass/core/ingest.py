@@ -342,7 +342,9 @@ def load_file(
     # The file is read several times instead of being copied into a temporary table: parsing is cheaper
     # than writing and re-reading every row (at 1 M customers the copies spilled to disk). Every scan
     # selects all present columns (DuckDB checks the encoding of the columns it reads only, so fewer
-    # columns could keep a line another scan skips) and numbers the records in file order.
+    # columns could keep a line another scan skips) and numbers the records in file order. The numbering
+    # (row_number() over ()) runs each scan on one thread; parsing into a temporary table in parallel and
+    # reading it three times cost more CPU time and was slower at 1 M customers (docs/benchmarks.md).
     present_refs = ", ".join(f'"{c.name}"' for c in present)
 
     def rows(store_rejects: bool = False) -> str:
@@ -524,7 +526,9 @@ def address_verdicts_sql(addresses: str) -> str:
 
 
 def _check_addresses(conn: duckdb.DuckDBPyConnection, column: str, numbered: str) -> None:
-    """``_addresses_<column>``: each distinct address of the column with the address rule's verdict."""
+    """``_addresses_<column>``: each distinct address of the column with the address rule's verdict. This scan
+    reads one column, so it may also see a line another scan skips (broken in another column): that address
+    is checked too and never joined."""
     distinct = (
         f"(select address from (select distinct nullif(trim(\"{column}\"), '') as address from {numbered}) "
         "where address is not null)"
