@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
+import string
 from datetime import datetime
 from pathlib import Path
 
@@ -12,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nachfass.core.addresses import address_problem
 from nachfass.core.contract import TABLES
-from nachfass.core.ingest import load_landing
+from nachfass.core.ingest import _register_address_rule, address_verdicts_sql, load_landing
 
 CUSTOMER_HEADER = (
     "customer_id,email,first_name,last_name,salutation,locale,timezone,is_guest,created_at,updated_at"
@@ -235,3 +238,65 @@ def test_property_every_row_is_loaded_or_quarantined(tmp_path_factory, rows) -> 
     quarantined = conn.execute("select count(*) from raw.quarantine").fetchone()[0]
     assert loaded + quarantined == len(rows) == report.rows_loaded + report.rows_quarantined
     assert conn.execute("select count(*) from raw.quarantine where reason = ''").fetchone()[0] == 0
+
+
+def _addresses(count: int) -> list[str]:
+    """Plain, odd and broken addresses on good and bad domains (seeded, so a failure repeats)."""
+    rng = random.Random(14)
+    odd = string.ascii_letters + string.digits + "._+-@!#$%&'*/=?^`{|}~\" <>()[]\\,;:äéß\u00a0\t"
+    domains = [
+        "example.de",
+        "Example.DE",
+        "x-y.de",
+        "-x.de",
+        "x-.de",
+        "a..de",
+        "de",
+        "localhost",
+        "foo.test",
+        "foo.local",
+        "xn--mnchen-3ya.de",
+        "münchen.de",
+        "ab--c.de",
+        "123.456",
+        "a.123",
+        "invalid",
+        "example",
+        "mail.co.uk",
+        "x" * 63 + ".de",
+        "x" * 64 + ".de",
+        "a." + "b" * 250 + ".de",
+        "foo.arpa",
+        "",
+        "ex_ample.de",
+        "example.de.",
+        ".example.de",
+        "[127.0.0.1]",
+    ]
+    out = set()
+    while len(out) < count:
+        kind = rng.random()
+        if kind < 0.5:
+            local = "".join(
+                rng.choice(string.ascii_letters + string.digits + "._+-") for _ in range(rng.randint(0, 12))
+            )
+        elif kind < 0.85:
+            local = "".join(rng.choice(odd) for _ in range(rng.randint(0, 10)))
+        else:
+            local = "x" * rng.randint(60, 260)
+        out.add(local + "@" + rng.choice(domains) if rng.random() < 0.95 else local)
+    return sorted(a for a in out if a.strip(" "))
+
+
+def test_the_address_shortcut_gives_the_rules_verdict() -> None:
+    """The ingest decides plain addresses by their domain (addresses.SIMPLE_ADDRESS_PATTERN): the same
+    verdict, and the same words, as the address rule itself for every address."""
+    addresses = _addresses(20_000)
+    conn = duckdb.connect()
+    _register_address_rule(conn)
+    conn.execute("create table a (address varchar)")
+    conn.executemany("insert into a values (?)", [[a] for a in addresses])
+    verdicts = dict(conn.execute(address_verdicts_sql("a")).fetchall())
+    assert len(verdicts) == len(addresses)
+    assert sum(problem is None for problem in verdicts.values()) > 2_000  # the shortcut is exercised
+    assert {a: address_problem(a) for a in addresses} == verdicts

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import duckdb
 
-from nachfass.core.addresses import address_problem
+from nachfass.core.addresses import SIMPLE_ADDRESS_PATTERN, address_problem
 from nachfass.core.contract import FILE_SUFFIXES, MAX_FUTURE, MAX_VALUE_CHARS, TABLES, Column, Table
 from nachfass.core.schema import ensure_raw_schema
 
@@ -145,28 +145,34 @@ def _csv_header(path: Path) -> list[str]:
     return names
 
 
-def _source_sql(path: Path, header: list[str] | None) -> str:
+def _source_sql(path: Path, header: list[str] | None, *, store_rejects: bool = True) -> str:
+    """The file as a table function. ``store_rejects``: lines that cannot be parsed go to ``_csv_rejects``
+    (the first scan of a file); otherwise the same lines are skipped silently (the later scans)."""
     if path.name.endswith(".parquet"):
         return f"read_parquet({_sql_str(str(path))})"
     columns = "{" + ", ".join(f"{_sql_str(name)}: 'VARCHAR'" for name in header or []) + "}"
+    rejects = (
+        "store_rejects=true, rejects_table='_csv_rejects', rejects_scan='_csv_reject_scans'"
+        if store_rejects
+        else "ignore_errors=true"
+    )
     # all VARCHAR: every value is checked by the contract below, not guessed by a sniffer.
     return (
         f"read_csv({_sql_str(str(path))}, header=true, auto_detect=false, columns={columns}, delim=',', "
         f"quote='\"', escape='\"', comment='', strict_mode=true, null_padding=false, "
-        f"max_line_size={MAX_LINE_BYTES}, store_rejects=true, rejects_table='_csv_rejects', "
-        "rejects_scan='_csv_reject_scans')"
+        f"max_line_size={MAX_LINE_BYTES}, {rejects})"
     )
 
 
 def typed_column(name: str) -> str:
-    """The column of ``_checked`` holding a value converted to its contract type (computed once per row)."""
+    """The column holding a value converted to its contract type, beside the raw value, for the checks."""
     return f'"__typed_{name}"'
 
 
 def _check_expr(col: Column, shop_tz: str, as_of: datetime | None) -> tuple[str, str]:
     """(reason SQL producing NULL when fine, typed value SQL) for one column. The reason reads the typed value
     from ``typed_column(col.name)``, which the caller computes from the typed SQL in an inner select, so
-    every value is parsed once (a timestamp parse costs as much as the rest of a row's checks)."""
+    a value is parsed once per pass (a timestamp parse costs as much as the rest of a row's checks)."""
     ref = f"nullif(trim(\"{col.name}\"), '')"
     converted = typed_column(col.name)
     raw = f'"{col.name}"'
@@ -333,30 +339,43 @@ def load_file(
     present = [c for c in table.columns if c.name in header]
     select_cols = ", ".join(f'cast("{c.name}" as varchar) as "{c.name}"' for c in present)
     absent_cols = "".join(f', null::varchar as "{c.name}"' for c in table.columns if c.name not in header)
+    # The file is read several times instead of being copied into a temporary table: parsing is cheaper
+    # than writing and re-reading every row (at 1 M customers the copies spilled to disk). Every scan
+    # selects all present columns (DuckDB checks the encoding of the columns it reads only, so fewer
+    # columns could keep a line another scan skips) and numbers the records in file order. The numbering
+    # (row_number() over ()) runs each scan on one thread; parsing into a temporary table in parallel and
+    # reading it three times cost more CPU time and was slower at 1 M customers (docs/benchmarks.md).
+    present_refs = ", ".join(f'"{c.name}"' for c in present)
+
+    def rows(store_rejects: bool = False) -> str:
+        """The parsed records with ``_k``, their number among the parsed ones (1 = first)."""
+        source = _source_sql(path, header, store_rejects=store_rejects)
+        return f"(select row_number() over () as _k, {select_cols}{absent_cols} from {source})"
+
+    key_cols = ", ".join(f'"{k}"' for k in table.key)
     conn.execute("drop table if exists _csv_rejects; drop table if exists _csv_reject_scans")
     try:
+        # Scan 1: keys seen more than once (usually none) and the lines that cannot be parsed.
+        # bit_xor(hash(...)) makes the scan read every column, see above.
         conn.execute(
-            f"create or replace temp table _parsed as select row_number() over () as _k, {select_cols}"
-            f"{absent_cols} from {_source_sql(path, header)}"
+            f"create or replace temp table _dups as select {key_cols}, min(_k) as __first, "
+            f"bit_xor(hash({present_refs})) as __all from {rows(store_rejects=True)} "
+            f"group by {key_cols} having count(*) > 1"
         )
     except duckdb.Error as exc:
         raise FileRejected(f"{path.name}: cannot be read: {str(exc).splitlines()[0]}") from exc
     rejected = _rejected_lines(conn, path) if is_csv else []
-    _number_rows(conn, [record for record, *_ in rejected])
+    numbered = _numbered(conn, rows(), [record for record, *_ in rejected])
+    address_joins = ""
+    address_cols = ""
     for column in (c for c in table.columns if c.type == "email"):
         # The address rule runs in Python (email-validator): once per distinct address, not per row.
-        conn.execute(
-            f"""
-            create or replace temp table _stage as
-            select s.*, a.problem as "__address_problem_{column.name}"
-            from _stage s
-            left join (
-                select address, {ADDRESS_FUNCTION}(address) as problem
-                from (select distinct nullif(trim("{column.name}"), '') as address from _stage)
-                where address is not null
-            ) a on nullif(trim(s."{column.name}"), '') = a.address
-            """
+        _check_addresses(conn, column.name, numbered)
+        address_joins += (
+            f" left join _addresses_{column.name} on nullif(trim(s.\"{column.name}\"), '') "
+            f"= _addresses_{column.name}.address"
         )
+        address_cols += f', _addresses_{column.name}.problem as "__address_problem_{column.name}"'
 
     # The export arrived when its file was written (its modification time) and, at the latest, by the
     # run's logical time: a row stamped more than a day after both is a clock error at the shop. The later
@@ -371,41 +390,49 @@ def load_file(
     converted = ", ".join(
         f"{expr} as {typed_column(c.name)}" for c, (_, expr) in zip(table.columns, checks, strict=True)
     )
-    key_cols = ", ".join(f'"{k}"' for k in table.key)
     all_cols = ", ".join(f'"{c.name}"' for c in table.columns)
     key_text = " || ', ' || ".join(f"'{k}=\"' || coalesce(\"{k}\", '') || '\"'" for k in table.key)
-    # a row after the first with its key is a duplicate (_row is unique): one window
+    # a row after the first with its key is a duplicate; the first row of each repeated key is in _dups
     duplicate = (
-        f"case when _row > min(_row) over (partition by {key_cols}) "
-        f"then 'duplicate key in file: ' || {key_text} || "
-        f"' (first seen in row ' || min(_row) over (partition by {key_cols}) || ')' end"
+        f"case when _row > __first then 'duplicate key in file: ' || {key_text} || "
+        f"' (first seen in row ' || __first || ')' end"
     )
+    same_key = " and ".join(f's."{k}" is not distinct from _dups."{k}"' for k in table.key)
+    # Scan 2: the rows that break the contract, with their raw values and every reason (usually few).
     conn.execute(
         f"""
-        create or replace temp table _checked as
-        select *,
-            concat_ws('; ', {reasons}, {duplicate}) as _reason
-        -- One regular expression per row, not per value: the per-column check runs only where it matched.
-        -- Every value is converted to its type once, here; the checks and the insert read the result.
-        from (select *, regexp_matches(concat_ws('', {all_cols}), '{_CONTROL_PATTERN}') as __has_control,
-                     {converted}
-              from _stage)
+        create or replace temp table _bad as
+        select _row, {all_cols}, _reason
+        from (
+            select *, concat_ws('; ', {reasons}, {duplicate}) as _reason
+            -- One regular expression per row, not per value: the per-column check runs only where it matched.
+            -- Every value is converted to its type once in this pass; the checks read the result.
+            from (select *, regexp_matches(concat_ws('', {all_cols}), '{_CONTROL_PATTERN}') as __has_control,
+                         {converted}
+                  from (select s.*, _dups.__first{address_cols}
+                        from {numbered} s
+                        left join _dups on {same_key}{address_joins}))
+        )
+        where _reason <> ''
         """
     )
-    typed = ", ".join(f'{typed_column(c.name)} as "{c.name}"' for c in table.columns)
+    typed = ", ".join(f'{expr} as "{c.name}"' for c, (_, expr) in zip(table.columns, checks, strict=True))
     column_list = ", ".join(f'"{c.name}"' for c in table.columns)
+    bad = conn.execute("select count(*) from _bad").fetchall()[0][0]
+    # Scan 3: every other row, converted once more, straight into raw (no copy of the file in between).
+    good = "" if not bad else " where _row not in (select _row from _bad)"
     conn.execute("begin")
     try:
-        conn.execute(
+        loaded = conn.execute(
             f"insert into raw.{table.name} ({column_list}, _file, _row, _loaded_at) "
-            f"select {typed}, ?, _row, ? from _checked where _reason = ''",
+            f"select {typed}, ?, _row, ? from (select * from {numbered} s){good}",
             [str(path), now],
-        )
+        ).fetchall()[0][0]
         raw_struct = ", ".join(f"'{c.name}': \"{c.name}\"" for c in table.columns)
         conn.execute(
             "insert into raw.quarantine (table_name, source_file, row_number, raw_values, reason, "
             f"quarantined_at) select ?, ?, _row, to_json({{{raw_struct}}}), _reason, ? "
-            "from _checked where _reason <> ''",
+            "from _bad order by _row",
             [table.name, str(path), now],
         )
         if rejected:
@@ -417,11 +444,7 @@ def load_file(
                     for record, physical, reason, text in rejected
                 ],
             )
-        counts = conn.execute(
-            "select count(*), count(*) filter (where _reason = ''), count(*) filter (where _reason <> '') "
-            "from _checked"
-        ).fetchall()[0]
-        read, loaded, quarantined = (int(x) for x in counts)
+        read, loaded, quarantined = int(loaded) + int(bad), int(loaded), int(bad)
         report.rows_read = read + len(rejected)
         report.rows_loaded = loaded
         report.rows_quarantined = quarantined + len(rejected)
@@ -440,40 +463,77 @@ def load_file(
         raise
     finally:
         for temp in (
-            "_parsed",
-            "_stage",
-            "_checked",
+            "_dups",
+            "_bad",
             "_csv_rejects",
             "_csv_reject_scans",
             "_rejected_records",
+            "_record_shifts",
+            *(f"_addresses_{c.name}" for c in table.columns if c.type == "email"),
         ):
             conn.execute(f"drop table if exists {temp}")
     return report
 
 
-def _number_rows(conn: duckdb.DuckDBPyConnection, rejected_records: list[int]) -> None:
-    """``_stage``: the parsed rows with ``_row``, their record number in the file (1 = first after the
-    header), counting the records that could not be parsed, so a row number points at the right record."""
-    conn.execute("drop table if exists _stage")
+def _numbered(conn: duckdb.DuckDBPyConnection, rows: str, rejected_records: list[int]) -> str:
+    """SQL for the parsed rows with ``_row``, their record number in the file (1 = first after the header),
+    counting the records that could not be parsed, so a row number points at the right record."""
     if not rejected_records:  # the usual case: parsed row k is record k
-        conn.execute("alter table _parsed rename column _k to _row")
-        conn.execute("alter table _parsed rename to _stage")
-        return
+        return f"(select _k as _row, * exclude (_k) from {rows})"
     conn.execute("create or replace temp table _rejected_records (r bigint)")
     conn.executemany("insert into _rejected_records values (?)", [[r] for r in sorted(set(rejected_records))])
     # Parsed row k is record k + (number of rejected records before it). With the rejected records sorted as
     # r_1 < r_2 < …, that number is the largest i with r_i - i < k: an ASOF join on the running threshold.
     conn.execute(
         """
-        create or replace temp table _stage as
+        create or replace temp table _record_shifts as
         with ranked as (select r - row_number() over (order by r) as threshold,
-                               row_number() over (order by r) as i from _rejected_records),
-             steps as (select threshold, max(i) as shift from ranked group by threshold)
-        select p._k + coalesce(steps.shift, 0) as _row, p.* exclude (_k)
-        from _parsed p asof left join steps on p._k > steps.threshold
-        order by p._k
+                               row_number() over (order by r) as i from _rejected_records)
+        select threshold, max(i) as shift from ranked group by threshold
         """
     )
+    conn.execute(
+        "update _dups set __first = __first + coalesce((select max(shift) from _record_shifts "
+        "where threshold < _dups.__first), 0)"
+    )
+    return (
+        f"(select p._k + coalesce(_record_shifts.shift, 0) as _row, p.* exclude (_k) "
+        f"from {rows} p asof left join _record_shifts on p._k > _record_shifts.threshold order by p._k)"
+    )
+
+
+def address_verdicts_sql(addresses: str) -> str:
+    """SQL giving (address, problem) for each row of ``addresses`` (one column ``address``, distinct, not
+    NULL): the address rule, decided by the domain alone for plain addresses
+    (``addresses.SIMPLE_ADDRESS_PATTERN``), so the rule runs once per distinct domain, not per address."""
+    return f"""
+        with plain as (
+            select address,
+                   case when length(address) <= 254 and regexp_full_match(address, '{SIMPLE_ADDRESS_PATTERN}')
+                             and not contains(split_part(address, '@', 2), 'xn--')
+                        then split_part(address, '@', 2) end as domain
+            from {addresses}
+        ),
+        domains as (
+            select domain, {ADDRESS_FUNCTION}('a@' || domain) as problem
+            from (select distinct domain from plain where domain is not null)
+        )
+        select plain.address,
+               case when plain.domain is not null and domains.problem is null then null
+                    else {ADDRESS_FUNCTION}(plain.address) end as problem
+        from plain left join domains on plain.domain = domains.domain
+    """
+
+
+def _check_addresses(conn: duckdb.DuckDBPyConnection, column: str, numbered: str) -> None:
+    """``_addresses_<column>``: each distinct address of the column with the address rule's verdict. This scan
+    reads one column, so it may also see a line another scan skips (broken in another column): that address
+    is checked too and never joined."""
+    distinct = (
+        f"(select address from (select distinct nullif(trim(\"{column}\"), '') as address from {numbered}) "
+        "where address is not null)"
+    )
+    conn.execute(f"create or replace temp table _addresses_{column} as {address_verdicts_sql(distinct)}")
 
 
 def _count_orphans(conn: duckdb.DuckDBPyConnection, table: Table, path: Path) -> int:
