@@ -300,3 +300,29 @@ def test_the_address_shortcut_gives_the_rules_verdict() -> None:
     assert len(verdicts) == len(addresses)
     assert sum(problem is None for problem in verdicts.values()) > 2_000  # the shortcut is exercised
     assert {a: address_problem(a) for a in addresses} == verdicts
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.builds(
+            lambda local, domain: f"{local}@{domain}",
+            st.text(alphabet=string.ascii_letters + string.digits + "._+-!#'äß \"", max_size=70),
+            st.one_of(
+                st.from_regex(r"[a-zA-Z0-9.-]{0,20}\.[a-z]{0,6}", fullmatch=True),
+                st.sampled_from(["example.de", "xn--mnchen-3ya.de", "münchen.de", "localhost", "a..de"]),
+            ),
+        ),
+        min_size=1,
+        max_size=40,
+        unique=True,
+    )
+)
+def test_property_the_address_shortcut_gives_the_rules_verdict(addresses: list[str]) -> None:
+    """The same property on generated addresses: the shortcut's verdict and words are the rule's."""
+    conn = duckdb.connect()
+    _register_address_rule(conn)
+    conn.execute("create table a (address varchar)")
+    conn.executemany("insert into a values (?)", [[a] for a in addresses])
+    verdicts = dict(conn.execute(address_verdicts_sql("a")).fetchall())
+    assert verdicts == {a: address_problem(a) for a in addresses}
