@@ -307,20 +307,28 @@ def print_growth(table: list[tuple[int, int, RunResult]]) -> None:
     print(f"{header} {'x time':>7} {'/input':>7}  load")
     base: dict[tuple[str, str], float] = {}
     base_rows: dict[str, int] = {}
-    for customers, rows, r in table:
+    # the export rows of a size, also for a run that failed before they could be counted
+    rows_of = {customers: max(rows for c, rows, _ in table if c == customers) for customers, _, _ in table}
+    for customers, _, r in table:
+        rows = rows_of[customers]
         base_rows.setdefault(r.label, rows)
         stages = [*r.stages, Stage("total (wall)", 0.0, r.wall, peak_rss=r.peak_rss)]
         for stage in stages:
             took = stage.end - stage.start
             key = (r.label, stage.name)
             base.setdefault(key, took)
-            growth = took / base[key] if base[key] > 0 else float("nan")
-            input_growth = rows / base_rows[r.label] if base_rows[r.label] else float("nan")
-            per_input = growth / input_growth if input_growth else float("nan")
+            input_growth = rows / base_rows[r.label] if base_rows[r.label] else 0
+            if base[key] >= 1.0 and input_growth:  # under a second the ratio says nothing
+                growth = took / base[key]
+                ratios = f"{growth:7.2f} {growth / input_growth:7.2f}"
+            else:
+                ratios = f"{'-':>7} {'-':>7}"
+            if not stage.ok or r.code != 0 and stage.name == "total (wall)":
+                ratios = f"{'FAILED':>15}"
             load = "/".join(f"{x:.1f}" for x in r.load)
             print(
                 f"{customers:>10,} {rows:>12,} {r.label:<11} {stage.name[:36]:<36} {took:8.1f} "
-                f"{stage.peak_rss / GIB:6.2f} {growth:7.2f} {per_input:7.2f}  {load}"
+                f"{stage.peak_rss / GIB:6.2f} {ratios}  {load}"
             )
 
 
