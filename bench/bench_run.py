@@ -182,9 +182,9 @@ def daily_slot() -> str:
     return (morning - timedelta(days=1)).strftime("%Y-%m-%d")
 
 
-def ledger_rows(stdout: str) -> int | None:
-    """Rows the closing summary listed under the send ledger (None: no ledger section)."""
-    text = stdout.split("Send ledger (mail.sends)", 1)
+def section_rows(stdout: str, title: str) -> int | None:
+    """Rows the closing summary listed under a section (None: no such section)."""
+    text = stdout.split(title, 1)
     if len(text) < 2:
         return None
     rows = 0
@@ -195,18 +195,29 @@ def ledger_rows(stdout: str) -> int | None:
     return rows
 
 
+# the summary's sections and the table each one counts
+SECTIONS = {
+    "Candidates by campaign, decision and reason": "eligibility.mail_candidates",
+    "Send ledger (mail.sends)": "mail.sends",
+}
+
+
 def inspect(result: RunResult, warehouse: Path, outbox: Path, sends_before: int) -> None:
     result.outbox_mails = len(list(outbox.glob("*.eml"))) if outbox.is_dir() else 0
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         result.sends = conn.execute("select count(*) from mail.sends").fetchone()[0]
+        held = {
+            table: conn.execute(f"select count(*) from {table}").fetchone()[0] for table in SECTIONS.values()
+        }
     result.sent_now = result.sends - sends_before
-    listed = ledger_rows(result.stdout)
-    if result.code == 0 and result.sends and not listed:
-        result.summary_ok = False
-        result.notes.append(
-            f"CLOSING SUMMARY EMPTY: mail.sends holds {result.sends:,} rows, the summary listed "
-            f"{'no ledger section' if listed is None else 'no ledger rows'}"
-        )
+    for title, table in SECTIONS.items():
+        listed = section_rows(result.stdout, title)
+        if result.code == 0 and held[table] and not listed:
+            result.summary_ok = False
+            result.notes.append(
+                f"CLOSING SUMMARY EMPTY: {table} holds {held[table]:,} rows, the summary listed "
+                f"{'no such section' if listed is None else 'no rows'}"
+            )
 
 
 def export_rows(warehouse: Path) -> int:
