@@ -15,9 +15,10 @@ Per stage (a Dagster step, read off the progress lines on stderr: a finished ste
 reports the seconds and the peak RSS of the whole process tree while the stage ran (the tree's summed RSS,
 sampled every 0.2 s with psutil; dbt runs in a child process). "startup" is spawn → first step start,
 "after" is last step end → exit (the closing summary). Per run: wall time, mails in the outbox, rows in
-mail.sends, and whether the closing summary listed the ledger. The growth columns divide a stage's time
-by the smallest size's, and that by the growth of the export rows: ≤ 1 means the stage grew no faster than
-its input. The load average is printed with every row (the machine may be shared).
+mail.sends, and whether the closing summary listed the candidates and the ledger (it fails if not). The
+growth columns divide a stage's time by the smallest size's, and that by the growth of the export rows:
+≤ 1 means the stage grew no faster than its input. The load average is printed with every row (the
+machine may be shared).
 """
 
 from __future__ import annotations
