@@ -46,3 +46,22 @@ def test_spark_runs_dbt_only_and_the_python_steps_say_so(workspace, monkeypatch,
     assert message.startswith("NACHFASS_ENGINE=spark runs the dbt project only"), message
     assert "duckdb or postgres" in message
     assert not workspace["warehouse"].exists()
+
+
+@pytest.mark.slow
+@pytest.mark.clock
+def test_a_scheduled_slot_runs_from_the_command_line(workspace, dbt_manifest, capsys) -> None:
+    """`nachfass run --partition` crashed with a TypeError before any step: Dagster 1.13's
+    JobDefinition.validate_partition_key wants a loading context. A slot's run decides as of its end."""
+    generate_exports(workspace["landing"], customers=60, seed=3, as_of=datetime(2026, 11, 24, 10, tzinfo=UTC))
+    code = main(["run", "--job", "frequent_mails_job", "--partition", "2026-11-24-11:00"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "files loaded" in out and "mail_candidates" in out
+
+
+def test_an_unknown_slot_stops_with_one_line(workspace, dbt_manifest, capsys) -> None:
+    assert main(["run", "--job", "frequent_mails_job", "--partition", "2026-11-24-11:07"]) == 1
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.startswith("frequent_mails_job has no partition '2026-11-24-11:07'")
+    assert not workspace["warehouse"].exists()

@@ -80,7 +80,12 @@ def run_job(
     if partition_key:
         if job.partitioned_config is None:
             raise SystemExit(f"{job_name} has no partitions (only the scheduled mail jobs have)")
-        job.validate_partition_key(partition_key)
+        # (JobDefinition.validate_partition_key wants a loading context since Dagster 1.13; the partitions'
+        # own membership test does not)
+        if not job.partitions_def.has_partition_key(partition_key):
+            raise SystemExit(
+                f"{job_name} has no partition {partition_key!r} (an ended slot, e.g. 2026-11-24-10:00)"
+            )
         run_config.update(job.get_run_config_for_partition_key(partition_key))
     else:
         # Run config given here replaces a job's default config: keep the scheduled jobs' campaign filters.
