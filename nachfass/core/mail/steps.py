@@ -14,6 +14,7 @@ import duckdb
 from nachfass.core.mail.candidates import CANDIDATE_COLUMNS, job_from_row
 from nachfass.core.mail.journal import default_journal_dir
 from nachfass.core.mail.ledger import Recovery
+from nachfass.core.mail.message import make_send_id
 from nachfass.core.mail.outgoing import (
     clear_outgoing,
     count_outgoing,
@@ -58,9 +59,13 @@ def render_due_mails(
     back, so nothing of it reaches the send step."""
     ensure_outgoing(conn)
     rows = fetch_candidates(conn, "decision = 'send'", campaigns)
+    # Rendered, and so queued, in send_id order: the send step reads the queue back in that order a key
+    # range at a time (read_outgoing), and each range is then one stretch of the table instead of rows
+    # spread over all of it.
+    by_send_id = sorted(rows, key=lambda r: make_send_id(r["campaign"], r["step"], r["trigger_key"]))
     chunks = (
-        renderer.render_batch(job_from_row(row) for row in rows[start : start + RENDER_CHUNK])
-        for start in range(0, len(rows), RENDER_CHUNK)
+        renderer.render_batch(job_from_row(row) for row in by_send_id[start : start + RENDER_CHUNK])
+        for start in range(0, len(by_send_id), RENDER_CHUNK)
     )
     per_step = replace_outgoing(conn, chunks, run_id=run_id, rendered_at=as_of)
     return per_step, rows
