@@ -206,6 +206,29 @@ def test_outbox_writes_eml_and_exact_payload(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 
 
+def test_a_new_outbox_transport_removes_only_dead_writers_half_written_files(tmp_path):
+    """Runs may overlap on PostgreSQL and share the outbox: a transport starting beside a running one must
+    not delete the files that one is writing (that lost two mails of an overlapping run: its rename found
+    no file). Half-written files of a writer that is gone (a crash) are removed."""
+    import os
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead_pid = int(finished.stdout)
+    running = tmp_path / f".tmp-{os.getpid()}-s_running.json"
+    crashed = tmp_path / f".tmp-{dead_pid}-s_crashed.json"
+    legacy = tmp_path / ".tmp-s_legacy.eml"  # the name before the writer's pid was part of it
+    for path in (running, crashed, legacy):
+        path.write_bytes(b"half")
+    OutboxTransport(tmp_path, shop=SHOP)
+    assert running.exists()
+    assert not crashed.exists() and not legacy.exists()
+    # and this process's own sends still leave nothing behind
+    OutboxTransport(tmp_path, shop=SHOP).send(make_mail(9))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")) == [running.name]
+
+
 def test_outbox_header_injection_is_neutralised(tmp_path):
     mail = make_mail(8, to_name="Eve\r\nBcc: x@evil.test")
     assert OutboxTransport(tmp_path, shop=SHOP).send(mail).status == "sent"

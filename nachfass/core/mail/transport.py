@@ -399,6 +399,21 @@ class SendGridTransport:
             conn.close()
 
 
+def _writer_alive(tmp_name: str) -> bool:
+    """Whether the process that named this outbox temporary file (``.tmp-<pid>-<file>``) still runs; a
+    name without a process id is a leftover of an older version."""
+    pid = tmp_name.split("-", 2)[1] if tmp_name.count("-") >= 2 else ""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
 class OutboxTransport:
     """Writes ``<outbox>/<send_id>.eml`` (RFC 5322) and ``<send_id>.json`` (the exact SendGrid payload).
 
@@ -413,9 +428,11 @@ class OutboxTransport:
     def __init__(self, outbox_dir: Path | str, *, shop: ShopSettings, as_of: datetime | None = None) -> None:
         self.outbox_dir = Path(outbox_dir)
         self.outbox_dir.mkdir(parents=True, exist_ok=True)
-        # Half-written files of a crashed run (one writer at a time: nobody else is writing them now).
+        # Half-written files of a crashed run. Runs may overlap (PostgreSQL) and share the folder, so only
+        # the files of writers that are gone: a temporary name carries its writer's process id.
         for stale in self.outbox_dir.glob(".tmp-*"):
-            stale.unlink(missing_ok=True)
+            if not _writer_alive(stale.name):
+                stale.unlink(missing_ok=True)
         self.shop = shop
         self.as_of = as_of  # the run's logical time: the payload's custom_args and the .eml Date
 
@@ -424,8 +441,9 @@ class OutboxTransport:
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
         # A crash must not leave a half-written file that looks like a mail: write beside it, then rename.
-        # The temporary name is unique per mail (a send id is claimed by one sender at a time).
-        tmp = path.with_name(f".tmp-{path.name}")
+        # The temporary name is unique per mail (a send id is claimed by one sender at a time) and names
+        # the writing process, so a transport starting beside a running one leaves its files alone.
+        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
