@@ -401,7 +401,9 @@ def cmd_erase(args: SimpleNamespace) -> int:
         staging = None
         if on_postgres and staging_file.exists():
             # the local copy of the exports the PostgreSQL engine parses in holds the person too
-            staging = stack.enter_context(engine.staging(staging_file))
+            staging = stack.enter_context(
+                engine.staging(staging_file, log=lambda message: print(message, file=sys.stderr))
+            )
         report = erase_person(
             conn,
             email=args.email,
