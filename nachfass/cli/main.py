@@ -113,14 +113,22 @@ def run_job(
             )
     finally:
         del instance.handle_new_event  # the class's own method again
-    if not result.success:
+    # A step whose input was never materialized is skipped, and Dagster still calls the run a success. For a
+    # mail run that means "nothing was sent" with exit 0 (seen when dbt's log lost a model's result line):
+    # a skipped step fails the command.
+    skipped = sorted(
+        {event.step_key for event in result.all_events if event.event_type_value == "STEP_SKIPPED"}
+    )
+    for step in skipped:
+        print(f"step {step} was skipped: an asset it needs was not materialized", file=sys.stderr)
+    if not result.success or skipped:
         dbt_tail = [line for line in captured.getvalue().splitlines() if line.strip()][-25:]
         if dbt_tail:
             print("last dbt output:\n  " + "\n  ".join(dbt_tail), file=sys.stderr)
         for event in result.all_events:
             if event.is_failure and event.step_key:
                 print(f"step {event.step_key} failed: {_root_cause(event)}", file=sys.stderr)
-    return result.success
+    return result.success and not skipped
 
 
 class StepProgress:
