@@ -16,7 +16,9 @@ from dagster_project.dbt_project import dbt_project
 from dagster_project.resources import RunClockResource, WarehouseResource
 from nachfass.core import decision_lock
 from nachfass.core.dbt import dbt_vars_arg
+from nachfass.core.engine import dbt_engine
 from nachfass.core.mail.runs import check_as_of
+from nachfass.core.warehouse import spark
 
 # The send asset's key (mail/sent_mails): a run that selects it will send mail.
 SENT_MAILS = dg.AssetKey(["mail", "sent_mails"])
@@ -77,12 +79,22 @@ def nachfass_dbt_assets(
     # PostgreSQL: one run decides at a time; held until this run's mails are rendered (decision_lock.py).
     decision_lock.acquire(context.run_id, log=context.log.warning)
     renders = RENDERED_MAILS in context.job_def.asset_layer.selected_asset_keys
-    context.log.info(f"dbt build as of {as_of.isoformat()}")
+    on_spark = dbt_engine() == "spark"
     try:
+        if on_spark:
+            # Spark reads the sources from PostgreSQL, the system of record (nachfass/core/warehouse/spark.py)
+            pushed = spark.push_sources()
+            context.log.info(f"sources copied from PostgreSQL to Spark: {pushed.describe()}")
+        context.log.info(f"dbt build as of {as_of.isoformat()}")
         yield from dbt.cli(
             dbt_build_args(as_of.isoformat(), config.full_refresh, config.skip_full_history_tests),
             context=context,
         ).stream()
+        if on_spark:
+            pulled = spark.pull_models()
+            context.log.info(
+                f"models the Python steps read, copied from Spark to PostgreSQL: {pulled.describe()}"
+            )
     except BaseException:
         decision_lock.release(context.run_id)
         raise

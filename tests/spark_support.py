@@ -84,27 +84,9 @@ def spark_env(root: Path) -> dict[str, str]:
 
 def _session():  # noqa: ANN202 (pyspark is optional)
     """A session with the profile's settings (dbt/profiles.yml, output spark), from the environment."""
-    from pyspark.sql import SparkSession
+    from nachfass.core.warehouse.spark import spark_session
 
-    metastore = os.environ["NACHFASS_SPARK_METASTORE_DIR"]
-    builder = (
-        SparkSession.builder.master(os.environ.get("NACHFASS_SPARK_MASTER", "local[2]"))
-        .config("spark.driver.memory", os.environ.get("NACHFASS_SPARK_DRIVER_MEMORY", "2g"))
-        .config("spark.sql.warehouse.dir", os.environ["NACHFASS_SPARK_WAREHOUSE_DIR"])
-        .config(
-            "spark.hadoop.javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={metastore};create=true"
-        )
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={metastore}/.. -Duser.timezone=UTC")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.jsonGenerator.ignoreNullFields", "false")
-        .config("spark.sql.parquet.inferTimestampNTZ.enabled", "false")
-        .enableHiveSupport()
-    )
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
+    return spark_session()
 
 
 def _run_helper(action: str, argument: Path, env: dict[str, str]) -> None:

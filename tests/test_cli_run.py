@@ -34,17 +34,21 @@ def test_a_mistyped_engine_stops_the_run_before_anything_starts(workspace, monke
     assert not workspace["warehouse"].exists()  # nothing was opened or written
 
 
-def test_spark_runs_dbt_only_and_the_python_steps_say_so(workspace, monkeypatch, capsys) -> None:
-    """NACHFASS_ENGINE=spark is a known engine (dbt's profile has it), but the Python steps don't run on it
-    yet: the run stops with one line naming what to use instead, before anything is opened."""
-    from nachfass.core.warehouse.settings import engine
+def test_spark_without_its_jdbc_driver_stops_the_run_before_anything_starts(
+    workspace, monkeypatch, capsys, tmp_path
+) -> None:
+    """NACHFASS_ENGINE=spark reads and writes the ledger's PostgreSQL over JDBC: a missing driver stops the
+    run with one line naming the package, before any table is opened (java and pyspark are checked the
+    same way; this test passes with or without them: the run stops on whichever is missing first)."""
+    from nachfass.core.warehouse.settings import engine, python_steps_engine
 
     monkeypatch.setenv("NACHFASS_ENGINE", "spark")
-    assert engine() == "spark"
+    monkeypatch.setenv("NACHFASS_SPARK_JDBC_JAR", str(tmp_path / "no-such-driver.jar"))
+    assert engine() == "spark" and python_steps_engine() == "postgres"
     assert main(["run", "--as-of", AS_OF]) == 1
     message = capsys.readouterr().err.strip().splitlines()[-1]
-    assert message.startswith("NACHFASS_ENGINE=spark runs the dbt project only"), message
-    assert "duckdb or postgres" in message
+    assert message.startswith("NACHFASS_ENGINE=spark "), message
+    assert any(hint in message for hint in ("libpostgresql-jdbc-java", "openjdk-17", "pip install")), message
     assert not workspace["warehouse"].exists()
 
 

@@ -58,10 +58,14 @@ def run_job(
 
     ``partition_key``: a slot of a scheduled job (its run config, as_of = the slot's end, comes from the
     job's partitions); otherwise ``as_of`` (ISO 8601) is the logical time, default the run's start."""
-    from nachfass.core.engine import EngineError, current_engine
+    from nachfass.core.engine import EngineError, current_engine, dbt_engine
 
     try:
         current_engine()  # a mistyped engine stops here with one line, before dbt or any step starts
+        if dbt_engine() == "spark":
+            from nachfass.core.warehouse import spark
+
+            spark.check_runtime()  # so does a Spark without java, pyspark or the JDBC driver
     except EngineError as exc:
         raise SystemExit(str(exc)) from None
     import dagster as dg

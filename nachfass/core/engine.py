@@ -3,8 +3,8 @@
 ``NACHFASS_ENGINE`` = ``duckdb`` (default: the file ``$NACHFASS_WAREHOUSE``, no server) or ``postgres``
 (a PostgreSQL 15+ database, reached with the standard libpq variables ``PGHOST``, ``PGPORT``, ``PGUSER``,
 ``PGPASSWORD``, ``PGDATABASE``). dbt's ``profiles.yml`` picks its target from the same variable, so dbt
-and Python never look at different warehouses. ``spark`` runs the dbt project only so far: the Python steps
-refuse it with a one-line error (docs/operations.md, "Apache Spark").
+and Python never look at different warehouses. ``spark`` builds the dbt project on Spark and keeps the Python
+steps' tables (ledger, events, exports) in PostgreSQL beside it (nachfass/core/warehouse/spark.py).
 """
 
 from __future__ import annotations
@@ -21,18 +21,25 @@ from nachfass.core.warehouse.settings import (
     python_steps_engine,
 )
 from nachfass.core.warehouse.settings import SettingsError as EngineError  # noqa: F401 (re-exported)
+from nachfass.core.warehouse.settings import engine as engine_setting
 
 
 def current_engine() -> str:
-    """The engine the setting names for the Python steps, checked (one-line error naming the variable and
-    the choices; Spark, which runs dbt only, refused)."""
+    """The engine the Python steps use for the setting, checked (one-line error naming the variable and the
+    choices): ``duckdb`` or ``postgres`` (also for ``spark``, whose ledger lives in PostgreSQL)."""
     return python_steps_engine()
+
+
+def dbt_engine() -> str:
+    """The engine dbt builds the models on (``NACHFASS_ENGINE`` as given: duckdb, postgres or spark)."""
+    return engine_setting()
 
 
 def describe() -> str:
     """Where the warehouse is, for logs and messages (never the password)."""
     if current_engine() == "postgres":
-        return f"PostgreSQL {PostgresSettings.from_env().describe()}"
+        where = f"PostgreSQL {PostgresSettings.from_env().describe()}"
+        return f"Spark (dbt) with {where}" if dbt_engine() == "spark" else where
     from nachfass.core import paths
 
     return f"DuckDB file {paths.warehouse_path()}"

@@ -1,9 +1,10 @@
 """Which engine the Python steps write (``NACHFASS_ENGINE``) and, for PostgreSQL, where it is.
 
-``NACHFASS_ENGINE``: ``duckdb`` (default) | ``postgres`` | ``spark`` (the dbt project only so far: the Python
-steps refuse it, see ``python_steps_engine``). The PostgreSQL connection comes from the standard
-libpq variables: ``PGHOST`` (default 127.0.0.1), ``PGPORT`` (5432), ``PGUSER`` (postgres), ``PGPASSWORD``
-(optional) and ``PGDATABASE`` (nachfass). The password is kept out of every repr, log line and error.
+``NACHFASS_ENGINE``: ``duckdb`` (default) | ``postgres`` | ``spark`` (dbt builds on Spark; the Python steps
+keep their tables in PostgreSQL beside it, see ``python_steps_engine`` and ``spark.py``). The PostgreSQL
+connection comes from the standard libpq variables: ``PGHOST`` (default 127.0.0.1), ``PGPORT`` (5432),
+``PGUSER`` (postgres), ``PGPASSWORD`` (optional) and ``PGDATABASE`` (nachfass). The password is kept out of
+every repr, log line and error.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 
 ENGINE_VAR = "NACHFASS_ENGINE"
 ENGINES = ("duckdb", "postgres", "spark")
-# the engines the Python steps (ingest, ledger, sending, erasure ...) run on; dbt runs on all of ENGINES
-PYTHON_STEP_ENGINES = ("duckdb", "postgres")
+# the engine the Python steps (ingest, ledger, sending, erasure ...) keep their tables in, per engine; dbt
+# runs on each of ENGINES. Spark has no unique keys or row locks for the ledger: PostgreSQL holds it
+# (spark.py).
+PYTHON_STEPS_ON = {"duckdb": "duckdb", "postgres": "postgres", "spark": "postgres"}
 DEFAULT_ENGINE = "duckdb"
 
 
@@ -36,16 +39,9 @@ def engine(env: Mapping[str, str] | None = None) -> str:
 
 
 def python_steps_engine(env: Mapping[str, str] | None = None) -> str:
-    """The configured engine for the Python steps: as ``engine``, and Spark refused with what to do instead
-    (only the dbt project runs on Spark so far; docs/operations.md, "Apache Spark")."""
-    value = engine(env)
-    if value not in PYTHON_STEP_ENGINES:
-        raise SettingsError(
-            f"{ENGINE_VAR}={value} runs the dbt project only (dbt/profiles.yml, output {value}); the Python "
-            f"steps (ingest, ledger, sending) run on {' or '.join(PYTHON_STEP_ENGINES)} so far "
-            "(docs/operations.md, Apache Spark)"
-        )
-    return value
+    """Where the Python steps keep their tables for the configured engine: DuckDB's file, or PostgreSQL
+    (for ``postgres``, and for ``spark``, whose dbt build reads and writes it around the build: spark.py)."""
+    return PYTHON_STEPS_ON[engine(env)]
 
 
 @dataclass(frozen=True)
@@ -108,4 +104,5 @@ class WarehouseSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WarehouseSettings:
         chosen = engine(env)
-        return cls(chosen, PostgresSettings.from_env(env) if chosen == "postgres" else None)
+        on_postgres = PYTHON_STEPS_ON[chosen] == "postgres"
+        return cls(chosen, PostgresSettings.from_env(env) if on_postgres else None)

@@ -1,0 +1,308 @@
+"""Apache Spark as the engine of the dbt project, with the Python steps' state in PostgreSQL beside it.
+
+``NACHFASS_ENGINE=spark``: dbt builds every model on Spark (dbt-spark's session method, ``dbt/profiles.yml``
+output ``spark``); the ingest, the ledger, the events and erasure keep their tables in PostgreSQL (the libpq
+variables, as with ``NACHFASS_ENGINE=postgres``).
+
+Why the ledger is not a Spark table: the at-most-once guarantee needs a unique key that a second writer
+cannot pass and rows a run can lock. Spark's parquet tables have neither (no unique constraint, no
+``MERGE``/``UPDATE``/``DELETE``); in a probe race of two writers on one parquet table, keys were claimed
+twice in 2 of 3 attempts. Delta Lake or Iceberg would give ``MERGE``, but their jars come from Maven only.
+So PostgreSQL stays the system of record and Spark does the heavy SQL. Around each dbt build on Spark:
+
+1. ``push_sources``: every table dbt reads as a source (``dbt/models/staging/_sources.yml``: the exports'
+   ``raw.*``, ``raw.sendgrid_events``, the ledger's ``mail.*``) is read from PostgreSQL over JDBC and
+   written to the Spark table of the same name (overwritten: PostgreSQL is the truth, so an erasure or a
+   rebuilt ledger there reaches Spark with the next build);
+2. dbt builds on Spark (its own JVM, in dbt's process);
+3. ``pull_models``: the models the Python steps read (``PULLED_MODELS``: the candidates the render step
+   sends from, the tables of the blocking consent check, the analytics) are written from Spark to
+   PostgreSQL over JDBC into new tables, which replace the old ones in one transaction, so a reader sees
+   the previous build or this one, never half of it.
+
+Each Spark step runs in a process of its own (``python -m nachfass.core.warehouse.spark``): the catalog is
+an embedded Derby metastore that one JVM at a time can open, and dbt's session starts its own JVM. The run's
+decision lock (``decision_lock.py``) is held across push, build and pull, so two runs never interleave them.
+
+The JDBC driver is Debian's ``libpostgresql-jdbc-java`` (``/usr/share/java/postgresql.jar``; another path
+with ``NACHFASS_SPARK_JDBC_JAR``). The password travels from ``PGPASSWORD`` to the driver inside the Spark
+process only: it is never written to the metastore, a table option, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nachfass.core import paths
+from nachfass.core.warehouse.settings import PostgresSettings, SettingsError
+
+DEFAULT_JDBC_JAR = "/usr/share/java/postgresql.jar"
+JDBC_JAR_VAR = "NACHFASS_SPARK_JDBC_JAR"
+# The models the Python steps read after a build, by schema; ``None``: every model of the schema.
+PULLED_MODELS: dict[str, tuple[str, ...] | None] = {
+    "eligibility": None,  # mail_candidates: the render step, the run's summary, the consent check
+    "analytics": None,  # ab_results, campaign_performance, build_settings ...: checks, summary, report
+    "intermediate": ("int_consent_state",),  # the blocking consent check (dagster_project/checks.py)
+    "staging": ("stg_orders",),  # the same check: who is an existing customer
+}
+PULL_SUFFIX = "__from_spark"
+SOURCES_FILE = Path(__file__).resolve().parents[3] / "dbt" / "models" / "staging" / "_sources.yml"
+
+
+class SparkStepError(RuntimeError):
+    """A push or pull did not complete; the message has the step and the Spark process's last lines."""
+
+
+@dataclass
+class TransferReport:
+    seconds: float = 0.0
+    rows: dict[str, int] = field(default_factory=dict)  # schema.table -> rows written
+
+    def describe(self) -> str:
+        total = sum(self.rows.values())
+        return f"{len(self.rows)} tables, {total:,} rows in {self.seconds:.1f} s"
+
+
+def jdbc_jar(env: Mapping[str, str] | None = None) -> str:
+    """The PostgreSQL JDBC driver's jar, checked (one line saying how to get it)."""
+    env = os.environ if env is None else env
+    jar = env.get(JDBC_JAR_VAR) or DEFAULT_JDBC_JAR
+    if not Path(jar).is_file():
+        raise SettingsError(
+            f"NACHFASS_ENGINE=spark reads and writes PostgreSQL over JDBC, but the driver {jar} is missing: "
+            f"apt-get install libpostgresql-jdbc-java, or set {JDBC_JAR_VAR} to the jar"
+        )
+    return jar
+
+
+def check_runtime(env: Mapping[str, str] | None = None) -> None:
+    """What the Spark engine needs on this machine, checked before a run opens anything: java, pyspark and
+    the JDBC driver (SettingsError, one line, naming what to install)."""
+    import importlib.util
+    import shutil
+
+    env = os.environ if env is None else env
+    if shutil.which("java") is None and not env.get("JAVA_HOME"):
+        raise SettingsError(
+            "NACHFASS_ENGINE=spark needs Java 17+ (no java on PATH, no JAVA_HOME): "
+            "apt-get install openjdk-17-jre-headless"
+        )
+    if importlib.util.find_spec("pyspark") is None:
+        raise SettingsError("NACHFASS_ENGINE=spark needs pyspark and dbt-spark: pip install -e '.[spark]'")
+    jdbc_jar(env)
+
+
+def source_tables(sources_file: Path = SOURCES_FILE) -> list[tuple[str, str]]:
+    """(schema, table) of every dbt source, in the file's order."""
+    import yaml
+
+    document = yaml.safe_load(sources_file.read_text(encoding="utf-8"))
+    tables = []
+    for source in document.get("sources", []):
+        schema = source.get("schema") or source["name"]
+        for table in source.get("tables", []):
+            tables.append((schema, table.get("identifier") or table["name"]))
+    return tables
+
+
+def session_settings(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The Spark settings of dbt's profile (output ``spark``), from the same variables and defaults, so the
+    push and pull processes open the catalog dbt builds in."""
+    env = os.environ if env is None else env
+    data = env.get("NACHFASS_DATA") or str(paths.data_dir())
+    metastore = env.get("NACHFASS_SPARK_METASTORE_DIR") or f"{data}/spark/metastore_db"
+    return {
+        "spark.master": env.get("NACHFASS_SPARK_MASTER") or "local[2]",
+        "spark.driver.memory": env.get("NACHFASS_SPARK_DRIVER_MEMORY") or "2g",
+        "spark.sql.warehouse.dir": env.get("NACHFASS_SPARK_WAREHOUSE_DIR") or f"{data}/spark/warehouse",
+        "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={metastore};create=true",
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={metastore}/.. -Duser.timezone=UTC",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": env.get("NACHFASS_SPARK_SHUFFLE_PARTITIONS") or "2",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.jsonGenerator.ignoreNullFields": "false",
+        "spark.sql.parquet.inferTimestampNTZ.enabled": "false",
+    }
+
+
+def spark_session(extra: Mapping[str, str] | None = None):  # noqa: ANN201 (pyspark is an optional extra)
+    """A SparkSession with the profile's settings (and ``extra``), Hive catalog enabled."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder
+    for key, value in {**session_settings(), **(extra or {})}.items():
+        builder = builder.config(key, value)
+    spark = builder.enableHiveSupport().getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def _jdbc(settings: PostgresSettings) -> tuple[str, dict[str, str]]:
+    url = f"jdbc:postgresql://{settings.host}:{settings.port}/{settings.dbname}"
+    properties = {"user": settings.user, "driver": "org.postgresql.Driver"}
+    if settings.password is not None:
+        properties["password"] = settings.password
+    return url, properties
+
+
+def _quoted(schema: str, table: str) -> str:
+    return f"`{schema}`.`{table}`"
+
+
+# --- inside the Spark process -------------------------------------------------------------------------
+
+
+def _push(request: dict[str, Any]) -> dict[str, int]:
+    spark = spark_session({"spark.jars": request["jar"]})
+    url, properties = _jdbc(PostgresSettings.from_env())
+    rows = {}
+    for schema, table in request["tables"]:
+        frame = spark.read.jdbc(url, f'"{schema}"."{table}"', properties=properties)
+        spark.sql(f"create database if not exists `{schema}`")
+        frame.write.mode("overwrite").format("parquet").saveAsTable(_quoted(schema, table))
+        rows[f"{schema}.{table}"] = spark.table(_quoted(schema, table)).count()
+    spark.stop()
+    return rows
+
+
+def _pull(request: dict[str, Any]) -> dict[str, int]:
+    spark = spark_session({"spark.jars": request["jar"]})
+    url, properties = _jdbc(PostgresSettings.from_env())
+    rows = {}
+    for schema, table in request["tables"]:
+        frame = spark.table(_quoted(schema, table))
+        frame.write.jdbc(url, f'"{schema}"."{table}{PULL_SUFFIX}"', mode="overwrite", properties=properties)
+        rows[f"{schema}.{table}"] = frame.count()
+    spark.stop()
+    return rows
+
+
+def _list_models(request: dict[str, Any]) -> dict[str, list[str]]:
+    spark = spark_session()
+    databases = {row[0] for row in spark.sql("show databases").collect()}
+    found = {}
+    for schema in request["schemas"]:
+        if schema in databases:
+            found[schema] = sorted(
+                row.tableName
+                for row in spark.sql(f"show tables in `{schema}`").collect()
+                if not row.isTemporary
+            )
+    spark.stop()
+    return found
+
+
+# --- in the calling process ---------------------------------------------------------------------------
+
+
+def _scrub(text: str, settings: PostgresSettings) -> str:
+    return text.replace(settings.password, "***") if settings.password else text
+
+
+def _run_step(action: str, request: dict[str, Any], *, timeout_s: float) -> Any:
+    """Run one Spark step in a process of its own; its JSON answer, or SparkStepError with its last lines."""
+    settings = PostgresSettings.from_env()
+    answer = paths.data_dir() / "spark" / f".{action}-{os.getpid()}.json"
+    answer.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TZ": "UTC", "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "nachfass.core.warehouse.spark", action, str(answer)],
+            input=json.dumps(request),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        if result.returncode != 0:
+            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+            raise SparkStepError(
+                f"Spark {action} failed (exit {result.returncode}):\n{_scrub(tail, settings)}"
+            )
+        return json.loads(answer.read_text(encoding="utf-8"))
+    except subprocess.TimeoutExpired:
+        raise SparkStepError(f"Spark {action} did not finish within {timeout_s:.0f} s") from None
+    finally:
+        answer.unlink(missing_ok=True)
+
+
+def push_sources(
+    *, tables: Iterable[tuple[str, str]] | None = None, timeout_s: float = 3600.0
+) -> TransferReport:
+    """Copy every dbt source table from PostgreSQL into Spark (see the module docstring)."""
+    started = time.perf_counter()
+    wanted = list(tables) if tables is not None else source_tables()
+    rows = _run_step("push", {"jar": jdbc_jar(), "tables": wanted}, timeout_s=timeout_s)
+    return TransferReport(time.perf_counter() - started, rows)
+
+
+def pulled_models(built: Mapping[str, Iterable[str]]) -> list[tuple[str, str]]:
+    """(schema, table) of ``PULLED_MODELS`` among the models ``built`` holds ({schema: [tables]})."""
+    chosen = []
+    for schema, names in PULLED_MODELS.items():
+        present = set(built.get(schema, ()))
+        for table in sorted(present) if names is None else names:
+            if table in present:
+                chosen.append((schema, table))
+    return chosen
+
+
+def pull_models(
+    conn_factory: Callable[[], Any] | None = None, *, timeout_s: float = 3600.0
+) -> TransferReport:
+    """Copy ``PULLED_MODELS`` from Spark into PostgreSQL: written beside the old tables, then swapped in one
+    transaction (see the module docstring)."""
+    from nachfass.core.warehouse import postgres
+
+    started = time.perf_counter()
+    built = _run_step("models", {"schemas": list(PULLED_MODELS)}, timeout_s=timeout_s)
+    tables = pulled_models(built)
+    connect = conn_factory or postgres.connect
+    conn = connect()
+    try:
+        with postgres.transaction(conn) as cur:
+            for schema in dict.fromkeys(schema for schema, _ in tables):
+                cur.execute(f'create schema if not exists "{schema}"')
+        rows = _run_step("pull", {"jar": jdbc_jar(), "tables": tables}, timeout_s=timeout_s)
+        with postgres.transaction(conn) as cur:
+            for schema, table in tables:
+                # Spark writes its timestamps as `timestamp with time zone`; the models' contracts (and the
+                # DuckDB and PostgreSQL builds) say `timestamp`, UTC without a zone, which the steps expect
+                cur.execute(
+                    "select column_name from information_schema.columns where table_schema = %s "
+                    "and table_name = %s and data_type = 'timestamp with time zone'",
+                    [schema, f"{table}{PULL_SUFFIX}"],
+                )
+                changes = [
+                    f'alter column "{column}" type timestamp using "{column}" at time zone \'UTC\''
+                    for (column,) in cur.fetchall()
+                ]
+                if changes:  # one statement: the table is rewritten once
+                    cur.execute(f'alter table "{schema}"."{table}{PULL_SUFFIX}" ' + ", ".join(changes))
+                cur.execute(f'drop table if exists "{schema}"."{table}"')
+                cur.execute(f'alter table "{schema}"."{table}{PULL_SUFFIX}" rename to "{table}"')
+    finally:
+        conn.close()
+    return TransferReport(time.perf_counter() - started, rows)
+
+
+def main(argv: list[str]) -> int:
+    action, answer = argv[0], Path(argv[1])
+    request = json.loads(sys.stdin.read())
+    steps = {"push": _push, "pull": _pull, "models": _list_models}
+    result = steps[action](request)
+    answer.write_text(json.dumps(result), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
