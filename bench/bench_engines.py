@@ -1,6 +1,7 @@
-"""The same dbt build on DuckDB and on PostgreSQL, from the same exports, in one run (ratios, not absolutes).
+"""The same dbt build on DuckDB and on PostgreSQL (and Spark), from the same exports, in one run (ratios,
+not absolutes).
 
-    python bench/bench_engines.py --customers 100000 --workdir /tmp/nachfass_engines
+    python bench/bench_engines.py --customers 100000 --workdir /tmp/nachfass_engines [--spark]
 
 1. generate ``days`` (90) of exports for N customers and load them into DuckDB (bench_dbt.prepare: the
    same loader as the ingest asset; reused when the work dir has them);
@@ -9,7 +10,10 @@
    or into the server of the PG* variables with ``--use-env-server``;
 3. ``dbt build --full-refresh`` on each engine, then a second ``dbt build`` (the incremental models only
    add what is new: nothing here, so this is the fixed cost of a scheduled run's dbt step), timing each,
-   with peak memory of the PostgreSQL server's processes not measured (shared buffers, separate processes).
+   with peak memory of the PostgreSQL server's processes not measured (shared buffers, separate processes);
+4. with ``--spark`` (the ``[spark]`` extra, Java 17, Debian's JDBC driver): what a run on the Spark engine
+   does around its build (nachfass/core/warehouse/spark.py): the sources copied from PostgreSQL to Spark
+   over JDBC, the two builds on Spark ``local[2]``, and the models the Python steps read copied back.
 
 Prints one table; docs/benchmarks.md records the figures with machine and load.
 """
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/nachfass_engines"))
     parser.add_argument("--as-of", default="2026-11-24T10:00:00Z")
     parser.add_argument("--use-env-server", action="store_true", help="PostgreSQL from the PG* variables")
+    parser.add_argument("--spark", action="store_true", help="also the Spark engine (push, builds, pull)")
     args = parser.parse_args(argv)
     as_of = datetime.fromisoformat(args.as_of.replace("Z", "+00:00")).astimezone(UTC)
     workdir = args.workdir.resolve() / f"c{args.customers}"
@@ -104,12 +109,32 @@ def main(argv: list[str] | None = None) -> int:
             "duckdb": base | {"NACHFASS_ENGINE": "duckdb", "NACHFASS_WAREHOUSE": str(warehouse)},
             "postgres": base | {"NACHFASS_ENGINE": "postgres", **pg_env},
         }
+        if args.spark:
+            from nachfass.core.warehouse import spark
+
+            spark_env = {
+                "NACHFASS_ENGINE": "spark",
+                "NACHFASS_DATA": str(workdir),
+                "NACHFASS_SPARK_WAREHOUSE_DIR": str(workdir / "spark" / "warehouse"),
+                "NACHFASS_SPARK_METASTORE_DIR": str(workdir / "spark" / "metastore_db"),
+                "SPARK_LOCAL_IP": "127.0.0.1",
+                "TZ": "UTC",
+            }
+            os.environ.update(pg_env | spark_env)  # the push and pull read the same settings as a run
+            pushed_to_spark = spark.push_sources()
+            figures["copy PostgreSQL to Spark (push_sources)"] = pushed_to_spark.seconds
+            print(f"pushed to Spark: {pushed_to_spark.describe()}")
+            engines["spark"] = base | pg_env | spark_env
         models: dict[str, dict] = {}
         for name, env in engines.items():
             figures[f"dbt build --full-refresh, {name}"], models[name] = dbt_build(
                 workdir, env, as_of, "--full-refresh"
             )
             figures[f"dbt build again (nothing new), {name}"], _ = dbt_build(workdir, env, as_of)
+        if args.spark:
+            pulled = spark.pull_models()
+            figures["copy Spark to PostgreSQL (pull_models)"] = pulled.seconds
+            print(f"pulled from Spark: {pulled.describe()}")
     finally:
         if server is not None:
             server.stop()
@@ -118,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stage:<45} {seconds:>8.1f}")
     full = {e: figures[f"dbt build --full-refresh, {e}"] for e in ("duckdb", "postgres")}
     print(f"\nfull build PostgreSQL / DuckDB: {full['postgres'] / full['duckdb']:.2f}")
+    if args.spark:
+        spark_full = figures["dbt build --full-refresh, spark"]
+        print(f"full build Spark / DuckDB: {spark_full / full['duckdb']:.2f}")
     print("\nslowest models (full build, s):")
     slow = sorted(models["postgres"], key=lambda m: -models["postgres"][m])[:8]
     for model in slow:

@@ -20,6 +20,7 @@ from nachfass.core.pgconn import PgConnection
 from nachfass.devtools.datagen.generate import generate_exports
 
 pytestmark = pytest.mark.slow
+SCANNED_SCHEMAS = ("raw", "staging", "intermediate", "segments", "eligibility", "analytics", "mail")
 
 AS_OF = "2026-11-24T10:00:00Z"
 DECISIONS = (
@@ -88,12 +89,10 @@ def test_a_run_decides_and_sends_the_same_on_duckdb_and_postgres(duckdb_run: dic
     assert "PostgreSQL postgresql://postgres@127.0.0.1" in run.stdout  # the summary says where
 
 
-def test_a_run_decides_and_sends_the_same_on_duckdb_and_spark(
-    duckdb_run: dict, postgres_server, spark_runtime: dict[str, str]
-) -> None:
-    """NACHFASS_ENGINE=spark: the whole pipeline, with dbt on Spark and the ledger in PostgreSQL beside it
-    (nachfass/core/warehouse/spark.py). Not in the shifted-clock pass (its clock path is the PostgreSQL
-    engine's, tested above); a Spark build takes minutes."""
+@pytest.fixture(scope="module")
+def spark_run(duckdb_run: dict, postgres_server, spark_runtime: dict[str, str]) -> dict:
+    """`nachfass run` with NACHFASS_ENGINE=spark from the same exports: dbt on Spark, the ledger in
+    PostgreSQL beside it (nachfass/core/warehouse/spark.py)."""
     from nachfass.core.warehouse.spark import SettingsError, jdbc_jar
 
     try:
@@ -104,10 +103,21 @@ def test_a_run_decides_and_sends_the_same_on_duckdb_and_spark(
         pytest.skip(str(exc))
     postgres_server.drop_database("e2e_spark")
     env = _env(duckdb_run["root"], "spark") | spark_runtime
-    run = _run(env | postgres_server.env(postgres_server.create_database("e2e_spark")))
+    env |= postgres_server.env(postgres_server.create_database("e2e_spark"))
+    run = _run(env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     settings = _settings(postgres_server)
-    with PgConnection.open(type(settings)(**{**settings.__dict__, "dbname": "e2e_spark"})) as pg:
+    return {
+        "env": env,
+        "run": run,
+        "settings": type(settings)(**{**settings.__dict__, "dbname": "e2e_spark"}),
+    }
+
+
+def test_a_run_decides_and_sends_the_same_on_duckdb_and_spark(duckdb_run: dict, spark_run: dict) -> None:
+    """Not in the shifted-clock pass (its clock path is the PostgreSQL engine's, tested above); a Spark
+    build takes minutes."""
+    with PgConnection.open(spark_run["settings"]) as pg:
         spark_decisions = pg.execute(DECISIONS).fetchall()  # built on Spark, copied back
         spark_ledger = pg.execute(LEDGER).fetchall()
         # dbt built on Spark, not here: PostgreSQL holds only the models the Python steps read
@@ -117,10 +127,65 @@ def test_a_run_decides_and_sends_the_same_on_duckdb_and_spark(
     assert spark_decisions == duckdb_run["decisions"]
     assert spark_ledger == duckdb_run["ledger"]
     assert _outbox(duckdb_run["root"] / "spark" / "outbox") == duckdb_run["outbox"]
-    assert "Spark (dbt) with PostgreSQL postgresql://postgres@127.0.0.1" in run.stdout
+    assert "Spark (dbt) with PostgreSQL postgresql://postgres@127.0.0.1" in spark_run["run"].stdout
     assert segments_in_pg == 0
-    warehouse_dir = Path(spark_runtime["NACHFASS_SPARK_WAREHOUSE_DIR"])
+    warehouse_dir = Path(spark_run["env"]["NACHFASS_SPARK_WAREHOUSE_DIR"])
     assert list((warehouse_dir / "eligibility.db" / "mail_candidates").glob("*.parquet"))
+
+
+def _spark_rows_naming(env: dict[str, str], out: Path, email: str, customer_id: str) -> dict[str, int]:
+    """{schema.table: rows} of every Spark table whose row, as text, holds the address or the customer id
+    (as a whole token); the pseudonymised ledger and the erasure bookkeeping are exempt."""
+    import re
+
+    from tests.spark_support import read_spark_tables
+
+    token = re.compile(rf"(^|[^0-9A-Za-z]){re.escape(customer_id)}([^0-9A-Za-z]|$)")
+    tables = read_spark_tables(env, SCANNED_SCHEMAS, out)
+    found = {}
+    for name, (_, rows) in tables.items():
+        if name in ("mail.sends", "mail.erasures"):
+            continue
+        n = sum(1 for row in rows if email in repr(row).lower() or token.search(repr(row)))
+        if n:
+            found[name] = n
+    return found
+
+
+def test_erasure_on_spark_replaces_sparks_copies(duckdb_run: dict, spark_run: dict, tmp_path: Path) -> None:
+    """`nachfass erase` on the Spark engine erases in PostgreSQL (as on `postgres`) and then replaces what
+    Spark holds: the sources pushed again, every model rebuilt. No Spark table names the person after it."""
+    with PgConnection.open(spark_run["settings"]) as pg:
+        customer_id, email = pg.execute(
+            "select s.customer_id, lower(c.email) from mail.sends as s join raw.customers as c "
+            "on c.customer_id = s.customer_id where s.status = 'sent' order by s.send_id limit 1"
+        ).fetchone()
+    env = spark_run["env"]
+    before = _spark_rows_naming(env, tmp_path / "before.pickle", email, customer_id)
+    assert {"raw.customers", "staging.stg_customers", "eligibility.mail_candidates"} <= set(before), before
+    erase = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from nachfass.cli.main import main; raise SystemExit(main("
+            f"['erase', '--email', {email!r}, '--as-of', '2026-11-25T09:00:00Z']))",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert erase.returncode == 0, erase.stdout[-3000:] + erase.stderr[-3000:]
+    assert "Spark: " in erase.stdout and "every model rebuilt as of 2026-11-24 10:00:00+00:00" in erase.stdout
+    assert _spark_rows_naming(env, tmp_path / "after.pickle", email, customer_id) == {}
+    with PgConnection.open(spark_run["settings"]) as pg:
+        assert (
+            pg.execute("select count(*) from raw.customers where customer_id = ?", [customer_id]).fetchone()[
+                0
+            ]
+            == 0
+        )
 
 
 def _settings(server):

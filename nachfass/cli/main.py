@@ -428,6 +428,15 @@ def cmd_erase(args: SimpleNamespace) -> int:
         )
         if on_postgres:
             compact_postgres(conn)
+        on_spark = engine.dbt_engine() == "spark"
+        if on_spark:
+            from nachfass.core.warehouse import spark
+
+            rebuilt_as_of = spark.last_build_as_of(conn)
+    if on_spark:
+        # Spark's tables are copies of PostgreSQL's and models built from them: replace them all now
+        print("replacing Spark's copies (sources pushed again, models rebuilt) …", file=sys.stderr)
+        spark_report = spark.rebuild_after_erasure(rebuilt_as_of)
     # Deleted rows stay in DuckDB's file blocks until rewritten: copy the live data into a fresh file.
     if on_postgres:
         if staging is not None:
@@ -441,6 +450,9 @@ def cmd_erase(args: SimpleNamespace) -> int:
         print(f"  deleted {n:>6} rows from {table} in the staging file {paths.staging_path()}")
     print(f"  pseudonymised {report.ledger_rows_pseudonymised} ledger rows (the address stays suppressed)")
     print(f"  deleted {report.outbox_files_deleted} outbox files")
+    if on_spark:
+        built = f", every model rebuilt as of {rebuilt_as_of}" if rebuilt_as_of is not None else ""
+        print(f"  Spark: {len(spark_report.rows)} source tables replaced from PostgreSQL{built}")
     print(
         f"  removed {report.event_lines_removed} SendGrid event lines from {report.event_files_rewritten} "
         f"landing files, deleted {report.consent_files_deleted} unsubscribe-page consent files"

@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -177,28 +178,21 @@ def _push(request: dict[str, Any]) -> dict[str, int]:
 def _pull(request: dict[str, Any]) -> dict[str, int]:
     spark = spark_session({"spark.jars": request["jar"]})
     url, properties = _jdbc(PostgresSettings.from_env())
+    databases = {row[0] for row in spark.sql("show databases").collect()}
+    built = {
+        schema: [
+            row.tableName for row in spark.sql(f"show tables in `{schema}`").collect() if not row.isTemporary
+        ]
+        for schema in PULLED_MODELS
+        if schema in databases
+    }
     rows = {}
-    for schema, table in request["tables"]:
+    for schema, table in pulled_models(built):
         frame = spark.table(_quoted(schema, table))
         frame.write.jdbc(url, f'"{schema}"."{table}{PULL_SUFFIX}"', mode="overwrite", properties=properties)
         rows[f"{schema}.{table}"] = frame.count()
     spark.stop()
     return rows
-
-
-def _list_models(request: dict[str, Any]) -> dict[str, list[str]]:
-    spark = spark_session()
-    databases = {row[0] for row in spark.sql("show databases").collect()}
-    found = {}
-    for schema in request["schemas"]:
-        if schema in databases:
-            found[schema] = sorted(
-                row.tableName
-                for row in spark.sql(f"show tables in `{schema}`").collect()
-                if not row.isTemporary
-            )
-    spark.stop()
-    return found
 
 
 # --- in the calling process ---------------------------------------------------------------------------
@@ -264,15 +258,14 @@ def pull_models(
     from nachfass.core.warehouse import postgres
 
     started = time.perf_counter()
-    built = _run_step("models", {"schemas": list(PULLED_MODELS)}, timeout_s=timeout_s)
-    tables = pulled_models(built)
     connect = conn_factory or postgres.connect
     conn = connect()
     try:
         with postgres.transaction(conn) as cur:
-            for schema in dict.fromkeys(schema for schema, _ in tables):
+            for schema in PULLED_MODELS:
                 cur.execute(f'create schema if not exists "{schema}"')
-        rows = _run_step("pull", {"jar": jdbc_jar(), "tables": tables}, timeout_s=timeout_s)
+        rows = _run_step("pull", {"jar": jdbc_jar()}, timeout_s=timeout_s)
+        tables = [tuple(name.split(".", 1)) for name in rows]
         with postgres.transaction(conn) as cur:
             for schema, table in tables:
                 # Spark writes its timestamps as `timestamp with time zone`; the models' contracts (and the
@@ -295,10 +288,54 @@ def pull_models(
     return TransferReport(time.perf_counter() - started, rows)
 
 
+def last_build_as_of(conn) -> Any:
+    """The as_of of the last build whose models were pulled (``analytics.build_settings``), or None."""
+    try:
+        row = conn.execute("select max(as_of) from analytics.build_settings").fetchone()
+    except Exception:  # noqa: BLE001 (no build pulled yet: the table does not exist)
+        return None
+    value = row[0] if row else None
+    if value is not None and getattr(value, "tzinfo", None) is None:
+        value = value.replace(tzinfo=UTC)  # naive timestamps are UTC in every table
+    return value
+
+
+def rebuild_after_erasure(as_of: Any, *, timeout_s: float = 3600.0) -> TransferReport:
+    """After an erasure in PostgreSQL: push the (now erased) sources and rebuild every model on Spark at the
+    last build's ``as_of``, so no table in Spark's warehouse keeps the person. Spark replaces a table's
+    parquet files when it rewrites it; the copies in PostgreSQL were erased by the erasure itself."""
+    from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars_arg
+
+    started = time.perf_counter()
+    pushed = push_sources(timeout_s=timeout_s)
+    if as_of is not None:
+        command = [
+            DBT_EXECUTABLE,
+            "run",
+            *dbt_vars_arg(as_of),
+            "--profiles-dir",
+            str(paths.dbt_project_dir()),
+        ]
+        result = subprocess.run(
+            command,
+            cwd=paths.dbt_project_dir(),
+            env={**os.environ, "TZ": "UTC"},
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        if result.returncode != 0:
+            tail = "\n".join(result.stdout.strip().splitlines()[-15:])
+            raise SparkStepError(
+                f"rebuilding the models on Spark failed:\n{_scrub(tail, PostgresSettings.from_env())}"
+            )
+    return TransferReport(time.perf_counter() - started, pushed.rows)
+
+
 def main(argv: list[str]) -> int:
     action, answer = argv[0], Path(argv[1])
     request = json.loads(sys.stdin.read())
-    steps = {"push": _push, "pull": _pull, "models": _list_models}
+    steps = {"push": _push, "pull": _pull}
     result = steps[action](request)
     answer.write_text(json.dumps(result), encoding="utf-8")
     return 0
