@@ -55,7 +55,6 @@ PULLED_MODELS: dict[str, tuple[str, ...] | None] = {
     "staging": ("stg_orders",),  # the same check: who is an existing customer
 }
 PULL_SUFFIX = "__from_spark"
-SOURCES_FILE = Path(__file__).resolve().parents[3] / "dbt" / "models" / "staging" / "_sources.yml"
 
 
 class SparkStepError(RuntimeError):
@@ -101,10 +100,12 @@ def check_runtime(env: Mapping[str, str] | None = None) -> None:
     jdbc_jar(env)
 
 
-def source_tables(sources_file: Path = SOURCES_FILE) -> list[tuple[str, str]]:
-    """(schema, table) of every dbt source, in the file's order."""
+def source_tables(sources_file: Path | None = None) -> list[tuple[str, str]]:
+    """(schema, table) of every dbt source of the project (``$NACHFASS_DBT_PROJECT`` or the repository's),
+    in the file's order."""
     import yaml
 
+    sources_file = sources_file or paths.dbt_project_dir() / "models" / "staging" / "_sources.yml"
     document = yaml.safe_load(sources_file.read_text(encoding="utf-8"))
     tables = []
     for source in document.get("sources", []):
