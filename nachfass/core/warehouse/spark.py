@@ -150,7 +150,8 @@ def spark_session(extra: Mapping[str, str] | None = None):  # noqa: ANN201 (pysp
 
 def _jdbc(settings: PostgresSettings) -> tuple[str, dict[str, str]]:
     url = f"jdbc:postgresql://{settings.host}:{settings.port}/{settings.dbname}"
-    properties = {"user": settings.user, "driver": "org.postgresql.Driver"}
+    # fetchsize: the driver streams a big table in batches instead of holding all of it in the JVM's heap
+    properties = {"user": settings.user, "driver": "org.postgresql.Driver", "fetchsize": "10000"}
     if settings.password is not None:
         properties["password"] = settings.password
     return url, properties
@@ -256,6 +257,8 @@ def pull_models(
 ) -> TransferReport:
     """Copy ``PULLED_MODELS`` from Spark into PostgreSQL: written beside the old tables, then swapped in one
     transaction (see the module docstring)."""
+    import psycopg2.errors
+
     from nachfass.core.warehouse import postgres
 
     started = time.perf_counter()
@@ -282,7 +285,14 @@ def pull_models(
                 ]
                 if changes:  # one statement: the table is rewritten once
                     cur.execute(f'alter table "{schema}"."{table}{PULL_SUFFIX}" ' + ", ".join(changes))
-                cur.execute(f'drop table if exists "{schema}"."{table}"')
+                try:
+                    cur.execute(f'drop table if exists "{schema}"."{table}"')
+                except psycopg2.errors.DependentObjectsStillExist as exc:
+                    raise SparkStepError(
+                        f"cannot replace {schema}.{table} in PostgreSQL: {exc.diag.message_detail} "
+                        "(left by a dbt build on PostgreSQL in this database? give the Spark engine a "
+                        "database of its own, or drop the dependent views)"
+                    ) from None
                 cur.execute(f'alter table "{schema}"."{table}{PULL_SUFFIX}" rename to "{table}"')
     finally:
         conn.close()
