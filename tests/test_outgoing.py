@@ -12,7 +12,7 @@ import duckdb
 import pytest
 from sendgrid_fixtures import make_mail
 
-from nachfass.core.mail.outgoing import ensure_outgoing, read_outgoing, replace_outgoing
+from nachfass.core.mail.outgoing import count_outgoing, ensure_outgoing, read_outgoing, replace_outgoing
 
 AS_OF = datetime(2026, 11, 24, 10, tzinfo=UTC)
 
@@ -88,6 +88,29 @@ def test_a_failed_write_stops_the_rendering_and_leaves_the_queue_empty(tmp_path)
         replace_outgoing(conn, chunks(), run_id="run-1", rendered_at=AS_OF)
     assert rendered == [0, 1, 2]  # chunk 2 rendered while chunk 1's write failed; chunks 3 and 4 never
     assert conn.execute("select count(*) from mail.outgoing").fetchone()[0] == 0
+
+
+def test_a_run_s_queue_appears_only_once_every_chunk_is_rendered(tmp_path):
+    """Chunks are committed one by one (one transaction for the whole batch held every mail in memory),
+    under a staging id: until the last chunk is written, the send step's read finds none of the run's
+    mails, and a mail another run has queued stays with that run until the end, then moves."""
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ensure_outgoing(conn)
+    mails = _mails()[:30]
+    replace_outgoing(conn, [mails[:2]], run_id="before", rendered_at=AS_OF)
+    reader = conn.cursor()
+    seen = []
+
+    def chunks():
+        for start in range(0, 30, 10):
+            seen.append((count_outgoing(reader, "run-1"), count_outgoing(reader, "before")))
+            yield mails[start : start + 10]
+
+    per_step = replace_outgoing(conn, chunks(), run_id="run-1", rendered_at=AS_OF)
+    assert seen == [(0, 2), (0, 2), (0, 2)]
+    assert sum(per_step.values()) == count_outgoing(conn, "run-1") == 30
+    assert count_outgoing(conn, "before") == 0
+    assert conn.execute("select distinct run_id from mail.outgoing").fetchall() == [("run-1",)]
 
 
 @pytest.mark.slow

@@ -119,9 +119,27 @@ buyers as (
     group by customer_id
 ),
 
+-- The rules below join about ten tables to the due triggers. The payload (≈ 1.2 KB a trigger, most of the row)
+-- stays out of them and joins back once at the end (with_payload): at 1M customers the engine builds several
+-- of those joins' hash tables over the trigger rows, which with the payload took 1.6 GB each and broke a 2GiB
+-- memory limit (DuckDB, docs/benchmarks.md).
 due as (
     select
-        triggers.*,
+        triggers.campaign,
+        triggers.step,
+        triggers.trigger_key,
+        triggers.customer_id,
+        triggers.email,
+        triggers.trigger_at,
+        triggers.due_at,
+        triggers.expires_at,
+        triggers.exit_reason,
+        -- what "most valuable first" ranks a dripped backlog by: the cart or order total, read from the
+        -- payload only for those rows, not for every candidate
+        case
+            when triggers.due_at < campaign_settings.live_from and campaign_settings.drip_order = 'most_valuable'
+                then {{ try_cast_double(json_text('triggers.payload', 'total_amount')) }}
+        end as payload_total_amount,
         campaign_settings.consent_policy,
         campaign_settings.priority,
         campaign_settings.exit_on_order,
@@ -153,9 +171,9 @@ enriched as (
         coalesce(consent.has_withdrawn, false) as has_withdrawn,
         buyers.first_order_at is not null and buyers.first_order_at < due.trigger_at as has_bought_before,
         -- what "most valuable first" ranks a dripped backlog by: the cart or order total, else the
-        -- customer's revenue so far; read from the payload only for those rows, not for every candidate
+        -- customer's revenue so far
         case when due.is_backlog and due.drip_order = 'most_valuable' then coalesce(
-            {{ try_cast_double(json_text('due.payload', 'total_amount')) }}, buyers.revenue_to_date, 0
+            due.payload_total_amount, buyers.revenue_to_date, 0
         ) end as trigger_value,
         suppressions.suppression_reason,
         dormant.dormant_since,
@@ -319,6 +337,23 @@ ranked_in_series as (
     left join run_winners on ranked.trigger_key = run_winners.trigger_key
 ),
 
+payloads as (
+    select campaign, step, trigger_key, payload
+    from triggers
+    where due_at <= {{ as_of() }}
+),
+
+with_payload as (
+    select
+        ranked_in_series.*,
+        payloads.payload
+    from ranked_in_series
+    inner join payloads
+        on ranked_in_series.campaign = payloads.campaign
+        and ranked_in_series.step = payloads.step
+        and ranked_in_series.trigger_key = payloads.trigger_key
+),
+
 final as (
     select
         campaign,
@@ -366,7 +401,7 @@ final as (
         n_marketing_last_7d,
         prefers_weekly,
         {{ as_of() }} as decided_at
-    from ranked_in_series
+    from with_payload
 )
 
 select * from final

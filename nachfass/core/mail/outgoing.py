@@ -23,6 +23,8 @@ from nachfass.core.schema import ensure_outgoing as ensure_outgoing  # re-export
 
 # A run's queue older than this (in logical time) was left by a run that crashed before its send step.
 STALE_AFTER = timedelta(days=1)
+# Appended to a run's id while its mails are being rendered (replace_outgoing).
+STAGING_SUFFIX = "#rendering"
 
 # The mail's own columns of the queue, in table order (core/schema.py OUTGOING); run_id and rendered_at are
 # stamped per run.
@@ -50,6 +52,12 @@ def _select(column: str) -> str:
     return "cast(headers as json)" if column == "headers" else column
 
 
+def staging_run_id(run_id: str) -> str:
+    """The run id a run's mails are queued under while it still renders: the send step reads only the
+    run's own id, so it never sees a half-rendered queue."""
+    return f"{run_id}{STAGING_SUFFIX}"
+
+
 def replace_outgoing(
     conn: duckdb.DuckDBPyConnection,
     chunks: Iterable[list[RenderedMail]],
@@ -57,40 +65,76 @@ def replace_outgoing(
     run_id: str,
     rendered_at: datetime,
 ) -> dict[str, int]:
-    """Queue this run's rendered mails, chunk by chunk in ONE transaction: if rendering any chunk fails,
-    the exception rolls everything back and the queue is left empty of this run's mails, so the send step
-    has nothing half-rendered to send. Returns mails per campaign/step.
+    """Queue this run's rendered mails; all or nothing: if rendering any chunk fails, the queue is left
+    without this run's mails, so the send step has nothing half-rendered to send. Returns mails per
+    campaign/step.
+
+    Each chunk is committed on its own under the run's staging id (``staging_run_id``), and one short
+    transaction at the end gives the rows the run's id. Queueing the whole batch in one transaction held
+    every mail of it in memory until the commit (DuckDB keeps a transaction's new rows in memory until a
+    row group of 122,880 rows is full): at 1M customers 145 k mails, 7 GiB of RSS under a 3 GiB limit.
+    A mail an earlier run still has queued (runs overlap on PostgreSQL) is left with that run while this
+    one renders and moves to this run in the final transaction, as before; on a failure it stays there.
 
     ``chunks`` is usually lazy (each chunk is rendered when it is taken): a chunk is written by a second
     thread while the next one renders, so the database's write (which releases the GIL) overlaps the
     rendering. One write at a time, and the connection is used by one thread at a time: the next chunk's
     write starts only after the previous one finished."""
     per_step: dict[str, int] = {}
+    staging = staging_run_id(run_id)
     stale_before = rendered_at.replace(tzinfo=None) - STALE_AFTER
-    conn.execute("begin")
+    held: list[RenderedMail] = []  # mails another run has queued: moved to this run at the end
     try:
-        conn.execute("delete from mail.outgoing where run_id = ? or rendered_at < ?", [run_id, stale_before])
-        # leaving the block waits for a write still running, so nothing rolls back under it
+        conn.execute(
+            "delete from mail.outgoing where run_id = ? or run_id = ? or rendered_at < ?",
+            [run_id, staging, stale_before],
+        )
+        # leaving the block waits for a write still running, so nothing is deleted under it
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outgoing-writer") as writer:
             pending: Future | None = None
             for chunk in chunks:
                 if pending is not None:
-                    pending.result()  # a failed write stops the rendering here
+                    held += pending.result()  # a failed write stops the rendering here
                 if chunk:
-                    pending = writer.submit(_insert_chunk, conn, chunk, run_id, rendered_at)
+                    pending = writer.submit(_stage_chunk, conn, chunk, staging, rendered_at)
                 for m in chunk:
                     per_step[f"{m.campaign}/{m.step}"] = per_step.get(f"{m.campaign}/{m.step}", 0) + 1
             if pending is not None:
-                pending.result()
+                held += pending.result()
+        conn.execute("begin")
+        conn.execute("update mail.outgoing set run_id = ? where run_id = ?", [run_id, staging])
+        for start in range(0, len(held), 1000):
+            _insert_chunk(conn, held[start : start + 1000], run_id, rendered_at)
         conn.execute("commit")
     except BaseException:
-        conn.execute("rollback")
-        conn.execute("delete from mail.outgoing where run_id = ?", [run_id])
+        with contextlib.suppress(Exception):
+            conn.execute("rollback")  # only if the final transaction was open
+        conn.execute("delete from mail.outgoing where run_id = ? or run_id = ?", [run_id, staging])
         raise
     return per_step
 
 
-def _insert_chunk(conn, chunk: list[RenderedMail], run_id: str, rendered_at: datetime) -> None:
+def _stage_chunk(conn, chunk: list[RenderedMail], staging: str, rendered_at: datetime) -> list[RenderedMail]:
+    """Queue a chunk under the staging id (one commit); returns the mails another run has queued."""
+    _insert_chunk(conn, chunk, staging, rendered_at, on_conflict="do nothing")
+    placeholders = ", ".join("?" * len(chunk))
+    queued = {
+        row[0]
+        for row in conn.execute(
+            f"select send_id from mail.outgoing where run_id = ? and send_id in ({placeholders})",
+            [staging, *(m.send_id for m in chunk)],
+        ).fetchall()
+    }
+    return [m for m in chunk if m.send_id not in queued]
+
+
+def _insert_chunk(
+    conn,
+    chunk: list[RenderedMail],
+    run_id: str,
+    rendered_at: datetime,
+    on_conflict: str = "do update",
+) -> None:
     table = _table(chunk, run_id, rendered_at)
     conn.register("outgoing_chunk", table)
     try:
@@ -98,10 +142,14 @@ def _insert_chunk(conn, chunk: list[RenderedMail], run_id: str, rendered_at: dat
             f"insert into mail.outgoing ({', '.join(table.column_names)}) "
             # headers travel as JSON text; the cast states the column's type for every engine
             f"select {', '.join(_select(c) for c in table.column_names)} from outgoing_chunk "
-            # a mail still queued by an earlier run that overlaps this one (PostgreSQL) moves
-            # to this run; whichever run claims it first in the ledger sends it, once
-            "on conflict (send_id) do update set "
-            + ", ".join(f"{c} = excluded.{c}" for c in table.column_names if c != "send_id")
+            + (
+                # a mail still queued by an earlier run that overlaps this one (PostgreSQL) moves
+                # to this run; whichever run claims it first in the ledger sends it, once
+                "on conflict (send_id) do update set "
+                + ", ".join(f"{c} = excluded.{c}" for c in table.column_names if c != "send_id")
+                if on_conflict == "do update"
+                else "on conflict (send_id) do nothing"
+            )
         )
     except BaseException:
         # the failed statement aborted the transaction: unregistering now would raise instead and hide
