@@ -82,9 +82,12 @@ def nachfass_dbt_assets(
     on_spark = dbt_engine() == "spark"
     try:
         if on_spark:
-            # Spark reads the sources from PostgreSQL, the system of record (nachfass/core/warehouse/spark.py)
-            pushed = spark.push_sources()
-            context.log.info(f"sources copied from PostgreSQL to Spark: {pushed.describe()}")
+            # Spark reads the sources from PostgreSQL, the system of record (core/warehouse/spark.py):
+            # new loads appended where exact; a full refresh copies every table whole
+            pushed = spark.push_sources(full=config.full_refresh)
+            context.log.info(f"sources brought from PostgreSQL to Spark: {pushed.describe()}")
+            for table, reason in pushed.reasons.items():
+                context.log.info(f"{table} copied whole: {reason}")
         context.log.info(f"dbt build as of {as_of.isoformat()}")
         args = dbt_build_args(as_of.isoformat(), config.full_refresh, config.skip_full_history_tests)
         if on_spark:

@@ -191,6 +191,44 @@ def test_erasure_on_spark_replaces_sparks_copies(duckdb_run: dict, spark_run: di
         ).fetchone()[0]
 
 
+def test_the_next_push_appends_only_the_new_loads(spark_run: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the run (and the erasure above, which copied everything whole), a push copies only what
+    changed: a new load of the orders export is appended, a table with a row deleted in PostgreSQL is
+    copied whole, the other exports are left alone, and every Spark table then holds PostgreSQL's rows."""
+    from nachfass.core.warehouse import spark
+
+    for name, value in spark_run["env"].items():
+        monkeypatch.setenv(name, value)
+    with PgConnection.open(spark_run["settings"]) as pg:
+        # a new load: the rows of the first orders file again, under a new path, time and order ids
+        pg.execute(
+            "create temporary table new_orders as select * from raw.orders "
+            "where _file = (select min(_file) from raw.orders)"
+        )
+        pg.execute(
+            "update new_orders set _file = 'landing/orders-new.csv', "
+            "_loaded_at = timestamp '2026-11-25 09:00:00', order_id = order_id || '-new'"
+        )
+        new_rows = pg.execute("insert into raw.orders select * from new_orders").rowcount
+        # a row deleted from a load Spark already holds
+        pg.execute("delete from raw.support_tickets where ctid = (select min(ctid) from raw.support_tickets)")
+        tables = spark.source_tables()
+        in_postgres = {
+            f"{s}.{t}": pg.execute(f'select count(*) from "{s}"."{t}"').fetchone()[0] for s, t in tables
+        }
+    assert new_rows > 0
+
+    pushed = spark.push_sources()
+
+    assert pushed.modes["raw.orders"] == "appended" and pushed.appended == {"raw.orders": new_rows}
+    assert pushed.modes["raw.support_tickets"] == "copied"
+    assert "differs" in pushed.reasons["raw.support_tickets"]
+    assert pushed.modes["raw.customers"] == pushed.modes["raw.session_events"] == "unchanged"
+    assert pushed.modes["mail.sends"] == "copied"  # updated in place: always whole
+    assert pushed.rows == in_postgres
+    assert f"1 with {new_rows:,} new rows appended" in pushed.describe()
+
+
 def _settings(server):
     from nachfass.core.warehouse.settings import PostgresSettings
 

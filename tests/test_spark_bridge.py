@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nachfass.core.warehouse import spark
 from nachfass.core.warehouse.settings import (
@@ -68,3 +70,58 @@ def test_the_jdbc_password_stays_out_of_the_url_and_the_scrubbed_errors() -> Non
     url, properties = spark._jdbc(settings)
     assert url == "jdbc:postgresql://db:5433/shop" and properties["password"] == "pa55word"
     assert spark._scrub("FATAL: password pa55word rejected", settings) == "FATAL: password *** rejected"
+
+
+# --- the incremental push: which tables get only their new loads --------------------------------------
+
+loads_strategy = st.dictionaries(
+    st.tuples(st.sampled_from(["a.csv", "b.csv", "c.parquet", "o'brien.csv"]), st.sampled_from(["t1", "t2"])),
+    st.integers(min_value=0, max_value=5),
+    max_size=6,
+)
+
+
+@given(source=loads_strategy, target=loads_strategy)
+def test_a_push_appends_only_when_sparks_copy_is_exactly_some_of_postgres_loads(source, target) -> None:
+    """Appending is right iff every load Spark holds is in PostgreSQL with the same rows; then exactly the
+    loads Spark lacks are appended, and after the append Spark's loads equal PostgreSQL's."""
+    plan = spark.plan_push(target, source)
+    is_prefix = all(source.get(load) == rows for load, rows in target.items())
+    if not is_prefix:
+        assert plan.action == "copied" and "differs" in plan.reason
+        return
+    missing = {load for load in source if load not in target}
+    assert plan.action == ("appended" if missing else "unchanged")
+    assert set(plan.loads) == missing
+    assert {**target, **{load: source[load] for load in plan.loads}} == source
+
+
+def test_a_push_copies_whole_what_it_cannot_append_exactly() -> None:
+    source = {("a.csv", "t1"): 3, ("b.csv", "t2"): 2}
+    target = {("a.csv", "t1"): 3}
+    assert spark.plan_push(target, source) == spark.PushPlan("appended", loads=(("b.csv", "t2"),))
+    # a row of a load Spark has was deleted in PostgreSQL (an erasure, a cleanup)
+    assert spark.plan_push({("a.csv", "t1"): 4}, source).action == "copied"
+    # a load Spark has is gone from PostgreSQL (a rebuilt database)
+    assert spark.plan_push({("z.csv", "t0"): 1}, source).action == "copied"
+    assert spark.plan_push(None, source).reason == "not in Spark yet"
+    assert spark.plan_push(target, source, erasures_changed=True).reason.startswith("a person was erased")
+    assert spark.plan_push(target, source, same_columns=False).reason == "the columns changed"
+    # too many small parquet files: rewritten whole, which compacts them; nothing new: left alone
+    assert spark.plan_push(target, source, files=200, max_files=200).action == "copied"
+    assert spark.plan_push(source, source, files=500, max_files=200).action == "unchanged"
+
+
+def test_the_tables_that_grow_by_load_have_a_load_key() -> None:
+    from nachfass.core.schema import EVENT_QUARANTINE, QUARANTINE, RAW_TABLES, SENDGRID_EVENTS, SENDS
+
+    for table in [*RAW_TABLES.values(), SENDGRID_EVENTS, QUARANTINE, EVENT_QUARANTINE]:
+        assert spark.load_key(c.name for c in table.columns) is not None, table.qualified
+    assert spark.load_key(c.name for c in SENDS.columns) is None  # updated in place: always copied whole
+
+
+def test_the_filter_of_new_loads_quotes_file_names() -> None:
+    condition = spark.loads_filter(("_file", "_loaded_at"), [("o'brien.csv", "2026-11-24 10:00:00.000000")])
+    assert condition == (
+        "(\"_file\", \"_loaded_at\") in (('o''brien.csv', timestamp '2026-11-24 10:00:00.000000'))"
+    )

@@ -12,8 +12,11 @@ So PostgreSQL stays the system of record and Spark does the heavy SQL. Around ea
 
 1. ``push_sources``: every table dbt reads as a source (``dbt/models/staging/_sources.yml``: the exports'
    ``raw.*``, ``raw.sendgrid_events``, the ledger's ``mail.*``) is read from PostgreSQL over JDBC and
-   written to the Spark table of the same name (overwritten: PostgreSQL is the truth, so an erasure or a
-   rebuilt ledger there reaches Spark with the next build);
+   written to the Spark table of the same name. PostgreSQL is the truth. The tables that grow by loaded
+   file (``LOAD_KEYS``: the exports, the events, the quarantine) get only the loads Spark lacks, appended,
+   when Spark's copy is exactly PostgreSQL's loads so far (``plan_push``); every other table, and any
+   table whose copy differs (an erasure deleted rows, a column was added, too many small files), is
+   overwritten whole; after an erasure everything is (``rebuild_after_erasure``);
 2. dbt builds on Spark (its own JVM, in dbt's process);
 3. ``pull_models``: the models the Python steps read (``PULLED_MODELS``: the candidates the render step
    sends from, the tables of the blocking consent check, the analytics) are written from Spark to
@@ -55,6 +58,12 @@ PULLED_MODELS: dict[str, tuple[str, ...] | None] = {
     "staging": ("stg_orders",),  # the same check: who is an existing customer
 }
 PULL_SUFFIX = "__from_spark"
+# The columns that name one load of a file (the ingest stamps a file's rows with its path and one time; a
+# path loaded again with new content is a new load): tables with them only grow by whole loads.
+LOAD_KEYS: tuple[tuple[str, str], ...] = (("_file", "_loaded_at"), ("source_file", "quarantined_at"))
+# Appending makes small parquet files; past this many, a table is rewritten whole (compacted) instead.
+COMPACT_FILES_VAR = "NACHFASS_SPARK_COMPACT_FILES"
+DEFAULT_COMPACT_FILES = 200
 
 
 class SparkStepError(RuntimeError):
@@ -64,11 +73,69 @@ class SparkStepError(RuntimeError):
 @dataclass
 class TransferReport:
     seconds: float = 0.0
-    rows: dict[str, int] = field(default_factory=dict)  # schema.table -> rows written
+    rows: dict[str, int] = field(default_factory=dict)  # schema.table -> rows the target holds afterwards
+    # push only: schema.table -> "copied" (whole), "appended" (new loads only) or "unchanged"
+    modes: dict[str, str] = field(default_factory=dict)
+    appended: dict[str, int] = field(default_factory=dict)  # schema.table -> rows appended
+    reasons: dict[str, str] = field(default_factory=dict)  # schema.table -> why copied whole
 
     def describe(self) -> str:
         total = sum(self.rows.values())
-        return f"{len(self.rows)} tables, {total:,} rows in {self.seconds:.1f} s"
+        text = f"{len(self.rows)} tables, {total:,} rows in {self.seconds:.1f} s"
+        if self.modes:
+            counts = {m: list(self.modes.values()).count(m) for m in ("copied", "appended", "unchanged")}
+            text += (
+                f" ({counts['copied']} copied whole, {counts['appended']} with "
+                f"{sum(self.appended.values()):,} new rows appended, {counts['unchanged']} unchanged)"
+            )
+        return text
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    """What the push does with one table: ``copied`` whole, ``appended`` (the ``loads`` Spark lacks), or
+    ``unchanged``; ``reason`` says why a table with load keys is copied whole."""
+
+    action: str
+    loads: tuple[tuple[str, str], ...] = ()
+    reason: str = ""
+
+
+def load_key(columns: Iterable[str]) -> tuple[str, str] | None:
+    """The pair of ``LOAD_KEYS`` the table has, or None (the table is always copied whole)."""
+    present = set(columns)
+    return next((key for key in LOAD_KEYS if set(key) <= present), None)
+
+
+def plan_push(
+    target_loads: Mapping[tuple[str, str], int] | None,
+    source_loads: Mapping[tuple[str, str], int],
+    *,
+    same_columns: bool = True,
+    files: int = 0,
+    max_files: int = DEFAULT_COMPACT_FILES,
+    erasures_changed: bool = False,
+) -> PushPlan:
+    """Decide the push of a table with load keys from its loads ({(file, loaded_at): rows}) in Spark
+    (``target_loads``; None: no such table yet) and in PostgreSQL (``source_loads``). Appending is only
+    right when every load Spark holds is in PostgreSQL with the same number of rows: rows deleted there
+    (an erasure, a cleanup) or a load Spark has and PostgreSQL lacks mean Spark's copy is no longer a
+    prefix of the truth, so it is replaced whole."""
+    if target_loads is None:
+        return PushPlan("copied", reason="not in Spark yet")
+    if erasures_changed:
+        return PushPlan("copied", reason="a person was erased since the last push")
+    if not same_columns:
+        return PushPlan("copied", reason="the columns changed")
+    for load, rows in target_loads.items():
+        if source_loads.get(load) != rows:
+            return PushPlan("copied", reason=f"load {load[0]} differs ({rows} rows in Spark)")
+    new = tuple(sorted(load for load in source_loads if load not in target_loads))
+    if not new:
+        return PushPlan("unchanged")
+    if files >= max_files:
+        return PushPlan("copied", reason=f"{files} parquet files: rewritten whole to compact them")
+    return PushPlan("appended", loads=new)
 
 
 def jdbc_jar(env: Mapping[str, str] | None = None) -> str:
@@ -161,20 +228,93 @@ def _quoted(schema: str, table: str) -> str:
     return f"`{schema}`.`{table}`"
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def loads_filter(key: tuple[str, str], loads: Iterable[tuple[str, str]]) -> str:
+    """A PostgreSQL condition selecting the rows of ``loads`` ((file, loaded_at as text) pairs)."""
+    file_column, time_column = key
+    pairs = ", ".join(f"({_literal(f)}, timestamp {_literal(t)})" for f, t in loads)
+    return f'("{file_column}", "{time_column}") in ({pairs})'
+
+
 # --- inside the Spark process -------------------------------------------------------------------------
 
 
-def _push(request: dict[str, Any]) -> dict[str, int]:
+def _spark_loads(spark, schema: str, table: str, key: tuple[str, str]) -> dict[tuple[str, str], int]:
+    file_column, time_column = key
+    result = spark.sql(
+        f"select `{file_column}`, date_format(`{time_column}`, 'yyyy-MM-dd HH:mm:ss.SSSSSS'), count(*) "
+        f"from {_quoted(schema, table)} group by 1, 2"
+    ).collect()
+    return {(row[0], row[1]): row[2] for row in result}
+
+
+def _postgres_loads(spark, url, properties, schema: str, table: str, key: tuple[str, str]):
+    file_column, time_column = key
+    query = (
+        f'(select "{file_column}" as f, to_char("{time_column}", \'YYYY-MM-DD HH24:MI:SS.US\') as t, '
+        f'count(*) as n from "{schema}"."{table}" group by 1, 2) as loads'
+    )
+    return {(row.f, row.t): row.n for row in spark.read.jdbc(url, query, properties=properties).collect()}
+
+
+def _erasures(read) -> tuple | None:
+    try:
+        row = read().selectExpr("count(*)", "cast(max(erased_at) as string)").collect()[0]
+    except Exception:  # noqa: BLE001 (no such table yet)
+        return None
+    return (row[0], row[1])
+
+
+def _push(request: dict[str, Any]) -> dict[str, Any]:
     spark = spark_session({"spark.jars": request["jar"]})
     url, properties = _jdbc(PostgresSettings.from_env())
-    rows = {}
+    existing = {row[0] for row in spark.sql("show databases").collect()}
+
+    def exists(schema: str, table: str) -> bool:
+        return schema in existing and spark.catalog.tableExists(table, schema)
+
+    full = request.get("full", False)
+    # An erasure deletes rows in PostgreSQL; compared before mail.erasures itself is pushed
+    erasures_changed = _erasures(lambda: spark.table("`mail`.`erasures`")) != _erasures(
+        lambda: spark.read.jdbc(url, '"mail"."erasures"', properties=properties)
+    )
+    max_files = int(request.get("max_files", DEFAULT_COMPACT_FILES))
+    answer: dict[str, Any] = {"rows": {}, "modes": {}, "appended": {}, "reasons": {}}
     for schema, table in request["tables"]:
+        name = f"{schema}.{table}"
         frame = spark.read.jdbc(url, f'"{schema}"."{table}"', properties=properties)
-        spark.sql(f"create database if not exists `{schema}`")
-        frame.write.mode("overwrite").format("parquet").saveAsTable(_quoted(schema, table))
-        rows[f"{schema}.{table}"] = spark.table(_quoted(schema, table)).count()
+        key = load_key(frame.columns)
+        plan, source_loads = PushPlan("copied"), {}
+        if key is not None and not full:
+            present = exists(schema, table)
+            current = spark.table(_quoted(schema, table)) if present else None
+            source_loads = _postgres_loads(spark, url, properties, schema, table, key)
+            plan = plan_push(
+                _spark_loads(spark, schema, table, key) if present else None,
+                source_loads,
+                same_columns=current is not None and current.dtypes == frame.dtypes,
+                files=len(current.inputFiles()) if current is not None else 0,
+                max_files=max_files,
+                erasures_changed=erasures_changed,
+            )
+        if plan.action == "appended":
+            query = f'(select * from "{schema}"."{table}" where {loads_filter(key, plan.loads)}) as new_loads'
+            new_rows = spark.read.jdbc(url, query, properties=properties)
+            new_rows.write.mode("append").format("parquet").saveAsTable(_quoted(schema, table))
+            answer["appended"][name] = sum(source_loads[load] for load in plan.loads)
+        elif plan.action == "copied":
+            spark.sql(f"create database if not exists `{schema}`")
+            existing.add(schema)
+            frame.write.mode("overwrite").format("parquet").saveAsTable(_quoted(schema, table))
+        answer["modes"][name] = plan.action
+        if plan.reason and key is not None and not full:
+            answer["reasons"][name] = plan.reason
+        answer["rows"][name] = spark.table(_quoted(schema, table)).count()
     spark.stop()
-    return rows
+    return answer
 
 
 def _pull(request: dict[str, Any]) -> dict[str, int]:
@@ -232,13 +372,23 @@ def _run_step(action: str, request: dict[str, Any], *, timeout_s: float) -> Any:
 
 
 def push_sources(
-    *, tables: Iterable[tuple[str, str]] | None = None, timeout_s: float = 3600.0
+    *, tables: Iterable[tuple[str, str]] | None = None, full: bool = False, timeout_s: float = 3600.0
 ) -> TransferReport:
-    """Copy every dbt source table from PostgreSQL into Spark (see the module docstring)."""
+    """Bring Spark's copy of every dbt source table up to PostgreSQL's (see the module docstring): new
+    loads appended where that is exact, everything else copied whole; ``full``: every table copied whole.
+    ``report.reasons`` says why a table that could have been appended was copied whole."""
     started = time.perf_counter()
     wanted = list(tables) if tables is not None else source_tables()
-    rows = _run_step("push", {"jar": jdbc_jar(), "tables": wanted}, timeout_s=timeout_s)
-    return TransferReport(time.perf_counter() - started, rows)
+    request = {
+        "jar": jdbc_jar(),
+        "tables": wanted,
+        "full": full,
+        "max_files": int(os.environ.get(COMPACT_FILES_VAR) or DEFAULT_COMPACT_FILES),
+    }
+    answer = _run_step("push", request, timeout_s=timeout_s)
+    return TransferReport(
+        time.perf_counter() - started, answer["rows"], answer["modes"], answer["appended"], answer["reasons"]
+    )
 
 
 def pulled_models(built: Mapping[str, Iterable[str]]) -> list[tuple[str, str]]:
@@ -318,7 +468,7 @@ def rebuild_after_erasure(as_of: Any, *, timeout_s: float = 3600.0) -> TransferR
     from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars_arg
 
     started = time.perf_counter()
-    pushed = push_sources(timeout_s=timeout_s)
+    pushed = push_sources(full=True, timeout_s=timeout_s)
     if as_of is not None:
         command = [
             DBT_EXECUTABLE,
