@@ -33,8 +33,9 @@ LEDGER = (
 )
 
 
-def _run(env: dict[str, str]) -> subprocess.CompletedProcess:
-    code = f"from nachfass.cli.main import main; raise SystemExit(main(['run', '--as-of', {AS_OF!r}]))"
+def _run(env: dict[str, str], *extra: str, as_of: str = AS_OF) -> subprocess.CompletedProcess:
+    args = ["run", "--as-of", as_of, *extra]
+    code = f"from nachfass.cli.main import main; raise SystemExit(main({args!r}))"
     return subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900
     )
@@ -74,12 +75,21 @@ def duckdb_run(tmp_path_factory: pytest.TempPathFactory, dbt_manifest) -> dict:
     }
 
 
-@pytest.mark.clock
-def test_a_run_decides_and_sends_the_same_on_duckdb_and_postgres(duckdb_run: dict, postgres_server) -> None:
+@pytest.fixture(scope="module")
+def postgres_run(duckdb_run: dict, postgres_server) -> dict:
+    """`nachfass run` with NACHFASS_ENGINE=postgres from the same exports."""
     postgres_server.drop_database("e2e")
     env = _env(duckdb_run["root"], "postgres") | postgres_server.env(postgres_server.create_database("e2e"))
     run = _run(env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return {"env": env, "run": run}
+
+
+@pytest.mark.clock
+def test_a_run_decides_and_sends_the_same_on_duckdb_and_postgres(
+    duckdb_run: dict, postgres_run: dict, postgres_server
+) -> None:
+    run = postgres_run["run"]
     with PgConnection.open(_settings(postgres_server)) as pg:
         pg_decisions = pg.execute(DECISIONS).fetchall()
         pg_ledger = pg.execute(LEDGER).fetchall()
@@ -87,6 +97,47 @@ def test_a_run_decides_and_sends_the_same_on_duckdb_and_postgres(duckdb_run: dic
     assert pg_ledger == duckdb_run["ledger"]
     assert _outbox(duckdb_run["root"] / "postgres" / "outbox") == duckdb_run["outbox"]
     assert "PostgreSQL postgresql://postgres@127.0.0.1" in run.stdout  # the summary says where
+
+
+def test_the_report_and_the_backtest_read_the_postgres_warehouse(
+    duckdb_run: dict, postgres_run: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the postgres engine (and beside Spark) the analytics live in PostgreSQL: `nachfass report` draws
+    them from there, and the backtest's estimates take their rates from there, with the same figures as
+    from the DuckDB run of the same exports."""
+    from nachfass.core import report
+    from nachfass.core.backtest import LIVE_WAREHOUSE, history_rates
+
+    # a day later the analytics are rebuilt (the events job), now with the run's sends in them
+    for env in (_env(duckdb_run["root"], "duckdb"), postgres_run["env"]):
+        events = _run(env, "--job", "events_job", as_of="2026-11-25T10:00:00Z")
+        assert events.returncode == 0, events.stdout[-3000:] + events.stderr[-3000:]
+    duckdb_file = duckdb_run["root"] / "duckdb" / "warehouse.duckdb"
+    with duckdb.connect(str(duckdb_file), read_only=True) as duck:
+        duck_figures = report.key_figures(duck)
+        duck_daily = report.daily_figures(duck, report.read_settings(duck)["as_of"], 28)
+    duck_rates = history_rates(duckdb_file)
+    assert duck_figures["mails_sent_7d"] > 20 and len(duck_rates) >= 5
+
+    for name in [k for k in os.environ if k.startswith(("PG", "NACHFASS_"))]:
+        monkeypatch.delenv(name)
+    for name, value in postgres_run["env"].items():
+        monkeypatch.setenv(name, value)
+    assert history_rates(LIVE_WAREHOUSE) == duck_rates
+    with PgConnection.open() as pg:
+        assert report.key_figures(pg) == duck_figures
+        pg_daily = report.daily_figures(pg, report.read_settings(pg)["as_of"], 28)
+    assert pg_daily.to_dict("records") == duck_daily.to_dict("records")
+
+    out = duckdb_run["root"] / "postgres" / "report"
+    code = f"from nachfass.cli.main import main; raise SystemExit(main(['report', '--out', {str(out)!r}]))"
+    made = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=postgres_run["env"], capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    page = (out / "index.html").read_text(encoding="utf-8")
+    sent = report._number(duck_figures["mails_sent_7d"])
+    assert f'<div class="value">{sent}</div><div class="label">Mails sent</div>' in page
 
 
 @pytest.fixture(scope="module")

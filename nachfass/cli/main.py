@@ -497,11 +497,12 @@ def cmd_replay(args: SimpleNamespace) -> int:
 def cmd_backtest(args: SimpleNamespace) -> int:
     """Replay a period with the current and with changed rules; print the comparison as Markdown."""
     from dagster_project.resources import parse_as_of
-    from nachfass.core.backtest import BacktestError, run_backtest
+    from nachfass.core.backtest import LIVE_WAREHOUSE, BacktestError, run_backtest
     from nachfass.core.replay import ReplayError, parse_every
 
     workdir = Path(args.workdir or paths.data_dir() / "backtest")
-    history = Path(args.history).resolve() if args.history else paths.warehouse_path()
+    # the rates of the live warehouse, on any engine, unless --history names a DuckDB file
+    history = Path(args.history).resolve() if args.history else LIVE_WAREHOUSE
     try:
         result = run_backtest(
             rules=args.rules,
@@ -528,14 +529,17 @@ def cmd_backtest(args: SimpleNamespace) -> int:
 
 def cmd_report(args: SimpleNamespace) -> int:
     """The campaign report as one static HTML page (nachfass/core/report.py)."""
+    from nachfass.core.engine import current_engine
     from nachfass.core.report import DEFAULT_DAYS, ReportError, build_report
 
     _export_locations(args)
     try:
         backtest = Path(args.backtest) if args.backtest else paths.data_dir() / "backtest" / "results.duckdb"
-        page = build_report(
-            paths.warehouse_path(), Path(args.out), days=args.days or DEFAULT_DAYS, backtest=backtest
-        )
+        # the engine's warehouse (PostgreSQL also beside Spark, whose runs copy the analytics back there),
+        # unless --warehouse names a DuckDB file
+        on_postgres = current_engine() == "postgres" and not args.warehouse
+        warehouse = None if on_postgres else paths.warehouse_path()
+        page = build_report(warehouse, Path(args.out), days=args.days or DEFAULT_DAYS, backtest=backtest)
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 1

@@ -124,13 +124,21 @@ select
     coalesce(stddev_samp(coalesce(attributed_revenue, 0)), 0) as revenue_sd
 from analytics.mail_performance
 where send_status = 'sent'
-group by all
+group by 1, 2
 """
 
 
-def history_rates(history: Path | None) -> dict[tuple[str, str | None], Rates]:
-    """Rates per (campaign, variant) and per (campaign, None) from a warehouse's mail_performance; empty
-    when there is no such warehouse or table (the estimates then say "no history")."""
+# ``history`` value: the live warehouse of the engine setting (on postgres and spark: the PostgreSQL database)
+LIVE_WAREHOUSE = "live"
+
+
+def history_rates(history: Path | str | None) -> dict[tuple[str, str | None], Rates]:
+    """Rates per (campaign, variant) and per (campaign, None) from a warehouse's mail_performance: a DuckDB
+    file, or ``LIVE_WAREHOUSE`` (the engine's own: PostgreSQL on the postgres and spark engines, whose
+    runs copy the analytics back there); empty when there is no such warehouse or table (the estimates then
+    say "no history")."""
+    if history == LIVE_WAREHOUSE:
+        return _live_history_rates()
     if history is None or not Path(history).is_file():
         return {}
     try:
@@ -146,6 +154,27 @@ def history_rates(history: Path | None) -> dict[tuple[str, str | None], Rates]:
         return {}
     finally:
         conn.close()
+    return _rates(rows)
+
+
+def _live_history_rates() -> dict[tuple[str, str | None], Rates]:
+    from nachfass.core import engine
+
+    if engine.current_engine() != "postgres":
+        from nachfass.core import paths
+
+        return history_rates(paths.warehouse_path())
+    import psycopg2.errors
+
+    with engine.connect(read_only=True) as conn:
+        try:
+            rows = conn.execute(HISTORY_SQL).fetchall()
+        except psycopg2.errors.UndefinedTable:
+            return {}
+    return _rates(rows)
+
+
+def _rates(rows: list[tuple]) -> dict[tuple[str, str | None], Rates]:
     rates: dict[tuple[str, str | None], Rates] = {}
     by_campaign: dict[str, list[tuple]] = {}
     for campaign, variant, n, opens, clicks, conversions, mean, sd in rows:
@@ -399,7 +428,7 @@ def run_backtest(
     end: datetime,
     every: timedelta,
     workdir: Path,
-    history: Path | None = None,
+    history: Path | str | None = None,
     current: Path | None = None,
     progress: Callable[[str], None] = print,
 ) -> BacktestResult:

@@ -84,11 +84,12 @@ def daily_figures(conn: duckdb.DuckDBPyConnection, as_of: datetime, days: int) -
     """Per send day and campaign: sends, deliveries, opens, clicks, conversions, revenue of the mails sent
     that day (a cohort view: their later opens and orders count for the day they were sent). The holdout
     is left out: it received nothing, and its orders measure uplift, not what the mails earned."""
-    return conn.execute(
+    frame = conn.execute(
         """
         select sent_date, campaign,
-               sum(n_sent) as n_sent, sum(n_delivered) as n_delivered, sum(n_opened) as n_opened,
-               sum(n_clicked) as n_clicked, sum(n_converted) as n_converted,
+               cast(sum(n_sent) as bigint) as n_sent, cast(sum(n_delivered) as bigint) as n_delivered,
+               cast(sum(n_opened) as bigint) as n_opened, cast(sum(n_clicked) as bigint) as n_clicked,
+               cast(sum(n_converted) as bigint) as n_converted,
                cast(coalesce(sum(attributed_revenue), 0) as double precision) as revenue
         from analytics.campaign_performance
         where coalesce(variant, '') <> 'holdout'
@@ -98,6 +99,9 @@ def daily_figures(conn: duckdb.DuckDBPyConnection, as_of: datetime, days: int) -
         """,
         [as_of, days, as_of],
     ).df()
+    # DuckDB gives datetime64, psycopg2 date objects: one type for the charts on every engine
+    frame["sent_date"] = pd.to_datetime(frame["sent_date"])
+    return frame
 
 
 def key_figures(conn: duckdb.DuckDBPyConnection, settings: dict | None = None) -> dict[str, float | int]:
@@ -557,17 +561,25 @@ sample-ratio mismatch.</p>
 
 
 def build_report(
-    warehouse: Path, out_dir: Path, days: int = DEFAULT_DAYS, *, backtest: Path | None = None
+    warehouse: Path | None, out_dir: Path, days: int = DEFAULT_DAYS, *, backtest: Path | None = None
 ) -> Path:
-    """Write DIR/index.html from the warehouse (opened read-only) and return its path. ``backtest``: the
-    results of `nachfass backtest` (its results.duckdb), shown side by side when the file exists."""
-    if not Path(warehouse).exists():
-        raise ReportError(f"no warehouse at {warehouse}")
-    conn = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        data = load_report(conn, days)
-    finally:
-        conn.close()
+    """Write DIR/index.html from the warehouse (opened read-only) and return its path: a DuckDB file, or
+    None for the engine's own (PostgreSQL on the postgres and spark engines, where the runs keep the
+    analytics). ``backtest``: the results of `nachfass backtest` (its results.duckdb), shown side by side
+    when the file exists."""
+    if warehouse is None:
+        from nachfass.core import engine
+
+        with engine.connect(read_only=True) as conn:
+            data = load_report(conn, days)
+    else:
+        if not Path(warehouse).exists():
+            raise ReportError(f"no warehouse at {warehouse}")
+        conn = duckdb.connect(str(warehouse), read_only=True)
+        try:
+            data = load_report(conn, days)
+        finally:
+            conn.close()
     if backtest is not None and Path(backtest).is_file():
         conn = duckdb.connect(str(backtest), read_only=True)
         try:
