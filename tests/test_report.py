@@ -268,6 +268,30 @@ def test_cli_writes_the_page_and_explains_a_missing_build(warehouse, tmp_path, c
         build_report(tmp_path / "missing.duckdb", tmp_path / "m")
 
 
+def test_an_unreachable_postgres_warehouse_is_one_line_without_the_password(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """On the postgres engine the report and the backtest's rates read PostgreSQL: a server that does not
+    answer stops them with one line naming it, never the password, and nothing is written."""
+    from nachfass.core.backtest import LIVE_WAREHOUSE, BacktestError, history_rates
+
+    for name, value in {
+        "NACHFASS_ENGINE": "postgres",
+        "PGHOST": "127.0.0.1",
+        "PGPORT": "1",
+        "PGPASSWORD": "s3cret-pw",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert main(["report", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("report: cannot connect to PostgreSQL at postgresql://") and "127.0.0.1:1" in err
+    assert "s3cret-pw" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(BacktestError, match="cannot read the history's rates") as raised:
+        history_rates(LIVE_WAREHOUSE)
+    assert "s3cret-pw" not in str(raised.value)
+
+
 # ---- in the browser ----------------------------------------------------------------------------------------
 
 

@@ -531,6 +531,7 @@ def cmd_report(args: SimpleNamespace) -> int:
     """The campaign report as one static HTML page (nachfass/core/report.py)."""
     from nachfass.core.engine import current_engine
     from nachfass.core.report import DEFAULT_DAYS, ReportError, build_report
+    from nachfass.core.warehouse.postgres import WarehouseError
 
     _export_locations(args)
     try:
@@ -540,7 +541,7 @@ def cmd_report(args: SimpleNamespace) -> int:
         on_postgres = current_engine() == "postgres" and not args.warehouse
         warehouse = None if on_postgres else paths.warehouse_path()
         page = build_report(warehouse, Path(args.out), days=args.days or DEFAULT_DAYS, backtest=backtest)
-    except ReportError as exc:
+    except (ReportError, WarehouseError) as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 1
     print(f"Campaign report: {page}")

@@ -166,11 +166,16 @@ def _live_history_rates() -> dict[tuple[str, str | None], Rates]:
         return history_rates(paths.warehouse_path())
     import psycopg2.errors
 
-    with engine.connect(read_only=True) as conn:
-        try:
-            rows = conn.execute(HISTORY_SQL).fetchall()
-        except psycopg2.errors.UndefinedTable:
-            return {}
+    from nachfass.core.warehouse.postgres import WarehouseError
+
+    try:
+        with engine.connect(read_only=True) as conn:
+            try:
+                rows = conn.execute(HISTORY_SQL).fetchall()
+            except psycopg2.errors.UndefinedTable:
+                return {}
+    except WarehouseError as exc:  # before the replays: one line naming the server, never the password
+        raise BacktestError(f"cannot read the history's rates: {exc} (or --history a DuckDB file)") from None
     return _rates(rows)
 
 
