@@ -301,6 +301,18 @@ def test_rate_limit_is_respected(conn):
         elapsed = time.monotonic() - t0
         assert report.sent == 60
         assert elapsed >= (60 - 10) / 100 * 0.9  # burst of 10, then 100/s
+        assert report.as_metadata()["rate_limit_per_s"] == 100
+
+
+def test_the_outbox_is_not_held_to_the_api_rate_limit(conn, tmp_path):
+    # SendGrid's request rate is the send step's default (600/s); writing files is not bound by it. Held
+    # to 1/s, these 40 mails would take 39 s.
+    report = deliver(
+        conn, mails(40), OutboxTransport(tmp_path, shop=SHOP), run_id="r1", as_of=AS_OF, rate_limit_per_s=1
+    )
+    assert report.sent == 40 and len(list(tmp_path.glob("*.eml"))) == 40
+    assert report.rate_limit_per_s is None and report.as_metadata()["rate_limit_per_s"] is None
+    assert report.seconds < 20
 
 
 def test_report_metadata():

@@ -88,6 +88,7 @@ class DeliveryReport:
     recovered_released: int = 0  # ... that the crashed run's journal proves were never sent: claim deleted
     recovered_settled: int = 0  # ... whose answer the crashed run's journal had: outcome recorded
     seconds: float = 0.0
+    rate_limit_per_s: float | None = None  # the request rate the sends were held to (None: unthrottled)
 
     @property
     def processed(self) -> int:
@@ -118,6 +119,7 @@ class DeliveryReport:
             **self.counts,
             "seconds": round(self.seconds, 2),
             "mails_per_s": round(self.rate, 1),
+            "rate_limit_per_s": self.rate_limit_per_s,
         }
 
 
@@ -153,6 +155,8 @@ def deliver(
     ``2 * concurrency - claim_batch`` claimed mails are unanswered, so never more than
     ``2 * concurrency`` are.
     ``journal_dir``: the send journal's folder (default: next to the warehouse file; None: no journal).
+    ``rate_limit_per_s``: the API's request rate; a transport that declares ``rate_limited = False`` (the
+    outbox, which writes files) is not held to it.
 
     Raises ``SendGridAuthError`` / ``SendGridUnavailableError`` (after releasing the claims of mails that were
     certainly not accepted and recording every outcome already known). Any other exception (interrupt,
@@ -172,7 +176,11 @@ def deliver(
     if total is None and hasattr(mails, "__len__"):
         total = len(mails)  # type: ignore[arg-type]
     started = time.monotonic()
-    report = DeliveryReport(transport=transport.name, run_id=run_id)
+    if not getattr(transport, "rate_limited", True):
+        rate_limit_per_s = None  # SendGrid's request rate means nothing to a local folder
+    report = DeliveryReport(
+        transport=transport.name, run_id=run_id, rate_limit_per_s=rate_limit_per_s or None
+    )
     ledger = ledger_for(conn)  # DuckDB's, or PostgreSQL's for several writers at once
     ledger.ensure_ledger(conn)
     folder = send_journal.default_journal_dir(conn) if journal_dir == "auto" else journal_dir

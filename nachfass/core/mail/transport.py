@@ -424,6 +424,9 @@ class OutboxTransport:
     # What deliver() should use with this transport (see there): composing is CPU work, writing is local.
     max_concurrency = 2
     claim_batch = 500
+    # SendGrid's request rate (the send step's rate_limit_per_s) does not apply to files: held to the
+    # default 600/s, a 1M-customer first run spent 243 s writing 145 k mails that take ~75 s unthrottled.
+    rate_limited = False
 
     def __init__(self, outbox_dir: Path | str, *, shop: ShopSettings, as_of: datetime | None = None) -> None:
         self.outbox_dir = Path(outbox_dir)
