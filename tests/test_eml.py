@@ -95,6 +95,7 @@ def read(raw: bytes) -> dict:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=names, subject=subjects, text=bodies, html=bodies)
 @example(name='Müller, "Jürgen"', subject="Ihr Warenkorb – „jetzt“", text="Grüße\r\n", html="<p>€</p>")
+@example(name="0 000\x80\x80" + "\u0800" * 12 + " \x80", subject="0", text="", html="")
 def test_a_mail_client_reads_what_the_payload_says(name, subject, text, html):
     text, html = (
         body if body.strip() else body + "x" for body in (text, html)
@@ -124,6 +125,11 @@ def test_a_mail_client_reads_what_the_payload_says(name, subject, text, html):
     if "=?" in subject:  # the email package writes such text raw, and readers decode it: not comparable
         del seen["subject"], reference["subject"]
     if "=?" in expected_name:
+        del seen["to"], reference["to"]
+    elif reference["to"] != [(expected_name, mail.to_email)]:
+        # The email package's own encoder can lose a space at the edge of an encoded word (hypothesis found
+        # '0 000\x80\x80ࠀࠀࠀࠀࠀࠀࠀࠀࠀࠀࠀࠀ \x80' read back without its last space); this composer keeps it
+        # (asserted above), so the reference is not comparable there.
         del seen["to"], reference["to"]
     assert seen == reference
     assert msg["X-Nachfass-Send-Id"] == mail.send_id
