@@ -252,8 +252,7 @@ def _docs_block(first_line: str) -> str:
     return text[start + len(first_line) + 1 : text.index("```", start)]
 
 
-@pytest.mark.slow
-@pytest.mark.clock
+@pytest.mark.slow  # not in CI's shifted-clock pass: the backtest fixture's three tests cover the clock there
 def test_the_docs_win_back_wave_drips_the_dormant_base_best_customers_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
