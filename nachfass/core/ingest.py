@@ -22,12 +22,18 @@ import gzip
 import hashlib
 import io
 import json
+import queue
+import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from nachfass.core.addresses import SIMPLE_ADDRESS_PATTERN, address_problem
 from nachfass.core.contract import FILE_SUFFIXES, MAX_FUTURE, MAX_VALUE_CHARS, TABLES, Column, Table
@@ -311,6 +317,22 @@ def load_file(
     content_hash: str,
     as_of: datetime | None = None,
 ) -> FileReport:
+    with _NumberedScans(conn) as scans:
+        return _load_file(
+            conn, table, path, shop_tz=shop_tz, content_hash=content_hash, as_of=as_of, scans=scans
+        )
+
+
+def _load_file(
+    conn: duckdb.DuckDBPyConnection,
+    table: Table,
+    path: Path,
+    *,
+    shop_tz: str,
+    content_hash: str,
+    as_of: datetime | None,
+    scans: _NumberedScans,
+) -> FileReport:
     report = FileReport(table=table.name, path=str(path), status="loaded")
     now = datetime.now(UTC).replace(tzinfo=None)  # audit only: no decision depends on it
     if path.stat().st_size == 0:
@@ -342,35 +364,47 @@ def load_file(
     # The file is read several times instead of being copied into a temporary table: parsing is cheaper
     # than writing and re-reading every row (at 1 M customers the copies spilled to disk). Every scan
     # selects all present columns (DuckDB checks the encoding of the columns it reads only, so fewer
-    # columns could keep a line another scan skips) and numbers the records in file order. The numbering
-    # (row_number() over ()) runs each scan on one thread; parsing into a temporary table in parallel and
-    # reading it three times cost more CPU time and was slower at 1 M customers (docs/benchmarks.md).
+    # columns could keep a line another scan skips). Each scan parses and checks on a connection of its
+    # own and streams only what the next step needs; its records are numbered in file order on the way
+    # (_NumberedScans), so the parse stays parallel.
     present_refs = ", ".join(f'"{c.name}"' for c in present)
 
-    def rows(store_rejects: bool = False) -> str:
-        """The parsed records with ``_k``, their number among the parsed ones (1 = first)."""
+    def parsed(store_rejects: bool = False) -> str:
+        """The file's records, every column as text (absent columns NULL)."""
         source = _source_sql(path, header, store_rejects=store_rejects)
-        return f"(select row_number() over () as _k, {select_cols}{absent_cols} from {source})"
+        return f"(select {select_cols}{absent_cols} from {source})"
 
     key_cols = ", ".join(f'"{k}"' for k in table.key)
-    conn.execute("drop table if exists _csv_rejects; drop table if exists _csv_reject_scans")
+    dup_key = " and ".join(f's."{k}" is not distinct from _dup_keys."{k}"' for k in table.key)
     try:
-        # Scan 1: keys seen more than once (usually none) and the lines that cannot be parsed.
+        # Scan 1: keys seen more than once (usually none) and the lines that cannot be parsed, unnumbered.
         # bit_xor(hash(...)) makes the scan read every column, see above.
-        conn.execute(
-            f"create or replace temp table _dups as select {key_cols}, min(_k) as __first, "
-            f"bit_xor(hash({present_refs})) as __all from {rows(store_rejects=True)} "
+        scans.work.execute(
+            f"create or replace temp table _dup_keys as select {key_cols}, true as __dup, "
+            f"bit_xor(hash({present_refs})) as __all from {parsed(store_rejects=True)} "
             f"group by {key_cols} having count(*) > 1"
         )
     except duckdb.Error as exc:
         raise FileRejected(f"{path.name}: cannot be read: {str(exc).splitlines()[0]}") from exc
-    rejected = _rejected_lines(conn, path) if is_csv else []
-    numbered = _numbered(conn, rows(), [record for record, *_ in rejected])
+    # the parse ran on the scans' connection, which holds the rejects table
+    rejected = _rejected_lines(scans.work, path) if is_csv else []
+    has_dups = scans.work.execute("select count(*) from _dup_keys").fetchall()[0][0] > 0
+    key_types = ", ".join(f'"{k}" varchar' for k in table.key)
+    conn.execute(f"create or replace temp table _dups ({key_types}, __first bigint)")
+    if has_dups:  # where each repeated key was seen first
+        scans.collect(
+            f"select s.{key_cols.replace(', ', ', s.')}, _dup_keys.__dup is not null as __keep "
+            f"from {parsed()} s left join _dup_keys on {dup_key}",
+            "__keep",
+            "_dup_rows",
+        )
+        conn.execute(f"insert into _dups select {key_cols}, min(_k) from _dup_rows group by {key_cols}")
+    shifted = _record_shifts(conn, [record for record, *_ in rejected])
     address_joins = ""
     address_cols = ""
     for column in (c for c in table.columns if c.type == "email"):
         # The address rule runs in Python (email-validator): once per distinct address, not per row.
-        _check_addresses(conn, column.name, numbered)
+        _check_addresses(scans.work, column.name, parsed())
         address_joins += (
             f" left join _addresses_{column.name} on nullif(trim(s.\"{column.name}\"), '') "
             f"= _addresses_{column.name}.address"
@@ -398,20 +432,32 @@ def load_file(
         f"' (first seen in row ' || __first || ')' end"
     )
     same_key = " and ".join(f's."{k}" is not distinct from _dups."{k}"' for k in table.key)
-    # Scan 2: the rows that break the contract, with their raw values and every reason (usually few).
+    # Scan 2: the rows that break the contract, with their raw values and every reason (usually few). The
+    # scan checks every row; only the rows that broke a rule or share their key with another row stream on.
+    checked = f"""
+        select {all_cols}, _reason, __keep
+        from (select *, _reason <> '' or __dup as __keep
+              from (select *, concat_ws('; ', {reasons}) as _reason
+                    -- One regular expression per row, not per value: the per-column check runs only where
+                    -- it matched. Every value is converted to its type once; the checks read the result.
+                    from (select *,
+                                 regexp_matches(concat_ws('', {all_cols}), '{_CONTROL_PATTERN}')
+                                     as __has_control,
+                                 {converted}
+                          from (select s.*, coalesce(_dup_keys.__dup, false) as __dup{address_cols}
+                                from {parsed()} s
+                                left join _dup_keys on {dup_key}{address_joins}))))
+    """
+    scans.collect(checked, "__keep", "_checked_rows")
     conn.execute(
         f"""
         create or replace temp table _bad as
         select _row, {all_cols}, _reason
         from (
-            select *, concat_ws('; ', {reasons}, {duplicate}) as _reason
-            -- One regular expression per row, not per value: the per-column check runs only where it matched.
-            -- Every value is converted to its type once in this pass; the checks read the result.
-            from (select *, regexp_matches(concat_ws('', {all_cols}), '{_CONTROL_PATTERN}') as __has_control,
-                         {converted}
-                  from (select s.*, _dups.__first{address_cols}
-                        from {numbered} s
-                        left join _dups on {same_key}{address_joins}))
+            select *, concat_ws('; ', nullif(__checks, ''), {duplicate}) as _reason
+            from (select s.* exclude (_reason), s._reason as __checks, _dups.__first
+                  from {_numbered("_checked_rows", shifted)} s
+                  left join _dups on {same_key})
         )
         where _reason <> ''
         """
@@ -421,11 +467,12 @@ def load_file(
     bad = conn.execute("select count(*) from _bad").fetchall()[0][0]
     # Scan 3: every other row, converted once more, straight into raw (no copy of the file in between).
     good = "" if not bad else " where _row not in (select _row from _bad)"
+    converted_rows = scans.scan(f"select {typed} from {parsed()}")
     conn.execute("begin")
     try:
         loaded = conn.execute(
             f"insert into raw.{table.name} ({column_list}, _file, _row, _loaded_at) "
-            f"select {typed}, ?, _row, ? from (select * from {numbered} s){good}",
+            f"select {column_list}, ?, _row, ? from {_numbered(converted_rows, shifted)} s{good}",
             [str(path), now],
         ).fetchall()[0][0]
         raw_struct = ", ".join(f"'{c.name}': \"{c.name}\"" for c in table.columns)
@@ -464,6 +511,8 @@ def load_file(
     finally:
         for temp in (
             "_dups",
+            "_dup_rows",
+            "_checked_rows",
             "_bad",
             "_csv_rejects",
             "_csv_reject_scans",
@@ -475,11 +524,163 @@ def load_file(
     return report
 
 
-def _numbered(conn: duckdb.DuckDBPyConnection, rows: str, rejected_records: list[int]) -> str:
-    """SQL for the parsed rows with ``_row``, their record number in the file (1 = first after the header),
-    counting the records that could not be parsed, so a row number points at the right record."""
-    if not rejected_records:  # the usual case: parsed row k is record k
-        return f"(select _k as _row, * exclude (_k) from {rows})"
+class _NumberedScans:
+    """Scans of a file, each with ``_k``: a record's number among the parsed ones (1 = first), in file order.
+
+    DuckDB's ``row_number() over ()`` runs a whole scan, parsing included, on one thread: the checks and
+    the insert of the 1 M-customer session events took 37 s each numbered and about half unnumbered
+    (docs/benchmarks.md). So a scan runs on a connection of its own (``work``, same database, same
+    TimeZone), its rows stream out as Arrow batches in the file's order (DuckDB's parallel readers keep it
+    while ``preserve_insertion_order`` is on, its default, checked) and are numbered in Python batch by
+    batch; the consuming statement on the main connection reads them as a registered view. A scan is read
+    once; the next scan may start after it. Temporary tables a scan reads live on ``work``.
+    """
+
+    BATCH_ROWS = 1 << 20
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        [(in_order, timezone)] = conn.execute(
+            "select current_setting('preserve_insertion_order'), current_setting('TimeZone')"
+        ).fetchall()
+        if not in_order:
+            raise RuntimeError(
+                "DuckDB's preserve_insertion_order is off: the ingest numbers rows in file order and needs it"
+            )
+        self.conn = conn
+        self._stack = contextlib.ExitStack()
+        self._work: duckdb.DuckDBPyConnection = self._stack.enter_context(contextlib.closing(conn.cursor()))
+        self._work.execute(f"set TimeZone = {_sql_str(timezone)}")
+        self._reader: _Prefetched | None = None
+        self._count = 0
+
+    @property
+    def work(self) -> duckdb.DuckDBPyConnection:
+        """The scans' connection, free for the next statement (the last scan's stream is closed)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        return self._work
+
+    def __enter__(self) -> _NumberedScans:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._stack.close()
+
+    def scan(self, select_sql: str) -> str:
+        """A name for ``select_sql``'s rows (run on ``work``) with ``_k``, to be read by one statement."""
+        reader = _Prefetched(self.work.sql(select_sql).to_arrow_reader(self.BATCH_ROWS))
+        self._reader = reader
+        schema = reader.schema.append(pa.field("_k", pa.int64(), nullable=False))
+
+        def numbered() -> Iterator[pa.RecordBatch]:
+            first = 1
+            for batch in reader:
+                numbers = pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64))
+                yield batch.append_column(schema.field("_k"), numbers)
+                first += batch.num_rows
+
+        self._count += 1
+        name = f"_numbered_scan_{self._count}"
+        self.conn.register(name, pa.RecordBatchReader.from_batches(schema, numbered()))
+        self._stack.callback(self.conn.unregister, name)
+        return name
+
+    def collect(self, select_sql: str, keep: str, table: str) -> None:
+        """The rows of ``select_sql`` (run on ``work``) where the boolean column ``keep`` is true, with
+        ``_k`` (numbered among all rows), into the temporary table ``table`` on the main connection. For
+        scans that look for a few rows: Python reads the stream itself, so DuckDB's threads all work on
+        the scan, and only the kept rows are copied (in bounded batches, so many stay within memory)."""
+        reader = self.work.sql(select_sql).to_arrow_reader(self.BATCH_ROWS)
+        schema = reader.schema.remove(reader.schema.get_field_index(keep))
+        schema = schema.append(pa.field("_k", pa.int64(), nullable=False))
+        pending: list[pa.RecordBatch] = []
+
+        def flush() -> None:
+            self.conn.register("_kept_rows", pa.Table.from_batches(pending, schema))
+            try:
+                self.conn.execute(f"insert into {table} select * from _kept_rows")
+            finally:
+                self.conn.unregister("_kept_rows")
+            pending.clear()
+
+        self.conn.register("_kept_rows", pa.Table.from_batches([], schema))
+        try:
+            self.conn.execute(f"create or replace temp table {table} as select * from _kept_rows")
+        finally:
+            self.conn.unregister("_kept_rows")
+        first = 1
+        try:
+            for batch in reader:
+                numbers = pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64))
+                first += batch.num_rows
+                wanted = pc.fill_null(batch.column(keep), False)
+                if not pc.any(wanted).as_py():
+                    continue
+                batch = batch.drop_columns([keep]).append_column(schema.field("_k"), numbers)
+                pending.append(batch.filter(wanted))
+                if sum(b.num_rows for b in pending) >= self.BATCH_ROWS:
+                    flush()
+            flush()
+        finally:
+            reader.close()
+
+
+class _Prefetched:
+    """A record batch stream read ahead by a thread of its own, a few batches deep. Read directly, the
+    consuming statement would pull each batch and the producing query would compute it only then, on the
+    pulling thread: the two would take turns on one core. Read ahead, the producer keeps DuckDB's other
+    threads busy while the consumer works."""
+
+    DEPTH = 2
+
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self.schema = reader.schema
+        self._reader = reader
+        self._queue: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(self.DEPTH)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="ingest-scan", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            for batch in self._reader:
+                if not self._put(batch):
+                    return
+            self._put(None)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._put(exc)
+
+    def _put(self, item: pa.RecordBatch | BaseException | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        """Stop reading ahead and release the producing query."""
+        self._stop.set()
+        self._thread.join()
+        self._reader.close()
+
+
+def _record_shifts(conn: duckdb.DuckDBPyConnection, rejected_records: list[int]) -> bool:
+    """With lines that could not be parsed, ``_record_shifts`` maps a parsed row's number to its record
+    number in the file, and ``_dups.__first`` becomes a record number. False when nothing was rejected."""
+    if not rejected_records:
+        return False
     conn.execute("create or replace temp table _rejected_records (r bigint)")
     conn.executemany("insert into _rejected_records values (?)", [[r] for r in sorted(set(rejected_records))])
     # Parsed row k is record k + (number of rejected records before it). With the rejected records sorted as
@@ -496,9 +697,18 @@ def _numbered(conn: duckdb.DuckDBPyConnection, rows: str, rejected_records: list
         "update _dups set __first = __first + coalesce((select max(shift) from _record_shifts "
         "where threshold < _dups.__first), 0)"
     )
+    return True
+
+
+def _numbered(rows: str, shifted: bool) -> str:
+    """SQL for the parsed rows with ``_row``, their record number in the file (1 = first after the header),
+    counting the records that could not be parsed (``_record_shifts``), so a row number points at the right
+    record."""
+    if not shifted:  # the usual case: parsed row k is record k
+        return f"(select _k as _row, * exclude (_k) from {rows})"
     return (
         f"(select p._k + coalesce(_record_shifts.shift, 0) as _row, p.* exclude (_k) "
-        f"from {rows} p asof left join _record_shifts on p._k > _record_shifts.threshold order by p._k)"
+        f"from {rows} p asof left join _record_shifts on p._k > _record_shifts.threshold)"
     )
 
 
@@ -525,12 +735,12 @@ def address_verdicts_sql(addresses: str) -> str:
     """
 
 
-def _check_addresses(conn: duckdb.DuckDBPyConnection, column: str, numbered: str) -> None:
+def _check_addresses(conn: duckdb.DuckDBPyConnection, column: str, parsed: str) -> None:
     """``_addresses_<column>``: each distinct address of the column with the address rule's verdict. This scan
     reads one column, so it may also see a line another scan skips (broken in another column): that address
     is checked too and never joined."""
     distinct = (
-        f"(select address from (select distinct nullif(trim(\"{column}\"), '') as address from {numbered}) "
+        f"(select address from (select distinct nullif(trim(\"{column}\"), '') as address from {parsed}) "
         "where address is not null)"
     )
     conn.execute(f"create or replace temp table _addresses_{column} as {address_verdicts_sql(distinct)}")
