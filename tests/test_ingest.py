@@ -326,3 +326,58 @@ def test_property_the_address_shortcut_gives_the_rules_verdict(addresses: list[s
     conn.executemany("insert into a values (?)", [[a] for a in addresses])
     verdicts = dict(conn.execute(address_verdicts_sql("a")).fetchall())
     assert verdicts == {a: address_problem(a) for a in addresses}
+
+
+@pytest.mark.parametrize("table", ["customers", "order_items"])
+def test_row_numbers_point_at_their_line_in_a_file_read_in_parallel(tmp_path: Path, conn, table: str) -> None:
+    """A file large enough for DuckDB to read on several threads, with a line that cannot be parsed near
+    the start, bad rows spread over it (customers: bad addresses, which the checks join on; order items:
+    bad quantities, no join) and one repeated key. Every loaded and quarantined row carries the number of
+    its own record: the value written on that line says which it is."""
+    rows = 150_000
+    bad = {7, 40_001, 77_777, 123_456, rows}
+    repeated = 99_999  # this record repeats the key of record 99,998
+    broken_line = 5  # an extra field: rejected by the parser, counted as a record
+    lines = []
+    for i in range(1, rows + 1):
+        key = i - 1 if i == repeated else i
+        if table == "customers":
+            email = f"kunde {i}@example.de" if i in bad else f"kunde{i}@example.de"
+            extra = ",x" if i == broken_line else ""
+            lines.append(f"C{key},{email},Vorname{i},Name,Frau,de-DE,Europe/Berlin,false,2025-01-01,{extra}")
+        else:
+            quantity = -i if i in bad else i
+            extra = ",x" if i == broken_line else ""
+            lines.append(f"O{key},1,P{i},{quantity},1.00{extra}")
+    header = CUSTOMER_HEADER if table == "customers" else "order_id,line_no,product_id,quantity,unit_price"
+    write(tmp_path / "landing", table, "big.csv", header + "\n" + "\n".join(lines) + "\n")
+
+    load_landing(conn, tmp_path / "landing")
+
+    number_of = "cast(regexp_extract(email, '[0-9]+') as bigint)" if table == "customers" else "quantity"
+    loaded = conn.execute(
+        f"select count(*), count(*) filter (where _row <> {number_of}) from raw.{table}"
+    ).fetchone()
+    assert loaded == (rows - len(bad) - 2, 0)  # all but the bad, the repeated and the broken line
+    value = "email" if table == "customers" else "quantity"
+    quarantined = conn.execute(
+        f"select row_number, raw_values->>'$.{value}', reason from raw.quarantine "
+        "where line_number is null order by row_number"
+    ).fetchall()
+    assert [r[0] for r in quarantined] == sorted(bad | {repeated})
+    key = "customer_id" if table == "customers" else "order_id"
+    for row_number, raw_value, reason in quarantined:  # each with its own line's value and reason
+        if row_number == repeated:
+            assert raw_value in (str(row_number), f"kunde{row_number}@example.de")
+            first = f"{key[0].upper()}{repeated - 1}"
+            if table == "order_items":
+                assert reason.startswith(f'duplicate key in file: order_id="{first}", line_no="1"')
+            else:
+                assert reason == f'duplicate key in file: {key}="{first}" (first seen in row {repeated - 1})'
+        else:
+            assert raw_value in (str(-row_number), f"kunde {row_number}@example.de")
+            assert reason.startswith("not an email address" if table == "customers" else "quantity must be")
+    rejected = conn.execute(
+        "select row_number, line_number from raw.quarantine where line_number is not null"
+    )
+    assert rejected.fetchall() == [(broken_line, broken_line + 1)]

@@ -42,6 +42,7 @@ from nachfass.core.schema import ensure_raw_schema
 ADDRESS_FUNCTION = "nachfass_address_problem"
 MAX_LINE_BYTES = 2 * 1024 * 1024  # DuckDB's default; a longer line is quarantined on its own
 MAX_HEADER_BYTES = 1024 * 1024
+NUMBER = "__k"  # a record's number among the parsed ones, where a scan numbers in SQL
 MAX_KEPT_LINE_CHARS = 4096  # of a line that could not be parsed, kept in the quarantine
 # DuckDB's reject error types, in words a person can act on.
 _REJECT_REASONS = {
@@ -366,13 +367,20 @@ def _load_file(
     # selects all present columns (DuckDB checks the encoding of the columns it reads only, so fewer
     # columns could keep a line another scan skips). Each scan parses and checks on a connection of its
     # own and streams only what the next step needs; its records are numbered in file order on the way
-    # (_NumberedScans), so the parse stays parallel.
+    # (_NumberedScans), so the parse stays parallel. The checks of a file with addresses or repeated keys
+    # join, and number in SQL before the join, on one thread (customers and consents at 1 M: a few s).
     present_refs = ", ".join(f'"{c.name}"' for c in present)
 
     def parsed(store_rejects: bool = False) -> str:
         """The file's records, every column as text (absent columns NULL)."""
         source = _source_sql(path, header, store_rejects=store_rejects)
         return f"(select {select_cols}{absent_cols} from {source})"
+
+    def numbered_before_joins() -> str:
+        """The parsed records with their number taken before a join: a join does not keep the file's
+        order, so a scan that joins numbers in SQL, on one thread (the scans without joins are numbered
+        in Python, in parallel)."""
+        return f"(select row_number() over () as {NUMBER}, * from {parsed()})"
 
     key_cols = ", ".join(f'"{k}"' for k in table.key)
     dup_key = " and ".join(f's."{k}" is not distinct from _dup_keys."{k}"' for k in table.key)
@@ -392,9 +400,10 @@ def _load_file(
     key_types = ", ".join(f'"{k}" varchar' for k in table.key)
     conn.execute(f"create or replace temp table _dups ({key_types}, __first bigint)")
     if has_dups:  # where each repeated key was seen first
+        keys_of_s = ", ".join(f's."{k}"' for k in table.key)
         scans.collect(
-            f"select s.{key_cols.replace(', ', ', s.')}, _dup_keys.__dup is not null as __keep "
-            f"from {parsed()} s left join _dup_keys on {dup_key}",
+            f"select {keys_of_s}, s.{NUMBER}, _dup_keys.__dup is not null as __keep "
+            f"from {numbered_before_joins()} s left join _dup_keys on {dup_key}",
             "__keep",
             "_dup_rows",
         )
@@ -432,10 +441,13 @@ def _load_file(
         f"' (first seen in row ' || __first || ')' end"
     )
     same_key = " and ".join(f's."{k}" is not distinct from _dups."{k}"' for k in table.key)
+    dup_flag = "coalesce(_dup_keys.__dup, false)" if has_dups else "false"
+    dup_join = f"left join _dup_keys on {dup_key}" if has_dups else ""
     # Scan 2: the rows that break the contract, with their raw values and every reason (usually few). The
     # scan checks every row; only the rows that broke a rule or share their key with another row stream on.
+    joins = has_dups or bool(address_joins)
     checked = f"""
-        select {all_cols}, _reason, __keep
+        select {all_cols}, _reason, __keep{f", {NUMBER}" if joins else ""}
         from (select *, _reason <> '' or __dup as __keep
               from (select *, concat_ws('; ', {reasons}) as _reason
                     -- One regular expression per row, not per value: the per-column check runs only where
@@ -444,9 +456,9 @@ def _load_file(
                                  regexp_matches(concat_ws('', {all_cols}), '{_CONTROL_PATTERN}')
                                      as __has_control,
                                  {converted}
-                          from (select s.*, coalesce(_dup_keys.__dup, false) as __dup{address_cols}
-                                from {parsed()} s
-                                left join _dup_keys on {dup_key}{address_joins}))))
+                          from (select s.*, {dup_flag} as __dup{address_cols}
+                                from {numbered_before_joins() if joins else parsed()} s
+                                {dup_join}{address_joins}))))
     """
     scans.collect(checked, "__keep", "_checked_rows")
     conn.execute(
@@ -530,8 +542,9 @@ class _NumberedScans:
     DuckDB's ``row_number() over ()`` runs a whole scan, parsing included, on one thread: the checks and
     the insert of the 1 M-customer session events took 37 s each numbered and about half unnumbered
     (docs/benchmarks.md). So a scan runs on a connection of its own (``work``, same database, same
-    TimeZone), its rows stream out as Arrow batches in the file's order (DuckDB's parallel readers keep it
-    while ``preserve_insertion_order`` is on, its default, checked) and are numbered in Python batch by
+    TimeZone), its rows stream out as Arrow batches in the file's order (DuckDB's parallel readers, filters
+    and projections keep it while ``preserve_insertion_order`` is on, its default, checked; a join does
+    not, so a scan that joins numbers its rows in SQL before the join) and are numbered in Python batch by
     batch; the consuming statement on the main connection reads them as a registered view. A scan is read
     once; the next scan may start after it. Temporary tables a scan reads live on ``work``.
     """
@@ -593,9 +606,13 @@ class _NumberedScans:
         """The rows of ``select_sql`` (run on ``work``) where the boolean column ``keep`` is true, with
         ``_k`` (numbered among all rows), into the temporary table ``table`` on the main connection. For
         scans that look for a few rows: Python reads the stream itself, so DuckDB's threads all work on
-        the scan, and only the kept rows are copied (in bounded batches, so many stay within memory)."""
+        the scan, and only the kept rows are copied (in bounded batches, so many stay within memory).
+        A query that joins must number its rows itself, before the join, in a column ``NUMBER``."""
         reader = self.work.sql(select_sql).to_arrow_reader(self.BATCH_ROWS)
         schema = reader.schema.remove(reader.schema.get_field_index(keep))
+        numbered = NUMBER in schema.names
+        if numbered:
+            schema = schema.remove(schema.get_field_index(NUMBER))
         schema = schema.append(pa.field("_k", pa.int64(), nullable=False))
         pending: list[pa.RecordBatch] = []
 
@@ -615,8 +632,12 @@ class _NumberedScans:
         first = 1
         try:
             for batch in reader:
-                numbers = pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64))
-                first += batch.num_rows
+                if numbered:  # numbered by the query
+                    numbers = batch.column(NUMBER)
+                    batch = batch.drop_columns([NUMBER])
+                else:
+                    numbers = pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64))
+                    first += batch.num_rows
                 wanted = pc.fill_null(batch.column(keep), False)
                 if not pc.any(wanted).as_py():
                     continue
