@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import os
 import select
-import subprocess
 import time
 from pathlib import Path
 
@@ -31,9 +30,52 @@ if UNDER_FAKETIME:
             select.select([], [], [], seconds)
 
     time.sleep = _sleep
-from tests_support import DBT_DIR, DBT_EXECUTABLE  # noqa: E402 (after the sleep patch)
+from tests_support import DBT_DIR  # noqa: E402 (after the sleep patch)
 
-from nachfass.core.dbt import dbt_vars_arg  # noqa: E402
+# The suite runs in two processes (README: `pytest -n 2`, pytest-xdist) with the scheduler below: each file
+# goes whole to one process, so its module fixtures are built once, and the files go out in the order of
+# LONGEST_FIRST (minutes each, measured in CI), then alphabetically: a long file started last would keep
+# one process busy while the other idles. The Spark files share one unit and so run one after the other:
+# each starts JVMs in local[2] mode, and two at once took 40 % longer each.
+SPARK_FILES = ("test_dbt_spark.py", "test_engines_end_to_end_spark.py")
+LONGEST_FIRST = (
+    *SPARK_FILES,
+    "test_feedback_loop.py",
+    "test_multi_day.py",
+    "test_engines_end_to_end.py",
+    "test_replay.py",
+    "test_end_to_end.py",
+    "test_dagster_dev.py",
+    "test_backtest.py",
+    "test_erasure.py",
+    "test_secrets.py",
+    "test_diff.py",
+    "test_ninth_campaign.py",
+    "test_lint.py",
+    "test_dbt_engines.py",
+    "test_erasure_postgres.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order stays
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: absent with -p no:xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesInOrder(LoadFileScheduling):
+        """A file per unit, the Spark files together, handed out in collection order."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return "spark" if path.rsplit("/", 1)[-1] in SPARK_FILES else path
+
+    config.option.loadscopereorder = False  # xdist would sort the units by their number of tests
+    return FilesInOrder(config, log)
+
 
 SECRET_ENV = (
     "SENDGRID_API_KEY",
@@ -43,22 +85,14 @@ SECRET_ENV = (
 )
 
 
-def dbt_parse(env: dict[str, str] | None = None) -> None:
-    result = subprocess.run(
-        [str(DBT_EXECUTABLE), "parse", "--profiles-dir", ".", "--quiet", *dbt_vars_arg()],
-        cwd=DBT_DIR,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"dbt parse failed:\n{result.stdout}\n{result.stderr}")
-
-
 @pytest.fixture(scope="session")
 def dbt_manifest() -> Path:
-    dbt_parse()
+    """The project's manifest, parsed with the registry's vars. The suite runs in parallel processes
+    (pytest-xdist): the parse takes a file lock, and a process that finds a manifest of the same inputs
+    there uses it instead of rewriting it while another process reads it."""
+    from dagster_project.dbt_project import prepare_dbt_manifest
+
+    prepare_dbt_manifest()
     return DBT_DIR / "target" / "manifest.json"
 
 

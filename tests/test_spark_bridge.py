@@ -1,6 +1,6 @@
 """The Spark engine's bridge to PostgreSQL (nachfass/core/warehouse/spark.py), without a JVM: which tables it
 moves and which engine each step uses. The data it moves is checked end to end in
-tests/test_engines_end_to_end.py (same decisions, ledger and mails as DuckDB; erasure)."""
+tests/test_engines_end_to_end_spark.py (same decisions, ledger and mails as DuckDB; erasure)."""
 
 from __future__ import annotations
 
