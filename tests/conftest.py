@@ -96,6 +96,15 @@ def dbt_manifest() -> Path:
     return DBT_DIR / "target" / "manifest.json"
 
 
+@pytest.fixture(scope="module")
+def duckdb_run(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> dict:
+    """The engines' end-to-end tests' reference, once per test file: one `nachfass run` on DuckDB from the
+    exports the other engine gets too (tests/engines_e2e_support.py)."""
+    from engines_e2e_support import reference_run
+
+    return reference_run(tmp_path_factory.mktemp("engines_e2e"))
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """Point Python and dbt at a fresh warehouse, landing folder and outbox in tmp_path; no secrets set."""

@@ -20,7 +20,6 @@ from engines_e2e_support import (
     engine_env,
     outbox_files,
     pg_settings,
-    reference_run,
     run_cli,
 )
 from tests_support import REPO_ROOT
@@ -29,12 +28,6 @@ from nachfass.core.pgconn import PgConnection
 from nachfass.devtools.datagen.generate import generate_exports
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def duckdb_run(tmp_path_factory: pytest.TempPathFactory, dbt_manifest) -> dict:
-    """The reference: one `nachfass run` on DuckDB from the exports the other engine gets too."""
-    return reference_run(tmp_path_factory.mktemp("engines_e2e"))
 
 
 @pytest.fixture(scope="module")
