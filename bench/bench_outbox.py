@@ -19,7 +19,6 @@ outbox.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -39,7 +38,7 @@ from nachfass.core.mail import ledger  # noqa: E402
 from nachfass.core.mail.eml import payload_to_eml  # noqa: E402
 from nachfass.core.mail.render import MailRenderer  # noqa: E402
 from nachfass.core.mail.sender import deliver  # noqa: E402
-from nachfass.core.mail.sendgrid_payload import build_payload  # noqa: E402
+from nachfass.core.mail.sendgrid_payload import build_payload, payload_body  # noqa: E402
 from nachfass.core.mail.transport import OutboxTransport  # noqa: E402
 from nachfass.core.shop import load_shop_settings  # noqa: E402
 
@@ -65,7 +64,7 @@ def main() -> None:
     files = [
         (
             m.send_id,
-            json.dumps(p := build_payload(m, shop, as_of=AS_OF), ensure_ascii=False).encode("utf-8"),
+            payload_body(p := build_payload(m, shop, as_of=AS_OF)),
             payload_to_eml(p, send_id=m.send_id, date=AS_OF),
         )
         for m in mails

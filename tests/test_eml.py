@@ -110,6 +110,10 @@ def test_a_mail_client_reads_what_the_payload_says(name, subject, text, html):
     msg = parse(raw)
     assert not msg.defects and all(not part.defects for part in msg.walk())
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    plain, html_part = msg.iter_parts()
+    assert plain["Content-Transfer-Encoding"] == "quoted-printable"
+    assert html_part["Content-Transfer-Encoding"] == "base64"
+    assert all(len(line) <= 76 for line in html_part.get_payload().splitlines())  # RFC 2045 section 6.8
     seen = read(raw)
     expected_name = payload["personalizations"][0]["to"][0].get("name", "")
     assert seen["to"] == [(expected_name, mail.to_email)]

@@ -32,6 +32,7 @@ from nachfass.core.mail.sendgrid_payload import (
     PayloadError,
     build_payload,
     clean_display_name,
+    payload_body,
 )
 from nachfass.core.mail.transport import OutboxTransport, payload_to_eml
 from nachfass.devtools.sendgrid_server import ValidationError, validate
@@ -204,6 +205,24 @@ def test_outbox_writes_eml_and_exact_payload(tmp_path):
     assert msg["X-Nachfass-Send-Id"] == mail.send_id
     assert "Ihr Warenkorb 7 wartet" in msg.get_body(("plain",)).get_content()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+@settings(max_examples=80, deadline=None)
+@given(text=st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=400))
+def test_the_request_body_is_the_payload_as_utf8_json(text):
+    """The body (orjson) reads back, with the standard library, as the payload it was made from."""
+    payload = build_payload(make_mail(5, to_name=text, text=text + "x", html=f"<p>{text}</p>"), SHOP)
+    body = payload_body(payload)
+    assert json.loads(body.decode("utf-8")) == payload
+
+
+def test_text_that_is_not_unicode_fails_the_mail_before_anything_is_written(tmp_path):
+    mail = make_mail(6, text="Hallo \udc80 Welt")  # a lone surrogate: no UTF-8 for it
+    with pytest.raises(PayloadError, match="JSON"):
+        payload_body(build_payload(mail, SHOP))
+    result = OutboxTransport(tmp_path, shop=SHOP).send(mail)
+    assert result.status == "failed" and result.attempts == 0
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_new_outbox_transport_removes_only_dead_writers_half_written_files(tmp_path):

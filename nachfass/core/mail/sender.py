@@ -10,7 +10,7 @@ The send journal (``journal.py``) records, per mail, the moment it was handed to
 answer. After a crash the next run releases claimed mails that were never handed over and records the
 answers the ledger had not seen, so a SIGKILL turns at most the requests actually in flight (``concurrency``)
 into ``unknown``, not the whole batch it had claimed.
-A transport may declare ``claim_batch`` and ``max_concurrency`` (the outbox does: 500 and 2, since its
+A transport may declare ``claim_batch`` and ``max_concurrency`` (the outbox does: 500 and 1, since its
 writes are local and CPU-bound); the journal still bounds a crash's loss to the mails being written.
 
 Memory stays flat: mails are pulled lazily from the iterable in chunks of ``chunk_size`` and outcomes are
@@ -20,7 +20,6 @@ flushed to the ledger every few hundred mails.
 from __future__ import annotations
 
 import itertools
-import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -40,6 +39,45 @@ from nachfass.core.warehouse import ledger_for
 
 class _Log(Protocol):
     def info(self, msg: str, *args: Any) -> Any: ...
+
+
+def _failed(future: Future[SendResult]) -> bool:
+    return not future.cancelled() and future.exception() is not None
+
+
+class _Finished:
+    """Finished futures, handed to the waiting thread in groups.
+
+    The sending thread waits until enough futures are done to make room for its next claim, or until one
+    failed (an abort must stop the run at once), or until ``timeout`` (progress lines). Waking it for every
+    finished mail (a queue it blocks on) made it and the workers take the GIL from each other ~5,000
+    times a second with the outbox: ~80 µs a mail, a fifth of the send step."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: list[Future[SendResult]] = []
+        self._wanted = 1
+        self._ready = threading.Event()
+
+    def put(self, future: Future[SendResult]) -> None:
+        with self._lock:
+            self._done.append(future)
+            if len(self._done) >= self._wanted or _failed(future):
+                self._ready.set()
+
+    def take(self, wanted: int, *, timeout: float) -> list[Future[SendResult]]:
+        """At least ``wanted`` finished futures, or fewer after ``timeout`` seconds or a failure."""
+        with self._lock:
+            enough = len(self._done) >= wanted or any(_failed(f) for f in self._done)
+            if not enough:
+                self._wanted = wanted
+                self._ready.clear()
+        if not enough:
+            self._ready.wait(timeout)
+        with self._lock:
+            done, self._done, self._wanted = self._done, [], 1
+            self._ready.clear()
+        return done
 
 
 class TokenBucket:
@@ -270,19 +308,11 @@ def deliver(
 
     # Finished futures arrive here (a done-callback), so waiting costs O(finished), not O(in flight) as
     # concurrent.futures.wait over every pending future would (1,000 of them with the outbox's claims).
-    finished: queue.SimpleQueue[Future[SendResult]] = queue.SimpleQueue()
+    finished = _Finished()
 
     def wait_for_room(room_for: int) -> None:
         while inflight and len(inflight) + room_for > max_inflight:
-            try:
-                done = [finished.get(timeout=progress_every_s)]
-            except queue.Empty:
-                done = []
-            while True:
-                try:
-                    done.append(finished.get_nowait())
-                except queue.Empty:
-                    break
+            done = finished.take(len(inflight) + room_for - max_inflight, timeout=progress_every_s)
             if (abort := collect(done)) is not None:
                 raise abort
             progress()
