@@ -85,6 +85,37 @@ def prepare_dbt_manifest(project: DbtProject = dbt_project, *, force: bool = Fal
     return True
 
 
+UNIT_TESTS_PASSED = ".nachfass-unit-tests-passed"
+
+
+def unit_test_inputs(engine: str, project: DbtProject = dbt_project) -> str:
+    """What a dbt unit test's outcome depends on: the project's files, the campaign vars and dbt's versions
+    (``parse_inputs``), the engine and DuckDB's version. Not the shop's data: a unit test runs the model's
+    SQL on the fixed rows of its definition."""
+    return hashlib.sha256(
+        json.dumps([parse_inputs(dbt_vars_arg(), project), engine, version("duckdb")]).encode()
+    ).hexdigest()
+
+
+def unit_tests_passed(inputs: str, project: DbtProject = dbt_project) -> dict | None:
+    """The record of the last `dbt build` whose unit tests all passed for exactly these inputs, if any."""
+    path = Path(project.project_dir, project.target_path, UNIT_TESTS_PASSED)
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and record.get("inputs") == inputs:
+            return record
+    return None
+
+
+def record_unit_tests_passed(inputs: str, *, run_id: str, project: DbtProject = dbt_project) -> None:
+    """Called after a `dbt build` that ran the unit tests succeeded (dbt fails the build on any failure)."""
+    target = Path(project.project_dir, project.target_path)
+    target.mkdir(parents=True, exist_ok=True)
+    tmp = target / f"{UNIT_TESTS_PASSED}.{os.getpid()}"
+    tmp.write_text(json.dumps({"inputs": inputs, "run_id": run_id}))
+    os.replace(tmp, target / UNIT_TESTS_PASSED)
+
+
 # Under `dagster dev` (which sets DAGSTER_IS_DEV_CLI) the manifest is checked whenever the code location
 # loads and rebuilt if its inputs changed, so edits to dbt models or campaign YAML show up after *Reload
 # definitions*. DbtProject's own

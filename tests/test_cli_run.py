@@ -88,3 +88,35 @@ def test_a_run_whose_mail_steps_were_skipped_fails(workspace, dbt_manifest, caps
     assert "step mail__rendered_mails was skipped: an asset it needs was not materialized" in err, err[-3000:]
     assert "step mail__sent_mails was skipped" in err
     assert not workspace["outbox"].exists() or not any(workspace["outbox"].iterdir())
+
+
+@pytest.mark.slow
+def test_scheduled_runs_skip_the_unit_tests_only_while_they_last_passed_for_the_same_models(
+    workspace, dbt_manifest, monkeypatch, tmp_path
+) -> None:
+    """The dbt unit tests check the models' SQL on fixed rows, not the shop's data: a scheduled run runs
+    them once for a given state of the dbt project (models, macros, campaign vars, versions, engine) and
+    skips them while that state stays; the record is only written after a build that passed them."""
+    import dagster as dg
+
+    from dagster_project.dbt_project import unit_test_inputs, unit_tests_passed
+    from nachfass.core.engine import dbt_engine
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))  # a persistent instance to read
+    (tmp_path / "dagster_home").mkdir()
+
+    def skipped(run_id: str) -> bool:
+        with dg.DagsterInstance.get() as instance:
+            return any("dbt unit tests skipped" in r.message for r in instance.all_logs(run_id))
+
+    generate_exports(workspace["landing"], customers=60, seed=3, as_of=datetime(2026, 11, 24, 10, tzinfo=UTC))
+    inputs = unit_test_inputs(dbt_engine())
+    assert unit_tests_passed(inputs) is None  # this workspace's warehouse is part of the state
+    assert main(["run", "--job", "frequent_mails_job", "--partition", "2026-11-24-11:00"]) == 0
+    first = unit_tests_passed(inputs)
+    assert first is not None and not skipped(first["run_id"])  # they ran, passed, and that was recorded
+    assert main(["run", "--job", "frequent_mails_job", "--partition", "2026-11-24-11:15"]) == 0
+    with dg.DagsterInstance.get() as instance:
+        second = next(r.run_id for r in instance.get_runs(limit=1))
+    assert second != first["run_id"] and skipped(second)
+    assert unit_tests_passed(inputs) == first  # a run that skipped them records nothing

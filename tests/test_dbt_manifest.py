@@ -14,7 +14,14 @@ import shutil
 import pytest
 from dagster_dbt import DbtProject
 
-from dagster_project.dbt_project import dbt_project, parse_inputs, prepare_dbt_manifest
+from dagster_project.dbt_project import (
+    dbt_project,
+    parse_inputs,
+    prepare_dbt_manifest,
+    record_unit_tests_passed,
+    unit_test_inputs,
+    unit_tests_passed,
+)
 from nachfass.core.dbt import dbt_vars_arg
 
 
@@ -50,3 +57,25 @@ def test_parse_only_when_the_inputs_changed(tmp_path, monkeypatch):
     assert parse_inputs(vars_arg, project) != same
     assert parse_inputs(["--vars", "{}"], project) != same  # another campaign registry
     assert prepare_dbt_manifest(project, force=True) is True
+
+
+def test_the_unit_tests_record_holds_for_one_state_of_the_models(tmp_path, monkeypatch):
+    """A scheduled run skips the dbt unit tests only for the exact state they passed with: an edited model,
+    another engine or another campaign registry needs them again."""
+    monkeypatch.setenv("NACHFASS_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    folder = tmp_path / "dbt"
+    shutil.copytree(
+        dbt_project.project_dir, folder, ignore=shutil.ignore_patterns("target", "logs", ".user.yml")
+    )
+    project = DbtProject(project_dir=folder, profiles_dir=folder)
+    inputs = unit_test_inputs("duckdb", project)
+    assert unit_tests_passed(inputs, project) is None
+    record_unit_tests_passed(inputs, run_id="run-1", project=project)
+    assert unit_tests_passed(inputs, project) == {"inputs": inputs, "run_id": "run-1"}
+    assert unit_test_inputs("postgres", project) != inputs
+    segment = folder / "models" / "segments" / "abandoned_cart.sql"
+    segment.write_text(segment.read_text() + "\n-- a marketer's edit\n")
+    edited = unit_test_inputs("duckdb", project)
+    assert edited != inputs and unit_tests_passed(edited, project) is None
+    (folder / "target" / ".nachfass-unit-tests-passed").write_text("{not json")  # a damaged record
+    assert unit_tests_passed(inputs, project) is None
