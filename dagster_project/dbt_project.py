@@ -31,9 +31,9 @@ _ENV_VAR = re.compile(rb"""env_var\(\s*['"]([^'"]+)['"]""")
 
 def parse_inputs(vars_arg: list[str], project: DbtProject = dbt_project) -> str:
     """A digest of everything a `dbt parse` of this project reads: the contents of the dbt project's files,
-    the vars (the campaign registry), the environment variables those files read with env_var() (the
-    profile's warehouse file, whose name DuckDB uses as the database name) and any DBT_* variable, and the
-    versions of dbt and its adapter. About 80 small files: a few milliseconds."""
+    the vars (the campaign registry), the environment variables those files read with env_var() (of the
+    profile's warehouse file only the database name DuckDB derives from it) and any DBT_* variable, and
+    the versions of dbt and its adapter. About 80 small files: a few milliseconds."""
     digest = hashlib.sha256()
     root = Path(project.project_dir)
     env_names: set[bytes] = set()
@@ -48,6 +48,12 @@ def parse_inputs(vars_arg: list[str], project: DbtProject = dbt_project) -> str:
             digest.update(f"{path.relative_to(root)}\0{len(data)}\0".encode())
             digest.update(data)
     env = {n.decode(): os.environ.get(n.decode()) for n in sorted(env_names)}
+    if env.get("NACHFASS_WAREHOUSE"):
+        # The DuckDB file reaches the manifest only as the database name dbt-duckdb derives from it (every
+        # node's `database`), not its folder: a first run into a new folder needs no parse (~8 s).
+        from dbt.adapters.duckdb.credentials import DuckDBCredentials
+
+        env["NACHFASS_WAREHOUSE"] = DuckDBCredentials.path_derived_database_name(env["NACHFASS_WAREHOUSE"])
     env.update({k: v for k, v in os.environ.items() if k.startswith("DBT_")})
     versions = [version("dbt-core"), version("dbt-duckdb")]
     digest.update(json.dumps([vars_arg, sorted(env.items()), versions]).encode())

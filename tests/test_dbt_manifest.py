@@ -2,8 +2,9 @@
 
 On a copy of the dbt project (the real one is shared with other tests): the first call parses; a second
 call with nothing changed does not and leaves the manifest as it was; a new model, another environment
-(the warehouse file names DuckDB's database) or a manifest rewritten by another dbt call make it parse
-again, and the new model is in the manifest the Definitions would load.
+(the warehouse file's name is DuckDB's database name; its folder is not in the manifest) or a manifest
+rewritten by another dbt call make it parse again, and the new model is in the manifest the Definitions
+would load.
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ def test_parse_only_when_the_inputs_changed(tmp_path, monkeypatch):
     same = parse_inputs(vars_arg, project)
     monkeypatch.setenv("NACHFASS_OUTBOX", str(tmp_path / "outbox"))  # dbt does not read it
     assert parse_inputs(vars_arg, project) == same
-    monkeypatch.setenv("NACHFASS_WAREHOUSE", str(tmp_path / "other.duckdb"))  # profiles.yml reads it
+    # profiles.yml reads the warehouse file; the manifest holds only the database name DuckDB gives it
+    monkeypatch.setenv("NACHFASS_WAREHOUSE", str(tmp_path / "elsewhere" / "warehouse.duckdb"))
+    assert parse_inputs(vars_arg, project) == same  # a first run into another folder: no parse
+    assert prepare_dbt_manifest(project) is False
+    monkeypatch.setenv("NACHFASS_WAREHOUSE", str(tmp_path / "other.duckdb"))
     assert parse_inputs(vars_arg, project) != same
     assert parse_inputs(["--vars", "{}"], project) != same  # another campaign registry
     assert prepare_dbt_manifest(project, force=True) is True
