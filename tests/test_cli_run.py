@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -104,6 +105,9 @@ def test_scheduled_runs_skip_the_unit_tests_only_while_they_last_passed_for_the_
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))  # a persistent instance to read
     (tmp_path / "dagster_home").mkdir()
+    # The record is shared by every run of this dbt project; the warehouse's database name is part of the
+    # state (other tests' warehouses are all named `warehouse`), so this test starts where none passed.
+    monkeypatch.setenv("NACHFASS_WAREHOUSE", str(tmp_path / f"unit{uuid.uuid4().hex[:12]}.duckdb"))
 
     def skipped(run_id: str) -> bool:
         with dg.DagsterInstance.get() as instance:
@@ -111,7 +115,7 @@ def test_scheduled_runs_skip_the_unit_tests_only_while_they_last_passed_for_the_
 
     generate_exports(workspace["landing"], customers=60, seed=3, as_of=datetime(2026, 11, 24, 10, tzinfo=UTC))
     inputs = unit_test_inputs(dbt_engine())
-    assert unit_tests_passed(inputs) is None  # this workspace's warehouse is part of the state
+    assert unit_tests_passed(inputs) is None
     assert main(["run", "--job", "frequent_mails_job", "--partition", "2026-11-24-11:00"]) == 0
     first = unit_tests_passed(inputs)
     assert first is not None and not skipped(first["run_id"])  # they ran, passed, and that was recorded
