@@ -22,7 +22,14 @@ import pytest
 from scipy import stats
 
 from nachfass.cli.main import main
-from nachfass.core.backtest import BacktestError, estimate, history_rates, rates_for, wilson_interval
+from nachfass.core.backtest import (
+    BacktestError,
+    estimate,
+    history_rates,
+    rates_for,
+    run_backtest,
+    wilson_interval,
+)
 from tests.dbt_helpers import copy_dbt_project, days, hours, write_exports
 from tests.test_scenarios import World
 
@@ -335,3 +342,29 @@ def test_the_report_shows_both_rule_sets_side_by_side(backtest, tmp_path: Path) 
     mails = {trace["name"]: dict(zip(trace["x"], trace["y"], strict=True)) for trace in figure}
     assert mails["current rules"]["review_request 1"] == 6
     assert mails["changed rules"]["review_request 1"] == 6
+
+
+@pytest.mark.slow
+def test_a_side_whose_rules_fail_stops_the_backtest_with_its_own_error(tmp_path: Path) -> None:
+    """The sides replay at once: the side that fails names the error (not the side it cancelled), and no
+    comparison is written."""
+    world = World()
+    cid, _ = world.customer("someone")
+    world.order(cid, T0 - days(3), status="delivered", shipped_at=T0 - days(2), delivered_at=T0 - days(1))
+    write_exports(tmp_path / "landing", world.rows)
+    broken = copy_dbt_project(tmp_path / "broken")
+    sql = broken / "models" / "segments" / "review_request.sql"
+    sql.write_text(sql.read_text(encoding="utf-8").replace("from delivered", "from no_such_table", 1))
+    with pytest.raises(BacktestError, match=r"the after replay failed: dbt build failed") as failure:
+        run_backtest(
+            rules=str(broken),
+            landing=tmp_path / "landing",
+            start=T0,
+            end=T0 + days(1),
+            every=days(1),
+            workdir=tmp_path / "work",
+            history=None,
+            progress=lambda _line: None,
+        )
+    assert "no_such_table" in str(failure.value) and "cancelled before the tick" not in str(failure.value)
+    assert not (tmp_path / "work" / "results.duckdb").exists()

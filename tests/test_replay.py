@@ -9,10 +9,21 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nachfass.cli.main import run_job
 from nachfass.core.campaigns import load_campaigns
-from nachfass.core.replay import ReplayError, campaigns_due, parse_every, replay, tick_times
+from nachfass.core.replay import (
+    DECISION_TABLES_SQL,
+    ReplayError,
+    campaigns_due,
+    close_decision_spans,
+    parse_every,
+    record_tick_decisions,
+    replay,
+    tick_times,
+)
 from nachfass.devtools.datagen.generate import generate_exports
 
 FREQUENT_CAMPAIGNS = [n for n, c in load_campaigns().items() if c.cadence == "every_15_minutes"]
@@ -82,6 +93,23 @@ def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_man
     # the per-day table counts the ledger
     assert sum(row[2] for row in report.daily) == len(live_outbox)
 
+    # the ticks on the warehouse file (--on-disk) decide and record the same as on the copy in memory
+    on_disk = tmp_path / "on-disk" / "warehouse.duckdb"
+    replay(
+        landing=landing,
+        warehouse=on_disk,
+        outbox=tmp_path / "on-disk" / "outbox",
+        start=TICKS[0],
+        end=TICKS[-1],
+        every=timedelta(days=1),
+        progress=lambda _line: None,
+        in_memory=False,
+    )
+    decisions = "select * from replay.decisions order by all"
+    assert query(on_disk, LEDGER) == live_ledger
+    assert query(on_disk, decisions) == query(replayed, decisions)
+    assert len({row[0] for row in query(replayed, decisions)}) == len(TICKS)
+
     # a replay needs a fresh warehouse
     with pytest.raises(ReplayError, match="fresh warehouse"):
         replay(
@@ -146,3 +174,48 @@ def test_ticks_and_spacing() -> None:
     assert len(ticks) == 7 * 24 + 1 and ticks[-1] == start + timedelta(days=7)
     with pytest.raises(ReplayError):
         tick_times(start, start - timedelta(hours=1), timedelta(hours=1))
+
+
+# ---- decisions stored as spans of ticks ------------------------------------------------------------------
+
+DECISIONS = [("send", "due"), ("skip", "frequency_cap"), ("defer", "quiet_hours"), ("skip", "already_sent")]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["k1", "k2", "k3", "k4"]),
+            st.tuples(st.sampled_from(DECISIONS), st.sampled_from(["C1", "C2", None])),
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_replay_decisions_hold_every_tick_s_candidates(ticks: list[dict]) -> None:
+    """Whatever the ticks decide, replay.decisions reads back every tick's mail_candidates row for row
+    (stored as spans of ticks with the same decision)."""
+    conn = duckdb.connect()
+    conn.execute(DECISION_TABLES_SQL)
+    conn.execute("create schema eligibility")
+    expected = []
+    for number, candidates in enumerate(ticks):
+        moment = datetime(2026, 11, 1) + timedelta(hours=number)
+        rows = [
+            ("cart", "1", key, customer, decision, reason)
+            for key, ((decision, reason), customer) in candidates.items()
+        ]
+        conn.execute(
+            "create or replace table eligibility.mail_candidates (campaign varchar, step varchar, "
+            "trigger_key varchar, customer_id varchar, decision varchar, reason varchar)"
+        )
+        if rows:
+            conn.executemany("insert into eligibility.mail_candidates values (?, ?, ?, ?, ?, ?)", rows)
+        record_tick_decisions(conn, moment)
+        expected += [(moment, *row) for row in rows]
+    close_decision_spans(conn)
+    got = conn.execute("select * from replay.decisions").fetchall()
+    assert sorted(got, key=repr) == sorted(expected, key=repr)
+    # one span per stretch of equal decisions: never more rows than the naive table
+    assert conn.execute("select count(*) from replay.decision_spans").fetchone()[0] <= len(expected)

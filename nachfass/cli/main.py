@@ -483,6 +483,7 @@ def cmd_replay(args: SimpleNamespace) -> int:
             start=parse_as_of(args.start),
             end=parse_as_of(args.end),
             every=parse_every(args.every),
+            in_memory=not args.on_disk,
         )
     except (ReplayError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
@@ -513,6 +514,7 @@ def cmd_backtest(args: SimpleNamespace) -> int:
             workdir=workdir,
             history=history,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
+            in_memory=not args.on_disk,
         )
     except (BacktestError, ReplayError, ValueError) as exc:
         print(f"backtest: {exc}", file=sys.stderr)
@@ -799,6 +801,14 @@ def replay(
     ] = None,
     outbox: Annotated[str | None, typer.Option(help="outbox folder (default data/replay/outbox)")] = None,
     every: Annotated[str, typer.Option(help="tick spacing: 15m, 1h, 1d …")] = "1h",
+    on_disk: Annotated[
+        bool,
+        typer.Option(
+            "--on-disk",
+            help="run the ticks on the warehouse file instead of a copy in memory (slower; for warehouses "
+            "larger than the memory at hand)",
+        ),
+    ] = False,
 ) -> None:
     """Run a period's ticks in order into a fresh warehouse, as live runs would have (outbox only)."""
     _done(cmd_replay(SimpleNamespace(**locals())))
@@ -822,6 +832,14 @@ def backtest(
     ] = None,
     out: Annotated[str | None, typer.Option(help="write the Markdown here instead of printing it")] = None,
     limit: Annotated[int, typer.Option(help="changed triggers listed in the Markdown")] = 30,
+    on_disk: Annotated[
+        bool,
+        typer.Option(
+            "--on-disk",
+            help="run the ticks on the warehouse file instead of a copy in memory (slower; for warehouses "
+            "larger than the memory at hand)",
+        ),
+    ] = False,
 ) -> None:
     """Replay a period with the current rules and with changed ones: mails, caps, estimates, who changes."""
     _done(cmd_backtest(SimpleNamespace(**locals())))

@@ -5,7 +5,9 @@ same ticks, every decision taken by that side's dbt project at each tick's as_of
 in that side's ledger (outbox only, nothing is sent). The two sides are then compared in a result
 warehouse (``results.duckdb`` in the work folder), all of it SQL:
 
-- ``backtest.decisions`` / ``backtest.sends``: every decision of every tick and every ledger row, per side;
+- ``backtest.decisions`` / ``backtest.sends``: every decision of every tick and every ledger row, per side
+  (the decisions are stored as ``backtest.decision_spans``, stretches of ticks with the same decision, and
+  expanded over ``backtest.ticks`` by the view);
 - ``backtest.summary``: per side, campaign and step: mails, unique customers, caps hit, deferrals,
   expiries, exits on order, backlog skips and drips, and the estimated opens, clicks, conversions and
   revenue with 95 % intervals;
@@ -25,9 +27,12 @@ down, not how much one period's outcome scatters around it.
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,7 +41,7 @@ import duckdb
 
 from nachfass.core import paths
 from nachfass.core.diff import rules_project
-from nachfass.core.replay import ReplayError, replay
+from nachfass.core.replay import ReplayError, load_exports, replay, tick_times
 from nachfass.core.shop import load_shop_settings
 
 SIDES = ("before", "after")
@@ -223,7 +228,7 @@ with triggers as (
         bool_or(reason = 'purchased') as exited_on_order,
         bool_or(reason = 'backlog_skipped') as backlog_skipped,
         bool_or(reason = 'backlog_drip') as backlog_dripped
-    from backtest.decisions
+    from backtest.decision_spans
     group by all
 ),
 decided as (
@@ -293,9 +298,9 @@ last_decision as (
     select
         side, campaign, step, trigger_key,
         any_value(customer_id) as customer_id,
-        arg_max(decision || ' (' || reason || ')', as_of) as label,
-        max(as_of) as decided_at
-    from backtest.decisions
+        arg_max(decision || ' (' || reason || ')', last_as_of) as label,
+        max(last_as_of) as decided_at
+    from backtest.decision_spans
     group by all
 ),
 b as (select * from first_sent where side = 'before'),
@@ -378,11 +383,22 @@ def _compare(result_db: Path, sides: dict[str, Path], rates: dict, shop_tz: str)
         for side, warehouse in sides.items():
             quoted = str(warehouse).replace("'", "''")
             conn.execute(f"attach '{quoted}' as {side}_side (read_only)")
+        # the decisions as spans of ticks (replay.decision_spans), expanded by the view backtest.decisions
         conn.execute(
-            "create or replace table backtest.decisions as "
+            "create or replace table backtest.ticks as "
+            + " union ".join(f"select as_of from {side}_side.replay.ticks" for side in sides)
+        )
+        conn.execute(
+            "create or replace table backtest.decision_spans as "
             + " union all ".join(
-                f"select '{side}' as side, * from {side}_side.replay.decisions" for side in sides
+                f"select '{side}' as side, * from {side}_side.replay.decision_spans" for side in sides
             )
+        )
+        conn.execute(
+            "create or replace view backtest.decisions as select spans.side, ticks.as_of, spans.campaign, "
+            "spans.step, spans.trigger_key, spans.customer_id, spans.decision, spans.reason "
+            "from backtest.decision_spans as spans inner join backtest.ticks "
+            "on ticks.as_of between spans.first_as_of and spans.last_as_of"
         )
         conn.execute(
             "create or replace table backtest.sends as "
@@ -425,6 +441,61 @@ def _compare(result_db: Path, sides: dict[str, Path], rates: dict, shop_tz: str)
         conn.close()
 
 
+def _replay_sides(
+    projects: dict[str, Path],
+    warehouses: dict[str, Path],
+    *,
+    label: str,
+    workdir: Path,
+    start: datetime,
+    end: datetime,
+    every: timedelta,
+    in_memory: bool,
+    threads_per_side: int | None,
+    progress: Callable[[str], None],
+) -> None:
+    """The two replays side by side, one thread each: a tick is mostly DuckDB, which releases the GIL, so
+    the sides share the cores (docs/benchmarks.md). The first failure cancels the other side before its
+    next tick and is the error raised."""
+    cancel = threading.Event()
+    # each side's DuckDB on its share of the cores (docs/benchmarks.md); 0: DuckDB's default (every core)
+    if threads_per_side is None:
+        threads_per_side = max(1, (os.cpu_count() or 2) // len(SIDES))
+    threads = threads_per_side or None
+
+    def run(side: str) -> None:
+        progress(f"[{side}] replaying with {'the current rules' if side == 'before' else label}")
+        try:
+            replay(
+                landing=None,
+                warehouse=warehouses[side],
+                outbox=workdir / side / "outbox",
+                start=start,
+                end=end,
+                every=every,
+                project=projects[side],
+                progress=lambda line: progress(f"[{side}] {line}"),
+                in_memory=in_memory,
+                cancel=cancel,
+                threads=threads,
+            )
+        except BaseException:
+            cancel.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=len(SIDES), thread_name_prefix="backtest") as pool:
+        futures = {side: pool.submit(run, side) for side in SIDES}
+        errors = {side: future.exception() for side, future in futures.items()}
+    failed = [(side, exc) for side, exc in errors.items() if exc is not None]
+    # the side that failed first, not the one it cancelled
+    failed.sort(key=lambda item: str(item[1]).startswith("cancelled"))
+    if failed:
+        side, exc = failed[0]
+        if isinstance(exc, ReplayError):
+            raise BacktestError(f"the {side} replay failed: {exc}") from exc
+        raise exc
+
+
 def run_backtest(
     *,
     rules: str,
@@ -436,10 +507,13 @@ def run_backtest(
     history: Path | str | None = None,
     current: Path | None = None,
     progress: Callable[[str], None] = print,
+    in_memory: bool = True,
+    threads_per_side: int | None = None,
 ) -> BacktestResult:
     """Replay start..end with the current dbt project (``current``, default this one) and with ``rules``
     (a dbt project folder or a git ref), each into ``workdir/<side>/``, and compare them in
-    ``workdir/results.duckdb``. ``history`` is the warehouse whose mail performance gives the rates."""
+    ``workdir/results.duckdb``. ``history`` is the warehouse whose mail performance gives the rates.
+    ``in_memory`` is the replays' (``nachfass.core.replay.replay``)."""
     started = time.monotonic()
     workdir = Path(workdir).resolve()
     for side in SIDES:
@@ -454,23 +528,31 @@ def run_backtest(
     except RuntimeError as exc:
         raise BacktestError(str(exc)) from exc
     projects = {"before": Path(current or paths.dbt_project_dir()), "after": project}
-    warehouses: dict[str, Path] = {}
-    for side in SIDES:
-        progress(f"[{side}] replaying with {'the current rules' if side == 'before' else label}")
-        warehouses[side] = workdir / side / "warehouse.duckdb"
-        try:
-            replay(
-                landing=landing,
-                warehouse=warehouses[side],
-                outbox=workdir / side / "outbox",
-                start=start,
-                end=end,
-                every=every,
-                project=projects[side],
-                progress=lambda line, side=side: progress(f"[{side}] {line}"),
-            )
-        except ReplayError as exc:
-            raise BacktestError(f"the {side} replay failed: {exc}") from exc
+    warehouses = {side: workdir / side / "warehouse.duckdb" for side in SIDES}
+    try:
+        # both sides start from the same exports: loaded once, the file copied for the other side
+        load_exports(
+            landing=landing,
+            warehouse=warehouses["before"],
+            end=tick_times(start, end, every)[-1],
+            progress=lambda line: progress(f"[both] {line}"),
+        )
+    except ReplayError as exc:
+        raise BacktestError(f"loading the exports failed: {exc}") from exc
+    warehouses["after"].parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(warehouses["before"], warehouses["after"])
+    _replay_sides(
+        projects,
+        warehouses,
+        label=label,
+        workdir=workdir,
+        start=start,
+        end=end,
+        every=every,
+        in_memory=in_memory,
+        threads_per_side=threads_per_side,
+        progress=progress,
+    )
     _compare(result_db, warehouses, rates, load_shop_settings().timezone)
     conn = duckdb.connect(str(result_db), read_only=True)
     try:

@@ -180,6 +180,11 @@ def read_outgoing(
     needed as much memory as the queue is large: at 1M customers (145 k mails, ~3 GiB) it broke DuckDB's
     memory limit, and even a small sort reserves 256 MiB there."""
     cursor = conn.cursor()
+    if isinstance(conn, duckdb.DuckDBPyConnection):
+        # a cursor starts in the instance's default database, not in the one `use` chose (the replay
+        # runs in an in-memory database attached under the warehouse's name)
+        catalog = conn.execute("select current_database()").fetchone()[0]
+        cursor.execute(f'use "{catalog}"')
     keys = sorted(
         row[0]
         for row in cursor.execute("select send_id from mail.outgoing where run_id = ?", [run_id]).fetchall()
