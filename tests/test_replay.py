@@ -92,6 +92,10 @@ def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_man
 
     # the per-day table counts the ledger
     assert sum(row[2] for row in report.daily) == len(live_outbox)
+    # the replayed warehouse reads as of its last tick in a later session too (views included)
+    assert query(replayed, "select count(*) from staging.stg_sends") == query(
+        replayed, "select count(*) from mail.sends"
+    )
 
     # the ticks on the warehouse file (--on-disk) decide and record the same as on the copy in memory
     on_disk = tmp_path / "on-disk" / "warehouse.duckdb"

@@ -227,6 +227,19 @@ def close_decision_spans(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("drop table if exists temp.tick_decisions")
 
 
+def _pin_views(conn: duckdb.DuckDBPyConnection, models: list[TickModel], moment: datetime) -> None:
+    """The tick models that are views (stg_sends …) read the as_of from a session variable, which a later
+    session does not have: they would show nothing. Re-create them as of the last tick, as a live run's
+    views are as of its as_of."""
+    literal = (
+        f"cast(timestamp '{moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=' ')}' as timestamp)"
+    )
+    for model in models:
+        if model.materialized == "view":
+            sql = model.sql.replace(f"getvariable('{AS_OF_VARIABLE}')", literal)
+            conn.execute(f"create or replace view {model.relation} as {sql}")
+
+
 def _catalog(models: list[TickModel]) -> str:
     """The database name the compiled models qualify their relations with ("<name>"."<schema>"."<table>";
     dbt-duckdb derives it from the warehouse file's name)."""
@@ -503,6 +516,7 @@ def replay(
             progress(f"tick {number}/{len(ticks)} {_iso(tick)}: {sent} ({seconds:.1f} s)")
             previous = tick
         close_decision_spans(conn)
+        _pin_views(conn, models, ticks[-1])
         report.daily = conn.execute(DAILY_SUMMARY_SQL, {"tz": shop.timezone}).fetchall()
         if in_memory:
             progress(f"writing the replayed warehouse to {warehouse} …")
