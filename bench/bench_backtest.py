@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir=args.workdir / "run",
         history=None,
         progress=progress,
-        in_memory=not args.on_disk,
+        in_memory=False if args.on_disk else None,
         threads_per_side=args.threads_per_side,
     )
     total = time.perf_counter() - started

@@ -19,6 +19,8 @@ from nachfass.core.replay import (
     ReplayError,
     campaigns_due,
     close_decision_spans,
+    duckdb_memory_budget,
+    fits_in_memory,
     parse_every,
     record_tick_decisions,
     replay,
@@ -223,3 +225,19 @@ def test_replay_decisions_hold_every_tick_s_candidates(ticks: list[dict]) -> Non
     assert sorted(got, key=repr) == sorted(expected, key=repr)
     # one span per stretch of equal decisions: never more rows than the naive table
     assert conn.execute("select count(*) from replay.decision_spans").fetchone()[0] <= len(expected)
+
+
+def test_the_ticks_run_in_memory_only_when_the_copy_fits(tmp_path: Path, monkeypatch) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse.write_bytes(b"\0" * 30_000_000)  # only its size counts
+    monkeypatch.setenv("NACHFASS_DUCKDB_MEMORY_LIMIT", "1GiB")
+    assert duckdb_memory_budget() == 2**30
+    assert fits_in_memory(warehouse) == (True, 150_000_000, 2**30)
+    # a backtest runs two copies at once: each gets half
+    assert fits_in_memory(warehouse, share=2)[0] and not fits_in_memory(warehouse, share=8)[0]
+    monkeypatch.setenv("NACHFASS_DUCKDB_MEMORY_LIMIT", "100MB")
+    fits, needed, budget = fits_in_memory(warehouse)
+    assert not fits and needed == 150_000_000
+    assert budget == pytest.approx(100_000_000, rel=0.01)  # DuckDB shows it rounded: 95.3 MiB
+    monkeypatch.setenv("NACHFASS_DUCKDB_MEMORY_LIMIT", "50%")  # DuckDB resolves it against this machine
+    assert 0 < duckdb_memory_budget() < 2**50

@@ -483,7 +483,7 @@ def cmd_replay(args: SimpleNamespace) -> int:
             start=parse_as_of(args.start),
             end=parse_as_of(args.end),
             every=parse_every(args.every),
-            in_memory=not args.on_disk,
+            in_memory=False if args.on_disk else None,
         )
     except (ReplayError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
@@ -514,7 +514,7 @@ def cmd_backtest(args: SimpleNamespace) -> int:
             workdir=workdir,
             history=history,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
-            in_memory=not args.on_disk,
+            in_memory=False if args.on_disk else None,
         )
     except (BacktestError, ReplayError, ValueError) as exc:
         print(f"backtest: {exc}", file=sys.stderr)
@@ -805,8 +805,8 @@ def replay(
         bool,
         typer.Option(
             "--on-disk",
-            help="run the ticks on the warehouse file instead of a copy in memory (slower; for warehouses "
-            "larger than the memory at hand)",
+            help="run the ticks on the warehouse file, not on a copy in memory (slower; chosen anyway when "
+            "the copy would not fit under NACHFASS_DUCKDB_MEMORY_LIMIT)",
         ),
     ] = False,
 ) -> None:
@@ -836,8 +836,8 @@ def backtest(
         bool,
         typer.Option(
             "--on-disk",
-            help="run the ticks on the warehouse file instead of a copy in memory (slower; for warehouses "
-            "larger than the memory at hand)",
+            help="run the ticks on the warehouse file, not on a copy in memory (slower; chosen anyway when "
+            "the copy would not fit under NACHFASS_DUCKDB_MEMORY_LIMIT)",
         ),
     ] = False,
 ) -> None:

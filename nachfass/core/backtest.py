@@ -450,7 +450,7 @@ def _replay_sides(
     start: datetime,
     end: datetime,
     every: timedelta,
-    in_memory: bool,
+    in_memory: bool | None,
     threads_per_side: int | None,
     progress: Callable[[str], None],
 ) -> None:
@@ -476,6 +476,7 @@ def _replay_sides(
                 project=projects[side],
                 progress=lambda line: progress(f"[{side}] {line}"),
                 in_memory=in_memory,
+                memory_share=len(SIDES),
                 cancel=cancel,
                 threads=threads,
             )
@@ -507,7 +508,7 @@ def run_backtest(
     history: Path | str | None = None,
     current: Path | None = None,
     progress: Callable[[str], None] = print,
-    in_memory: bool = True,
+    in_memory: bool | None = None,
     threads_per_side: int | None = None,
 ) -> BacktestResult:
     """Replay start..end with the current dbt project (``current``, default this one) and with ``rules``
