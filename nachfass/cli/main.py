@@ -709,6 +709,14 @@ LandingOpt = Annotated[
 WarehouseOpt = Annotated[
     str | None, typer.Option(help="DuckDB file (default $NACHFASS_WAREHOUSE or data/warehouse.duckdb)")
 ]
+OnDiskOpt = Annotated[
+    bool,
+    typer.Option(
+        "--on-disk",
+        help="run the ticks on the warehouse file, not on a copy in memory (slower; chosen anyway when "
+        "the copy would not fit under NACHFASS_DUCKDB_MEMORY_LIMIT)",
+    ),
+]
 OutboxOpt = Annotated[
     str | None, typer.Option(help="outbox folder (default $NACHFASS_OUTBOX or data/outbox)")
 ]
@@ -801,14 +809,7 @@ def replay(
     ] = None,
     outbox: Annotated[str | None, typer.Option(help="outbox folder (default data/replay/outbox)")] = None,
     every: Annotated[str, typer.Option(help="tick spacing: 15m, 1h, 1d …")] = "1h",
-    on_disk: Annotated[
-        bool,
-        typer.Option(
-            "--on-disk",
-            help="run the ticks on the warehouse file, not on a copy in memory (slower; chosen anyway when "
-            "the copy would not fit under NACHFASS_DUCKDB_MEMORY_LIMIT)",
-        ),
-    ] = False,
+    on_disk: OnDiskOpt = False,
 ) -> None:
     """Run a period's ticks in order into a fresh warehouse, as live runs would have (outbox only)."""
     _done(cmd_replay(SimpleNamespace(**locals())))
@@ -832,14 +833,7 @@ def backtest(
     ] = None,
     out: Annotated[str | None, typer.Option(help="write the Markdown here instead of printing it")] = None,
     limit: Annotated[int, typer.Option(help="changed triggers listed in the Markdown")] = 30,
-    on_disk: Annotated[
-        bool,
-        typer.Option(
-            "--on-disk",
-            help="run the ticks on the warehouse file, not on a copy in memory (slower; chosen anyway when "
-            "the copy would not fit under NACHFASS_DUCKDB_MEMORY_LIMIT)",
-        ),
-    ] = False,
+    on_disk: OnDiskOpt = False,
 ) -> None:
     """Replay a period with the current rules and with changed ones: mails, caps, estimates, who changes."""
     _done(cmd_backtest(SimpleNamespace(**locals())))
