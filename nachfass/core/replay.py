@@ -286,7 +286,8 @@ def _open_in_memory(warehouse: Path, *, catalog: str, work: Path) -> duckdb.Duck
     A tick re-creates ~27 tables; on the file, committing them wrote them to disk every tick (1.6 s of a
     4.7 s tick at 100,000 customers, docs/benchmarks.md). In memory nothing is written until the end
     (``_write_back``). Memory: ~4× the file (no compression; ~1.9 GiB for the 100,000-customer sample);
-    beyond NACHFASS_DUCKDB_MEMORY_LIMIT DuckDB moves blocks to the work folder's ``tmp``."""
+    the replay runs the ticks on the file instead when that would not fit (``fits_in_memory``). Sorts and
+    joins beyond the memory limit spill to the work folder's ``tmp``."""
     conn = duckdb.connect()
     try:
         conn.execute(f"set memory_limit = '{duckdb_config.memory_limit()}'")
@@ -512,9 +513,9 @@ def replay(
             )
     conn = _open_in_memory(warehouse, catalog=_catalog(models), work=work) if in_memory else None
     conn = conn or duckdb_config.connect(warehouse)
-    if threads is not None:
-        conn.execute(f"set threads = {max(1, int(threads))}")
     try:
+        if threads is not None:
+            conn.execute(f"set threads = {max(1, int(threads))}")
         previous = ticks[0] - every
         for number, tick in enumerate(ticks, start=1):
             if cancel is not None and cancel.is_set():
