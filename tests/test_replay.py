@@ -48,6 +48,20 @@ LEDGER = (
 )
 
 
+def _replay_ticks(landing: Path, folder: Path, *, outbox: Path | None = None, **options):
+    """A replay of TICKS (daily) into ``folder``/warehouse.duckdb and its outbox."""
+    return replay(
+        landing=landing,
+        warehouse=folder / "warehouse.duckdb",
+        outbox=outbox or folder / "outbox",
+        start=TICKS[0],
+        end=TICKS[-1],
+        every=timedelta(days=1),
+        progress=lambda _line: None,
+        **options,
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.clock
 def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_manifest, tmp_path) -> None:
@@ -65,15 +79,7 @@ def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_man
 
     # replay: the same ticks into a fresh warehouse
     replayed = tmp_path / "replay" / "warehouse.duckdb"
-    report = replay(
-        landing=landing,
-        warehouse=replayed,
-        outbox=tmp_path / "replay" / "outbox",
-        start=TICKS[0],
-        end=TICKS[-1],
-        every=timedelta(days=1),
-        progress=lambda _line: None,
-    )
+    report = _replay_ticks(landing, tmp_path / "replay")
     assert [t.as_of for t in report.ticks] == TICKS
     assert live_ledger and query(replayed, LEDGER) == live_ledger
     assert {row[-1] for row in live_ledger} == {t.replace(tzinfo=None) for t in TICKS}  # sent at each tick
@@ -101,16 +107,7 @@ def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_man
 
     # the ticks on the warehouse file (--on-disk) decide and record the same as on the copy in memory
     on_disk = tmp_path / "on-disk" / "warehouse.duckdb"
-    replay(
-        landing=landing,
-        warehouse=on_disk,
-        outbox=tmp_path / "on-disk" / "outbox",
-        start=TICKS[0],
-        end=TICKS[-1],
-        every=timedelta(days=1),
-        progress=lambda _line: None,
-        in_memory=False,
-    )
+    _replay_ticks(landing, tmp_path / "on-disk", in_memory=False)
     decisions = "select * from replay.decisions order by all"
     assert query(on_disk, LEDGER) == live_ledger
     assert query(on_disk, decisions) == query(replayed, decisions)
@@ -118,15 +115,7 @@ def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_man
 
     # a replay needs a fresh warehouse
     with pytest.raises(ReplayError, match="fresh warehouse"):
-        replay(
-            landing=landing,
-            warehouse=replayed,
-            outbox=tmp_path / "again",
-            start=TICKS[0],
-            end=TICKS[-1],
-            every=timedelta(days=1),
-            progress=lambda _line: None,
-        )
+        _replay_ticks(landing, tmp_path / "replay", outbox=tmp_path / "again")
 
 
 # not in the shifted-clock pass: it orders logical as_of values only; the test above has the clock
