@@ -120,6 +120,8 @@ def world(tmp_path_factory, postgres_server, dbt_manifest):
             ).fetchall()
         ]
         world["traces_before"] = _pg_traces(pg, [PERSON_EMAIL, PERSON_ID])
+        # What autovacuum does at its own moment: column statistics whose samples hold the address.
+        pg.execute("analyze")
         world["file_hits_before"] = _database_file_hits(pg, postgres_server)
     with duckdb.connect(str(staging), read_only=True) as duck:
         world["staging_traces_before"] = _traces(duck, {"email": PERSON_EMAIL, "ids": [PERSON_ID]})
@@ -141,6 +143,7 @@ def test_the_person_was_in_the_warehouse_and_the_staging_file(world):
     assert {"raw.customers", "raw.consents", "eligibility.mail_candidates"} <= set(world["traces_before"])
     assert {"raw.customers", "raw.consents"} <= set(world["staging_traces_before"])
     assert world["file_hits_before"] and world["staging_hits_before"] > 0
+    assert "pg_statistic" in world["file_hits_before"], "the column statistics sample the address"
 
 
 def test_no_row_in_postgres_names_the_person_anymore(world):
@@ -198,3 +201,57 @@ def test_the_rewritten_event_file_is_not_loaded_again(world):
             == 1
         )
         assert _pg_traces(pg, [PERSON_EMAIL, PERSON_ID]) == {}
+
+
+def test_old_statistics_samples_go_only_when_the_role_may_rewrite_the_catalog(postgres_server):
+    """ANALYZE leaves the replaced statistics row, with its sample of the address, in pg_statistic's file.
+    A superuser or the database's owner rewrites the catalog; any other role cannot (VACUUM only warns), and
+    the erasure's caller is told so instead of a silent leftover."""
+    from nachfass.privacy.erasure import compact_postgres
+
+    name = postgres_server.create_database("erasure_statistics")
+
+    def as_role(user: str) -> PgConnection:
+        return PgConnection.open(
+            PostgresSettings(host=postgres_server.host, port=postgres_server.port, user=user, dbname=name)
+        )
+
+    def sample_the_address_then_delete_it(pg: PgConnection) -> None:
+        pg.execute(
+            "create table raw.customers as select 'kunde' || g || '@example.org' as email "
+            "from generate_series(1, 50) as g"  # few enough for every address to be in the histogram
+        )
+        pg.execute("insert into raw.customers values (?)", [PERSON_EMAIL])
+        pg.execute("analyze raw.customers")
+        hits = _database_file_hits(pg, postgres_server)
+        assert "pg_statistic" in hits, hits
+        pg.execute("delete from raw.customers where email = ?", [PERSON_EMAIL])
+
+    try:
+        with as_role("postgres") as pg:
+            pg.execute("drop role if exists erasure_clerk")
+            pg.execute("create role erasure_clerk login in role pg_checkpoint")  # for the scans
+            pg.execute(f'grant create on database "{name}" to erasure_clerk')
+        with as_role("erasure_clerk") as pg:  # owns the tables, not the database
+            pg.execute("create schema raw")
+            pg.execute("create schema mail")
+            pg.execute("create table mail.sends (email text)")
+            sample_the_address_then_delete_it(pg)
+            assert "pg_catalog.pg_statistic" not in compact_postgres(pg)
+            hits = _database_file_hits(pg, postgres_server)
+        assert "pg_statistic" in hits, hits
+        with as_role("postgres") as pg:
+            pg.execute(f'alter database "{name}" owner to erasure_clerk')
+        with as_role("erasure_clerk") as pg:
+            pg.execute("drop table raw.customers")
+            sample_the_address_then_delete_it(pg)
+            assert "pg_catalog.pg_statistic" in compact_postgres(pg)
+            assert _database_file_hits(pg, postgres_server) == {}
+    finally:
+        postgres_server.drop_database(name)
+        with PgConnection.open(
+            PostgresSettings(
+                host=postgres_server.host, port=postgres_server.port, user="postgres", dbname="postgres"
+            )
+        ) as pg:
+            pg.execute("drop role if exists erasure_clerk")

@@ -426,8 +426,13 @@ def cmd_erase(args: SimpleNamespace) -> int:
             now=as_of,
             staging=staging,
         )
-        if on_postgres:
-            compact_postgres(conn)
+        if on_postgres and "pg_catalog.pg_statistic" not in compact_postgres(conn):
+            print(
+                "warning: the column statistics (pg_catalog.pg_statistic) may still hold old samples of "
+                "the address: only a superuser or the database's owner can rewrite them "
+                "(VACUUM FULL pg_catalog.pg_statistic)",
+                file=sys.stderr,
+            )
         on_spark = engine.dbt_engine() == "spark"
         if on_spark:
             from nachfass.core.warehouse import spark
