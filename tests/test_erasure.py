@@ -19,6 +19,7 @@ import pytest
 import sendgrid
 from tests_support import REPO_ROOT
 
+from nachfass.cli.main import main
 from nachfass.devtools.sendgrid_server import run_sandbox
 from nachfass.privacy.erasure import SENDGRID_ERASE_BATCH, compact_warehouse, erase_person, salted_hash
 
@@ -36,6 +37,7 @@ SECRET_ENV = (
     "SENDGRID_WEBHOOK_PUBLIC_KEY",
 )
 SCANNED_SCHEMAS = ("raw", "staging", "intermediate", "segments", "eligibility", "analytics", "mail")
+COPY_SCHEMAS = (*SCANNED_SCHEMAS, "replay", "backtest")  # what a replay's or backtest's files hold besides
 EXEMPT = {"mail.sends", "mail.erasures"}  # pseudonymised / bookkeeping, checked separately
 NEW_CART = "KSERASED1"
 HOLIDAYS = {(12, 24), (12, 25), (12, 26), (12, 31), (1, 1)}
@@ -60,17 +62,22 @@ def _connect(world: dict, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(world["warehouse"]), read_only=read_only)
 
 
-def _traces(conn: duckdb.DuckDBPyConnection, needles: dict[str, str]) -> dict[str, int]:
+def _traces(
+    conn: duckdb.DuckDBPyConnection,
+    needles: dict[str, str],
+    schemas: tuple[str, ...] = SCANNED_SCHEMAS,
+    exempt: set[str] = EXEMPT,
+) -> dict[str, int]:
     """{table: rows} of every table/view in the scanned schemas whose row, cast to text (all columns, JSON
     and nested values included), contains the address or one of the ids (as a whole token)."""
     relations = conn.execute(
         f"select table_schema || '.' || table_name from information_schema.tables "
-        f"where table_schema in ({','.join('?' * len(SCANNED_SCHEMAS))})",
-        list(SCANNED_SCHEMAS),
+        f"where table_schema in ({','.join('?' * len(schemas))})",
+        list(schemas),
     ).fetchall()
     found: dict[str, int] = {}
     for (name,) in relations:
-        if name in EXEMPT:
+        if name in exempt:
             continue
         conditions = [f"contains(lower(t::varchar), '{needles['email']}')"]
         for token in needles["ids"]:
@@ -174,7 +181,30 @@ def world(tmp_path_factory, dbt_manifest):
             ]
             world["traces_before"] = _traces(conn, {"email": PERSON_EMAIL, "ids": [PERSON_ID]})
         world["outbox_before"] = sorted(p.name for p in world["outbox"].iterdir())
+        # A marketer's backtest of the run's moment: two replayed warehouses, their outboxes and the results,
+        # in the default folder, each with its own copy of the person.
+        backtest = Path(env["NACHFASS_DATA"]) / "backtest"
+        tick = AS_OF.isoformat()
+        assert main(["backtest", "--rules", str(REPO_ROOT / "dbt"), "--from", tick, "--to", tick]) == 0
+        world["copies"] = sorted(backtest.rglob("*.duckdb"))
+        world["copy_outboxes"] = sorted(p for p in backtest.rglob("outbox") if p.is_dir())
+        world["copy_traces_before"] = _copy_traces(world)
+        world["copy_file_hits_before"] = _copy_file_hits(world)
         world_events["consent"] = _unsubscribe_file(landing)
+
+        # While a backtest still holds one of the copies, the erasure refuses before it erases anything.
+        with duckdb.connect(str(backtest / "results.duckdb")):
+            held = subprocess.run(
+                [sys.executable, "-m", "nachfass.cli.main", "erase", "--email", PERSON_EMAIL],
+                cwd=REPO_ROOT,
+                env=os.environ.copy(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        world["held"] = held
+        with _connect(world) as conn:
+            world["traces_while_held"] = _traces(conn, {"email": PERSON_EMAIL, "ids": [PERSON_ID]})
 
         with run_sandbox(api_key=API_KEY) as sandbox:
             result = subprocess.run(
@@ -198,8 +228,25 @@ def world(tmp_path_factory, dbt_manifest):
         assert result.returncode == 0, result.stdout + result.stderr
         world["erase_output"] = result.stdout + result.stderr
         world["file_hits_after_cli"] = _file_hits(world["warehouse"])
+        world["copy_traces_after"] = _copy_traces(world)
         world["webhook_files"] = world_events
         yield world
+
+
+def _copy_traces(world: dict) -> dict[str, dict[str, int]]:
+    """{copy file: {table: rows naming the person}} over the backtest's files, their simulated ledgers
+    included."""
+    needles = {"email": PERSON_EMAIL, "ids": [PERSON_ID, *world["order_ids"]]}
+    found = {}
+    for path in world["copies"]:
+        with duckdb.connect(str(path), read_only=True) as conn:
+            traces = _traces(conn, needles, COPY_SCHEMAS, exempt=set())
+        found[f"{path.parent.name}/{path.name}"] = traces
+    return found
+
+
+def _copy_file_hits(world: dict) -> dict[str, int]:
+    return {f"{path.parent.name}/{path.name}": _file_hits(path) for path in world["copies"]}
 
 
 def test_person_was_mailed_before(world):
@@ -468,3 +515,32 @@ def test_erasing_again_restarts_the_suppression(tmp_path):
     erase_person(conn, customer_id="C9", now=second)
     assert conn.execute("select erased_at from mail.erasures").fetchall() == [(second.replace(tzinfo=None),)]
     conn.close()
+
+
+def test_replays_and_backtests_lose_the_person_too(world):
+    """A backtest replays the exports into copies of the warehouse: the erasure finds them in their default
+    folder and deletes the person from their tables (simulated ledger included), files and outboxes."""
+    before = world["copy_traces_before"]
+    assert {"backtest/results.duckdb", "before/warehouse.duckdb", "after/warehouse.duckdb"} == set(before)
+    assert {"raw.customers", "replay.decision_spans", "mail.sends"} <= set(before["before/warehouse.duckdb"])
+    assert "backtest.sends" in before["backtest/results.duckdb"]
+    hits = world["copy_file_hits_before"]
+    assert hits["before/warehouse.duckdb"] and hits["after/warehouse.duckdb"]
+
+    assert world["copy_traces_after"] == {name: {} for name in before}
+    assert _copy_file_hits(world) == {name: 0 for name in before}
+    remaining = [path for outbox in world["copy_outboxes"] for path in outbox.iterdir()]
+    assert remaining, "the other customers' simulated mails stay"
+    for path in remaining:
+        assert PERSON_EMAIL not in path.read_text(encoding="utf-8", errors="replace").lower(), path
+    assert "rows from the replay/backtest copy" in world["erase_output"]
+    assert "outbox files of replays and backtests" in world["erase_output"]
+
+
+def test_a_copy_held_by_a_running_backtest_stops_the_erasure_before_it_starts(world):
+    held = world["held"]
+    assert held.returncode == 1
+    assert "cannot open the replay/backtest copy" in held.stderr and "results.duckdb" in held.stderr
+    assert "nothing was erased" in held.stderr
+    # the warehouse still named the person after the refused attempt
+    assert {"raw.customers", "raw.consents"} <= set(world["traces_while_held"])

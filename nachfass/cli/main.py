@@ -394,7 +394,7 @@ def cmd_erase(args: SimpleNamespace) -> int:
     would stay in Dagster's run history, which is exactly what erasure must not leave behind."""
     from dagster_project.resources import parse_as_of
     from nachfass.core import engine
-    from nachfass.privacy.erasure import compact_postgres, compact_warehouse, erase_person
+    from nachfass.privacy.erasure import ErasureError, compact_postgres, compact_warehouse, erase_person
 
     _export_locations(args)
     client = None
@@ -416,16 +416,21 @@ def cmd_erase(args: SimpleNamespace) -> int:
             staging = stack.enter_context(
                 engine.staging(staging_file, log=lambda message: print(message, file=sys.stderr))
             )
-        report = erase_person(
-            conn,
-            email=args.email,
-            customer_id=args.customer_id,
-            outbox_dir=paths.outbox_dir(),
-            landing_dir=paths.landing_dir(),
-            sendgrid_client=client,
-            now=as_of,
-            staging=staging,
-        )
+        try:
+            report = erase_person(
+                conn,
+                email=args.email,
+                customer_id=args.customer_id,
+                outbox_dir=paths.outbox_dir(),
+                landing_dir=paths.landing_dir(),
+                sendgrid_client=client,
+                now=as_of,
+                staging=staging,
+                copies=(paths.data_dir() / "replay", paths.data_dir() / "backtest"),
+            )
+        except ErasureError as exc:
+            print(f"erase: {exc}", file=sys.stderr)
+            return 1
         if on_postgres and "pg_catalog.pg_statistic" not in compact_postgres(conn):
             print(
                 "warning: the column statistics (pg_catalog.pg_statistic) may still hold old samples of "
@@ -455,6 +460,10 @@ def cmd_erase(args: SimpleNamespace) -> int:
         print(f"  deleted {n:>6} rows from {table} in the staging file {paths.staging_path()}")
     print(f"  pseudonymised {report.ledger_rows_pseudonymised} ledger rows (the address stays suppressed)")
     print(f"  deleted {report.outbox_files_deleted} outbox files")
+    for copy, n in sorted(report.copy_rows_deleted.items()):
+        print(f"  deleted {n:>6} rows from the replay/backtest copy {copy} (rewritten)")
+    if report.copy_rows_deleted or report.copy_outbox_files_deleted:
+        print(f"  deleted {report.copy_outbox_files_deleted} outbox files of replays and backtests")
     if on_spark:
         built = f", every model rebuilt as of {rebuilt_as_of}" if rebuilt_as_of is not None else ""
         print(f"  Spark: {len(spark_report.rows)} source tables replaced from PostgreSQL{built}")

@@ -14,12 +14,16 @@ What happens:
   atomically and its new hash recorded as loaded, so it is not loaded again), and the one-row consent
   files the unsubscribe pages wrote for them (``consents/*.csv`` with source ``mail_link``) are deleted.
   The shop's own export files are the shop's data and are not touched (docs/operations.md);
+- the copies replays and backtests made (their warehouses, results and outboxes in the folders the caller
+  names, by default ``$NACHFASS_DATA/replay`` and ``$NACHFASS_DATA/backtest``) lose every row and outbox
+  file about the person too, their simulated ledgers included, and are rewritten like the warehouse;
 - when a SendGrid key is set, SendGrid's erasure is requested (``POST /v3/recipients/erasejob``, at most
   5,000 addresses per request).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -40,7 +44,14 @@ from nachfass.core.schema import ensure_erasure_schema
 
 SENDGRID_ERASE_BATCH = 5000  # SendGrid's limit per erasejob request
 PERSON_COLUMNS = ("email", "to_email", "customer_id", "order_id")
-DERIVED_SCHEMAS = ("raw", "staging", "intermediate", "segments", "eligibility", "analytics", "mail")
+# replay.* and backtest.* live in the copies replays and backtests make (nachfass/core/replay.py, backtest.py)
+DERIVED_SCHEMAS = (
+    "raw", "staging", "intermediate", "segments", "eligibility", "analytics", "mail", "replay", "backtest",
+)  # fmt: skip
+
+
+class ErasureError(RuntimeError):
+    """The erasure cannot be done as asked; nothing was erased."""
 
 
 @dataclass
@@ -56,6 +67,10 @@ class ErasureReport:
     sendgrid_requests: int = 0
     # PostgreSQL engine: rows deleted from the local DuckDB staging file's copies of the exports
     staging_rows_deleted: dict[str, int] = field(default_factory=dict)
+    # replays' and backtests' copies: rows deleted per DuckDB file, and their outbox files deleted
+    copy_rows_deleted: dict[str, int] = field(default_factory=dict)
+    copy_outbox_files_deleted: int = 0
+    addresses: set[str] = field(default_factory=set, repr=False)  # the person's addresses, lower case
 
 
 def salted_hash(salt: str, email: str) -> str:
@@ -204,18 +219,76 @@ def erase_person(
     sendgrid_client=None,
     now: datetime | None = None,
     staging: duckdb.DuckDBPyConnection | None = None,
+    copies: tuple[Path, ...] = (),
 ) -> ErasureReport:
     """Erase one person; ``now`` is the erasure's logical time (``nachfass erase --as-of``), stamped on the
     ``mail.erasures`` row and the pseudonymised ledger rows. Default: the current UTC time.
 
     ``conn`` is the warehouse on either engine. ``staging`` (PostgreSQL engine) is the local DuckDB file the
-    exports are parsed in: it holds copies of the raw exports, so the person's rows go from there too."""
+    exports are parsed in: it holds copies of the raw exports, so the person's rows go from there too.
+    ``copies`` are folders of replays and backtests: every DuckDB file and outbox below them is erased too
+    (the files are opened before anything is erased, so one that a running replay holds stops the erasure
+    with :class:`ErasureError` and nothing erased)."""
     if not email and not customer_id:
         raise ValueError("give an email address or a customer id to erase")
+    with contextlib.ExitStack() as stack:
+        copy_conns = [(path, stack.enter_context(conn_)) for path, conn_ in _open_copies(copies)]
+        report = _erase_person(
+            conn,
+            email=email,
+            customer_id=customer_id,
+            outbox_dir=outbox_dir,
+            landing_dir=landing_dir,
+            sendgrid_client=sendgrid_client,
+            now=now,
+            staging=staging,
+            copies=copy_conns,
+        )
+    for path, _ in copy_conns:
+        compact_warehouse(path)
+    for folder in copies:
+        for outbox in sorted(p for p in Path(folder).rglob("outbox") if p.is_dir()):
+            report.copy_outbox_files_deleted += _erase_outbox(outbox, report.addresses)
+    return report
+
+
+def _open_copies(folders: tuple[Path, ...]) -> list[tuple[Path, duckdb.DuckDBPyConnection]]:
+    files = sorted(
+        {db.resolve() for folder in folders for db in Path(folder).rglob("*.duckdb") if db.is_file()}
+    )
+    opened: list[tuple[Path, duckdb.DuckDBPyConnection]] = []
+    try:
+        for path in files:
+            try:
+                opened.append((path, duckdb.connect(str(path))))
+            except duckdb.Error as exc:
+                raise ErasureError(
+                    f"cannot open the replay/backtest copy {path} ({str(exc).splitlines()[0]}): stop the "
+                    "replay or backtest that uses it (or delete the copy) and erase again; nothing was erased"
+                ) from exc
+    except BaseException:
+        for _, conn in opened:
+            conn.close()
+        raise
+    return opened
+
+
+def _erase_person(
+    conn,
+    *,
+    email: str | None,
+    customer_id: str | None,
+    outbox_dir: Path | None,
+    landing_dir: Path | None,
+    sendgrid_client,
+    now: datetime | None,
+    staging: duckdb.DuckDBPyConnection | None,
+    copies: list[tuple[Path, duckdb.DuckDBPyConnection]],
+) -> ErasureReport:
     ensure_erasure_schema(conn)
     now = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
     emails, ids, orders = _identify(conn, email, customer_id)
-    report = ErasureReport(emails=len(emails), customer_ids=len(ids))
+    report = ErasureReport(emails=len(emails), customer_ids=len(ids), addresses=emails)
     salt = conn.execute("select salt from mail.erasure_salt").fetchone()[0]
     conn.execute("begin")
     try:
@@ -255,6 +328,8 @@ def erase_person(
             staging.execute("rollback")
             raise
         report.staging_rows_deleted = staged.rows_deleted
+    for path, copy in copies:
+        report.copy_rows_deleted[str(path)] = _erase_copy(copy, emails, ids, orders)
 
     if outbox_dir and outbox_dir.is_dir():
         report.outbox_files_deleted = _erase_outbox(outbox_dir, emails)
@@ -269,6 +344,27 @@ def erase_person(
             report.sendgrid_requests += 1
         conn.execute("update mail.erasures set sendgrid_erasure_requested = true where erased_at = ?", [now])
     return report
+
+
+def _erase_copy(conn: duckdb.DuckDBPyConnection, emails: set, ids: set, orders: set) -> int:
+    """Delete the person from a replay's or backtest's copy, its simulated ledger included (it proves no
+    real send, so nothing is kept pseudonymised there); the number of rows deleted."""
+    erased = ErasureReport()
+    conn.execute("begin")
+    try:
+        _delete_rows(conn, emails, ids, orders, erased)
+        if (emails or ids) and _exists(conn, "mail", "sends"):
+            deleted = conn.execute(
+                "delete from mail.sends where lower(email) in (select unnest(?)) "
+                "or customer_id in (select unnest(?))",
+                [sorted(emails) or [""], sorted(ids) or [""]],
+            )
+            erased.rows_deleted["mail.sends"] = _changed(conn, deleted)
+        conn.execute("commit")
+    except Exception:
+        conn.execute("rollback")
+        raise
+    return sum(erased.rows_deleted.values())
 
 
 def compact_warehouse(db_path: Path) -> None:
