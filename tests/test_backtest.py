@@ -367,4 +367,5 @@ def test_a_side_whose_rules_fail_stops_the_backtest_with_its_own_error(tmp_path:
             progress=lambda _line: None,
         )
     assert "no_such_table" in str(failure.value) and "cancelled before the tick" not in str(failure.value)
+    assert "\x1b[" not in str(failure.value), "dbt's colour codes would garble the message in logs"
     assert not (tmp_path / "work" / "results.duckdb").exists()

@@ -8,6 +8,7 @@ and reach dbt as vars on every call: the Dagster dbt asset, the manifest parse, 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from datetime import UTC, datetime
@@ -16,6 +17,21 @@ from typing import Any
 
 # The dbt installed beside this interpreter, so `.venv/bin/nachfass` works without an activated venv.
 DBT_EXECUTABLE = shutil.which("dbt", path=str(Path(sys.executable).parent)) or shutil.which("dbt") or "dbt"
+
+
+def scratch_dbt_env(warehouse: Path) -> dict[str, str]:
+    """The environment of a dbt subprocess that builds a scratch DuckDB warehouse of its own (replays,
+    backtests, diffs), whatever engine the live warehouse runs on; without colour codes, so the output's
+    tail can be quoted in an error message."""
+    from nachfass.core import paths
+
+    return {
+        **os.environ,
+        paths.ENV_WAREHOUSE: str(warehouse),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DBT_USE_COLORS": "false",
+        "NACHFASS_ENGINE": "duckdb",
+    }
 
 
 def dbt_vars(as_of: datetime | str | None = None, *, segments: Path | None = None, **extra: Any) -> dict:

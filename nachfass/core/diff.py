@@ -10,7 +10,6 @@ Markdown for the review, and the rows for SQL in ``diff.changes`` of the changed
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -23,7 +22,7 @@ from pathlib import Path
 import duckdb
 
 from nachfass.core import paths
-from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars
+from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars, scratch_dbt_env
 
 
 class DiffError(RuntimeError):
@@ -83,13 +82,7 @@ def _build(project: Path, warehouse: Path, as_of: datetime, target: Path) -> Non
         "model", "--vars", json.dumps(variables),
         "--profiles-dir", str(profiles), "--target-path", str(target), "--log-path", str(target / "logs"),
     ]  # fmt: skip
-    env = {
-        **os.environ,
-        paths.ENV_WAREHOUSE: str(warehouse),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        # always a DuckDB file of its own, whatever engine the live warehouse runs on
-        "NACHFASS_ENGINE": "duckdb",
-    }
+    env = scratch_dbt_env(warehouse)
     result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join(result.stdout.strip().splitlines()[-15:])

@@ -39,7 +39,7 @@ import duckdb
 from nachfass.core import duckdb_config, paths
 from nachfass.core.cadence import last_fire, slot_partitions
 from nachfass.core.campaigns import campaigns_by_cron, load_campaigns
-from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars_arg
+from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars_arg, scratch_dbt_env
 from nachfass.core.events import load_events
 from nachfass.core.ingest import load_landing
 from nachfass.core.links import signer_from_env
@@ -153,13 +153,7 @@ def _dbt(args: list[str], *, target_path: Path, env_warehouse: Path, project: Pa
     project = project or paths.dbt_project_dir()
     # a changed copy of the rules without its own profiles.yml uses the project's
     profiles = project if (project / "profiles.yml").is_file() else paths.dbt_project_dir()
-    env = {
-        **os.environ,
-        paths.ENV_WAREHOUSE: str(env_warehouse),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        # always a DuckDB file of its own, whatever engine the live warehouse runs on
-        "NACHFASS_ENGINE": "duckdb",
-    }
+    env = scratch_dbt_env(env_warehouse)
     command = [
         DBT_EXECUTABLE,
         *args,
