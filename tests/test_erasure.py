@@ -186,7 +186,10 @@ def world(tmp_path_factory, dbt_manifest):
         backtest = Path(env["NACHFASS_DATA"]) / "backtest"
         tick = AS_OF.isoformat()
         assert main(["backtest", "--rules", str(REPO_ROOT / "dbt"), "--from", tick, "--to", tick]) == 0
-        world["copies"] = sorted(backtest.rglob("*.duckdb"))
+        # and what a replay that died while writing its copy back leaves beside it
+        interrupted = backtest / "after" / "warehouse.duckdb.new"
+        interrupted.write_bytes((backtest / "after" / "warehouse.duckdb").read_bytes())
+        world["copies"] = sorted([*backtest.rglob("*.duckdb"), interrupted])
         world["copy_outboxes"] = sorted(p for p in backtest.rglob("outbox") if p.is_dir())
         world["copy_traces_before"] = _copy_traces(world)
         world["copy_file_hits_before"] = _copy_file_hits(world)
@@ -521,11 +524,20 @@ def test_replays_and_backtests_lose_the_person_too(world):
     """A backtest replays the exports into copies of the warehouse: the erasure finds them in their default
     folder and deletes the person from their tables (simulated ledger included), files and outboxes."""
     before = world["copy_traces_before"]
-    assert {"backtest/results.duckdb", "before/warehouse.duckdb", "after/warehouse.duckdb"} == set(before)
+    assert set(before) == {
+        "backtest/results.duckdb",
+        "before/warehouse.duckdb",
+        "after/warehouse.duckdb",
+        "after/warehouse.duckdb.new",
+    }
     assert {"raw.customers", "replay.decision_spans", "mail.sends"} <= set(before["before/warehouse.duckdb"])
     assert "backtest.sends" in before["backtest/results.duckdb"]
     hits = world["copy_file_hits_before"]
-    assert hits["before/warehouse.duckdb"] and hits["after/warehouse.duckdb"]
+    assert (
+        hits["before/warehouse.duckdb"]
+        and hits["after/warehouse.duckdb"]
+        and hits["after/warehouse.duckdb.new"]
+    )
 
     assert world["copy_traces_after"] == {name: {} for name in before}
     assert _copy_file_hits(world) == {name: 0 for name in before}

@@ -253,8 +253,15 @@ def erase_person(
 
 
 def _open_copies(folders: tuple[Path, ...]) -> list[tuple[Path, duckdb.DuckDBPyConnection]]:
+    # *.duckdb.new: a replay's copy that was being written back when its process died
     files = sorted(
-        {db.resolve() for folder in folders for db in Path(folder).rglob("*.duckdb") if db.is_file()}
+        {
+            db.resolve()
+            for folder in folders
+            for pattern in ("*.duckdb", "*.duckdb.new")
+            for db in Path(folder).rglob(pattern)
+            if db.is_file()
+        }
     )
     opened: list[tuple[Path, duckdb.DuckDBPyConnection]] = []
     try:
