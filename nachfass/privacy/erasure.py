@@ -335,8 +335,6 @@ def _erase_person(
             staging.execute("rollback")
             raise
         report.staging_rows_deleted = staged.rows_deleted
-    for path, copy in copies:
-        report.copy_rows_deleted[str(path)] = _erase_copy(copy, emails, ids, orders)
 
     if outbox_dir and outbox_dir.is_dir():
         report.outbox_files_deleted = _erase_outbox(outbox_dir, emails)
@@ -350,6 +348,9 @@ def _erase_person(
             )
             report.sendgrid_requests += 1
         conn.execute("update mail.erasures set sendgrid_erasure_requested = true where erased_at = ?", [now])
+    # the copies last: the warehouse, the landing and SendGrid come first should one of them fail
+    for path, copy in copies:
+        report.copy_rows_deleted[str(path)] = _erase_copy(copy, emails, ids, orders)
     return report
 
 
@@ -428,10 +429,10 @@ def compact_postgres(conn) -> list[str]:
 
 
 def may_rewrite_catalogs(conn) -> bool:
-    """Whether the connection's role is a superuser or (a member of) the database's owner."""
+    """Whether the connection's role is a superuser or has the privileges of the database's owner."""
     return bool(
         conn.execute(
-            "select r.rolsuper or pg_has_role(current_user, d.datdba, 'MEMBER') "
+            "select r.rolsuper or pg_has_role(current_user, d.datdba, 'USAGE') "
             "from pg_database d, pg_roles r where d.datname = current_database() and r.rolname = current_user"
         ).fetchone()[0]
     )
