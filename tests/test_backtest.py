@@ -30,6 +30,8 @@ from nachfass.core.backtest import (
     run_backtest,
     wilson_interval,
 )
+from nachfass.core.schema import ensure_erasure_schema
+from nachfass.privacy.erasure import salted_hash
 from tests.dbt_helpers import copy_dbt_project, days, hours, write_exports
 from tests.test_scenarios import World
 
@@ -58,7 +60,18 @@ def backtest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, World, str
     delivered = T0 + days(1) + hours(2) - days(7)  # due Wednesday 12:00 UTC: after going live
     world.order(cid, delivered - days(3), status="delivered", shipped_at=delivered - days(1),
                 delivered_at=delivered)  # fmt: skip
+    # erased live before the backtest, still in the shop's exports: an order thank-you due Wednesday
+    cid, erased_email = world.customer("erased")
+    world.order(cid, T0 + days(1) - hours(1))
     write_exports(root / "landing", world.rows)
+    history = root / "history.duckdb"  # the live warehouse: one erasure, no mail performance yet
+    conn = duckdb.connect(str(history))
+    try:
+        ensure_erasure_schema(conn)
+        salt = conn.execute("select salt from mail.erasure_salt").fetchone()[0]
+        conn.execute("insert into mail.erasures values (?, ?, false)", [salted_hash(salt, erased_email), T0])
+    finally:
+        conn.close()
 
     changed = copy_dbt_project(root / "changed")
     review_yml = changed / "models" / "segments" / "review_request.yml"
@@ -79,7 +92,7 @@ def backtest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, World, str
     code = main([
         "backtest", "--rules", str(changed), "--from", T0.isoformat(), "--to", (T0 + days(3)).isoformat(),
         "--every", "1d", "--landing", str(root / "landing"), "--workdir", str(workdir),
-        "--history", str(root / "no-history.duckdb"), "--out", str(markdown),
+        "--history", str(history), "--out", str(markdown),
     ])  # fmt: skip
     assert code == 0
     return workdir / "results.duckdb", world, markdown.read_text(encoding="utf-8")
@@ -166,6 +179,24 @@ def test_summary_changes_and_markdown_say_the_same(backtest) -> None:
         )
     )
     assert per_week == customers
+
+
+@pytest.mark.slow
+@pytest.mark.clock
+def test_a_person_the_live_warehouse_erased_gets_no_simulated_mail(backtest) -> None:
+    """Both sides carry the history warehouse's erasures: the thank-you due Wednesday is skipped as
+    suppressed (until it expires), as live, instead of being counted as a mail the rules would send."""
+    results, world, _ = backtest
+    erased = world.ids["erased"]
+    assert _query(results, "select count(*) from backtest.sends where customer_id = ?", [erased]) == [(0,)]
+    decisions = _query(
+        results,
+        "select distinct side, decision, reason from backtest.decisions "
+        "where customer_id = ? and campaign = 'order_thanks'",
+        [erased],
+    )
+    assert {(side, "skip", "suppressed") for side in ("before", "after")} <= set(decisions)
+    assert {decision for _, decision, _ in decisions} == {"skip"}  # later: expired
 
 
 # ---- the estimates' arithmetic ----------------------------------------------------------------------

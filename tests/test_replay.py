@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nachfass.cli.main import run_job
+from nachfass.cli.main import main, run_job
 from nachfass.core.campaigns import load_campaigns
 from nachfass.core.replay import (
     DECISION_TABLES_SQL,
@@ -138,6 +138,51 @@ def test_a_mail_run_before_the_last_one_is_refused_but_loading_is_not(
     before = query(workspace["warehouse"], "select count(*) from mail.sends")
     assert run_job(AS_OF.isoformat())
     assert query(workspace["warehouse"], "select count(*) from mail.sends") == before
+
+
+@pytest.mark.slow
+def test_a_replay_mails_nobody_the_live_warehouse_erased(workspace, dbt_manifest, tmp_path, capsys) -> None:
+    """An erased person whom the shop's next export names again stays suppressed live (int_suppressions);
+    a replay of those exports carries the live erasures, so it mails and counts them as live would."""
+    landing = workspace["landing"]
+    generate_exports(landing, customers=300, seed=5, as_of=AS_OF)
+    assert run_job(AS_OF.isoformat())
+    mailed = query(
+        workspace["warehouse"],
+        "select email, count(*) from mail.sends where status = 'sent' "
+        "group by email order by 2 desc, 1 limit 1",
+    )
+    person, live_mails = mailed[0]
+    assert live_mails >= 1
+    assert main(["erase", "--email", person, "--as-of", AS_OF.isoformat()]) == 0
+    # the erasure scrubbed the landing files; the shop's next export still names the person
+    generate_exports(landing, customers=300, seed=5, as_of=AS_OF)
+    assert any(person in p.read_text(encoding="utf-8") for p in landing.rglob("*.csv"))
+    capsys.readouterr()
+
+    folder = tmp_path / "replay"
+    argv = ["replay", "--from", TICKS[0].isoformat(), "--to", TICKS[-1].isoformat(), "--every", "1d"]
+    argv += ["--warehouse", str(folder / "warehouse.duckdb"), "--outbox", str(folder / "outbox")]
+    assert main(argv) == 0
+    assert "1 erased addresses stay suppressed" in capsys.readouterr().out
+    replayed = folder / "warehouse.duckdb"
+    live_salt = query(workspace["warehouse"], "select salt from mail.erasure_salt")
+    assert query(replayed, "select salt from mail.erasure_salt") == live_salt
+    assert query(replayed, "select email_hash, erased_at from mail.erasures") == query(
+        workspace["warehouse"], "select email_hash, erased_at from mail.erasures"
+    )
+    # the person's triggers are all skipped, those that would have been mailed as suppressed
+    decisions = query(
+        replayed,
+        "select distinct c.decision, c.reason from replay.decisions as c "
+        "inner join staging.stg_customers as k on c.customer_id = k.customer_id where lower(k.email) = ?",
+        [person.lower()],
+    )
+    assert {decision for decision, _ in decisions} == {"skip"} and ("skip", "suppressed") in decisions
+    sends = query(replayed, "select count(*) from mail.sends where lower(email) = ?", [person.lower()])
+    assert sends == [(0,)]
+    outbox = list((folder / "outbox").glob("*.json"))
+    assert outbox and not [p.name for p in outbox if person.lower() in p.read_text(encoding="utf-8").lower()]
 
 
 @pytest.mark.parametrize(

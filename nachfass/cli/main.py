@@ -482,11 +482,17 @@ def cmd_erase(args: SimpleNamespace) -> int:
 def cmd_replay(args: SimpleNamespace) -> int:
     """Replay a period's ticks into a fresh warehouse (outbox only) and print the per-day table."""
     from dagster_project.resources import parse_as_of
-    from nachfass.core.replay import ReplayError, format_daily, parse_every, replay
+    from nachfass.core.replay import ReplayError, format_daily, live_erasures, parse_every, replay
 
     data = paths.data_dir()
     warehouse = Path(args.warehouse or data / "replay" / "warehouse.duckdb")
     outbox = Path(args.outbox or data / "replay" / "outbox")
+    try:
+        # the live warehouse's erasures, read before the environment names the replay's warehouse
+        erasures = live_erasures()
+    except ReplayError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 1
     # dbt's profiles.yml reads the warehouse from the environment, like every other command
     os.environ[paths.ENV_WAREHOUSE] = str(warehouse.resolve())
     try:
@@ -498,6 +504,7 @@ def cmd_replay(args: SimpleNamespace) -> int:
             end=parse_as_of(args.end),
             every=parse_every(args.every),
             in_memory=False if args.on_disk else None,
+            erasures=erasures,
         )
     except (ReplayError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)

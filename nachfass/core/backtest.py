@@ -41,7 +41,14 @@ import duckdb
 
 from nachfass.core import paths
 from nachfass.core.diff import rules_project
-from nachfass.core.replay import ReplayError, load_exports, replay, tick_times
+from nachfass.core.replay import (
+    LIVE_WAREHOUSE,
+    ReplayError,
+    live_erasures,
+    load_exports,
+    replay,
+    tick_times,
+)
 from nachfass.core.shop import load_shop_settings
 
 SIDES = ("before", "after")
@@ -131,10 +138,6 @@ from analytics.mail_performance
 where send_status = 'sent'
 group by 1, 2
 """
-
-
-# ``history`` value: the live warehouse of the engine setting (on postgres and spark: the PostgreSQL database)
-LIVE_WAREHOUSE = "live"
 
 
 def history_rates(history: Path | str | None) -> dict[tuple[str, str | None], Rates]:
@@ -513,7 +516,8 @@ def run_backtest(
 ) -> BacktestResult:
     """Replay start..end with the current dbt project (``current``, default this one) and with ``rules``
     (a dbt project folder or a git ref), each into ``workdir/<side>/``, and compare them in
-    ``workdir/results.duckdb``. ``history`` is the warehouse whose mail performance gives the rates.
+    ``workdir/results.duckdb``. ``history`` is the warehouse whose mail performance gives the rates and
+    whose erasures both sides carry (``LIVE_WAREHOUSE``, a DuckDB file, or None: no history).
     ``in_memory`` is the replays' (``nachfass.core.replay.replay``)."""
     started = time.monotonic()
     workdir = Path(workdir).resolve()
@@ -523,7 +527,12 @@ def run_backtest(
     result_db = workdir / "results.duckdb"
     result_db.unlink(missing_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
-    rates = history_rates(history)  # first: a locked history warehouse should fail before the replays
+    # first: a locked history warehouse should fail before the replays
+    rates = history_rates(history)
+    try:
+        erasures = live_erasures(history)
+    except ReplayError as exc:
+        raise BacktestError(str(exc)) from exc
     try:
         project, label = rules_project(rules, workdir=workdir)
     except RuntimeError as exc:
@@ -536,6 +545,7 @@ def run_backtest(
             landing=landing,
             warehouse=warehouses["before"],
             end=tick_times(start, end, every)[-1],
+            erasures=erasures,
             progress=lambda line: progress(f"[both] {line}"),
         )
     except ReplayError as exc:

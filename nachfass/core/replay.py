@@ -51,12 +51,94 @@ from nachfass.core.schema import prepare_warehouse
 from nachfass.core.shop import load_shop_settings
 
 AS_OF_VARIABLE = "nachfass_as_of"
+# where a replay or backtest reads the live erasures (and a backtest its rates): the warehouse of the engine
+# setting (on postgres and spark: the PostgreSQL database)
+LIVE_WAREHOUSE = "live"
 MAIL_CANDIDATES_MODEL = "model.nachfass.mail_candidates"
 _EVERY = re.compile(r"^\s*(\d+)\s*(m|min|h|d)\s*$")
 
 
 class ReplayError(RuntimeError):
     """The replay cannot start or go on (not a fresh warehouse, bad period, dbt failed …)."""
+
+
+@dataclass(frozen=True)
+class Erasures:
+    """The live warehouse's DSGVO erasures: its salt and the salted hashes of the erased addresses
+    (``mail.erasure_salt``, ``mail.erasures``). A replay carries them into its fresh warehouse, so an
+    erased person whom a later export names again stays suppressed there as live (int_suppressions), and
+    no simulated mail, decision as "would be sent" or backtest estimate is made for them."""
+
+    salt: str | None = None
+    rows: tuple[tuple, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+ERASURES_SQL = (
+    "select email_hash, erased_at, sendgrid_erasure_requested from mail.erasures order by email_hash"
+)
+
+
+def read_erasures(conn) -> Erasures:
+    """The erasures of an open warehouse connection (DuckDB, or the PostgreSQL adapter)."""
+    salt = conn.execute("select salt from mail.erasure_salt").fetchone()
+    rows = conn.execute(ERASURES_SQL).fetchall()
+    return Erasures(salt=salt[0] if salt else None, rows=tuple(tuple(row) for row in rows))
+
+
+def live_erasures(source: Path | str | None = LIVE_WAREHOUSE) -> Erasures:
+    """The erasures of ``source``: ``LIVE_WAREHOUSE`` (the engine setting's warehouse), a DuckDB file, or
+    None (none: a replay of exports no live warehouse has seen). A file that does not exist has none; one
+    a running job holds is an error, since a replay without them could mail an erased person."""
+    if source is None:
+        return Erasures()
+    if source == LIVE_WAREHOUSE:
+        from nachfass.core import engine
+
+        if engine.current_engine() == "postgres":
+            import psycopg2.errors
+
+            from nachfass.core.warehouse.postgres import WarehouseError
+
+            try:
+                with engine.connect(read_only=True) as conn:
+                    try:
+                        return read_erasures(conn)
+                    except psycopg2.errors.UndefinedTable:  # a warehouse never set up: nobody erased
+                        return Erasures()
+            except WarehouseError as exc:  # one line naming the server, never the password
+                raise ReplayError(f"cannot read the live warehouse's erasures: {exc}") from None
+        source = paths.warehouse_path()
+    path = Path(source)
+    if not path.is_file():
+        return Erasures()
+    try:
+        conn = duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException as exc:
+        raise ReplayError(
+            f"cannot read the erasures of {path} ({exc}): a running job may hold it (DuckDB allows one "
+            "writer); retry when it has finished. A replay needs them so that no erased person is mailed."
+        ) from None
+    try:
+        return read_erasures(conn)
+    except duckdb.CatalogException:  # a warehouse that never ran: no erasure tables, nobody erased
+        return Erasures()
+    finally:
+        conn.close()
+
+
+def carry_erasures(conn: duckdb.DuckDBPyConnection, erasures: Erasures) -> None:
+    """Write ``erasures`` into a fresh replay warehouse: the live salt replaces the one prepare_warehouse
+    drew (the hashes are salted with it), and the rows are inserted as they are."""
+    if erasures.salt is None:
+        return
+    conn.execute("delete from mail.erasure_salt")
+    conn.execute("insert into mail.erasure_salt values (?)", [erasures.salt])
+    conn.execute("delete from mail.erasures")
+    if erasures.rows:
+        conn.executemany("insert into mail.erasures values (?, ?, ?)", list(erasures.rows))
 
 
 def parse_every(text: str) -> timedelta:
@@ -405,10 +487,16 @@ def _check_fresh(warehouse: Path, *, loaded: bool = False) -> None:
 
 
 def load_exports(
-    *, landing: Path, warehouse: Path, end: datetime, progress: Callable[[str], None] = print
+    *,
+    landing: Path,
+    warehouse: Path,
+    end: datetime,
+    erasures: Erasures | None = None,
+    progress: Callable[[str], None] = print,
 ) -> None:
     """Load the exports and SendGrid events of ``landing`` into a fresh warehouse for a replay that ends
-    at ``end``, and create the replay's tables. A backtest loads once and copies the file for each side."""
+    at ``end``, carry the live ``erasures`` (``live_erasures``) into it, and create the replay's tables. A
+    backtest loads once and copies the file for each side."""
     warehouse = Path(warehouse).resolve()
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     _check_fresh(warehouse)
@@ -422,6 +510,10 @@ def load_exports(
         events = load_events(conn, Path(landing))
         rows = sum(r.rows_loaded for r in reports)
         progress(f"  {rows:,} rows from {len(reports)} files, {events.events_new:,} SendGrid events")
+        if erasures is not None:
+            carry_erasures(conn, erasures)
+            if erasures.rows:
+                progress(f"  {len(erasures):,} erased addresses stay suppressed, as in the live warehouse")
         conn.execute(DECISION_TABLES_SQL)
         conn.execute("checkpoint")  # all in the file itself: a backtest copies it for the other side
     finally:
@@ -442,6 +534,7 @@ def replay(
     memory_share: int = 1,
     cancel: threading.Event | None = None,
     threads: int | None = None,
+    erasures: Erasures | None = None,
 ) -> ReplayReport:
     """Run the ticks from start to end (inclusive) into a fresh warehouse; see the module docstring.
     ``project`` is the dbt project whose rules decide (default: this project's; a backtest passes a
@@ -449,6 +542,8 @@ def replay(
     at the end (see ``_open_in_memory``); ``False`` runs them on the file; None (the default) chooses
     memory when the copy fits in ``1 / memory_share`` of DuckDB's memory limit (``fits_in_memory``).
     ``landing`` None: the warehouse already holds the exports (``load_exports``).
+    ``erasures``: the live warehouse's (``live_erasures``), carried into the fresh one when ``landing`` is
+    loaded; a backtest carries them when it loads once for both sides.
     ``cancel``, once set, stops the replay before its next tick. ``threads`` caps DuckDB's threads for the
     ticks (default: one per core; a backtest running both sides at once gives each half the cores)."""
     started = time.monotonic()
@@ -462,7 +557,9 @@ def replay(
     work.mkdir(parents=True)
 
     if landing is not None:
-        load_exports(landing=Path(landing), warehouse=warehouse, end=ticks[-1], progress=progress)
+        load_exports(
+            landing=Path(landing), warehouse=warehouse, end=ticks[-1], erasures=erasures, progress=progress
+        )
     else:
         _check_fresh(warehouse, loaded=True)
 
