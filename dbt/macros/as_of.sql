@@ -12,3 +12,23 @@
         {{ utc_now() }}
     {%- endif -%}
 {%- endmacro %}
+
+{#- The start of the as_of's day (UTC) as a timestamp: the cutoff of models computed once a day
+    (int_product_pairs). -#}
+{% macro as_of_day() -%}
+    cast(date_trunc('day', {{ as_of() }}) as timestamp)
+{%- endmacro %}
+
+{#- The pre-hook of a model computed once a day (an incremental table with a `cutoff` column): delete
+    the rows of any other cutoff, so the model's select adds the day's rows when they are missing. A table
+    from before the column existed loses all its rows (on_schema_change then adds the column). -#}
+{% macro delete_other_cutoffs(relation, cutoff) -%}
+    {%- if execute and is_incremental() -%}
+        {%- set columns = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
+        {%- if 'cutoff' in columns -%}
+            delete from {{ relation }} where cutoff is distinct from {{ cutoff }}
+        {%- else -%}
+            delete from {{ relation }}
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}

@@ -194,6 +194,15 @@ class TickModel:
     relation: str
     materialized: str
     sql: str
+    # "day": the model reads only the start of the as_of's day (meta as_of_grain, e.g. int_product_pairs):
+    # re-created at the first tick of each UTC day, kept at the others, as the live runs of a day keep it
+    grain: str | None = None
+
+    def due(self, moment: datetime, previous: datetime | None) -> bool:
+        """Whether a tick at ``moment`` (after one at ``previous``) re-creates the model."""
+        if self.grain == "day":
+            return previous is None or moment.date() != previous.date()
+        return True
 
 
 def _tick_models(manifest: dict) -> list[TickModel]:
@@ -222,11 +231,16 @@ def _tick_models(manifest: dict) -> list[TickModel]:
         if marker not in sql and not kept_ids & set(node["depends_on"]["nodes"]):
             continue
         materialized = node["config"]["materialized"]
+        grain = (node["config"].get("meta") or {}).get("as_of_grain")
+        if materialized == "incremental" and grain == "day":
+            # compiled as a full refresh: the whole day's rows, re-created as a table
+            materialized = "table"
         if materialized not in ("table", "view"):
             raise ReplayError(
-                f"{node['name']} ({materialized}) depends on as_of: only tables and views can be replayed"
+                f"{node['name']} ({materialized}) depends on as_of: only tables, views and models computed "
+                "once a day (meta as_of_grain: day) can be replayed"
             )
-        kept.append(TickModel(uid, node["relation_name"], materialized, sql))
+        kept.append(TickModel(uid, node["relation_name"], materialized, sql, grain))
         kept_ids.add(uid)
     return kept
 
@@ -570,8 +584,9 @@ def replay(
         env_warehouse=warehouse,
         project=project,
     )
+    # --full-refresh: a model computed once a day compiles to its whole select, not the incremental one
     _dbt(
-        ["compile", *dbt_vars_arg(as_of_source="variable", segments=segments)],
+        ["compile", "--full-refresh", *dbt_vars_arg(as_of_source="variable", segments=segments)],
         target_path=work / "compile",
         env_warehouse=warehouse,
         project=project,
@@ -608,6 +623,7 @@ def replay(
         if threads is not None:
             conn.execute(f"set threads = {max(1, int(threads))}")
         previous = ticks[0] - every
+        built_at = ticks[0].astimezone(UTC).replace(tzinfo=None)
         for number, tick in enumerate(ticks, start=1):
             if cancel is not None and cancel.is_set():
                 raise ReplayError(f"cancelled before the tick {_iso(tick)}")
@@ -617,7 +633,10 @@ def replay(
             # one transaction per tick's models: one commit instead of 25, and a tick is all or nothing
             conn.execute("begin transaction")
             for model in models:
-                conn.execute(f"create or replace {model.materialized} {model.relation} as {model.sql}")
+                # the first tick's day was built by the dbt build before the ticks
+                if model.due(moment, built_at):
+                    conn.execute(f"create or replace {model.materialized} {model.relation} as {model.sql}")
+            built_at = moment
             record_tick_decisions(conn, moment)
             conn.execute("commit")
             campaigns = campaigns_due(previous, tick, by_cron=by_cron)
