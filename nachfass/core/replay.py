@@ -6,7 +6,8 @@ How a tick stays cheap: the exports and events are loaded and dbt builds everyth
 the DuckDB variable `nachfass_as_of` (`--vars '{as_of_source: variable}'`, macro as_of()); each tick sets
 the variable and re-creates only the models that mail_candidates needs and that depend on the time, from
 that compiled SQL, in dependency order. Incremental staging tables hold all data already and do not depend
-on the time. The render and send steps are the same functions the Dagster assets run (mail/steps.py).
+on the time. A model computed once a day (meta ``as_of_grain: day``, int_product_pairs) is re-created at
+the first tick of each UTC day only, as the live runs of a day keep it. The render and send steps are the same functions the Dagster assets run (mail/steps.py).
 The ticks run on a copy of the warehouse in memory (``_open_in_memory``), written back at the end.
 
 Which campaigns a tick sends follows their cadence in the live schedule (jobs.py): a campaign is included
