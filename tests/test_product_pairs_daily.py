@@ -14,7 +14,10 @@ from tests.dbt_helpers import days, hours, load_exports, run_dbt, write_exports
 from tests.test_scenarios import World
 
 AS_OF = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-PAIRS = "select product_id, related_product_id, n_buyers_both, cutoff from intermediate.int_product_pairs order by all"
+PAIRS = (
+    "select product_id, related_product_id, n_buyers_both, cutoff from intermediate.int_product_pairs "
+    "order by all"
+)
 
 
 def _pairs(warehouse: Path) -> list[tuple]:

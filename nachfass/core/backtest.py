@@ -46,6 +46,7 @@ from nachfass.core.replay import (
     ReplayError,
     live_erasures,
     load_exports,
+    read_warehouse_file,
     replay,
     tick_times,
 )
@@ -147,21 +148,18 @@ def history_rates(history: Path | str | None) -> dict[tuple[str, str | None], Ra
     say "no history")."""
     if history == LIVE_WAREHOUSE:
         return _live_history_rates()
-    if history is None or not Path(history).is_file():
+    if history is None:
         return {}
     try:
-        conn = duckdb.connect(str(history), read_only=True)
-    except duckdb.IOException as exc:
-        raise BacktestError(
-            f"cannot read the history warehouse {history} ({exc}): a running job may hold it (DuckDB allows "
-            "one writer); retry when it has finished, or pass --history a copy"
-        ) from None
-    try:
-        rows = conn.execute(HISTORY_SQL).fetchall()
-    except duckdb.CatalogException:
-        return {}
-    finally:
-        conn.close()
+        rows = read_warehouse_file(
+            Path(history),
+            lambda conn: conn.execute(HISTORY_SQL).fetchall(),
+            empty=[],
+            what="the history warehouse",
+            hint=", or pass --history a copy",
+        )
+    except ReplayError as exc:
+        raise BacktestError(str(exc)) from None
     return _rates(rows)
 
 

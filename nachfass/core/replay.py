@@ -7,8 +7,9 @@ the DuckDB variable `nachfass_as_of` (`--vars '{as_of_source: variable}'`, macro
 the variable and re-creates only the models that mail_candidates needs and that depend on the time, from
 that compiled SQL, in dependency order. Incremental staging tables hold all data already and do not depend
 on the time. A model computed once a day (meta ``as_of_grain: day``, int_product_pairs) is re-created at
-the first tick of each UTC day only, as the live runs of a day keep it. The render and send steps are the same functions the Dagster assets run (mail/steps.py).
-The ticks run on a copy of the warehouse in memory (``_open_in_memory``), written back at the end.
+the first tick of each UTC day only, as the live runs of a day keep it. The render and send steps are the
+same functions the Dagster assets run (mail/steps.py). The ticks run on a copy of the warehouse in memory
+(``_open_in_memory``), written back at the end.
 
 Which campaigns a tick sends follows their cadence in the live schedule (jobs.py): a campaign is included
 when its schedule fired in (previous tick, tick], so hourly ticks send the daily campaigns only at the tick
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -56,6 +58,7 @@ AS_OF_VARIABLE = "nachfass_as_of"
 # setting (on postgres and spark: the PostgreSQL database)
 LIVE_WAREHOUSE = "live"
 MAIL_CANDIDATES_MODEL = "model.nachfass.mail_candidates"
+T = TypeVar("T")
 _EVERY = re.compile(r"^\s*(\d+)\s*(m|min|h|d)\s*$")
 
 
@@ -112,20 +115,34 @@ def live_erasures(source: Path | str | None = LIVE_WAREHOUSE) -> Erasures:
             except WarehouseError as exc:  # one line naming the server, never the password
                 raise ReplayError(f"cannot read the live warehouse's erasures: {exc}") from None
         source = paths.warehouse_path()
-    path = Path(source)
+    return read_warehouse_file(
+        Path(source),
+        read_erasures,
+        empty=Erasures(),
+        what="the erasures of",
+        hint=". A replay needs them so that no erased person is mailed",
+    )
+
+
+def read_warehouse_file(
+    path: Path, read: Callable[[duckdb.DuckDBPyConnection], T], *, empty: T, what: str, hint: str
+) -> T:
+    """``read`` on the DuckDB file ``path``, opened read-only; ``empty`` when the file or the tables it reads
+    do not exist (a warehouse that never ran). A file a running job holds is a ReplayError: "cannot read
+    <what> <path> (…): a running job may hold it …<hint>"."""
     if not path.is_file():
-        return Erasures()
+        return empty
     try:
         conn = duckdb.connect(str(path), read_only=True)
     except duckdb.IOException as exc:
         raise ReplayError(
-            f"cannot read the erasures of {path} ({exc}): a running job may hold it (DuckDB allows one "
-            "writer); retry when it has finished. A replay needs them so that no erased person is mailed."
+            f"cannot read {what} {path} ({exc}): a running job may hold it (DuckDB allows one writer); "
+            f"retry when it has finished{hint}"
         ) from None
     try:
-        return read_erasures(conn)
-    except duckdb.CatalogException:  # a warehouse that never ran: no erasure tables, nobody erased
-        return Erasures()
+        return read(conn)
+    except duckdb.CatalogException:
+        return empty
     finally:
         conn.close()
 
