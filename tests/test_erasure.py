@@ -20,6 +20,7 @@ import sendgrid
 from tests_support import REPO_ROOT
 
 from nachfass.cli.main import main
+from nachfass.core import file_lock
 from nachfass.devtools.sendgrid_server import run_sandbox
 from nachfass.privacy.erasure import SENDGRID_ERASE_BATCH, compact_warehouse, erase_person, salted_hash
 
@@ -206,8 +207,23 @@ def world(tmp_path_factory, dbt_manifest):
                 timeout=120,
             )
         world["held"] = held
+        # While a replay runs its ticks on a copy in memory, only its lock says so: the erasure refuses too.
+        with file_lock.hold(file_lock.lock_path(backtest / "before" / "warehouse.duckdb")):
+            world["locked"] = subprocess.run(
+                [sys.executable, "-m", "nachfass.cli.main", "erase", "--email", PERSON_EMAIL],
+                cwd=REPO_ROOT,
+                env=os.environ.copy(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
         with _connect(world) as conn:
             world["traces_while_held"] = _traces(conn, {"email": PERSON_EMAIL, "ids": [PERSON_ID]})
+        # what DuckDB spilled to disk in a replay that was killed
+        spill = backtest / "after" / ".warehouse.duckdb.replay" / "tmp" / "duckdb_temp_storage_DEFAULT-0.tmp"
+        spill.parent.mkdir(parents=True, exist_ok=True)
+        spill.write_bytes(b"\0" * 4096 + PERSON_EMAIL.encode() + b"\0" * 4096)
+        world["spill"] = spill
 
         with run_sandbox(api_key=API_KEY) as sandbox:
             result = subprocess.run(
@@ -547,6 +563,18 @@ def test_replays_and_backtests_lose_the_person_too(world):
         assert PERSON_EMAIL not in path.read_text(encoding="utf-8", errors="replace").lower(), path
     assert "rows from the replay/backtest copy" in world["erase_output"]
     assert "outbox files of replays and backtests" in world["erase_output"]
+
+
+def test_a_replay_running_in_memory_stops_the_erasure_before_it_starts(world):
+    locked = world["locked"]
+    assert locked.returncode == 1
+    assert "a replay or backtest is running" in locked.stderr and "nothing was erased" in locked.stderr
+    assert "backtest/before" in locked.stderr  # names the running one's folder
+
+
+def test_what_a_killed_replay_spilled_is_deleted(world):
+    assert not world["spill"].exists()
+    assert "deleted 1 spill files a replay or backtest left when it died" in world["erase_output"]
 
 
 def test_a_copy_held_by_a_running_backtest_stops_the_erasure_before_it_starts(world):

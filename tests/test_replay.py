@@ -275,3 +275,16 @@ def test_the_ticks_run_in_memory_only_when_the_copy_fits(tmp_path: Path, monkeyp
     assert budget == pytest.approx(100_000_000, rel=0.01)  # DuckDB shows it rounded: 95.3 MiB
     monkeypatch.setenv("NACHFASS_DUCKDB_MEMORY_LIMIT", "50%")  # DuckDB resolves it against this machine
     assert 0 < duckdb_memory_budget() < 2**50
+
+
+def test_a_second_replay_into_a_warehouse_being_replayed_is_refused(tmp_path: Path) -> None:
+    """The ticks run on a copy in memory, so the file is not held; the replay's lock says it is in use."""
+    from nachfass.core import file_lock
+
+    warehouse = tmp_path / "replay" / "warehouse.duckdb"
+    with (
+        file_lock.hold(file_lock.lock_path(warehouse)),
+        pytest.raises(ReplayError, match="another replay or backtest is writing"),
+    ):
+        _replay_ticks(tmp_path / "landing", tmp_path / "replay")
+    assert not warehouse.exists()  # refused before anything was loaded or written

@@ -464,6 +464,9 @@ def cmd_erase(args: SimpleNamespace) -> int:
         print(f"  deleted {n:>6} rows from the replay/backtest copy {copy} (rewritten)")
     if report.copy_rows_deleted or report.copy_outbox_files_deleted:
         print(f"  deleted {report.copy_outbox_files_deleted} outbox files of replays and backtests")
+    if report.copy_spill_files_deleted:
+        n = report.copy_spill_files_deleted
+        print(f"  deleted {n} spill files a replay or backtest left when it died")
     if on_spark:
         built = f", every model rebuilt as of {rebuilt_as_of}" if rebuilt_as_of is not None else ""
         print(f"  Spark: {len(spark_report.rows)} source tables replaced from PostgreSQL{built}")

@@ -26,6 +26,7 @@ down, not how much one period's outcome scatters around it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -44,6 +45,7 @@ from nachfass.core.diff import rules_project
 from nachfass.core.replay import (
     LIVE_WAREHOUSE,
     ReplayError,
+    hold_writer_lock,
     live_erasures,
     load_exports,
     read_warehouse_file,
@@ -498,7 +500,17 @@ def _replay_sides(
         raise exc
 
 
-def run_backtest(
+def run_backtest(*, workdir: Path, **options) -> BacktestResult:
+    """``_run_backtest`` into ``workdir``, holding the lock of its results.duckdb (``file_lock``) from the
+    first file it deletes to the last it writes, so an erasure waits for it rather than erasing copies it
+    is about to write again. A second backtest into the same folder stops with a ReplayError."""
+    workdir = Path(workdir).resolve()
+    with contextlib.ExitStack() as stack:
+        hold_writer_lock(stack, workdir / "results.duckdb")
+        return _run_backtest(workdir=workdir, **options)
+
+
+def _run_backtest(
     *,
     rules: str,
     landing: Path,

@@ -22,6 +22,7 @@ question, is SQL.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import graphlib
 import json
@@ -39,7 +40,7 @@ from typing import TypeVar
 
 import duckdb
 
-from nachfass.core import duckdb_config, paths
+from nachfass.core import duckdb_config, file_lock, paths
 from nachfass.core.cadence import last_fire, slot_partitions
 from nachfass.core.campaigns import campaigns_by_cron, load_campaigns
 from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars_arg, scratch_dbt_env
@@ -552,7 +553,28 @@ def load_exports(
         conn.close()
 
 
-def replay(
+def replay(*, warehouse: Path, **options) -> ReplayReport:
+    """Run the ticks from start to end into a fresh ``warehouse`` (``_replay``: the options), holding its
+    lock (``file_lock``) from start to write-back: the ticks run on a copy in memory, so the file itself is
+    not held, and an erasure or a second replay must not touch it before the copy replaces it."""
+    warehouse = Path(warehouse).resolve()
+    with contextlib.ExitStack() as stack:
+        hold_writer_lock(stack, warehouse)
+        return _replay(warehouse=warehouse, **options)
+
+
+def hold_writer_lock(stack: contextlib.ExitStack, target: Path) -> None:
+    """Hold ``target``'s lock (``file_lock``) until ``stack`` closes; ReplayError when another replay or
+    backtest holds it."""
+    try:
+        stack.enter_context(file_lock.hold(file_lock.lock_path(target)))
+    except file_lock.LockHeld:
+        raise ReplayError(
+            f"another replay or backtest is writing {target}: wait for it to finish or stop it"
+        ) from None
+
+
+def _replay(
     *,
     landing: Path | None,
     warehouse: Path,

@@ -28,12 +28,14 @@ import csv
 import hashlib
 import io
 import json
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 
+from nachfass.core import file_lock
 from nachfass.core.landing_files import (
     CONSENT_COLUMNS,
     CONSENTS_TABLE,
@@ -70,6 +72,7 @@ class ErasureReport:
     # replays' and backtests' copies: rows deleted per DuckDB file, and their outbox files deleted
     copy_rows_deleted: dict[str, int] = field(default_factory=dict)
     copy_outbox_files_deleted: int = 0
+    copy_spill_files_deleted: int = 0
     addresses: set[str] = field(default_factory=set, repr=False)  # the person's addresses, lower case
 
 
@@ -227,29 +230,50 @@ def erase_person(
     ``conn`` is the warehouse on either engine. ``staging`` (PostgreSQL engine) is the local DuckDB file the
     exports are parsed in: it holds copies of the raw exports, so the person's rows go from there too.
     ``copies`` are folders of replays and backtests: every DuckDB file and outbox below them is erased too
-    (the files are opened before anything is erased, so one that a running replay holds stops the erasure
-    with :class:`ErasureError` and nothing erased)."""
+    (their locks are taken and the files opened before anything is erased, so a running replay or backtest
+    stops the erasure with :class:`ErasureError` and nothing erased), and what a replay that died spilled."""
     if not email and not customer_id:
         raise ValueError("give an email address or a customer id to erase")
-    with contextlib.ExitStack() as stack:
-        copy_conns = [(path, stack.enter_context(conn_)) for path, conn_ in _open_copies(copies)]
-        report = _erase_person(
-            conn,
-            email=email,
-            customer_id=customer_id,
-            outbox_dir=outbox_dir,
-            landing_dir=landing_dir,
-            sendgrid_client=sendgrid_client,
-            now=now,
-            staging=staging,
-            copies=copy_conns,
-        )
-    for path, _ in copy_conns:
-        compact_warehouse(path)
-    for folder in copies:
-        for outbox in sorted(p for p in Path(folder).rglob("outbox") if p.is_dir()):
-            report.copy_outbox_files_deleted += _erase_outbox(outbox, report.addresses)
+    with contextlib.ExitStack() as locks:
+        _hold_copy_locks(locks, copies)
+        with contextlib.ExitStack() as stack:
+            copy_conns = [(path, stack.enter_context(conn_)) for path, conn_ in _open_copies(copies)]
+            report = _erase_person(
+                conn,
+                email=email,
+                customer_id=customer_id,
+                outbox_dir=outbox_dir,
+                landing_dir=landing_dir,
+                sendgrid_client=sendgrid_client,
+                now=now,
+                staging=staging,
+                copies=copy_conns,
+            )
+        for path, _ in copy_conns:
+            compact_warehouse(path)
+        for folder in copies:
+            for outbox in sorted(p for p in Path(folder).rglob("outbox") if p.is_dir()):
+                report.copy_outbox_files_deleted += _erase_outbox(outbox, report.addresses)
+            # what DuckDB spilled to disk in a replay that died (a finished one removes it): rows of anyone
+            for spill in sorted(p for p in Path(folder).rglob(".*.replay/tmp") if p.is_dir()):
+                report.copy_spill_files_deleted += sum(1 for f in spill.rglob("*") if f.is_file())
+                shutil.rmtree(spill)
     return report
+
+
+def _hold_copy_locks(stack: contextlib.ExitStack, folders: tuple[Path, ...]) -> None:
+    """Hold the lock of every replay and backtest below ``folders`` (nachfass/core/file_lock.py) until the
+    erasure ends: a running one works on a copy in memory and would write the person back at its end."""
+    for path in sorted(
+        {lock for folder in folders for lock in Path(folder).rglob(".*.lock") if lock.is_file()}
+    ):
+        try:
+            stack.enter_context(file_lock.hold(path))
+        except file_lock.LockHeld:
+            raise ErasureError(
+                f"a replay or backtest is running ({path.parent}): it would write its copy of the person "
+                "back when it ends. Wait for it to finish (or stop it) and erase again; nothing was erased"
+            ) from None
 
 
 def _open_copies(folders: tuple[Path, ...]) -> list[tuple[Path, duckdb.DuckDBPyConnection]]:
