@@ -24,11 +24,26 @@
     from before the column existed loses all its rows (on_schema_change then adds the column). -#}
 {% macro delete_other_cutoffs(relation, cutoff) -%}
     {%- if execute and is_incremental() -%}
-        {%- set columns = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
-        {%- if 'cutoff' in columns -%}
+        {%- if _has_cutoff_column(relation) -%}
             delete from {{ relation }} where cutoff is distinct from {{ cutoff }}
         {%- else -%}
             delete from {{ relation }}
         {%- endif -%}
     {%- endif -%}
+{%- endmacro %}
+
+{#- Whether such a model's table holds the rows of `cutoff` already (asked while dbt compiles the model, before
+    its pre-hook runs): then the model selects nothing instead of computing them again. False outside an
+    incremental run (a full refresh, the replay's compile, Spark). -#}
+{% macro has_cutoff_rows(relation, cutoff) -%}
+    {%- if not (execute and is_incremental() and _has_cutoff_column(relation)) -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set found = run_query("select count(*) from " ~ relation ~ " where cutoff = " ~ cutoff) -%}
+    {{ return(found.columns[0].values()[0] > 0) }}
+{%- endmacro %}
+
+{% macro _has_cutoff_column(relation) -%}
+    {%- set columns = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
+    {{ return('cutoff' in columns) }}
 {%- endmacro %}
