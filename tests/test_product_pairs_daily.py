@@ -5,6 +5,7 @@ dbt run on a real DuckDB file at each step."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,9 +29,9 @@ def _pairs(warehouse: Path) -> list[tuple]:
         conn.close()
 
 
-def _run(warehouse: Path, root: Path, as_of: datetime) -> None:
+def _run(warehouse: Path, root: Path, as_of: datetime, *options: str) -> None:
     run_dbt(
-        ["run", "--select", "+int_product_pairs"],
+        ["run", "--select", "+int_product_pairs", *options],
         warehouse=warehouse,
         target_path=root / "target",
         as_of=as_of,
@@ -64,6 +65,15 @@ def test_the_pairs_follow_the_day_not_the_run(tmp_path: Path, dbt_manifest) -> N
     load_exports(warehouse, landing)
     _run(warehouse, tmp_path, AS_OF + hours(0.25))
     assert _pairs(warehouse) == first
+
+    # `daily_models: recompute` (what `nachfass diff` passes) computes the day's pairs again, once each
+    _run(warehouse, tmp_path, AS_OF + hours(0.5), "--vars", json.dumps({"daily_models": "recompute"}))
+    assert _pairs(warehouse) == [
+        ("P1", "P2", 3, midnight),
+        ("P2", "P1", 3, midnight),
+        ("P2", "P4", 2, midnight),
+        ("P4", "P2", 2, midnight),
+    ]
 
     # the next day's first run computes them anew, from everything before its midnight (today's orders too)
     _run(warehouse, tmp_path, AS_OF + days(1))

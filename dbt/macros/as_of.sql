@@ -24,7 +24,7 @@
     from before the column existed loses all its rows (on_schema_change then adds the column). -#}
 {% macro delete_other_cutoffs(relation, cutoff) -%}
     {%- if execute and is_incremental() -%}
-        {%- if _has_cutoff_column(relation) -%}
+        {%- if _has_cutoff_column(relation) and not _recompute_daily_models() -%}
             delete from {{ relation }} where cutoff is distinct from {{ cutoff }}
         {%- else -%}
             delete from {{ relation }}
@@ -34,13 +34,19 @@
 
 {#- Whether such a model's table holds the rows of `cutoff` already (asked while dbt compiles the model, before
     its pre-hook runs): then the model selects nothing instead of computing them again. False outside an
-    incremental run (a full refresh, the replay's compile, Spark). -#}
+    incremental run (a full refresh, the replay's compile, Spark) and with `daily_models: recompute`. -#}
 {% macro has_cutoff_rows(relation, cutoff) -%}
-    {%- if not (execute and is_incremental() and _has_cutoff_column(relation)) -%}
+    {%- if not (execute and is_incremental() and _has_cutoff_column(relation)) or _recompute_daily_models() -%}
         {{ return(false) }}
     {%- endif -%}
     {%- set found = run_query("select count(*) from " ~ relation ~ " where cutoff = " ~ cutoff) -%}
     {{ return(found.columns[0].values()[0] > 0) }}
+{%- endmacro %}
+
+{#- `--vars '{daily_models: recompute}'`: compute such models again even when the day's rows are there
+    (`nachfass diff` does, so that a changed rule of theirs shows in its copies of the warehouse). -#}
+{% macro _recompute_daily_models() -%}
+    {{ return(var('daily_models', 'keep') == 'recompute') }}
 {%- endmacro %}
 
 {% macro _has_cutoff_column(relation) -%}

@@ -76,7 +76,9 @@ def _build(project: Path, warehouse: Path, as_of: datetime, target: Path) -> Non
     """mail_candidates and every model and seed it needs (no tests: the diff compares decisions), with
     that project's own campaign registry."""
     profiles = project if (project / "profiles.yml").is_file() else paths.dbt_project_dir()
-    variables = dbt_vars(as_of, segments=project / "models" / "segments")
+    # daily_models: a model computed once a day (int_product_pairs) is computed again on the copy, so a
+    # change to its rules shows even when the live warehouse holds the day's rows already
+    variables = {**dbt_vars(as_of, segments=project / "models" / "segments"), "daily_models": "recompute"}
     command = [
         DBT_EXECUTABLE, "build", "--select", "+mail_candidates", "--resource-type", "seed", "--resource-type",
         "model", "--vars", json.dumps(variables),
