@@ -196,27 +196,22 @@ def world(tmp_path_factory, dbt_manifest):
         world["copy_file_hits_before"] = _copy_file_hits(world)
         world_events["consent"] = _unsubscribe_file(landing)
 
+        def erase_in_a_subprocess() -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [sys.executable, "-m", "nachfass.cli.main", "erase", "--email", PERSON_EMAIL],
+                cwd=REPO_ROOT,
+                env=os.environ.copy(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
         # While a backtest still holds one of the copies, the erasure refuses before it erases anything.
         with duckdb.connect(str(backtest / "results.duckdb")):
-            held = subprocess.run(
-                [sys.executable, "-m", "nachfass.cli.main", "erase", "--email", PERSON_EMAIL],
-                cwd=REPO_ROOT,
-                env=os.environ.copy(),
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-        world["held"] = held
+            world["held"] = erase_in_a_subprocess()
         # While a replay runs its ticks on a copy in memory, only its lock says so: the erasure refuses too.
         with file_lock.hold(file_lock.lock_path(backtest / "before" / "warehouse.duckdb")):
-            world["locked"] = subprocess.run(
-                [sys.executable, "-m", "nachfass.cli.main", "erase", "--email", PERSON_EMAIL],
-                cwd=REPO_ROOT,
-                env=os.environ.copy(),
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            world["locked"] = erase_in_a_subprocess()
         with _connect(world) as conn:
             world["traces_while_held"] = _traces(conn, {"email": PERSON_EMAIL, "ids": [PERSON_ID]})
         # what DuckDB spilled to disk in a replay that was killed
