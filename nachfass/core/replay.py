@@ -77,9 +77,6 @@ class Erasures:
     salt: str | None = None
     rows: tuple[tuple, ...] = ()
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
 
 ERASURES_SQL = (
     "select email_hash, erased_at, sendgrid_erasure_requested from mail.erasures order by email_hash"
@@ -545,8 +542,8 @@ def load_exports(
         progress(f"  {rows:,} rows from {len(reports)} files, {events.events_new:,} SendGrid events")
         if erasures is not None:
             carry_erasures(conn, erasures)
-            if erasures.rows:
-                progress(f"  {len(erasures):,} erased addresses stay suppressed, as in the live warehouse")
+            if n_erased := len(erasures.rows):
+                progress(f"  {n_erased:,} erased addresses stay suppressed, as in the live warehouse")
         conn.execute(DECISION_TABLES_SQL)
         conn.execute("checkpoint")  # all in the file itself: a backtest copies it for the other side
     finally:
