@@ -400,3 +400,79 @@ def test_a_side_whose_rules_fail_stops_the_backtest_with_its_own_error(tmp_path:
     assert "no_such_table" in str(failure.value) and "cancelled before the tick" not in str(failure.value)
     assert "\x1b[" not in str(failure.value), "dbt's colour codes would garble the message in logs"
     assert not (tmp_path / "work" / "results.duckdb").exists()
+
+
+@pytest.mark.slow
+def test_models_shared_by_both_rule_sets_change_no_decision(tmp_path: Path) -> None:
+    """The sides of an in-memory backtest compute the models both rule sets share once a tick
+    (nachfass.core.tick_share). With the cart delay changed from 60 to 30 minutes, the order and cart models
+    are shared, the cart reminders' segment and mail_candidates are not, and every decision, send and
+    table the sides leave is the same as when each side computes everything itself."""
+    world = World()
+    for n in range(4):  # carts left 30 … 3 h 30 before the end: the changed rule reminds them earlier
+        cid, _ = world.customer(f"cart_{n}")
+        world.cart(cid, T0 + hours(0.5 + n))
+    cid, _ = world.customer("buyer")
+    world.order(cid, T0 + hours(2))  # an order thank-you in the period
+    cid, _ = world.customer("reviewer")
+    delivered = T0 - days(7) + hours(3)
+    world.order(cid, delivered - days(3), status="delivered", shipped_at=delivered - days(1),
+                delivered_at=delivered)  # fmt: skip
+    write_exports(tmp_path / "landing", world.rows)
+    changed = copy_dbt_project(tmp_path / "changed")
+    cart_yml = changed / "models" / "segments" / "abandoned_cart.yml"
+    text = cart_yml.read_text(encoding="utf-8")
+    assert "delay_minutes: 60 " in text
+    cart_yml.write_text(text.replace("delay_minutes: 60 ", "delay_minutes: 30 ", 1), encoding="utf-8")
+
+    lines: dict[bool, list[str]] = {True: [], False: []}
+    for share in (True, False):
+        run_backtest(
+            rules=str(changed),
+            landing=tmp_path / "landing",
+            start=T0,
+            end=T0 + hours(6),
+            every=hours(1),
+            workdir=tmp_path / f"share_{share}",
+            history=None,
+            progress=lines[share].append,
+            in_memory=True,
+            share_models=share,
+        )
+    shared_line = next(line for line in lines[True] if "computed once a tick for both sides" in line)
+    shared = set(shared_line.split(": ", 1)[1].split(", "))
+    assert {"int_orders", "int_carts", "int_product_recommendations", "order_thanks"} <= shared
+    assert not shared & {"abandoned_cart", "mail_candidates", "stg_sends", "int_suppressions"}
+    assert not any("computed once a tick" in line for line in lines[False])
+
+    def results(share: bool, sql: str) -> list[tuple]:
+        return _query(tmp_path / f"share_{share}" / "results.duckdb", sql)
+
+    decisions = "select * from backtest.decisions order by all"
+    sends = (
+        "select side, campaign, step, trigger_key, customer_id, variant, status, reason, as_of "
+        "from backtest.sends order by all"
+    )
+    for sql in (decisions, sends):
+        assert results(True, sql) == results(False, sql)
+    cart_sends = results(
+        True,
+        "select side, min(as_of) from backtest.sends where campaign = 'abandoned_cart' group by 1 order by 1",
+    )
+    assert len(cart_sends) == 2 and cart_sends[0][1] < cart_sends[1][1], (
+        "after (30 min) reminds before before"
+    )
+    # both warehouses left whole (the shared tables copied into the after side's, the views pinned), and
+    # the same mails in the outboxes
+    for side in ("before", "after"):
+        for table in ("intermediate.int_carts", "intermediate.int_orders", "segments.abandoned_cart",
+                      "staging.stg_sends"):  # fmt: skip
+            # recorded_at: the wall clock of the ledger row, for audit only
+            wall_clock = " exclude (recorded_at)" if table == "staging.stg_sends" else ""
+            sql = f"select *{wall_clock} from {table} order by all"
+            got = _query(tmp_path / "share_True" / side / "warehouse.duckdb", sql)
+            assert got, (side, table)
+            assert got == _query(tmp_path / "share_False" / side / "warehouse.duckdb", sql), (side, table)
+        outboxes = [tmp_path / f"share_{share}" / side / "outbox" for share in (True, False)]
+        mails = [{p.name: p.read_bytes() for p in outbox.rglob("*.json")} for outbox in outboxes]
+        assert mails[0] and mails[0] == mails[1], side

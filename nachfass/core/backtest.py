@@ -22,6 +22,9 @@ campaign and variant, or the campaign as a whole when the variant has fewer than
 intervals are those of the expected value given the mails: Wilson score intervals for the rates and a t
 interval for the revenue per mail, times the number of mails; they say how well the history pins the rate
 down, not how much one period's outcome scatters around it.
+
+The sides replay at the same time. In memory they share one DuckDB instance, and the models that are the
+same under both rule sets are computed once a tick for both (``nachfass.core.tick_share``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from nachfass.core.diff import rules_project
 from nachfass.core.replay import (
     LIVE_WAREHOUSE,
     ReplayError,
+    fits_in_memory,
     hold_writer_lock,
     live_erasures,
     load_exports,
@@ -53,6 +57,7 @@ from nachfass.core.replay import (
     tick_times,
 )
 from nachfass.core.shop import load_shop_settings
+from nachfass.core.tick_share import SharedTicks
 
 SIDES = ("before", "after")
 MIN_HISTORY = 30
@@ -456,15 +461,31 @@ def _replay_sides(
     in_memory: bool | None,
     threads_per_side: int | None,
     progress: Callable[[str], None],
+    share_models: bool = True,
 ) -> None:
     """The two replays side by side, one thread each: a tick is mostly DuckDB, which releases the GIL, so
-    the sides share the cores (docs/benchmarks.md). The first failure cancels the other side before its
-    next tick and is the error raised."""
+    the sides share the cores (docs/benchmarks.md). In memory (when both copies fit, or ``in_memory``) the
+    sides run in one DuckDB instance and the models both rule sets share are computed once a tick
+    (``tick_share``; ``share_models`` False: each side computes all its own). The first failure cancels
+    the other side and is the error raised."""
     cancel = threading.Event()
     # each side's DuckDB on its share of the cores (docs/benchmarks.md); 0: DuckDB's default (every core)
     if threads_per_side is None:
         threads_per_side = max(1, (os.cpu_count() or 2) // len(SIDES))
     threads = threads_per_side or None
+    if in_memory is None:
+        in_memory, needed, budget = fits_in_memory(warehouses[SIDES[0]], share=len(SIDES))
+        if not in_memory:
+            progress(
+                f"[both] the ticks run on the files: the copies in memory would need "
+                f"~{needed / 2**30:.1f} GiB each of the {budget / 2**30:.1f} GiB DuckDB may use here "
+                "(NACHFASS_DUCKDB_MEMORY_LIMIT)"
+            )
+    share = None
+    if in_memory and share_models:
+        # the sides' threads together: the shared models use all of them while both sides wait
+        total_threads = threads * len(SIDES) if threads else None
+        share = SharedTicks(SIDES, work=workdir / ".backtest.replay", threads=total_threads)
 
     def run(side: str) -> None:
         progress(f"[{side}] replaying with {'the current rules' if side == 'before' else label}")
@@ -482,14 +503,22 @@ def _replay_sides(
                 memory_share=len(SIDES),
                 cancel=cancel,
                 threads=threads,
+                share=share,
+                side=side,
             )
         except BaseException:
             cancel.set()
+            if share is not None:
+                share.abort()
             raise
 
-    with ThreadPoolExecutor(max_workers=len(SIDES), thread_name_prefix="backtest") as pool:
-        futures = {side: pool.submit(run, side) for side in SIDES}
-        errors = {side: future.exception() for side, future in futures.items()}
+    try:
+        with ThreadPoolExecutor(max_workers=len(SIDES), thread_name_prefix="backtest") as pool:
+            futures = {side: pool.submit(run, side) for side in SIDES}
+            errors = {side: future.exception() for side, future in futures.items()}
+    finally:
+        if share is not None:
+            share.close()
     failed = [(side, exc) for side, exc in errors.items() if exc is not None]
     # the side that failed first, not the one it cancelled
     failed.sort(key=lambda item: str(item[1]).startswith("cancelled"))
@@ -523,6 +552,7 @@ def _run_backtest(
     progress: Callable[[str], None] = print,
     in_memory: bool | None = None,
     threads_per_side: int | None = None,
+    share_models: bool = True,
 ) -> BacktestResult:
     """Replay start..end with the current dbt project (``current``, default this one) and with ``rules``
     (a dbt project folder or a git ref), each into ``workdir/<side>/``, and compare them in
@@ -573,6 +603,7 @@ def _run_backtest(
         in_memory=in_memory,
         threads_per_side=threads_per_side,
         progress=progress,
+        share_models=share_models,
     )
     _compare(result_db, warehouses, rates, load_shop_settings().timezone)
     conn = duckdb.connect(str(result_db), read_only=True)

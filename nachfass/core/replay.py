@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
 
@@ -53,6 +53,9 @@ from nachfass.core.mail.steps import render_due_mails, send_queued_mails
 from nachfass.core.mail.transport import OutboxTransport
 from nachfass.core.schema import prepare_warehouse
 from nachfass.core.shop import load_shop_settings
+
+if TYPE_CHECKING:
+    from nachfass.core.tick_share import SharedTicks
 
 AS_OF_VARIABLE = "nachfass_as_of"
 # where a replay or backtest reads the live erasures (and a backtest its rates): the warehouse of the engine
@@ -416,13 +419,19 @@ def _write_back(conn: duckdb.DuckDBPyConnection, warehouse: Path) -> None:
     target = warehouse.with_name(warehouse.name + ".new")
     for leftover in (target, target.with_name(target.name + ".wal")):
         leftover.unlink(missing_ok=True)
-    conn.execute(f"attach {_literal(target)} as replay_target")
+    # named after the catalog: a backtest's sides write back from one DuckDB instance at once (tick_share)
+    alias = f'"{catalog}_write_back"'
+    conn.execute(f"attach {_literal(target)} as {alias}")
     try:
-        conn.execute(f'copy from database "{catalog}" to replay_target')
+        conn.execute(f'copy from database "{catalog}" to {alias}')
     finally:
-        conn.execute("detach replay_target")
+        conn.execute(f"detach {alias}")
     os.replace(target, warehouse)
     warehouse.with_name(warehouse.name + ".wal").unlink(missing_ok=True)
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def _iso(moment: datetime) -> str:
@@ -586,6 +595,8 @@ def _replay(
     cancel: threading.Event | None = None,
     threads: int | None = None,
     erasures: Erasures | None = None,
+    share: SharedTicks | None = None,
+    side: str = "",
 ) -> ReplayReport:
     """Run the ticks from start to end (inclusive) into a fresh warehouse; see the module docstring.
     ``project`` is the dbt project whose rules decide (default: this project's; a backtest passes a
@@ -596,7 +607,9 @@ def _replay(
     ``erasures``: the live warehouse's (``live_erasures``), carried into the fresh one when ``landing`` is
     loaded; a backtest carries them when it loads once for both sides.
     ``cancel``, once set, stops the replay before its next tick. ``threads`` caps DuckDB's threads for the
-    ticks (default: one per core; a backtest running both sides at once gives each half the cores)."""
+    ticks (default: one per core; a backtest running both sides at once gives each half the cores).
+    ``share``: a backtest's sides in one DuckDB instance (``tick_share``), this one being ``side``: the
+    ticks run in memory there, and the models both sides share are computed once for both."""
     started = time.monotonic()
     project = Path(project).resolve() if project is not None else paths.dbt_project_dir()
     segments = project / "models" / "segments"
@@ -647,25 +660,37 @@ def _replay(
         raise ReplayError(f"the templates do not render: {exc}") from exc
     report = ReplayReport(warehouse=warehouse, outbox=outbox)
     by_cron = campaigns_by_cron(load_campaigns(segments, check_templates=False))
-    if in_memory is None:
-        in_memory, needed, budget = fits_in_memory(warehouse, share=memory_share)
-        if not in_memory:
-            progress(
-                f"  the ticks run on the file: a copy in memory would need ~{needed / 2**30:.1f} GiB of the "
-                f"{budget / 2**30:.1f} GiB DuckDB may use here (NACHFASS_DUCKDB_MEMORY_LIMIT)"
-            )
-    conn = _open_in_memory(warehouse, catalog=_catalog(models), work=work) if in_memory else None
-    conn = conn or duckdb_config.connect(warehouse)
+    home_models = models
+    if share is not None:
+        in_memory = True
+        conn, models, home_models = share.join(
+            side, warehouse=warehouse, manifest=manifest, models=models, start=_naive_utc(ticks[0])
+        )
+        if side == share.owner:
+            shared = ", ".join(model.unique_id.split(".")[-1] for model in share.shared) or "none"
+            progress(f"  computed once a tick for both sides (the same with both rule sets): {shared}")
+    else:
+        if in_memory is None:
+            in_memory, needed, budget = fits_in_memory(warehouse, share=memory_share)
+            if not in_memory:
+                progress(
+                    f"  the ticks run on the file: a copy in memory would need ~{needed / 2**30:.1f} GiB of "
+                    f"the {budget / 2**30:.1f} GiB DuckDB may use here (NACHFASS_DUCKDB_MEMORY_LIMIT)"
+                )
+        conn = _open_in_memory(warehouse, catalog=_catalog(models), work=work) if in_memory else None
+        conn = conn or duckdb_config.connect(warehouse)
     try:
-        if threads is not None:
+        if threads is not None and share is None:
             conn.execute(f"set threads = {max(1, int(threads))}")
         previous = ticks[0] - every
-        built_at = ticks[0].astimezone(UTC).replace(tzinfo=None)
+        built_at = _naive_utc(ticks[0])
         for number, tick in enumerate(ticks, start=1):
             if cancel is not None and cancel.is_set():
                 raise ReplayError(f"cancelled before the tick {_iso(tick)}")
             tick_started = time.monotonic()
-            moment = tick.astimezone(UTC).replace(tzinfo=None)
+            moment = _naive_utc(tick)
+            if share is not None:
+                share.before_tick(side, moment)
             conn.execute(f"set variable {AS_OF_VARIABLE} = ?", [moment])
             # one transaction per tick's models: one commit instead of 25, and a tick is all or nothing
             conn.execute("begin transaction")
@@ -703,7 +728,9 @@ def _replay(
             progress(f"tick {number}/{len(ticks)} {_iso(tick)}: {sent} ({seconds:.1f} s)")
             previous = tick
         close_decision_spans(conn)
-        _pin_views(conn, models, ticks[-1])
+        if share is not None:
+            share.finish(conn, side)
+        _pin_views(conn, home_models, ticks[-1])
         report.daily = conn.execute(DAILY_SUMMARY_SQL, {"tz": shop.timezone}).fetchall()
         if in_memory:
             progress(f"writing the replayed warehouse to {warehouse} …")
