@@ -509,7 +509,7 @@ def _replay_sides(
         except BaseException:
             cancel.set()
             if share is not None:
-                share.abort()
+                share.abort(f"the {side} side stopped")
             raise
 
     try:

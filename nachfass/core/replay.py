@@ -664,7 +664,7 @@ def _replay(
     if share is not None:
         in_memory = True
         conn, models, home_models = share.join(
-            side, warehouse=warehouse, manifest=manifest, models=models, start=_naive_utc(ticks[0])
+            side, warehouse=warehouse, manifest=manifest, models=models, ticks=[_naive_utc(t) for t in ticks]
         )
         if side == share.owner:
             shared = ", ".join(model.unique_id.split(".")[-1] for model in share.shared) or "none"
@@ -701,6 +701,8 @@ def _replay(
             built_at = moment
             record_tick_decisions(conn, moment)
             conn.execute("commit")
+            if share is not None:
+                share.models_done(side)
             campaigns = campaigns_due(previous, tick, by_cron=by_cron)
             mails: dict[str, int] = {}
             if campaigns:

@@ -8,10 +8,11 @@ so at every tick both sides computed the same tables: ~70 % of a tick's work at 
 ("before", "after"). A model is *shared* when its compiled SQL is the same in both projects and so is
 everything it reads, recursively, down to the exports; the send ledger (the `mail` sources) differs
 between the sides from the first send on, so nothing reading it is shared. At each tick the shared models
-are computed once, in the first side's catalog, with all the instance's threads, while both sides wait;
-then each side computes its own models, reading the shared ones from there, and decides, renders and
-records as a replay alone does. At the end the other side copies the shared tables into its own catalog,
-so both warehouses written back are whole.
+are computed once, in the first side's catalog, by a thread of their own; then each side computes its
+own models, reading the shared ones from there, and decides, renders and records as a replay alone does.
+The next tick's shared models are computed as soon as both sides have committed their models, while they
+still render and write the tick's mails. At the end the other side copies the shared tables into its own
+catalog, so both warehouses written back are whole.
 """
 
 from __future__ import annotations
@@ -76,9 +77,13 @@ def same_nodes(manifests: dict[str, dict]) -> set[str]:
 
 
 class SharedTicks:
-    """One DuckDB instance for the sides of a backtest (``sides``, the first computes the shared models
-    in its catalog). Each side's replay thread calls ``join`` once, ``before_tick`` at every tick and
-    ``finish`` after the last; ``abort`` (any thread) releases the others when one fails."""
+    """One DuckDB instance for the sides of a backtest (``sides``; the first, the owner, holds the shared
+    models in its catalog). Each side's replay thread calls ``join`` once, then at every tick
+    ``before_tick`` (waits for the tick's shared models) and ``models_done`` (its models are committed: it
+    reads no shared table until the next tick), and ``finish`` after the last tick. A thread of its own
+    computes the shared models of the next tick as soon as every side is done with the last one's, so it
+    runs while the sides record, render and write the tick's mails. ``abort`` (any thread) stops it and
+    releases the sides waiting when one side fails."""
 
     def __init__(self, sides: tuple[str, ...], *, work: Path, threads: int | None) -> None:
         self.sides = sides
@@ -91,21 +96,25 @@ class SharedTicks:
             self.db.execute(f"set threads = {max(1, int(threads))}")
         self._manifests: dict[str, dict] = {}
         self._models: dict[str, list[TickModel]] = {}
-        self._moments: dict[str, datetime] = {}
-        self._built_at: datetime | None = None
+        self._ticks: list[datetime] = []
         self.shared: list[TickModel] = []  # the owner's shared models, in dependency order
         self._joined = threading.Barrier(len(sides), action=self._plan)
-        self._tick = threading.Barrier(len(sides), action=self._compute_shared)
+        self._state = threading.Condition()
+        self._ready = 0  # the shared models are those of the first _ready ticks' last
+        self._done = dict.fromkeys(sides, 0)  # ticks each side is done reading the shared models of
+        self._failure: str | None = None  # why the ticks cannot go on (a side stopped, the models failed)
+        self._failed_here = False  # the shared models failed (not a side)
         self._cursor: duckdb.DuckDBPyConnection | None = None
+        self._worker: threading.Thread | None = None
 
     # -- called by each side's thread -------------------------------------------------------------------
     def join(
-        self, side: str, *, warehouse: Path, manifest: dict, models: list[TickModel], start: datetime
+        self, side: str, *, warehouse: Path, manifest: dict, models: list[TickModel], ticks: list[datetime]
     ) -> tuple[duckdb.DuckDBPyConnection, list[TickModel], list[TickModel]]:
-        """Copy the side's warehouse into its catalog and wait for the other sides. Returns the side's
-        connection (its catalog the default), the models it computes at each tick (the shared ones read
-        from the owner's catalog) and all its tick models as its own warehouse defines them (for the
-        views pinned at the end)."""
+        """Copy the side's warehouse into its catalog and wait for the other sides (``ticks``: the replay's,
+        naive UTC, the same for every side). Returns the side's connection (its catalog the default), the
+        models it computes at each tick (the shared ones read from the owner's catalog) and all its tick
+        models as its own warehouse defines them (for the views pinned at the end)."""
         conn = self.db.cursor()
         try:
             conn.execute(f"attach {_literal(warehouse)} as {side}_source (read_only)")
@@ -115,12 +124,18 @@ class SharedTicks:
             conn.execute(f"use {side}")
         except Exception:
             conn.close()
-            self.abort()
+            self.abort(f"{side} could not copy its warehouse")
             raise
         self._manifests[side] = manifest
         self._models[side] = models
-        self._built_at = start
-        self._wait(self._joined, side)
+        if self._ticks and self._ticks != ticks:
+            self.abort("the sides have different ticks")
+        self._ticks = ticks
+        try:
+            self._joined.wait()
+        except threading.BrokenBarrierError:
+            conn.close()
+            raise ReplayError(f"cancelled: {self._failure or 'the other side stopped'}") from None
         shared = {model.relation for model in self.shared}
         own = [self._rewrite(m, shared if side != self.owner else set()) for m in models]
         ticking = [m for m in own if m.relation not in shared]
@@ -128,9 +143,23 @@ class SharedTicks:
         return conn, ticking, home
 
     def before_tick(self, side: str, moment: datetime) -> None:
-        """Wait for the other sides at ``moment``; the shared models are then computed for it."""
-        self._moments[side] = moment
-        self._wait(self._tick, side)
+        """Wait until the shared models of ``moment`` (the side's next tick) are computed."""
+        number = self._done[side] + 1
+        if self._ticks[number - 1] != moment:
+            raise ReplayError(
+                f"{side} is at {moment}, the backtest's tick {number} is {self._ticks[number - 1]}"
+            )
+        with self._state:
+            self._state.wait_for(lambda: self._ready >= number or self._failure is not None)
+            if self._failure is not None:
+                raise ReplayError(self._failure if self._failed_here else f"cancelled: {self._failure}")
+
+    def models_done(self, side: str) -> None:
+        """The side's models of its current tick are committed: the next tick's shared models may replace
+        the tables it read."""
+        with self._state:
+            self._done[side] += 1
+            self._state.notify_all()
 
     def finish(self, conn: duckdb.DuckDBPyConnection, side: str) -> None:
         """After the last tick: the shared tables into this side's catalog (the owner has them)."""
@@ -144,42 +173,68 @@ class SharedTicks:
                     f'select * from "{self.owner}"."{schema}"."{name}"'
                 )
 
-    def abort(self) -> None:
+    def abort(self, reason: str = "the other side stopped", *, here: bool = False) -> None:
+        """Stop the ticks for ``reason`` (the first reason given stays); ``here``: the shared models failed,
+        the sides report ``reason`` as their error."""
+        with self._state:
+            if self._failure is None:
+                self._failure, self._failed_here = reason, here
+            self._state.notify_all()
         self._joined.abort()
-        self._tick.abort()
 
     def close(self) -> None:
+        self.abort("the backtest ended")
+        if self._worker is not None:
+            if self._cursor is not None:
+                self._cursor.interrupt()  # a shared model still running for a tick nobody will take
+            self._worker.join()
         if self._cursor is not None:
             self._cursor.close()
         self.db.close()
 
-    # -- the barriers' actions (run by one thread while the others wait) --------------------------------
+    # -- the shared models ------------------------------------------------------------------------------
     def _plan(self) -> None:
+        """(The joining barrier's action, once every side has joined.) Which models are shared; starts the
+        thread that computes them."""
         same = same_nodes({side: self._manifests[side] for side in self.sides})
         everywhere = set.intersection(*({m.unique_id for m in self._models[side]} for side in self.sides))
-        shared_ids = same & everywhere
-        self.shared = [self._rewrite(m, set()) for m in self._models[self.owner] if m.unique_id in shared_ids]
+        owner = self._models[self.owner]
+        self.shared = [self._rewrite(m, set()) for m in owner if m.unique_id in same & everywhere]
         self._cursor = self.db.cursor()
         self._cursor.execute(f"use {self.owner}")
+        self._worker = threading.Thread(target=self._compute_ticks, name="backtest-shared", daemon=True)
+        self._worker.start()
 
-    def _compute_shared(self) -> None:
-        moments = set(self._moments.values())
-        if len(moments) != 1:
-            raise ReplayError(f"the sides of the backtest are at different ticks: {sorted(moments)}")
-        moment = moments.pop()
+    def _compute_ticks(self) -> None:
         conn = self._cursor
         assert conn is not None
-        conn.execute(f"set variable {AS_OF_VARIABLE} = ?", [moment])
-        conn.execute("begin transaction")
+        built_at = self._ticks[0]  # the dbt build before the ticks built the first tick's day
         try:
-            for model in self.shared:
-                if model.due(moment, self._built_at):
-                    conn.execute(f"create or replace {model.materialized} {model.relation} as {model.sql}")
-            conn.execute("commit")
-        except BaseException:
-            conn.execute("rollback")
-            raise
-        self._built_at = moment
+            for number, moment in enumerate(self._ticks, start=1):
+                with self._state:  # every side done with the last tick's shared models
+                    self._state.wait_for(
+                        lambda n=number: self._failure is not None or min(self._done.values()) >= n - 1
+                    )
+                    if self._failure is not None:
+                        return
+                conn.execute(f"set variable {AS_OF_VARIABLE} = ?", [moment])
+                conn.execute("begin transaction")
+                try:
+                    for model in self.shared:
+                        if model.due(moment, built_at):
+                            conn.execute(
+                                f"create or replace {model.materialized} {model.relation} as {model.sql}"
+                            )
+                    conn.execute("commit")
+                except BaseException:
+                    conn.execute("rollback")
+                    raise
+                built_at = moment
+                with self._state:
+                    self._ready = number
+                    self._state.notify_all()
+        except Exception as exc:  # the sides name it when they stop
+            self.abort(f"computing the models both sides share failed: {exc}", here=True)
 
     # -- helpers ----------------------------------------------------------------------------------------
     def _rewrite(self, model: TickModel, shared: set[str]) -> TickModel:
@@ -198,12 +253,6 @@ class SharedTicks:
             sql=_RELATION.sub(relation, model.sql),
             relation=_RELATION.sub(lambda m: f'"{m.group(2)}"."{m.group(3)}"', model.relation),
         )
-
-    def _wait(self, barrier: threading.Barrier, side: str) -> None:
-        try:
-            barrier.wait()
-        except threading.BrokenBarrierError:
-            raise ReplayError(f"cancelled: the other side stopped while {side} waited for it") from None
 
 
 def _parts(relation: str) -> tuple[str, str]:
