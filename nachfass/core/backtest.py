@@ -483,7 +483,7 @@ def _replay_sides(
             )
     share = None
     if in_memory and share_models:
-        # the sides' threads together: the shared models use all of them while both sides wait
+        # one DuckDB for both sides: the threads both sides would have had
         total_threads = threads * len(SIDES) if threads else None
         share = SharedTicks(SIDES, work=workdir / ".backtest.replay", threads=total_threads)
 

@@ -26,16 +26,12 @@ from pathlib import Path
 import duckdb
 
 from nachfass.core import duckdb_config
-from nachfass.core.replay import AS_OF_VARIABLE, ReplayError, TickModel
+from nachfass.core.replay import AS_OF_VARIABLE, ReplayError, TickModel, _literal
 
 # sources a tick writes to (the send ledger and what erasure keeps beside it): a model reading them
 # differs between the sides
 SIDE_SOURCE_SCHEMAS = frozenset({"mail"})
 _RELATION = re.compile(r'"([^"]+)"\."([^"]+)"\."([^"]+)"')
-
-
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 def same_nodes(manifests: dict[str, dict]) -> set[str]:
@@ -100,8 +96,8 @@ class SharedTicks:
         self.shared: list[TickModel] = []  # the owner's shared models, in dependency order
         self._joined = threading.Barrier(len(sides), action=self._plan)
         self._state = threading.Condition()
-        self._ready = 0  # the shared models are those of the first _ready ticks' last
-        self._done = dict.fromkeys(sides, 0)  # ticks each side is done reading the shared models of
+        self._ready = 0  # how many ticks' shared models are computed (the tables hold the last one's)
+        self._done = dict.fromkeys(sides, 0)  # how many ticks' shared models each side is done reading
         self._failure: str | None = None  # why the ticks cannot go on (a side stopped, the models failed)
         self._failed_here = False  # the shared models failed (not a side)
         self._cursor: duckdb.DuckDBPyConnection | None = None
