@@ -31,6 +31,7 @@ from nachfass.core.backtest import (
     wilson_interval,
 )
 from nachfass.core.schema import ensure_erasure_schema
+from nachfass.privacy.copies import registered
 from nachfass.privacy.erasure import salted_hash
 from tests.dbt_helpers import copy_dbt_project, days, hours, write_exports
 from tests.test_scenarios import World
@@ -89,11 +90,15 @@ def backtest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, World, str
     )
     workdir = root / "work"
     markdown = root / "backtest.md"
-    code = main([
-        "backtest", "--rules", str(changed), "--from", T0.isoformat(), "--to", (T0 + days(3)).isoformat(),
-        "--every", "1d", "--landing", str(root / "landing"), "--workdir", str(workdir),
-        "--history", str(history), "--out", str(markdown),
-    ])  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NACHFASS_DATA", str(root / "data"))  # where the backtest records its copies
+        code = main([
+            "backtest", "--rules", str(changed), "--from", T0.isoformat(), "--to", (T0 + days(3)).isoformat(),
+            "--every", "1d", "--landing", str(root / "landing"), "--workdir", str(workdir),
+            "--history", str(history), "--out", str(markdown),
+        ])  # fmt: skip
+    # the erasure will find the copies in the folder the marketer named (nachfass/privacy/copies.py)
+    assert registered(root / "data").folders == (workdir.resolve(),)
     assert code == 0
     return workdir / "results.duckdb", world, markdown.read_text(encoding="utf-8")
 
@@ -316,6 +321,7 @@ def test_the_docs_win_back_wave_drips_the_dormant_base_best_customers_first(
         block = _docs_block(f"# mail_templates/{lang}/subjects.yaml")
         subjects.write_text(subjects.read_text(encoding="utf-8") + block, encoding="utf-8")
     monkeypatch.setenv("NACHFASS_TEMPLATES", str(templates))
+    monkeypatch.setenv("NACHFASS_DATA", str(tmp_path / "data"))
     workdir = tmp_path / "work"
     code = main([
         "backtest", "--rules", str(changed), "--from", T0.isoformat(), "--to", (T0 + days(3)).isoformat(),

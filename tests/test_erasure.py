@@ -183,15 +183,25 @@ def world(tmp_path_factory, dbt_manifest):
             world["traces_before"] = _traces(conn, {"email": PERSON_EMAIL, "ids": [PERSON_ID]})
         world["outbox_before"] = sorted(p.name for p in world["outbox"].iterdir())
         # A marketer's backtest of the run's moment: two replayed warehouses, their outboxes and the results,
-        # in the default folder, each with its own copy of the person.
-        backtest = Path(env["NACHFASS_DATA"]) / "backtest"
+        # in a folder of their choosing, each with its own copy of the person.
+        backtest = tmp / "my-backtests" / "pr-42"
         tick = AS_OF.isoformat()
-        assert main(["backtest", "--rules", str(REPO_ROOT / "dbt"), "--from", tick, "--to", tick]) == 0
+        assert main(["backtest", "--rules", str(REPO_ROOT / "dbt"), "--from", tick, "--to", tick,
+                     "--workdir", str(backtest)]) == 0  # fmt: skip
         # and what a replay that died while writing its copy back leaves beside it
         interrupted = backtest / "after" / "warehouse.duckdb.new"
         interrupted.write_bytes((backtest / "after" / "warehouse.duckdb").read_bytes())
-        world["copies"] = sorted([*backtest.rglob("*.duckdb"), interrupted])
-        world["copy_outboxes"] = sorted(p for p in backtest.rglob("outbox") if p.is_dir())
+        # A replay into a file and an outbox named on the command line, beside a file that is no copy.
+        replayed, replay_outbox = tmp / "elsewhere" / "replayed.duckdb", tmp / "elsewhere-mails"
+        world["not_a_copy"] = tmp / "elsewhere" / "unrelated.duckdb"
+        world["not_a_copy"].parent.mkdir()
+        with duckdb.connect(str(world["not_a_copy"])) as other:
+            other.execute("create table notes as select ? as email", [PERSON_EMAIL])
+        assert main(["replay", "--warehouse", str(replayed), "--outbox", str(replay_outbox),
+                     "--from", tick, "--to", tick]) == 0  # fmt: skip
+        mp.setenv("NACHFASS_WAREHOUSE", env["NACHFASS_WAREHOUSE"])  # the replay pointed it at its copy
+        world["copies"] = sorted([*backtest.rglob("*.duckdb"), interrupted, replayed])
+        world["copy_outboxes"] = sorted([*(p for p in backtest.rglob("outbox") if p.is_dir()), replay_outbox])
         world["copy_traces_before"] = _copy_traces(world)
         world["copy_file_hits_before"] = _copy_file_hits(world)
         world_events["consent"] = _unsubscribe_file(landing)
@@ -212,13 +222,17 @@ def world(tmp_path_factory, dbt_manifest):
         # While a replay runs its ticks on a copy in memory, only its lock says so: the erasure refuses too.
         with file_lock.hold(file_lock.lock_path(backtest / "before" / "warehouse.duckdb")):
             world["locked"] = erase_in_a_subprocess()
+        with file_lock.hold(file_lock.lock_path(replayed)):
+            world["replay_locked"] = erase_in_a_subprocess()
         with _connect(world) as conn:
             world["traces_while_held"] = _traces(conn, {"email": PERSON_EMAIL, "ids": [PERSON_ID]})
         # what DuckDB spilled to disk in a replay that was killed
         spill = backtest / "after" / ".warehouse.duckdb.replay" / "tmp" / "duckdb_temp_storage_DEFAULT-0.tmp"
         spill.parent.mkdir(parents=True, exist_ok=True)
         spill.write_bytes(b"\0" * 4096 + PERSON_EMAIL.encode() + b"\0" * 4096)
-        world["spill"] = spill
+        world["spills"] = [spill, replayed.parent / f".{replayed.name}.replay" / "tmp" / spill.name]
+        world["spills"][1].parent.mkdir(parents=True, exist_ok=True)
+        world["spills"][1].write_bytes(spill.read_bytes())
 
         with run_sandbox(api_key=API_KEY) as sandbox:
             result = subprocess.run(
@@ -532,17 +546,20 @@ def test_erasing_again_restarts_the_suppression(tmp_path):
 
 
 def test_replays_and_backtests_lose_the_person_too(world):
-    """A backtest replays the exports into copies of the warehouse: the erasure finds them in their default
-    folder and deletes the person from their tables (simulated ledger included), files and outboxes."""
+    """A backtest and a replay copy the exports into warehouses of their own, in folders and files the user
+    named: the erasure finds them (copies.json) and deletes the person from their tables (simulated ledger
+    included), files and outboxes, and leaves another DuckDB file beside a replay's alone."""
     before = world["copy_traces_before"]
     assert set(before) == {
-        "backtest/results.duckdb",
+        "pr-42/results.duckdb",
         "before/warehouse.duckdb",
         "after/warehouse.duckdb",
         "after/warehouse.duckdb.new",
+        "elsewhere/replayed.duckdb",
     }
+    assert {"raw.customers", "replay.decision_spans"} <= set(before["elsewhere/replayed.duckdb"])
     assert {"raw.customers", "replay.decision_spans", "mail.sends"} <= set(before["before/warehouse.duckdb"])
-    assert "backtest.sends" in before["backtest/results.duckdb"]
+    assert "backtest.sends" in before["pr-42/results.duckdb"]
     hits = world["copy_file_hits_before"]
     assert (
         hits["before/warehouse.duckdb"]
@@ -558,18 +575,23 @@ def test_replays_and_backtests_lose_the_person_too(world):
         assert PERSON_EMAIL not in path.read_text(encoding="utf-8", errors="replace").lower(), path
     assert "rows from the replay/backtest copy" in world["erase_output"]
     assert "outbox files of replays and backtests" in world["erase_output"]
+    with duckdb.connect(str(world["not_a_copy"]), read_only=True) as other:
+        assert other.execute("select email from notes").fetchall() == [(PERSON_EMAIL,)]
 
 
 def test_a_replay_running_in_memory_stops_the_erasure_before_it_starts(world):
     locked = world["locked"]
     assert locked.returncode == 1
     assert "a replay or backtest is running" in locked.stderr and "nothing was erased" in locked.stderr
-    assert "backtest/before" in locked.stderr  # names the running one's folder
+    assert "pr-42/before" in locked.stderr  # names the running one's folder
+    replay_locked = world["replay_locked"]
+    assert replay_locked.returncode == 1
+    assert "a replay or backtest is running" in replay_locked.stderr and "elsewhere" in replay_locked.stderr
 
 
 def test_what_a_killed_replay_spilled_is_deleted(world):
-    assert not world["spill"].exists()
-    assert "deleted 1 spill files a replay or backtest left when it died" in world["erase_output"]
+    assert not any(spill.exists() for spill in world["spills"])
+    assert "deleted 2 spill files a replay or backtest left when it died" in world["erase_output"]
 
 
 def test_a_copy_held_by_a_running_backtest_stops_the_erasure_before_it_starts(world):

@@ -426,9 +426,9 @@ def cmd_erase(args: SimpleNamespace) -> int:
                 sendgrid_client=client,
                 now=as_of,
                 staging=staging,
-                copies=(paths.data_dir() / "replay", paths.data_dir() / "backtest"),
+                copies=_copy_places(),
             )
-        except ErasureError as exc:
+        except (ErasureError, ValueError) as exc:  # ValueError: a broken copies.json, before anything
             print(f"erase: {exc}", file=sys.stderr)
             return 1
         if on_postgres and "pg_catalog.pg_statistic" not in compact_postgres(conn):
@@ -482,10 +482,26 @@ def cmd_erase(args: SimpleNamespace) -> int:
     return 0
 
 
+def _copy_places():
+    """Where replays, backtests and kept diffs wrote copies of the exports: the default folders and what
+    $NACHFASS_DATA/copies.json records (nachfass/privacy/copies.py); never the live warehouse or outbox."""
+    from nachfass.privacy.copies import CopyPlaces, registered
+
+    data = paths.data_dir()
+    places = registered(data, prune=True)
+    return CopyPlaces(
+        folders=(data / "replay", data / "backtest", *places.folders),
+        warehouses=places.warehouses,
+        outboxes=places.outboxes,
+        exclude=frozenset({paths.warehouse_path(), paths.staging_path(), paths.outbox_dir().resolve()}),
+    )
+
+
 def cmd_replay(args: SimpleNamespace) -> int:
     """Replay a period's ticks into a fresh warehouse (outbox only) and print the per-day table."""
     from dagster_project.resources import parse_as_of
     from nachfass.core.replay import ReplayError, format_daily, live_erasures, parse_every, replay
+    from nachfass.privacy.copies import register as register_copies
 
     data = paths.data_dir()
     warehouse = Path(args.warehouse or data / "replay" / "warehouse.duckdb")
@@ -493,7 +509,9 @@ def cmd_replay(args: SimpleNamespace) -> int:
     try:
         # the live warehouse's erasures, read before the environment names the replay's warehouse
         erasures = live_erasures()
-    except ReplayError as exc:
+        # before anything is written: an erasure must find the copy wherever it is (privacy/copies.py)
+        register_copies(data, warehouses=[warehouse], outboxes=[outbox])
+    except (ReplayError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 1
     # dbt's profiles.yml reads the warehouse from the environment, like every other command
@@ -524,8 +542,14 @@ def cmd_backtest(args: SimpleNamespace) -> int:
     from dagster_project.resources import parse_as_of
     from nachfass.core.backtest import LIVE_WAREHOUSE, BacktestError, run_backtest
     from nachfass.core.replay import ReplayError, parse_every
+    from nachfass.privacy.copies import register as register_copies
 
     workdir = Path(args.workdir or paths.data_dir() / "backtest")
+    try:
+        register_copies(paths.data_dir(), folders=[workdir])  # an erasure finds the copies there
+    except ValueError as exc:
+        print(f"backtest: {exc}", file=sys.stderr)
+        return 1
     # the rates of the live warehouse, on any engine, unless --history names a DuckDB file
     history = Path(args.history).resolve() if args.history else LIVE_WAREHOUSE
     try:
@@ -628,6 +652,14 @@ def cmd_diff(args: SimpleNamespace) -> int:
             print("diff: no mail run in the warehouse to take the as_of from: give --as-of", file=sys.stderr)
             return 1
         as_of = last[2].replace(tzinfo=UTC) if last[2].tzinfo is None else last[2]
+    if args.keep:  # copies of the warehouse kept there: an erasure must find them
+        from nachfass.privacy.copies import register as register_copies
+
+        try:
+            register_copies(paths.data_dir(), folders=[Path(args.keep)])
+        except ValueError as exc:
+            print(f"diff: {exc}", file=sys.stderr)
+            return 1
     try:
         result = run_diff(warehouse, args.rules, as_of, workdir=Path(args.keep) if args.keep else None)
     except DiffError as exc:

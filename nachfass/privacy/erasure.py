@@ -14,9 +14,10 @@ What happens:
   atomically and its new hash recorded as loaded, so it is not loaded again), and the one-row consent
   files the unsubscribe pages wrote for them (``consents/*.csv`` with source ``mail_link``) are deleted.
   The shop's own export files are the shop's data and are not touched (docs/operations.md);
-- the copies replays and backtests made (their warehouses, results and outboxes in the folders the caller
-  names, by default ``$NACHFASS_DATA/replay`` and ``$NACHFASS_DATA/backtest``) lose every row and outbox
-  file about the person too, their simulated ledgers included, and are rewritten like the warehouse;
+- the copies replays, backtests and kept diffs made (their warehouses, results and outboxes in the places the
+  caller names: ``$NACHFASS_DATA/replay``, ``$NACHFASS_DATA/backtest`` and wherever else they wrote, as
+  ``$NACHFASS_DATA/copies.json`` records, ``nachfass/privacy/copies.py``) lose every row and outbox file
+  about the person too, their simulated ledgers included, and are rewritten like the warehouse;
 - when a SendGrid key is set, SendGrid's erasure is requested (``POST /v3/recipients/erasejob``, at most
   5,000 addresses per request).
 """
@@ -43,6 +44,7 @@ from nachfass.core.landing_files import (
     write_durably,
 )
 from nachfass.core.schema import ensure_erasure_schema
+from nachfass.privacy.copies import CopyPlaces
 
 SENDGRID_ERASE_BATCH = 5000  # SendGrid's limit per erasejob request
 PERSON_COLUMNS = ("email", "to_email", "customer_id", "order_id")
@@ -222,22 +224,24 @@ def erase_person(
     sendgrid_client=None,
     now: datetime | None = None,
     staging: duckdb.DuckDBPyConnection | None = None,
-    copies: tuple[Path, ...] = (),
+    copies: tuple[Path, ...] | CopyPlaces = (),
 ) -> ErasureReport:
     """Erase one person; ``now`` is the erasure's logical time (``nachfass erase --as-of``), stamped on the
     ``mail.erasures`` row and the pseudonymised ledger rows. Default: the current UTC time.
 
     ``conn`` is the warehouse on either engine. ``staging`` (PostgreSQL engine) is the local DuckDB file the
     exports are parsed in: it holds copies of the raw exports, so the person's rows go from there too.
-    ``copies`` are folders of replays and backtests: every DuckDB file and outbox below them is erased too
-    (their locks are taken and the files opened before anything is erased, so a running replay or backtest
-    stops the erasure with :class:`ErasureError` and nothing erased), and what a replay that died spilled."""
+    ``copies`` are the places replays and backtests wrote (``CopyPlaces``, or folders of them): every DuckDB
+    file and outbox there is erased too (their locks are taken and the files opened before anything is
+    erased, so a running replay or backtest stops the erasure with :class:`ErasureError` and nothing
+    erased), and what a replay that died spilled."""
     if not email and not customer_id:
         raise ValueError("give an email address or a customer id to erase")
+    places = copies if isinstance(copies, CopyPlaces) else CopyPlaces(folders=tuple(copies))
     with contextlib.ExitStack() as locks:
-        _hold_copy_locks(locks, copies)
+        _hold_copy_locks(locks, places)
         with contextlib.ExitStack() as stack:
-            copy_conns = [(path, stack.enter_context(conn_)) for path, conn_ in _open_copies(copies)]
+            copy_conns = [(path, stack.enter_context(conn_)) for path, conn_ in _open_copies(places)]
             report = _erase_person(
                 conn,
                 email=email,
@@ -251,22 +255,19 @@ def erase_person(
             )
         for path, _ in copy_conns:
             compact_warehouse(path)
-        for folder in copies:
-            for outbox in sorted(p for p in Path(folder).rglob("outbox") if p.is_dir()):
-                report.copy_outbox_files_deleted += _erase_outbox(outbox, report.addresses)
-            # what DuckDB spilled to disk in a replay that died (a finished one removes it): rows of anyone
-            for spill in sorted(p for p in Path(folder).rglob(".*.replay/tmp") if p.is_dir()):
-                report.copy_spill_files_deleted += sum(1 for f in spill.rglob("*") if f.is_file())
-                shutil.rmtree(spill)
+        for outbox in places.outbox_dirs():
+            report.copy_outbox_files_deleted += _erase_outbox(outbox, report.addresses)
+        # what DuckDB spilled to disk in a replay that died (a finished one removes it): rows of anyone
+        for spill in places.spill_dirs():
+            report.copy_spill_files_deleted += sum(1 for f in spill.rglob("*") if f.is_file())
+            shutil.rmtree(spill)
     return report
 
 
-def _hold_copy_locks(stack: contextlib.ExitStack, folders: tuple[Path, ...]) -> None:
-    """Hold the lock of every replay and backtest below ``folders`` (nachfass/core/file_lock.py) until the
+def _hold_copy_locks(stack: contextlib.ExitStack, places: CopyPlaces) -> None:
+    """Hold the lock of every replay and backtest of ``places`` (nachfass/core/file_lock.py) until the
     erasure ends: a running one works on a copy in memory and would write the person back at its end."""
-    for path in sorted(
-        {lock for folder in folders for lock in Path(folder).rglob(".*.lock") if lock.is_file()}
-    ):
+    for path in places.lock_files():
         try:
             stack.enter_context(file_lock.hold(path))
         except file_lock.LockHeld:
@@ -276,20 +277,10 @@ def _hold_copy_locks(stack: contextlib.ExitStack, folders: tuple[Path, ...]) -> 
             ) from None
 
 
-def _open_copies(folders: tuple[Path, ...]) -> list[tuple[Path, duckdb.DuckDBPyConnection]]:
-    # *.duckdb.new: a replay's copy that was being written back when its process died
-    files = sorted(
-        {
-            db.resolve()
-            for folder in folders
-            for pattern in ("*.duckdb", "*.duckdb.new")
-            for db in Path(folder).rglob(pattern)
-            if db.is_file()
-        }
-    )
+def _open_copies(places: CopyPlaces) -> list[tuple[Path, duckdb.DuckDBPyConnection]]:
     opened: list[tuple[Path, duckdb.DuckDBPyConnection]] = []
     try:
-        for path in files:
+        for path in places.duckdb_files():
             try:
                 opened.append((path, duckdb.connect(str(path))))
             except duckdb.Error as exc:
