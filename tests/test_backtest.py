@@ -482,3 +482,90 @@ def test_models_shared_by_both_rule_sets_change_no_decision(tmp_path: Path) -> N
         outboxes = [tmp_path / f"share_{share}" / side / "outbox" for share in (True, False)]
         mails = [{p.name: p.read_bytes() for p in outbox.rglob("*.json")} for outbox in outboxes]
         assert mails[0] and mails[0] == mails[1], side
+
+
+def _fail_from(project: Path, model: str, moment: datetime, message: str) -> None:
+    """Make ``model`` of ``project`` fail at every as_of from ``moment`` on (not in the build before the
+    ticks, which is as of the period's start)."""
+    path = next(project.joinpath("models").rglob(f"{model}.sql"))
+    text = path.read_text(encoding="utf-8")
+    assert text.rstrip().endswith("select * from final"), model
+    path.write_text(
+        text.rstrip()
+        + f"\nwhere case when {{{{ as_of() }}}} >= {{{{ utc_timestamp_literal('{moment.isoformat()}') }}}}"
+        + f" then error('{message}') else true end\n",
+        encoding="utf-8",
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["shared", "after"])
+def test_a_model_failing_mid_backtest_stops_both_sides_and_names_the_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A model that fails at the third tick, either one both rule sets share (computed once for both,
+    tick_share) or one only the changed rules have: the backtest stops with the cause and the side, the
+    other side is cancelled rather than left waiting, no results are written and the locks are free."""
+    import threading
+
+    from nachfass.core import file_lock
+
+    world = World()
+    for n in range(3):
+        cid, _ = world.customer(f"cart_{n}")
+        world.cart(cid, T0 - hours(2 - n))
+    write_exports(tmp_path / "landing", world.rows)
+    changed = copy_dbt_project(tmp_path / "changed")
+    cart_yml = changed / "models" / "segments" / "abandoned_cart.yml"
+    text = cart_yml.read_text(encoding="utf-8")
+    cart_yml.write_text(text.replace("delay_minutes: 60 ", "delay_minutes: 30 ", 1), encoding="utf-8")
+    if where == "shared":  # the same change in the current rules and in the changed ones: still shared
+        current = copy_dbt_project(tmp_path / "current")
+        for project in (current, changed):
+            _fail_from(project, "int_carts", T0 + hours(2), "boom in the carts")
+        monkeypatch.setenv("NACHFASS_DBT_PROJECT", str(current))
+    else:  # only the changed rules' own cart reminders fail
+        _fail_from(changed, "abandoned_cart", T0 + hours(2), "boom in the reminders")
+    lines: list[str] = []
+    workdir = tmp_path / "work"
+    with pytest.raises(BacktestError) as failed:
+        run_backtest(
+            rules=str(changed),
+            landing=tmp_path / "landing",
+            start=T0,
+            end=T0 + hours(5),
+            every=hours(1),
+            workdir=workdir,
+            history=None,
+            progress=lines.append,
+            in_memory=True,
+        )
+    message = str(failed.value)
+    tick = (T0 + hours(2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if where == "shared":
+        assert any("computed once a tick for both sides" in line and "int_carts" in line for line in lines)
+        assert "computing the models both sides share failed" in message
+        assert (
+            f"the model int_carts failed at the tick {tick}: " in message and "boom in the carts" in message
+        )
+    else:
+        assert message.startswith("the after replay failed")
+        assert f"the model abandoned_cart failed at the tick {tick}: " in message
+        assert "boom in the reminders" in message
+    assert "cancelled" not in message  # the cause, not the side it stopped
+    ticked = {
+        side: [line for line in lines if line.startswith(f"[{side}] tick ")] for side in ("before", "after")
+    }
+    # the failing side stopped at the third tick; the other one finishes at most the tick it is on (with
+    # shared models failing, neither starts the third)
+    counts = {side: len(ticks) for side, ticks in ticked.items()}
+    assert (
+        counts == {"before": 2, "after": 2}
+        if where == "shared"
+        else (counts["after"] == 2 and counts["before"] <= 3)
+    ), ticked
+    assert not (workdir / "results.duckdb").exists()
+    assert not any(t.name.startswith(("backtest", "backtest-shared")) for t in threading.enumerate())
+    for lock in (workdir / "results.duckdb", workdir / "before" / "warehouse.duckdb"):
+        with file_lock.hold(file_lock.lock_path(lock)):  # free: the next backtest or erasure can go on
+            pass

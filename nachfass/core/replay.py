@@ -224,6 +224,17 @@ class TickModel:
         return True
 
 
+def create_tick_model(conn: duckdb.DuckDBPyConnection, model: TickModel, moment: datetime) -> None:
+    """(Re-)create ``model`` as of ``moment`` (already set as the as_of variable); ReplayError naming the
+    model and the tick when it fails, e.g. a changed rule's SQL on this tick's data."""
+    try:
+        conn.execute(f"create or replace {model.materialized} {model.relation} as {model.sql}")
+    except duckdb.Error as exc:
+        name = model.unique_id.split(".")[-1]
+        tick = _iso(moment if moment.tzinfo else moment.replace(tzinfo=UTC))  # naive: UTC (_naive_utc)
+        raise ReplayError(f"the model {name} failed at the tick {tick}: {exc}") from exc
+
+
 def _tick_models(manifest: dict) -> list[TickModel]:
     """The models mail_candidates needs that depend on as_of (directly or through another such model), in
     dependency order, with their compiled SQL."""
@@ -697,7 +708,7 @@ def _replay(
             for model in models:
                 # the first tick's day was built by the dbt build before the ticks
                 if model.due(moment, built_at):
-                    conn.execute(f"create or replace {model.materialized} {model.relation} as {model.sql}")
+                    create_tick_model(conn, model, moment)
             built_at = moment
             record_tick_decisions(conn, moment)
             conn.execute("commit")

@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 
 from nachfass.core import duckdb_config
-from nachfass.core.replay import AS_OF_VARIABLE, ReplayError, TickModel, _literal
+from nachfass.core.replay import AS_OF_VARIABLE, ReplayError, TickModel, _literal, create_tick_model
 
 # sources a tick writes to (the send ledger and what erasure keeps beside it): a model reading them
 # differs between the sides
@@ -218,9 +218,7 @@ class SharedTicks:
                 try:
                     for model in self.shared:
                         if model.due(moment, built_at):
-                            conn.execute(
-                                f"create or replace {model.materialized} {model.relation} as {model.sql}"
-                            )
+                            create_tick_model(conn, model, moment)
                     conn.execute("commit")
                 except BaseException:
                     conn.execute("rollback")
