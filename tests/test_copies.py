@@ -70,3 +70,24 @@ def test_a_broken_registry_stops_with_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="copies.json is not valid JSON"):
         register(tmp_path, folders=[tmp_path / "x"])
     assert registry_path(tmp_path).read_text(encoding="utf-8") == "{not json"  # nothing was overwritten
+
+
+def test_the_erase_command_looks_in_the_default_folders_and_the_recorded_places(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nachfass.cli.main import _copy_places
+
+    data = tmp_path / "data"
+    live = _touch(data / "warehouse.duckdb")
+    monkeypatch.setenv("NACHFASS_DATA", str(data))
+    monkeypatch.setenv("NACHFASS_WAREHOUSE", str(live))
+    monkeypatch.setenv("NACHFASS_OUTBOX", str(data / "outbox"))
+    (data / "outbox").mkdir()
+    defaults = [
+        _touch(data / "replay" / "warehouse.duckdb"),
+        _touch(data / "backtest" / "after" / "warehouse.duckdb"),
+        _touch(data / "diff" / "nachfass-diff-k1ll3d" / "after.duckdb"),  # a diff that was killed
+    ]
+    elsewhere = _touch(tmp_path / "marketing" / "pr-9" / "results.duckdb")
+    register(data, folders=[elsewhere.parent], warehouses=[live])  # the live warehouse is never a copy
+    assert sorted(_copy_places().duckdb_files()) == sorted([*defaults, elsewhere])

@@ -483,14 +483,15 @@ def cmd_erase(args: SimpleNamespace) -> int:
 
 
 def _copy_places():
-    """Where replays, backtests and kept diffs wrote copies of the exports: the default folders and what
+    """Where replays, backtests and diffs wrote copies of the exports: the default folders (a diff without
+    --keep works in $NACHFASS_DATA/diff and removes its folder, unless it was killed) and what
     $NACHFASS_DATA/copies.json records (nachfass/privacy/copies.py); never the live warehouse or outbox."""
     from nachfass.privacy.copies import CopyPlaces, registered
 
     data = paths.data_dir()
     places = registered(data, prune=True)
     return CopyPlaces(
-        folders=(data / "replay", data / "backtest", *places.folders),
+        folders=(data / "replay", data / "backtest", data / "diff", *places.folders),
         warehouses=places.warehouses,
         outboxes=places.outboxes,
         exclude=frozenset({paths.warehouse_path(), paths.staging_path(), paths.outbox_dir().resolve()}),

@@ -227,11 +227,16 @@ def run_diff(
     limit: int = 50,
 ) -> DiffResult:
     """Build mail_candidates at ``as_of`` with the current project and with ``rules`` on two copies of
-    ``warehouse``; compare. ``workdir`` keeps the copies (default: a temporary folder, removed)."""
+    ``warehouse``; compare. ``workdir`` keeps the copies (default: a temporary folder below
+    ``$NACHFASS_DATA/diff``, removed at the end)."""
     if not Path(warehouse).is_file():
         raise DiffError(f"no warehouse at {warehouse}: load exports first (`nachfass run --job ingest_job`)")
     keep = workdir is not None
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="nachfass-diff-"))
+    if workdir is None:  # in the data folder, where an erasure finds what a killed diff left
+        scratch = paths.data_dir() / "diff"
+        scratch.mkdir(parents=True, exist_ok=True)
+        workdir = tempfile.mkdtemp(prefix="nachfass-diff-", dir=scratch)
+    workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         project, label = rules_project(rules, workdir=workdir)
