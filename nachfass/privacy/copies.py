@@ -1,10 +1,10 @@
 """Where replays, backtests and kept diffs wrote their copies of the exports, so an erasure finds them all.
 
 A replay, a backtest and ``nachfass diff --keep`` copy the exports (names, addresses, orders) into DuckDB
-files and simulated outboxes. By default they write below ``$NACHFASS_DATA/replay`` and
-``$NACHFASS_DATA/backtest``, where ``nachfass erase`` always looks; with ``--warehouse``, ``--outbox``,
-``--workdir`` or ``--keep`` they write anywhere. Each command records what it wrote in
-``$NACHFASS_DATA/copies.json`` before it writes, and the erasure reads the file:
+files and simulated outboxes. By default they write below ``$NACHFASS_DATA/replay``,
+``$NACHFASS_DATA/backtest`` and ``$NACHFASS_DATA/diff``, where ``nachfass erase`` always looks; with
+``--warehouse``, ``--outbox``, ``--workdir`` or ``--keep`` they write anywhere. Each command records
+what it writes in ``$NACHFASS_DATA/copies.json`` before it writes, and the erasure reads the file:
 
 - ``folders``: a backtest's work folder or a diff's kept folder, which the command writes only into; every
   DuckDB file, outbox and spill folder below it is a copy, like the default folders;
@@ -31,8 +31,9 @@ KINDS = ("folders", "warehouses", "outboxes")
 
 @dataclass(frozen=True)
 class CopyPlaces:
-    """The places an erasure treats as copies (see the module docstring). ``exclude``: files that are never a
-    copy even when a folder holds them (the live warehouse, the PostgreSQL engine's staging file)."""
+    """The places an erasure treats as copies (see the module docstring). ``exclude``: files and folders that
+    are never a copy even when a folder holds them (the live warehouse and outbox, the PostgreSQL engine's
+    staging file)."""
 
     folders: tuple[Path, ...] = ()
     warehouses: tuple[Path, ...] = ()
