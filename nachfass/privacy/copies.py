@@ -46,9 +46,9 @@ class CopyPlaces:
 
     def lock_files(self) -> list[Path]:
         """The locks a running replay or backtest holds (``nachfass/core/file_lock.py``)."""
-        found = [lock for folder in self.folders for lock in Path(folder).rglob(".*.lock") if lock.is_file()]
+        found = [lock for folder in self.folders for lock in Path(folder).rglob(".*.lock")]
         found += [db.parent / f".{db.name}.lock" for db in self.warehouses]
-        return sorted({p.resolve() for p in found if p.is_file()})
+        return [p for p in self._kept(found) if p.is_file()]
 
     def duckdb_files(self) -> list[Path]:
         # *.duckdb.new: a replay's copy that was being written back when its process died
