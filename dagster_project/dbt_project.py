@@ -5,11 +5,16 @@ import hashlib
 import json
 import os
 import re
+import sys
+from collections.abc import Sequence
+from functools import cached_property
 from importlib.metadata import version
 from pathlib import Path
 
+import yaml
 from dagster_dbt import DbtCliResource, DbtProject
 from filelock import FileLock
+from packaging.version import Version
 
 from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars_arg
 from nachfass.core.paths import dbt_project_dir
@@ -17,8 +22,29 @@ from nachfass.core.paths import dbt_project_dir
 dbt_project = DbtProject(project_dir=dbt_project_dir(), profiles_dir=dbt_project_dir())
 
 
+class NachfassDbtCliResource(DbtCliResource):
+    """dagster-dbt's resource without two costs it adds to every dbt command, together 5-6 s, as long as
+    building the models on a small shop:
+
+    - the `dbt --version` process it starts to learn the version: the dbt beside this interpreter is the
+      dbt-core installed here, so its version is read from the package metadata (any other executable is
+      asked as before);
+    - the dbt adapter it sets up in the run's own process (loading the project and its macros). dagster-dbt
+      needs it only to fetch row counts or column metadata, which the project does not ask for; the dbt
+      process itself is unchanged."""
+
+    def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> None:  # type: ignore[override]
+        return None
+
+    @cached_property
+    def _cli_version(self) -> Version:
+        if Path(self.dbt_executable).parent == Path(sys.executable).parent:
+            return Version(version("dbt-core"))
+        return DbtCliResource._cli_version.func(self)  # type: ignore[attr-defined]
+
+
 def dbt_resource(project: DbtProject = dbt_project) -> DbtCliResource:
-    return DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE)
+    return NachfassDbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE)
 
 
 PARSE_STAMP = ".nachfass-parse-inputs"
@@ -26,7 +52,31 @@ _SKIPPED_DIRS = {"target", "logs"}  # written by dbt, not read by a parse
 _SKIPPED_FILES = {".user.yml"}  # dbt's anonymous user id, written by the first dbt call
 
 
-_ENV_VAR = re.compile(rb"""env_var\(\s*['"]([^'"]+)['"]""")
+# env_var('NAME') or env_var('NAME', 'default'): the name and the default dbt renders when it is unset
+_ENV_VAR = re.compile(rb"""env_var\(\s*['"]([^'"]+)['"](?:\s*,\s*['"]([^'"]*)['"])?""")
+
+
+def _profile_env_names(data: bytes) -> set[tuple[bytes, bytes]]:
+    """The environment variables of profiles.yml that reach the manifest: those of the active target (the
+    one NACHFASS_ENGINE names) and of the settings outside the targets. The other targets are not rendered,
+    and the Spark target's paths below $NACHFASS_DATA, which every test and replay sets afresh, would
+    otherwise force a parse (~8 s) on a DuckDB run for nothing. All of them when the file does not read as
+    expected."""
+    everything = set(_ENV_VAR.findall(data))
+    try:
+        profiles = yaml.safe_load(data)
+    except yaml.YAMLError:
+        return everything
+    if not isinstance(profiles, dict):
+        return everything
+    active = (os.environ.get("NACHFASS_ENGINE") or "duckdb").strip().lower()
+    kept: list[object] = []
+    for name, profile in profiles.items():
+        outputs = profile.get("outputs") if isinstance(profile, dict) else None
+        if not isinstance(outputs, dict) or active not in outputs:
+            return everything
+        kept += [{k: v for k, v in profile.items() if k != "outputs"}, outputs[active], name]
+    return set(_ENV_VAR.findall(json.dumps(kept, default=str).encode()))
 
 
 def parse_inputs(vars_arg: list[str], project: DbtProject = dbt_project) -> str:
@@ -36,7 +86,7 @@ def parse_inputs(vars_arg: list[str], project: DbtProject = dbt_project) -> str:
     the versions of dbt and its adapter. About 80 small files: a few milliseconds."""
     digest = hashlib.sha256()
     root = Path(project.project_dir)
-    env_names: set[bytes] = set()
+    env_names: set[tuple[bytes, bytes]] = set()  # (name, default)
     for folder, dirs, files in os.walk(root):
         if Path(folder) == root:
             dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS]
@@ -44,10 +94,19 @@ def parse_inputs(vars_arg: list[str], project: DbtProject = dbt_project) -> str:
         for name in sorted(set(files) - _SKIPPED_FILES):
             path = Path(folder, name)
             data = path.read_bytes()
-            env_names.update(_ENV_VAR.findall(data))
+            is_profile = path.name == "profiles.yml"
+            env_names.update(_profile_env_names(data) if is_profile else _ENV_VAR.findall(data))
             digest.update(f"{path.relative_to(root)}\0{len(data)}\0".encode())
             digest.update(data)
-    env = {n.decode(): os.environ.get(n.decode()) for n in sorted(env_names)}
+    # An unset variable counts as its default, which is what dbt renders: a first run without
+    # NACHFASS_WAREHOUSE and one that names the default file need one parse, not two.
+    defaults: dict[str, set[str]] = {}
+    for name, default in env_names:
+        defaults.setdefault(name.decode(), set()).add(default.decode())
+    env: dict[str, object] = {
+        name: os.environ[name] if name in os.environ else "\0".join(sorted(defaults[name]))
+        for name in sorted(defaults)
+    }
     if env.get("NACHFASS_WAREHOUSE"):
         # The DuckDB file reaches the manifest only as the database name dbt-duckdb derives from it (every
         # node's `database`), not its folder: a first run into a new folder needs no parse (~8 s).

@@ -61,6 +61,28 @@ def test_parse_only_when_the_inputs_changed(tmp_path, monkeypatch):
     monkeypatch.setenv("NACHFASS_WAREHOUSE", str(tmp_path / "other.duckdb"))
     assert parse_inputs(vars_arg, project) != same
     assert parse_inputs(["--vars", "{}"], project) != same  # another campaign registry
+    # The Spark target's paths below $NACHFASS_DATA are not rendered on DuckDB: every test and replay has
+    # its own data folder, and none of them needs a parse for it. On Spark they count.
+    monkeypatch.setenv("NACHFASS_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.setenv("NACHFASS_DATA", str(tmp_path / "data-a"))
+    on_duckdb = parse_inputs(vars_arg, project)
+    assert on_duckdb == same
+    monkeypatch.setenv("NACHFASS_DATA", str(tmp_path / "data-b"))
+    assert parse_inputs(vars_arg, project) == on_duckdb
+    # unset, a variable is its default in profiles.yml, as dbt renders it (the session's first parse runs
+    # before a test names its warehouse file)
+    monkeypatch.delenv("NACHFASS_WAREHOUSE")
+    monkeypatch.setenv("NACHFASS_ENGINE", "duckdb")
+    assert parse_inputs(vars_arg, project) == on_duckdb
+    monkeypatch.setenv("NACHFASS_DUCKDB_MEMORY_LIMIT", "1GiB")  # the DuckDB target's own setting counts
+    assert parse_inputs(vars_arg, project) != on_duckdb
+    monkeypatch.delenv("NACHFASS_DUCKDB_MEMORY_LIMIT")
+    monkeypatch.setenv("NACHFASS_ENGINE", "spark")
+    on_spark = parse_inputs(vars_arg, project)
+    assert on_spark != on_duckdb
+    monkeypatch.setenv("NACHFASS_DATA", str(tmp_path / "data-a"))
+    assert parse_inputs(vars_arg, project) != on_spark
+    monkeypatch.delenv("NACHFASS_ENGINE")
     assert prepare_dbt_manifest(project, force=True) is True
 
 
@@ -84,3 +106,36 @@ def test_the_unit_tests_record_holds_for_one_state_of_the_models(tmp_path, monke
     assert edited != inputs and unit_tests_passed(edited, project) is None
     (folder / "target" / ".nachfass-unit-tests-passed").write_text("{not json")  # a damaged record
     assert unit_tests_passed(inputs, project) is None
+
+
+def test_the_dbt_version_comes_from_the_installed_package_without_a_process(tmp_path, monkeypatch):
+    """dagster-dbt asks `dbt --version` before each command (a 3-4 s process); the dbt beside this
+    interpreter is the installed dbt-core, so the resource reads its version without starting one, and
+    asks any other executable as before."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from dagster_project.dbt_project import dbt_resource
+
+    started: list[list[str]] = []
+    real_check_output = subprocess.check_output
+
+    def check_output(args, *a, **kw):
+        started.append(list(args))
+        return real_check_output(args, *a, **kw)
+
+    monkeypatch.setattr("dagster_dbt.core.resource.check_output", check_output)
+    resource = dbt_resource()
+    assert Path(resource.dbt_executable).parent == Path(sys.executable).parent
+    assert str(resource._cli_version) == version("dbt-core")
+    assert started == []
+
+    other_dbt = tmp_path / "elsewhere" / "dbt"  # another installation, e.g. a system-wide dbt
+    other_dbt.parent.mkdir()
+    other_dbt.write_text("#!/bin/sh\necho 'Core:'\necho '  - installed: 1.9.4'\n")
+    other_dbt.chmod(0o755)
+    other = type(resource)(project_dir=dbt_project, dbt_executable=str(other_dbt))
+    assert str(other._cli_version) == "1.9.4"
+    assert started == [[str(other_dbt), "--version"]]
