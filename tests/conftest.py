@@ -40,19 +40,20 @@ from tests_support import DBT_DIR  # noqa: E402 (after the sleep patch)
 SPARK_FILES = ("test_dbt_spark.py", "test_engines_end_to_end_spark.py")
 LONGEST_FIRST = (
     *SPARK_FILES,
-    "test_feedback_loop.py",
+    "test_backtest.py",
     "test_multi_day.py",
     "test_engines_end_to_end.py",
     "test_replay.py",
-    "test_end_to_end.py",
-    "test_dagster_dev.py",
-    "test_backtest.py",
     "test_erasure.py",
-    "test_secrets.py",
-    "test_diff.py",
-    "test_ninth_campaign.py",
-    "test_lint.py",
+    "test_feedback_loop.py",
+    "test_dagster_dev.py",
+    "test_end_to_end.py",
     "test_dbt_engines.py",
+    "test_ninth_campaign.py",
+    "test_secrets.py",
+    "test_cli_run.py",
+    "test_diff.py",
+    "test_lint.py",
     "test_erasure_postgres.py",
 )
 
