@@ -81,9 +81,10 @@ def _profile_env_names(data: bytes) -> set[tuple[bytes, bytes]]:
 
 def parse_inputs(vars_arg: list[str], project: DbtProject = dbt_project) -> str:
     """A digest of everything a `dbt parse` of this project reads: the contents of the dbt project's files,
-    the vars (the campaign registry), the environment variables those files read with env_var() (of the
-    profile's warehouse file only the database name DuckDB derives from it) and any DBT_* variable, and
-    the versions of dbt and its adapter. About 80 small files: a few milliseconds."""
+    the vars (the campaign registry), the environment variables those files read with env_var() (of
+    profiles.yml only the active target's; an unset one as its default; of the warehouse file only the
+    database name DuckDB derives from it) and any DBT_* variable, and the versions of dbt and its adapter.
+    About 80 small files: a few milliseconds."""
     digest = hashlib.sha256()
     root = Path(project.project_dir)
     env_names: set[tuple[bytes, bytes]] = set()  # (name, default)
