@@ -152,6 +152,9 @@ def prepare_dbt_manifest(project: DbtProject = dbt_project, *, force: bool = Fal
 
 
 UNIT_TESTS_PASSED = ".nachfass-unit-tests-passed"
+# One record per state: a project run against two warehouses (DuckDB and PostgreSQL, or two shops' files)
+# keeps both states' records instead of each run evicting the other's. The oldest are pruned.
+UNIT_TESTS_PASSED_KEEP = 16
 
 
 def unit_test_inputs(engine: str, project: DbtProject = dbt_project) -> str:
@@ -163,11 +166,14 @@ def unit_test_inputs(engine: str, project: DbtProject = dbt_project) -> str:
     ).hexdigest()
 
 
+def _unit_tests_records(project: DbtProject) -> Path:
+    return Path(project.project_dir, project.target_path, UNIT_TESTS_PASSED)
+
+
 def unit_tests_passed(inputs: str, project: DbtProject = dbt_project) -> dict | None:
     """The record of the last `dbt build` whose unit tests all passed for exactly these inputs, if any."""
-    path = Path(project.project_dir, project.target_path, UNIT_TESTS_PASSED)
     with contextlib.suppress(OSError, ValueError):
-        record = json.loads(path.read_text())
+        record = json.loads((_unit_tests_records(project) / f"{inputs}.json").read_text())
         if isinstance(record, dict) and record.get("inputs") == inputs:
             return record
     return None
@@ -175,11 +181,17 @@ def unit_tests_passed(inputs: str, project: DbtProject = dbt_project) -> dict | 
 
 def record_unit_tests_passed(inputs: str, *, run_id: str, project: DbtProject = dbt_project) -> None:
     """Called after a `dbt build` that ran the unit tests succeeded (dbt fails the build on any failure)."""
-    target = Path(project.project_dir, project.target_path)
-    target.mkdir(parents=True, exist_ok=True)
-    tmp = target / f"{UNIT_TESTS_PASSED}.{os.getpid()}"
+    records = _unit_tests_records(project)
+    if records.is_file():  # the single-file record of earlier versions
+        records.unlink()
+    records.mkdir(parents=True, exist_ok=True)
+    tmp = records / f"{inputs}.json.{os.getpid()}"
     tmp.write_text(json.dumps({"inputs": inputs, "run_id": run_id}))
-    os.replace(tmp, target / UNIT_TESTS_PASSED)
+    os.replace(tmp, records / f"{inputs}.json")
+    with contextlib.suppress(OSError):
+        by_age = sorted(records.glob("*.json"), key=lambda f: f.stat().st_mtime_ns, reverse=True)
+        for old in by_age[UNIT_TESTS_PASSED_KEEP:]:
+            old.unlink(missing_ok=True)
 
 
 # Under `dagster dev` (which sets DAGSTER_IS_DEV_CLI) the manifest is checked whenever the code location

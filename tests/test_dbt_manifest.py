@@ -10,12 +10,14 @@ would load.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
 from dagster_dbt import DbtProject
 
 from dagster_project.dbt_project import (
+    UNIT_TESTS_PASSED_KEEP,
     dbt_project,
     parse_inputs,
     prepare_dbt_manifest,
@@ -104,8 +106,36 @@ def test_the_unit_tests_record_holds_for_one_state_of_the_models(tmp_path, monke
     segment.write_text(segment.read_text() + "\n-- a marketer's edit\n")
     edited = unit_test_inputs("duckdb", project)
     assert edited != inputs and unit_tests_passed(edited, project) is None
-    (folder / "target" / ".nachfass-unit-tests-passed").write_text("{not json")  # a damaged record
+    (folder / "target" / ".nachfass-unit-tests-passed" / f"{inputs}.json").write_text("{not json")  # damaged
     assert unit_tests_passed(inputs, project) is None
+
+
+def test_runs_against_two_warehouses_keep_each_others_unit_tests_record(tmp_path, monkeypatch):
+    """The same dbt project run against a DuckDB file and a PostgreSQL database (or two warehouses) has two
+    states; recording one must not evict the other, or every run would run the unit tests again. Only the
+    oldest records beyond a handful are pruned."""
+    folder = tmp_path / "dbt"
+    shutil.copytree(
+        dbt_project.project_dir, folder, ignore=shutil.ignore_patterns("target", "logs", ".user.yml")
+    )
+    project = DbtProject(project_dir=folder, profiles_dir=folder)
+    monkeypatch.setenv("NACHFASS_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    duckdb_state = unit_test_inputs("duckdb", project)
+    monkeypatch.setenv("NACHFASS_WAREHOUSE", str(tmp_path / "other_shop.duckdb"))
+    other_state = unit_test_inputs("duckdb", project)
+    assert other_state != duckdb_state
+    record_unit_tests_passed(duckdb_state, run_id="run-duckdb", project=project)
+    record_unit_tests_passed(other_state, run_id="run-other", project=project)
+    assert unit_tests_passed(duckdb_state, project)["run_id"] == "run-duckdb"
+    assert unit_tests_passed(other_state, project)["run_id"] == "run-other"
+
+    records = folder / "target" / ".nachfass-unit-tests-passed"
+    os.utime(records / f"{duckdb_state}.json", ns=(1, 1))  # the oldest, whatever the clock's resolution
+    for n in range(UNIT_TESTS_PASSED_KEEP):  # many states later
+        record_unit_tests_passed(f"{n:064x}", run_id=f"run-{n}", project=project)
+    assert len(list(records.glob("*.json"))) == UNIT_TESTS_PASSED_KEEP
+    assert unit_tests_passed(duckdb_state, project) is None
+    assert unit_tests_passed(f"{UNIT_TESTS_PASSED_KEEP - 1:064x}", project)["run_id"].startswith("run-")
 
 
 def test_the_dbt_version_comes_from_the_installed_package_without_a_process(tmp_path, monkeypatch):
