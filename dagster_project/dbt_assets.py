@@ -7,12 +7,12 @@ import dagster as dg
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
-    DbtCliResource,
     DbtProject,
     dbt_assets,
 )
 
 from dagster_project.dbt_project import (
+    NachfassDbtCliResource,
     dbt_project,
     record_unit_tests_passed,
     unit_test_inputs,
@@ -48,11 +48,10 @@ class NachfassDbtTranslator(DagsterDbtTranslator):
 translator = NachfassDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-def dbt_build_args(
-    as_of_iso: str, full_refresh: bool = False, skip_full_history_tests: bool = False
-) -> list[str]:
-    """The dbt command for one run: build (models + tests) at the run's logical time."""
-    args = ["build", *dbt_vars_arg(as_of_iso)]
+def dbt_build_args(full_refresh: bool = False, skip_full_history_tests: bool = False) -> list[str]:
+    """The dbt command for one run: build (models + tests) with the parsed manifest's vars; the run's
+    logical time reaches dbt through the environment (``NachfassDbtCliResource.cli_as_of``)."""
+    args = ["build", *dbt_vars_arg()]
     if full_refresh:
         args.append("--full-refresh")
     if skip_full_history_tests and not full_refresh:
@@ -70,7 +69,7 @@ class DbtRunConfig(dg.Config):
 @dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=translator, project=dbt_project)
 def nachfass_dbt_assets(
     context: dg.AssetExecutionContext,
-    dbt: DbtCliResource,
+    dbt: NachfassDbtCliResource,
     clock: RunClockResource,
     warehouse: WarehouseResource,
     config: DbtRunConfig,
@@ -94,7 +93,7 @@ def nachfass_dbt_assets(
             for table, reason in pushed.reasons.items():
                 context.log.info(f"{table} copied whole: {reason}")
         context.log.info(f"dbt build as of {as_of.isoformat()}")
-        args = dbt_build_args(as_of.isoformat(), config.full_refresh, config.skip_full_history_tests)
+        args = dbt_build_args(config.full_refresh, config.skip_full_history_tests)
         unit_tests = None if on_spark else unit_test_inputs(dbt_engine())
         if on_spark:
             # dbt's unit tests check the models' SQL on fixed rows, not the shop's data: 10-20 s each on
@@ -106,7 +105,7 @@ def nachfass_dbt_assets(
             args += ["--exclude-resource-type", "unit_test"]
             context.log.info("dbt unit tests skipped: they passed for exactly these models and vars")
             unit_tests = None
-        yield from dbt.cli(args, context=context).stream()
+        yield from dbt.cli_as_of(args, as_of, context=context).stream()
         if unit_tests is not None:
             record_unit_tests_passed(unit_tests, run_id=context.run_id)
         if on_spark:

@@ -6,20 +6,23 @@ import json
 import os
 import re
 import sys
+import threading
 from collections.abc import Sequence
+from datetime import datetime
 from functools import cached_property
 from importlib.metadata import version
 from pathlib import Path
 
 import yaml
-from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject
 from filelock import FileLock
 from packaging.version import Version
 
-from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars_arg
+from nachfass.core.dbt import AS_OF_ENV, DBT_EXECUTABLE, as_of_iso, dbt_vars_arg
 from nachfass.core.paths import dbt_project_dir
 
 dbt_project = DbtProject(project_dir=dbt_project_dir(), profiles_dir=dbt_project_dir())
+_ENVIRON_LOCK = threading.Lock()
 
 
 class NachfassDbtCliResource(DbtCliResource):
@@ -42,8 +45,24 @@ class NachfassDbtCliResource(DbtCliResource):
             return Version(version("dbt-core"))
         return DbtCliResource._cli_version.func(self)  # type: ignore[attr-defined]
 
+    def cli_as_of(self, args: Sequence[str], as_of: datetime, **kwargs) -> DbtCliInvocation:
+        """``cli(args)`` at the run's logical time, given to the dbt process in its environment (AS_OF_ENV)
+        rather than in ``--vars``: the vars stay those of the parsed manifest, so dbt parses partially
+        (3.4 s CPU instead of 8.2 s per command). dagster-dbt builds the process's environment from
+        ``os.environ`` when it starts it, inside ``cli``; the variable is set for that moment only."""
+        with _ENVIRON_LOCK:
+            before = os.environ.get(AS_OF_ENV)
+            os.environ[AS_OF_ENV] = as_of_iso(as_of)
+            try:
+                return self.cli(args, **kwargs)
+            finally:
+                if before is None:
+                    os.environ.pop(AS_OF_ENV, None)
+                else:
+                    os.environ[AS_OF_ENV] = before
 
-def dbt_resource(project: DbtProject = dbt_project) -> DbtCliResource:
+
+def dbt_resource(project: DbtProject = dbt_project) -> "NachfassDbtCliResource":
     return NachfassDbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from datetime import UTC, datetime
 
 import pytest
 from dagster_dbt import DbtProject
@@ -19,13 +20,14 @@ from dagster_dbt import DbtProject
 from dagster_project.dbt_project import (
     UNIT_TESTS_PASSED_KEEP,
     dbt_project,
+    dbt_resource,
     parse_inputs,
     prepare_dbt_manifest,
     record_unit_tests_passed,
     unit_test_inputs,
     unit_tests_passed,
 )
-from nachfass.core.dbt import dbt_vars_arg
+from nachfass.core.dbt import AS_OF_ENV, dbt_vars_arg
 
 
 @pytest.mark.slow
@@ -169,3 +171,44 @@ def test_the_dbt_version_comes_from_the_installed_package_without_a_process(tmp_
     other = type(resource)(project_dir=dbt_project, dbt_executable=str(other_dbt))
     assert str(other._cli_version) == "1.9.4"
     assert started == [[str(other_dbt), "--version"]]
+
+
+@pytest.mark.slow
+def test_the_runs_as_of_reaches_dbt_without_parsing_the_project_again(tmp_path, monkeypatch):
+    """Every run has an as_of of its own. In --vars it made dbt parse the whole project again at every run
+    (vars are part of dbt's partial-parse checksum); given in the dbt process's environment it leaves the
+    parsed state alone: dbt parses partially, and the models still see the run's as_of."""
+    import duckdb
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    monkeypatch.setenv("NACHFASS_WAREHOUSE", str(warehouse))
+    monkeypatch.delenv(AS_OF_ENV, raising=False)
+    folder = tmp_path / "dbt"
+    shutil.copytree(
+        dbt_project.project_dir, folder, ignore=shutil.ignore_patterns("target", "logs", ".user.yml")
+    )
+    project = DbtProject(project_dir=folder, profiles_dir=folder)
+    prepare_dbt_manifest(project)
+    resource = dbt_resource(project)
+
+    def build(target: str, as_of: datetime, *, in_vars: bool = False) -> tuple[str, datetime]:
+        args = ["build", "--select", "build_settings"]
+        if in_vars:
+            resource.cli([*args, *dbt_vars_arg(as_of)], target_path=folder / "target" / target).wait()
+        else:
+            resource.cli_as_of([*args, *dbt_vars_arg()], as_of, target_path=folder / "target" / target).wait()
+        with duckdb.connect(str(warehouse), read_only=True) as conn:
+            built_as_of = conn.execute("select as_of from analytics.build_settings").fetchone()[0]
+        return (folder / "target" / target / "dbt.log").read_text(), built_as_of
+
+    for n, as_of in enumerate(
+        (datetime(2026, 11, 24, 10, tzinfo=UTC), datetime(2026, 11, 24, 10, 15, tzinfo=UTC))
+    ):
+        log, built_as_of = build(f"run-{n}", as_of)
+        assert "Partial parsing enabled" in log and "Unable to do partial parsing" not in log
+        assert built_as_of == as_of.replace(tzinfo=None)
+    assert AS_OF_ENV not in os.environ  # set for the dbt process only
+
+    as_of = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)  # the way before: the same as_of in --vars
+    log, built_as_of = build("in-vars", as_of, in_vars=True)
+    assert "Unable to do partial parsing" in log and built_as_of == as_of.replace(tzinfo=None)

@@ -1,9 +1,15 @@
 {#- The run's logical time as a UTC timestamp literal. Every time rule compares against this, never
     against the wall clock, so a run is reproducible: `dbt build --vars '{as_of: "2026-11-24T10:00:00Z"}'`.
+    Without that var, the environment variable NACHFASS_AS_OF gives it (the Dagster runs pass it so: vars
+    are part of dbt's partial-parse checksum, so a new as_of in --vars made every run parse the whole
+    project again; read only while executing, it is not tracked by the parse and changes nothing there).
     With the var `as_of_source: variable`, the models compile against the DuckDB variable `nachfass_as_of`
     instead: `nachfass replay` compiles them once and runs every tick with that variable set. -#}
 {% macro as_of() -%}
     {%- set value = var('as_of', none) -%}
+    {%- if value is none and execute -%}
+        {%- set value = env_var('NACHFASS_AS_OF', '') or none -%}
+    {%- endif -%}
     {%- if var('as_of_source', none) == 'variable' -%}
         cast(getvariable('nachfass_as_of') as timestamp)
     {%- elif value -%}
