@@ -105,7 +105,11 @@ def nachfass_dbt_assets(
             args += ["--exclude-resource-type", "unit_test"]
             context.log.info("dbt unit tests skipped: they passed for exactly these models and vars")
             unit_tests = None
-        yield from dbt.cli_as_of(args, as_of, context=context).stream()
+        invocation = dbt.cli_as_of(args, as_of, context=context)
+        try:
+            yield from invocation.stream()
+        finally:
+            dbt.keep_partial_parse(invocation)
         if unit_tests is not None:
             record_unit_tests_passed(unit_tests, run_id=context.run_id)
         if on_spark:

@@ -13,16 +13,20 @@ import json
 import os
 import shutil
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from dagster_dbt import DbtProject
 
 from dagster_project.dbt_project import (
+    INVOCATION_FOLDERS_KEEP,
+    INVOCATION_PREFIX,
     UNIT_TESTS_PASSED_KEEP,
     dbt_project,
     dbt_resource,
     parse_inputs,
     prepare_dbt_manifest,
+    prune_invocation_folders,
     record_unit_tests_passed,
     unit_test_inputs,
     unit_tests_passed,
@@ -212,3 +216,67 @@ def test_the_runs_as_of_reaches_dbt_without_parsing_the_project_again(tmp_path, 
     as_of = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)  # the way before: the same as_of in --vars
     log, built_as_of = build("in-vars", as_of, in_vars=True)
     assert "Unable to do partial parsing" in log and built_as_of == as_of.replace(tzinfo=None)
+
+
+@pytest.mark.slow
+def test_each_warehouse_keeps_its_own_partial_parse_state(tmp_path, monkeypatch):
+    """dbt's partial-parse state holds a hash of the connection settings, the DuckDB file's path among
+    them, and dagster-dbt starts every command from the state of the last `dbt parse`. A run against
+    another warehouse (a second shop's file, a test's or replay's scratch file) parsed the whole project at
+    every command; now its first command does, and the next ones against it start from the state it left,
+    while the parsed warehouse keeps its own."""
+    monkeypatch.delenv(AS_OF_ENV, raising=False)
+    folder = tmp_path / "dbt"
+    shutil.copytree(
+        dbt_project.project_dir, folder, ignore=shutil.ignore_patterns("target", "logs", ".user.yml")
+    )
+    project = DbtProject(project_dir=folder, profiles_dir=folder)
+    parsed, other = tmp_path / "parsed.duckdb", tmp_path / "other" / "shop.duckdb"
+    other.parent.mkdir()
+    monkeypatch.setenv("NACHFASS_WAREHOUSE", str(parsed))
+    prepare_dbt_manifest(project)
+    resource = dbt_resource(project)
+    as_of = datetime(2026, 11, 24, 10, tzinfo=UTC)
+
+    def build(warehouse: Path, name: str) -> str:
+        monkeypatch.setenv("NACHFASS_WAREHOUSE", str(warehouse))
+        args = ["build", "--select", "build_settings", *dbt_vars_arg()]
+        invocation = resource.cli_as_of(args, as_of, target_path=folder / "target" / name)
+        invocation.wait()
+        resource.keep_partial_parse(invocation)
+        return (folder / "target" / name / "dbt.log").read_text()
+
+    first = build(other, "other-1")
+    assert "profile has changed" in first  # unavoidable once: the state is the parsed warehouse's
+    for name in ("other-2", "other-3"):
+        log = build(other, name)
+        assert "Partial parsing enabled" in log and "Unable to do partial parsing" not in log, name
+    log = build(parsed, "parsed-1")  # the other warehouse's state did not replace the parsed one's
+    assert "Partial parsing enabled" in log and "Unable to do partial parsing" not in log
+    log = build(other, "other-4")
+    assert "Partial parsing enabled" in log and "Unable to do partial parsing" not in log
+    states = list((folder / "target" / ".nachfass-partial-parse").glob("*.msgpack"))
+    assert len(states) == 2
+
+
+def test_only_the_newest_invocation_folders_are_kept(tmp_path):
+    """Each dbt command of a run writes a target folder of its own (~15 MB with the compiled SQL and the
+    log); at a run every 15 minutes that was 1.4 GB a day. The newest are kept for a look after a failure,
+    and nothing else in dbt/target is touched."""
+    target = tmp_path / "target"
+    folders = [target / f"{INVOCATION_PREFIX}{n:07x}-abcdef0" for n in range(INVOCATION_FOLDERS_KEEP + 5)]
+    for n, folder in enumerate(folders):
+        (folder / "compiled").mkdir(parents=True)
+        (folder / "run_results.json").write_text("{}")
+        os.utime(folder, ns=(n + 1, n + 1))  # oldest first, whatever the clock's resolution
+    kept_files = [target / "manifest.json", target / "partial_parse.msgpack"]
+    for file in kept_files:
+        file.write_text("{}")
+    (target / ".nachfass-unit-tests-passed").mkdir()
+
+    pruned = prune_invocation_folders(target)
+    assert sorted(pruned) == sorted(folders[:5])
+    assert all(not f.exists() for f in folders[:5])
+    assert all(f.is_dir() for f in folders[5:])
+    assert all(f.is_file() for f in kept_files) and (target / ".nachfass-unit-tests-passed").is_dir()
+    assert prune_invocation_folders(target) == []
