@@ -92,12 +92,13 @@ def test_a_run_whose_mail_steps_were_skipped_fails(workspace, dbt_manifest, caps
 
 
 @pytest.mark.slow
-def test_scheduled_runs_skip_the_unit_tests_only_while_they_last_passed_for_the_same_models(
-    workspace, dbt_manifest, monkeypatch, tmp_path
+def test_runs_skip_the_unit_tests_only_while_they_last_passed_for_the_same_models(
+    workspace, dbt_manifest, monkeypatch, tmp_path, capsys
 ) -> None:
-    """The dbt unit tests check the models' SQL on fixed rows, not the shop's data: a scheduled run runs
-    them once for a given state of the dbt project (models, macros, campaign vars, versions, engine) and
-    skips them while that state stays; the record is only written after a build that passed them."""
+    """The dbt unit tests check the models' SQL on fixed rows, not the shop's data: runs, scheduled or by
+    hand, run them once for a given state of the dbt project (models, macros, campaign vars, versions,
+    engine) and skip them while that state stays; the record is only written after a build that passed
+    them, and `nachfass run --unit-tests` runs them regardless."""
     import dagster as dg
 
     from dagster_project.dbt_project import unit_test_inputs, unit_tests_passed
@@ -113,14 +114,24 @@ def test_scheduled_runs_skip_the_unit_tests_only_while_they_last_passed_for_the_
         with dg.DagsterInstance.get() as instance:
             return any("dbt unit tests skipped" in r.message for r in instance.all_logs(run_id))
 
+    def last_run() -> str:
+        with dg.DagsterInstance.get() as instance:
+            return next(r.run_id for r in instance.get_runs(limit=1))
+
     generate_exports(workspace["landing"], customers=60, seed=3, as_of=datetime(2026, 11, 24, 10, tzinfo=UTC))
     inputs = unit_test_inputs(dbt_engine())
     assert unit_tests_passed(inputs) is None
     assert main(["run", "--job", "frequent_mails_job", "--partition", "2026-11-24-11:00"]) == 0
     first = unit_tests_passed(inputs)
     assert first is not None and not skipped(first["run_id"])  # they ran, passed, and that was recorded
-    assert main(["run", "--job", "frequent_mails_job", "--partition", "2026-11-24-11:15"]) == 0
-    with dg.DagsterInstance.get() as instance:
-        second = next(r.run_id for r in instance.get_runs(limit=1))
+    assert main(["run", "--as-of", "2026-11-24T10:20:00Z"]) == 0  # nachfass_job, by hand (slots: Berlin)
+    second = last_run()
     assert second != first["run_id"] and skipped(second)
     assert unit_tests_passed(inputs) == first  # a run that skipped them records nothing
+    slot = ["--job", "frequent_mails_job", "--partition", "2026-11-24-11:15"]
+    assert main(["run", *slot, "--unit-tests"]) == 0
+    third = last_run()
+    assert not skipped(third) and unit_tests_passed(inputs)["run_id"] == third
+    capsys.readouterr()
+    assert main(["run", "--job", "ingest_job", "--unit-tests"]) == 1
+    assert "ingest_job does not build the dbt models" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import time
+from copy import deepcopy
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -53,11 +54,13 @@ def run_job(
     job_name: str = "nachfass_job",
     verbose: bool = False,
     partition_key: str | None = None,
+    unit_tests: bool = False,
 ) -> bool:
     """Execute a job of the Definitions in this process; return success.
 
     ``partition_key``: a slot of a scheduled job (its run config, as_of = the slot's end, comes from the
-    job's partitions); otherwise ``as_of`` (ISO 8601) is the logical time, default the run's start."""
+    job's partitions); otherwise ``as_of`` (ISO 8601) is the logical time, default the run's start.
+    ``unit_tests``: run dbt's unit tests even if they passed for this state of the dbt project."""
     from nachfass.core.engine import EngineError, current_engine, dbt_engine
 
     try:
@@ -72,7 +75,7 @@ def run_job(
 
     ensure_dbt_manifest()
     from dagster_project.definitions import defs
-    from dagster_project.jobs import JOB_CAMPAIGN_CONFIG, clock_config
+    from dagster_project.jobs import DBT_OP, JOB_CAMPAIGN_CONFIG, clock_config
     from dagster_project.resources import parse_as_of
 
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
@@ -93,9 +96,14 @@ def run_job(
         run_config.update(job.get_run_config_for_partition_key(partition_key))
     else:
         # Run config given here replaces a job's default config: keep the scheduled jobs' campaign filters.
-        run_config.update(JOB_CAMPAIGN_CONFIG.get(job_name, {}))
+        run_config.update(deepcopy(JOB_CAMPAIGN_CONFIG.get(job_name, {})))
         if as_of:
             run_config.update(clock_config(parse_as_of(as_of)))
+    if unit_tests:
+        if DBT_OP not in job.graph.node_dict:
+            raise SystemExit(f"{job_name} does not build the dbt models, so it runs no dbt unit tests")
+        op_config = run_config.setdefault("ops", {}).setdefault(DBT_OP, {}).setdefault("config", {})
+        op_config["run_unit_tests"] = True
     # dagster-dbt echoes every dbt log line to stdout; keep it for failures and --verbose only. Each event
     # the run stores passes through the instance: the progress display sees it there, in this thread.
     captured = io.StringIO()
@@ -260,7 +268,9 @@ def cmd_run(args: SimpleNamespace) -> int:
     _export_locations(args)
     if args.partition and args.as_of:
         raise SystemExit("give either --as-of or --partition (a partition's as_of is the end of its slot)")
-    ok = run_job(args.as_of, args.job, verbose=args.verbose, partition_key=args.partition)
+    ok = run_job(
+        args.as_of, args.job, verbose=args.verbose, partition_key=args.partition, unit_tests=args.unit_tests
+    )
     if ok and not args.no_summary:
         print_summary()
     return 0 if ok else 1
@@ -851,6 +861,14 @@ def run(
     ] = None,
     no_summary: Annotated[bool, typer.Option("--no-summary", help="do not print the summary")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="show every log line (incl. dbt's)")] = False,
+    unit_tests: Annotated[
+        bool,
+        typer.Option(
+            "--unit-tests",
+            help="run dbt's unit tests even if they passed for this state of the dbt project "
+            "(otherwise they run after an edit only)",
+        ),
+    ] = False,
 ) -> None:
     """Run a job for a landing folder, warehouse and as_of time."""
     _done(cmd_run(SimpleNamespace(**locals())))
