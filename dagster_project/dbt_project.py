@@ -8,7 +8,7 @@ import re
 import shutil
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cached_property
 from importlib.metadata import version
@@ -206,6 +206,11 @@ INVOCATION_FOLDERS_KEEP = 32
 INVOCATION_PREFIX = "nachfass_dbt_assets-"
 
 
+def _beyond_newest(paths: Iterable[Path], keep: int) -> list[Path]:
+    """The paths other than the ``keep`` most recently modified: what a bounded folder of records drops."""
+    return sorted(paths, key=lambda f: f.stat().st_mtime_ns, reverse=True)[keep:]
+
+
 def partial_parse_key(project_dir: Path | str) -> str:
     """Which warehouse a dbt command connects to: the engine and the values (or defaults) of the
     environment variables the active profile target reads, DBT_* variables and dbt's version."""
@@ -246,16 +251,13 @@ def remember_partial_parse(target: Path, project_dir: Path | str) -> None:
     tmp = state.with_name(f".{state.name}.{os.getpid()}.{threading.get_ident()}")
     shutil.copyfile(written, tmp)
     os.replace(tmp, state)  # whole or not at all, for a run that seeds from it at the same moment
-    by_age = sorted(state.parent.glob("*.msgpack"), key=lambda f: f.stat().st_mtime_ns, reverse=True)
-    for old in by_age[PARTIAL_PARSE_KEEP:]:
+    for old in _beyond_newest(state.parent.glob("*.msgpack"), PARTIAL_PARSE_KEEP):
         old.unlink(missing_ok=True)
 
 
 def prune_invocation_folders(target: Path, keep: int = INVOCATION_FOLDERS_KEEP) -> list[Path]:
     """Delete the target folders of all but the ``keep`` newest dbt invocations; returns those deleted."""
-    folders = [f for f in target.glob(f"{INVOCATION_PREFIX}*") if f.is_dir()]
-    folders.sort(key=lambda f: f.stat().st_mtime_ns, reverse=True)
-    pruned = folders[keep:]
+    pruned = _beyond_newest((f for f in target.glob(f"{INVOCATION_PREFIX}*") if f.is_dir()), keep)
     for folder in pruned:
         shutil.rmtree(folder, ignore_errors=True)
     return pruned
@@ -299,8 +301,7 @@ def record_unit_tests_passed(inputs: str, *, run_id: str, project: DbtProject = 
     tmp.write_text(json.dumps({"inputs": inputs, "run_id": run_id}))
     os.replace(tmp, records / f"{inputs}.json")
     with contextlib.suppress(OSError):
-        by_age = sorted(records.glob("*.json"), key=lambda f: f.stat().st_mtime_ns, reverse=True)
-        for old in by_age[UNIT_TESTS_PASSED_KEEP:]:
+        for old in _beyond_newest(records.glob("*.json"), UNIT_TESTS_PASSED_KEEP):
             old.unlink(missing_ok=True)
 
 
