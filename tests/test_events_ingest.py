@@ -5,6 +5,8 @@ while the rest loads (poison never blocks), and events carrying a send id reconc
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import duckdb
@@ -62,6 +64,27 @@ def test_duplicates_across_files_count_once_and_files_load_once(tmp_path: Path, 
         again.files_loaded == 0
         and conn.execute("select count(*) from raw.sendgrid_events").fetchone()[0] == 3
     )
+
+
+def test_an_event_file_is_read_again_only_when_it_changed(tmp_path: Path, conn) -> None:
+    """The webhook's files pile up in the landing folder; a run reads only the new or changed ones (the
+    digest kept for a settled file, nachfass/core/file_digests.py). An erasure rewrites a file, which gives
+    it a new modification time: then it is hashed again."""
+    path = write(tmp_path, "a.ndjson", [event(1)])
+    an_hour_ago = time.time_ns() - 3600 * 10**9  # stamped by the clock the loader compares with
+    os.utime(path, ns=(an_hour_ago, an_hour_ago))
+    assert load_events(conn, tmp_path).files_loaded == 1
+    assert conn.execute("select count(*) from raw.landing_file_digests").fetchone()[0] == 1
+    # other bytes of the same size at the same time: the kept digest is used, the file not read again
+    path.write_text(path.read_text().replace("ev-1", "ev-7"))
+    os.utime(path, ns=(an_hour_ago, an_hour_ago))
+    assert load_events(conn, tmp_path).files_loaded == 0
+    os.utime(path, ns=(an_hour_ago + 10**9, an_hour_ago + 10**9))  # rewritten: a new modification time
+    assert load_events(conn, tmp_path).files_loaded == 1
+    assert {r[0] for r in conn.execute("select sg_event_id from raw.sendgrid_events").fetchall()} == {
+        "ev-1",
+        "ev-7",
+    }
 
 
 def test_malformed_lines_are_skipped_and_counted(tmp_path: Path, conn) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from nachfass.core.file_digests import landing_file_digest
 from nachfass.core.schema import ensure_events_schema
 
 EVENTS_FOLDER = "sendgrid_events"
@@ -202,16 +203,18 @@ def load_events(conn: duckdb.DuckDBPyConnection, landing_dir: Path) -> EventLoad
     now = datetime.now(UTC).replace(tzinfo=None)  # audit only: no decision depends on it
     for path in event_files(landing_dir):
         try:
+            # hashed only when new or changed since its last hashing (nachfass/core/file_digests.py)
+            if conn.execute(
+                "select 1 from raw.loaded_files where path = ? and content_hash = ?",
+                [str(path), landing_file_digest(conn, path)],
+            ).fetchall():
+                continue
             data = path.read_bytes()
         except OSError as exc:
             _quarantine_file(conn, path, f"file cannot be read: {type(exc).__name__}: {exc.strerror}", now)
             report.files_unreadable += 1
             continue
-        digest = hashlib.sha256(data).hexdigest()
-        if conn.execute(
-            "select 1 from raw.loaded_files where path = ? and content_hash = ?", [str(path), digest]
-        ).fetchall():
-            continue
+        digest = hashlib.sha256(data).hexdigest()  # of the bytes loaded, should the file have changed since
         good: list[dict[str, Any]] = []
         bad: list[tuple[int, str, str | None, str | None, str]] = []
         read = 0

@@ -19,7 +19,6 @@ import codecs
 import contextlib
 import csv
 import gzip
-import hashlib
 import io
 import json
 import queue
@@ -37,6 +36,7 @@ import pyarrow.compute as pc
 
 from nachfass.core.addresses import SIMPLE_ADDRESS_PATTERN, address_problem
 from nachfass.core.contract import FILE_SUFFIXES, MAX_FUTURE, MAX_VALUE_CHARS, TABLES, Column, Table
+from nachfass.core.file_digests import landing_file_digest
 from nachfass.core.schema import ensure_raw_schema
 
 ADDRESS_FUNCTION = "nachfass_address_problem"
@@ -78,14 +78,6 @@ class FileReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def landing_files(landing_dir: Path, table: str) -> list[Path]:
@@ -821,7 +813,7 @@ def load_landing(
     for name in tables or list(TABLES):
         table = TABLES[name]
         for path in landing_files(landing_dir, name):
-            digest = file_hash(path)
+            digest = landing_file_digest(conn, path)
             seen = conn.execute(
                 "select 1 from raw.loaded_files where path = ? and content_hash = ?", [str(path), digest]
             ).fetchone()
