@@ -337,21 +337,45 @@ ranked_in_series as (
     left join run_winners on ranked.trigger_key = run_winners.trigger_key
 ),
 
+-- the decision and its reason, before the payload joins back
+decisions as (
+    select
+        ranked_in_series.*,
+        case
+            when rule_reason in ('quiet_hours', 'not_live_yet', 'backlog_drip') then 'defer'
+            when rule_reason is not null then 'skip'
+            when marketing_rank > 1 then 'skip'
+            else 'send'
+        end as decision,
+        case
+            when rule_reason is not null then rule_reason
+            when marketing_rank > 1 and is_reminded_in_this_run then 'already_reminded'
+            when marketing_rank > 1 then 'frequency_cap'
+            else 'due'
+        end as reason
+    from ranked_in_series
+),
+
 payloads as (
     select campaign, step, trigger_key, payload
     from triggers
     where due_at <= {{ as_of() }}
 ),
 
+-- The payload only where something reads it: the mails this run sends (the render step) and the holdouts
+-- (recorded in the ledger as if sent). A skipped or deferred trigger is decided afresh, payload and all, at
+-- a later run. Most rows are skips (expired, already sent, no consent: ~90 % of them at 1M customers) and
+-- the payload is most of a row, so writing it for them cost the table's write most of its time.
 with_payload as (
     select
-        ranked_in_series.*,
+        decisions.*,
         payloads.payload
-    from ranked_in_series
-    inner join payloads
-        on ranked_in_series.campaign = payloads.campaign
-        and ranked_in_series.step = payloads.step
-        and ranked_in_series.trigger_key = payloads.trigger_key
+    from decisions
+    left join payloads
+        on decisions.campaign = payloads.campaign
+        and decisions.step = payloads.step
+        and decisions.trigger_key = payloads.trigger_key
+        and (decisions.decision = 'send' or decisions.reason = 'holdout')
 ),
 
 final as (
@@ -376,18 +400,8 @@ final as (
         due_at,
         expires_at,
         payload,
-        case
-            when rule_reason in ('quiet_hours', 'not_live_yet', 'backlog_drip') then 'defer'
-            when rule_reason is not null then 'skip'
-            when marketing_rank > 1 then 'skip'
-            else 'send'
-        end as decision,
-        case
-            when rule_reason is not null then rule_reason
-            when marketing_rank > 1 and is_reminded_in_this_run then 'already_reminded'
-            when marketing_rank > 1 then 'frequency_cap'
-            else 'due'
-        end as reason,
+        decision,
+        reason,
         case
             when rule_reason = 'quiet_hours' then next_window_at
             when rule_reason = 'not_live_yet' then live_from
