@@ -77,6 +77,64 @@ def test_preview_cli_render(tmp_path: Path) -> None:
     )
 
 
+def test_preview_of_a_deferred_candidate_takes_its_payload_from_the_segment(tmp_path: Path) -> None:
+    """`nachfass preview render --customer-id`: mail_candidates carries the payload only on the rows sent
+    and the holdouts, so a deferred (or skipped) trigger's preview reads it from the segment table; a row
+    that is sent uses its own. A real DuckDB file with the two tables as dbt writes them."""
+    import json
+
+    import duckdb
+
+    from nachfass.core.mail.candidates import CANDIDATE_COLUMNS
+    from nachfass.core.mail.samples import sample_jobs
+
+    job = next(j for j in sample_jobs(locales=("de-DE",)) if (j.campaign, j.step) == ("abandoned_cart", "1"))
+
+    def payload(product_name: str) -> str:
+        items = [{**item, "name": product_name} for item in job.payload["items"]]
+        return json.dumps({**job.payload, "items": items})
+
+    def row(customer_id: str, trigger_key: str, decision: str, reason: str, own: str | None) -> list:
+        values = {**{name: getattr(job, name, None) for name in CANDIDATE_COLUMNS}, "variant": "control"}
+        values |= {"customer_id": customer_id, "trigger_key": trigger_key, "payload": own}
+        values |= {"decision": decision, "reason": reason}
+        return [values[name] for name in CANDIDATE_COLUMNS]
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create schema eligibility; create schema segments")
+        con.execute(
+            "create table eligibility.mail_candidates ("
+            + ", ".join(
+                f"{c} boolean" if c == "has_marketing_consent" else f"{c} varchar" for c in CANDIDATE_COLUMNS
+            )
+            + ")"
+        )
+        con.executemany(
+            f"insert into eligibility.mail_candidates values ({', '.join('?' * len(CANDIDATE_COLUMNS))})",
+            [
+                row("C-DEFER", "K-1", "defer", "quiet_hours", None),
+                row("C-SEND", "K-2", "send", "due", payload("Rosenschere Gesendet")),
+            ],
+        )
+        con.execute(
+            "create table segments.abandoned_cart "
+            "(campaign varchar, step varchar, trigger_key varchar, payload varchar)"
+        )
+        con.executemany(
+            "insert into segments.abandoned_cart values ('abandoned_cart', '1', ?, ?)",
+            [("K-1", payload("Gartenschlauch Vertagt")), ("K-2", payload("Segmentzeile Alt"))],
+        )
+
+    for customer_id, shown in (("C-DEFER", "Gartenschlauch Vertagt"), ("C-SEND", "Rosenschere Gesendet")):
+        out = tmp_path / customer_id
+        argv = ["preview", "render", "--campaign", "abandoned_cart", "--step", "1", "--out", str(out)]
+        assert main([*argv, "--customer-id", customer_id, "--warehouse", str(warehouse)]) == 0
+        (html,) = [p.read_text(encoding="utf-8") for p in out.glob("*.html")]
+        assert shown in html, customer_id
+        assert "Segmentzeile Alt" not in html
+
+
 def _png_rows(path: Path) -> tuple[int, int, int, list[bytes]]:
     """(width, height, channels, unfiltered scanlines) of an 8-bit PNG, with the stdlib only."""
     data = path.read_bytes()

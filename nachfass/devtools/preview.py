@@ -99,20 +99,41 @@ def load_candidate(
 ) -> MailJob:
     """The candidate row of one customer for a campaign/step from the warehouse, as a ``MailJob``.
 
-    Prefers a row with ``decision = 'send'``, so the preview shows what would actually go out.
+    Prefers a row with ``decision = 'send'``, so the preview shows what would actually go out. A deferred
+    or skipped row has no payload in mail_candidates (only the rows sent and the holdouts carry it): its
+    payload comes from the campaign's segment table, which keeps every trigger's.
     """
     import duckdb  # local: the rest of the preview works without a warehouse
 
-    query = f"""
-        select {", ".join(CANDIDATE_COLUMNS)}
-        from {CANDIDATES_TABLE}
-        where customer_id = ? and campaign = ? and cast(step as varchar) = ?
-          and (? is null or variant = ?)
-        order by (decision = 'send') desc, trigger_key desc
-        limit 1
-    """
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        cursor = con.execute(query, [customer_id, campaign, step, variant, variant])
+        segment = con.execute(
+            "select 1 from information_schema.tables where table_schema = 'segments' and table_name = ?",
+            [campaign],
+        ).fetchone()
+        columns = [
+            f"coalesce(c.payload, {'s.payload' if segment else 'null'}) as payload"
+            if name == "payload"
+            else f"c.{name}"
+            for name in CANDIDATE_COLUMNS
+        ]
+        join = (
+            f'left join segments."{campaign}" as s on s.campaign = c.campaign '
+            "and cast(s.step as varchar) = cast(c.step as varchar) and s.trigger_key = c.trigger_key"
+            if segment
+            else ""
+        )
+        cursor = con.execute(
+            f"""
+            select {", ".join(columns)}
+            from {CANDIDATES_TABLE} as c
+            {join}
+            where c.customer_id = ? and c.campaign = ? and cast(c.step as varchar) = ?
+              and (? is null or c.variant = ?)
+            order by (c.decision = 'send') desc, c.trigger_key desc
+            limit 1
+            """,
+            [customer_id, campaign, step, variant, variant],
+        )
         names = [d[0] for d in cursor.description]
         row = cursor.fetchone()
     if row is None:
