@@ -1,6 +1,8 @@
 """dbt as Dagster assets: one @dbt_assets and a translator mapping dbt folders to Dagster groups."""
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -48,10 +50,25 @@ class NachfassDbtTranslator(DagsterDbtTranslator):
 translator = NachfassDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
+def models_only_for_campaigns(manifest_path=None) -> dict[dg.AssetKey, frozenset[str]]:
+    """Models that only some campaigns need, beyond their segments: the dbt config
+    ``meta: {nachfass: {only_for_campaigns: [...]}}``. A scheduled job that sends none of them leaves the
+    model out of its build (jobs.py), as it leaves out the segments of the campaigns it does not send."""
+    manifest = json.loads(Path(manifest_path or dbt_project.manifest_path).read_text())
+    found = {}
+    for unique_id, node in manifest["nodes"].items():
+        only = ((node.get("config") or {}).get("meta") or {}).get("nachfass", {}).get("only_for_campaigns")
+        if node.get("resource_type") == "model" and only:
+            found[translator.get_asset_spec(manifest, unique_id, dbt_project).key] = frozenset(only)
+    return found
+
+
 def dbt_build_args(full_refresh: bool = False, skip_full_history_tests: bool = False) -> list[str]:
     """The dbt command for one run: build (models + tests) with the parsed manifest's vars; the run's
     logical time reaches dbt through the environment (``NachfassDbtCliResource.cli_as_of``)."""
-    args = ["build", *dbt_vars_arg()]
+    # A test runs when every model it reads is selected in this run: the 15-minute job leaves the daily
+    # campaigns' segments out, and dbt's default (eager) would still run their tests on stg_customers.
+    args = ["build", *dbt_vars_arg(), "--indirect-selection", "cautious"]
     if full_refresh:
         args.append("--full-refresh")
     if skip_full_history_tests and not full_refresh:
@@ -59,6 +76,69 @@ def dbt_build_args(full_refresh: bool = False, skip_full_history_tests: bool = F
         # take ~8 s at 1 M customers; the scheduled runs skip them, nachfass_job and CI run them.
         args += ["--exclude", "tag:full_history"]
     return args
+
+
+def unit_tests_of(
+    asset_keys, existing_relations: set[tuple[str, str]] | None = None, manifest_path=None
+) -> tuple[set[str], dict[str, str]]:
+    """The dbt unit tests (unique ids) of the models behind these asset keys, those a build of them runs:
+    the ones that can run, and the ones that cannot with the reason. dbt reads the column types of a unit
+    test's inputs from the warehouse, so an input neither built in this run nor ever before (the first run
+    of a warehouse is a 15-minute one, which leaves the daily campaigns' segments out) stops it.
+    `existing_relations`: (schema, table) in lower case, None to skip that check."""
+    manifest = json.loads(Path(manifest_path or dbt_project.manifest_path).read_text())
+    nodes = manifest["nodes"]
+    keys = {
+        unique_id: translator.get_asset_spec(manifest, unique_id, dbt_project).key
+        for unique_id, node in nodes.items()
+        if node.get("resource_type") in ("model", "seed")
+    }
+    selected = set(asset_keys)
+    runnable, blocked = set(), {}
+    for unique_id, unit_test in (manifest.get("unit_tests") or {}).items():
+        models = [model for model in unit_test["depends_on"]["nodes"] if keys.get(model) in selected]
+        if not models:
+            continue
+        missing = [
+            parent
+            for model in models
+            for parent in nodes[model]["depends_on"]["nodes"]
+            if parent in keys
+            and keys[parent] not in selected
+            and existing_relations is not None
+            and (
+                nodes[parent]["schema"].lower(),
+                (nodes[parent].get("alias") or nodes[parent]["name"]).lower(),
+            )
+            not in existing_relations
+        ]
+        if missing:
+            blocked[unique_id] = f"its input {nodes[missing[0]]['name']} was never built in this warehouse"
+        else:
+            runnable.add(unique_id)
+    return runnable, blocked
+
+
+def unit_test_names(unique_ids, manifest_path=None) -> list[str]:
+    manifest = json.loads(Path(manifest_path or dbt_project.manifest_path).read_text())
+    return sorted(manifest["unit_tests"][unique_id]["name"] for unique_id in unique_ids)
+
+
+def _existing_relations(warehouse: "WarehouseResource") -> set[tuple[str, str]]:
+    with warehouse.connect() as conn:
+        rows = conn.execute("select table_schema, table_name from information_schema.tables").fetchall()
+    return {(str(schema).lower(), str(name).lower()) for schema, name in rows}
+
+
+def _exclude(args: list[str], names: list[str]) -> list[str]:
+    """`args` with `names` added to its --exclude, as one space-separated value: dagster-dbt keeps one value
+    after --exclude when it adds a run's asset selection."""
+    if not names:
+        return args
+    if "--exclude" in args:
+        at = args.index("--exclude") + 1
+        return [*args[:at], " ".join([args[at], *names]), *args[at + 1 :]]
+    return [*args, "--exclude", " ".join(names)]
 
 
 class DbtRunConfig(dg.Config):
@@ -102,20 +182,43 @@ def nachfass_dbt_assets(
             # dbt's unit tests check the models' SQL on fixed rows, not the shop's data: 10-20 s each on
             # Spark, per run. They run on Spark in CI (tests/test_dbt_spark.py) and with `nachfass dbt test`.
             args += ["--exclude-resource-type", "unit_test"]
-        elif not (config.full_refresh or config.run_unit_tests) and unit_tests_passed(unit_tests):
-            # A run skips the unit tests while the models, macros, vars and versions are those they last
-            # passed with: their outcome depends on nothing else (3-9 s of every run); an edit to any dbt
-            # file runs them again.
-            args += ["--exclude-resource-type", "unit_test"]
-            context.log.info("dbt unit tests skipped: they passed for exactly these models and vars")
-            unit_tests = None
+        else:
+            runnable, blocked = unit_tests_of(context.selected_asset_keys, _existing_relations(warehouse))
+            # A run skips a unit test while the models, macros, vars and versions are those it passed with:
+            # its outcome depends on nothing else (3-9 s of every run); an edit to any dbt file runs them
+            # again. The record holds which ones passed: a 15-minute run tests only the models it builds.
+            record = unit_tests_passed(unit_tests)
+            passed = (
+                set()
+                if config.full_refresh or config.run_unit_tests
+                else runnable & set(record and record.get("unit_tests") or ())
+            )
+            if runnable <= passed:
+                args += ["--exclude-resource-type", "unit_test"]
+                context.log.info("dbt unit tests skipped: they passed for exactly these models and vars")
+                unit_tests = None
+            else:
+                args = _exclude(args, unit_test_names(passed | set(blocked)))
+                if passed:
+                    context.log.info(
+                        f"{len(passed)} dbt unit tests skipped: they passed for exactly these models and vars"
+                    )
+            for unique_id, reason in sorted(blocked.items()):
+                context.log.warning(
+                    f"dbt unit test {unique_id} left out: {reason}; a run that builds it tests it"
+                )
         invocation = dbt.cli_as_of(args, as_of, context=context)
         try:
             yield from invocation.stream()
         finally:
             dbt.keep_partial_parse(invocation)
         if unit_tests is not None:
-            record_unit_tests_passed(unit_tests, run_id=context.run_id)
+            ran = [
+                result["unique_id"]
+                for result in invocation.get_artifact("run_results.json").get("results", [])
+                if result.get("unique_id", "").startswith("unit_test.") and result.get("status") == "pass"
+            ]
+            record_unit_tests_passed(unit_tests, run_id=context.run_id, unit_tests=ran)
         if on_spark:
             pulled = spark.pull_models()
             context.log.info(

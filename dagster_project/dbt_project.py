@@ -283,7 +283,8 @@ def _unit_tests_records(project: DbtProject) -> Path:
 
 
 def unit_tests_passed(inputs: str, project: DbtProject = dbt_project) -> dict | None:
-    """The record of the last `dbt build` whose unit tests all passed for exactly these inputs, if any."""
+    """The record of the `dbt build`s whose unit tests passed for exactly these inputs, if any: its
+    ``unit_tests`` are the ones that passed (a 15-minute run builds, and tests, only some models)."""
     with contextlib.suppress(OSError, ValueError):
         record = json.loads((_unit_tests_records(project) / f"{inputs}.json").read_text())
         if isinstance(record, dict) and record.get("inputs") == inputs:
@@ -291,14 +292,19 @@ def unit_tests_passed(inputs: str, project: DbtProject = dbt_project) -> dict | 
     return None
 
 
-def record_unit_tests_passed(inputs: str, *, run_id: str, project: DbtProject = dbt_project) -> None:
-    """Called after a `dbt build` that ran the unit tests succeeded (dbt fails the build on any failure)."""
+def record_unit_tests_passed(
+    inputs: str, *, run_id: str, unit_tests: Iterable[str] = (), project: DbtProject = dbt_project
+) -> None:
+    """Called after a `dbt build` that ran the unit tests succeeded (dbt fails the build on any failure):
+    `unit_tests` are the ones it ran, added to those that passed before for the same inputs."""
     records = _unit_tests_records(project)
     if records.is_file():  # the single-file record of earlier versions
         records.unlink()
     records.mkdir(parents=True, exist_ok=True)
+    before = unit_tests_passed(inputs, project) or {}
+    passed = sorted(set(before.get("unit_tests") or ()) | set(unit_tests))
     tmp = records / f"{inputs}.json.{os.getpid()}"
-    tmp.write_text(json.dumps({"inputs": inputs, "run_id": run_id}))
+    tmp.write_text(json.dumps({"inputs": inputs, "run_id": run_id, "unit_tests": passed}))
     os.replace(tmp, records / f"{inputs}.json")
     with contextlib.suppress(OSError):
         for old in _beyond_newest(records.glob("*.json"), UNIT_TESTS_PASSED_KEEP):

@@ -105,8 +105,17 @@ def test_the_unit_tests_record_holds_for_one_state_of_the_models(tmp_path, monke
     project = DbtProject(project_dir=folder, profiles_dir=folder)
     inputs = unit_test_inputs("duckdb", project)
     assert unit_tests_passed(inputs, project) is None
-    record_unit_tests_passed(inputs, run_id="run-1", project=project)
-    assert unit_tests_passed(inputs, project) == {"inputs": inputs, "run_id": "run-1"}
+    record_unit_tests_passed(
+        inputs, run_id="run-1", unit_tests=["unit_test.a", "unit_test.b"], project=project
+    )
+    assert unit_tests_passed(inputs, project) == {
+        "inputs": inputs,
+        "run_id": "run-1",
+        "unit_tests": ["unit_test.a", "unit_test.b"],
+    }
+    # a later build that ran others (a 15-minute run tests only the models it builds) adds to the record
+    record_unit_tests_passed(inputs, run_id="run-2", unit_tests=["unit_test.c"], project=project)
+    assert unit_tests_passed(inputs, project)["unit_tests"] == ["unit_test.a", "unit_test.b", "unit_test.c"]
     assert unit_test_inputs("postgres", project) != inputs
     segment = folder / "models" / "segments" / "abandoned_cart.sql"
     segment.write_text(segment.read_text() + "\n-- a marketer's edit\n")

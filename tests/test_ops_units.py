@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from dagster_project.jobs import JOB_CAMPAIGN_CONFIG, RENDER_OP, SEND_OP
+from dagster_project.jobs import JOB_CAMPAIGN_CONFIG, MAIL_JOB_SPECS, RENDER_OP, SEND_OP
 from dagster_project.resources import LandingResource, parse_as_of
 from dagster_project.sensors import SETTLE_SECONDS, events_sensor, landing_sensor, new_files, settled_files
 from nachfass.core.campaigns import load_campaigns
@@ -244,6 +244,23 @@ def test_frequent_job_leaves_analytics_out(defs):
     assert not [key for key in frequent if key.path[0] == "analytics"]
     daily = _selected(defs, "daily_mails_job")
     assert dg.AssetKey(["analytics", "ab_results"]) in daily
+
+
+def test_a_cadence_job_builds_the_segments_of_its_own_campaigns(defs):
+    """The 15-minute job builds its campaigns' segments and what they read, not the daily campaigns'
+    segments nor what only those need; the daily job builds every segment."""
+    frequent = {key.path[-1] for key in _selected(defs, "frequent_mails_job")}
+    daily = {key.path[-1] for key in _selected(defs, "daily_mails_job")}
+    for spec in MAIL_JOB_SPECS:
+        if spec.job_name == "frequent_mails_job":
+            assert set(spec.campaigns) <= frequent
+            assert not (set(spec.registry) - set(spec.campaigns)) & frequent
+    assert {"cross_sell", "reactivation", "review_request", "support_followup"} <= daily
+    # reactivation's order gaps and the support tickets only the daily campaigns read
+    assert {"int_customer_order_gaps", "stg_support_tickets"} <= daily - frequent
+    # what the cart reminder reads stays, recommendations included
+    cart = {"int_carts", "int_product_recommendations", "int_recommendation_lists", "mail_candidates"}
+    assert cart <= frequent
 
 
 def test_main_job_is_everything(defs):

@@ -134,3 +134,16 @@
         interval '0 minutes'
     {%- endif -%}
 {%- endmacro %}
+
+{#- The models among `names` that this dbt invocation builds (dbt's selected_resources). Empty while parsing
+    and in a unit test (its graph has no nodes). A scheduled job that sends some campaigns builds their
+    segments only (dagster_project/jobs.py): mail_candidates and int_product_recommendations ask. -#}
+{% macro selected_models(names) -%}
+    {%- set found = [] -%}
+    {%- if execute and graph.get('nodes') -%}
+        {%- for name in names if ('model.' ~ project_name ~ '.' ~ name) in selected_resources -%}
+            {%- do found.append(name) -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {{ return(found) }}
+{%- endmacro %}

@@ -5,8 +5,17 @@
 {#- `only_campaigns` (a list) builds one campaign through eligibility by name: its segment and what it
     needs, nothing of the others (`nachfass campaigns build NAME`, `dbt build --select +mail_candidates`). -#}
 {%- set only = var('only_campaigns', none) -%}
+{#- A job that sends some campaigns only builds their segments (dagster_project/jobs.py) and reads the
+    others' as their last build left them; in such a build a segment never built yet (the first run of a
+    warehouse is a 15-minute one) has no triggers: its campaign is sent by a job that builds it. -#}
+{%- set wanted = campaign_models() if only is none else campaign_models() | select('in', only) | list -%}
+{%- set selected = selected_models(wanted) -%}
+{%- set segments = [] -%}
+{%- for model in wanted if not selected or model in selected or load_relation(ref(model)) is not none -%}
+    {%- do segments.append(model) -%}
+{%- endfor %}
 with segment_triggers as (
-    {%- for model in campaign_models() if only is none or model in only %}
+    {%- for model in segments %}
     select
         campaign, step, trigger_key, customer_id, email, trigger_at, due_at, expires_at, exit_reason,
         cast(payload as {{ type_text() }}) as payload
