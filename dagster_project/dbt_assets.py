@@ -50,19 +50,6 @@ class NachfassDbtTranslator(DagsterDbtTranslator):
 translator = NachfassDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-def models_only_for_campaigns(manifest_path=None) -> dict[dg.AssetKey, frozenset[str]]:
-    """Models that only some campaigns need, beyond their segments: the dbt config
-    ``meta: {nachfass: {only_for_campaigns: [...]}}``. A scheduled job that sends none of them leaves the
-    model out of its build (jobs.py), as it leaves out the segments of the campaigns it does not send."""
-    manifest = json.loads(Path(manifest_path or dbt_project.manifest_path).read_text())
-    found = {}
-    for unique_id, node in manifest["nodes"].items():
-        only = ((node.get("config") or {}).get("meta") or {}).get("nachfass", {}).get("only_for_campaigns")
-        if node.get("resource_type") == "model" and only:
-            found[translator.get_asset_spec(manifest, unique_id, dbt_project).key] = frozenset(only)
-    return found
-
-
 def dbt_build_args(full_refresh: bool = False, skip_full_history_tests: bool = False) -> list[str]:
     """The dbt command for one run: build (models + tests) with the parsed manifest's vars; the run's
     logical time reaches dbt through the environment (``NachfassDbtCliResource.cli_as_of``)."""

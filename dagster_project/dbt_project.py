@@ -82,6 +82,23 @@ class NachfassDbtCliResource(DbtCliResource):
             prune_invocation_folders(Path(self.project_dir, TARGET))
 
 
+def models_only_for_campaigns(project: DbtProject = dbt_project) -> dict[tuple[str, str], frozenset[str]]:
+    """Models that only some campaigns need, beyond their segments, as (folder, model) → campaigns: the
+    dbt config ``meta: {nachfass: {only_for_campaigns: [...]}}`` in a model's YAML. A scheduled job that
+    sends none of them leaves the model out of its build (jobs.py), as it leaves out the segments of the
+    campaigns it does not send. Read from the YAML files, not the manifest: the jobs are defined before
+    anything is parsed."""
+    models = Path(project.project_dir) / "models"
+    found = {}
+    for path in sorted(models.rglob("*.yml")):
+        for model in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("models") or []:
+            meta = ((model.get("config") or {}).get("meta") or model.get("meta") or {}).get("nachfass") or {}
+            if meta.get("only_for_campaigns"):
+                folder = path.relative_to(models).parts[0]
+                found[(folder, model["name"])] = frozenset(meta["only_for_campaigns"])
+    return found
+
+
 def dbt_resource(project: DbtProject = dbt_project) -> "NachfassDbtCliResource":
     return NachfassDbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE)
 

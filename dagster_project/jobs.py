@@ -27,7 +27,7 @@ import dagster as dg
 from dagster_project.assets.events import SENDGRID_EVENTS
 from dagster_project.assets.ingest import RAW_KEYS
 from dagster_project.assets.mail import MAIL_CANDIDATES
-from dagster_project.dbt_assets import models_only_for_campaigns
+from dagster_project.dbt_project import models_only_for_campaigns
 from nachfass.core.cadence import slot_as_of, slot_partitions
 from nachfass.core.campaigns import CADENCES, campaigns_by_cron, load_campaigns
 
@@ -52,7 +52,11 @@ def candidates_selection_for(campaigns: list[str], registry: list[str]) -> dg.As
     whole-history work for the daily campaigns: docs/benchmarks.md)."""
     others = set(registry) - set(campaigns)
     segments = [dg.AssetKey(["segments", name]) for name in others]
-    only_for_others = [key for key, needed_by in models_only_for_campaigns().items() if needed_by <= others]
+    only_for_others = [
+        dg.AssetKey(list(key))
+        for key, needed_by in models_only_for_campaigns().items()
+        if needed_by <= others
+    ]
     left_out = dg.AssetSelection.assets(*segments, *only_for_others)
     parents = dg.AssetSelection.assets(MAIL_CANDIDATES).upstream(depth=1, include_self=False) - left_out
     return dg.AssetSelection.assets(MAIL_CANDIDATES) | (parents.upstream() - left_out)
