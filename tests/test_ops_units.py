@@ -263,6 +263,41 @@ def test_a_cadence_job_builds_the_segments_of_its_own_campaigns(defs):
     assert cart <= frequent
 
 
+def test_a_replay_tick_builds_what_the_live_job_of_its_campaigns_builds(defs, dbt_manifest):
+    """A replay's tick that sends one cadence's campaigns re-creates the models that cadence's live job
+    builds up to mail_candidates and no others (replay.campaign_selection mirrors the job's selection)."""
+    import json
+
+    from nachfass.core.campaigns import campaigns_by_cron
+    from nachfass.core.replay import campaign_selection, tick_plan
+
+    manifest = json.loads(dbt_manifest.read_text(encoding="utf-8"))
+    models = {
+        node["name"]: uid for uid, node in manifest["nodes"].items() if node["resource_type"] == "model"
+    }
+    graph = defs.resolve_asset_graph()
+    upstream = graph.get(dg.AssetKey(["eligibility", "mail_candidates"])).parent_keys
+    for spec in MAIL_JOB_SPECS:
+        job = _selected(defs, spec.job_name)
+        # the dbt models of the job up to mail_candidates
+        wanted = {dg.AssetKey(["eligibility", "mail_candidates"])}
+        stack = list(upstream)
+        while stack:
+            key = stack.pop()
+            if key in job and key not in wanted:
+                wanted.add(key)
+                stack += graph.get(key).parent_keys
+        live = {models[key.path[-1]] for key in wanted if key.path[-1] in models}
+        # a replay's tick at which only this job's schedule fired
+        registry = load_campaigns(check_templates=False)
+        plan = tick_plan({spec.cron}, campaigns_by_cron(registry)) or frozenset(registry)
+        replayed = campaign_selection(manifest, plan, set(registry))
+        assert replayed == live, spec.job_name
+        if spec.job_name == "frequent_mails_job":
+            assert "model.nachfass.int_customer_order_gaps" not in replayed
+            assert "model.nachfass.int_product_recommendations" in replayed
+
+
 def test_main_job_is_everything(defs):
     everything = set(defs.resolve_asset_graph().materializable_asset_keys)
     assert _selected(defs, "nachfass_job") == everything

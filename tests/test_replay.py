@@ -118,6 +118,71 @@ def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_man
         _replay_ticks(landing, tmp_path / "replay", outbox=tmp_path / "again")
 
 
+@pytest.mark.slow
+@pytest.mark.clock
+def test_hourly_ticks_build_and_send_what_the_15_minute_runs_do(workspace, dbt_manifest, tmp_path) -> None:
+    """Between two daily runs a live 15-minute run builds only its campaigns' models and reads the daily
+    campaigns' segments as the last daily run left them; an hourly replay's ticks do the same, so they
+    decide, send and leave the tables as those runs do."""
+    landing = workspace["landing"]
+    generate_exports(landing, customers=300, seed=5, as_of=AS_OF)
+    daily_tick = datetime(2026, 11, 24, 8, tzinfo=UTC)  # the daily schedule's 09:00 in Berlin
+
+    # live: everything at the daily tick, then the 15-minute job at the next two hours' slots
+    assert run_job(daily_tick.isoformat())
+    for slot in ("2026-11-24-09:45", "2026-11-24-10:45"):  # Berlin slots ending 09:00 and 10:00 UTC
+        assert main(["run", "--job", "frequent_mails_job", "--partition", slot]) == 0
+    live = workspace["warehouse"]
+    segments = {
+        name: f"select * from segments.{name} order by all" for name in FREQUENT_CAMPAIGNS + DAILY_CAMPAIGNS
+    }
+
+    lines: list[str] = []
+    folder = tmp_path / "replay"
+    report = replay(
+        landing=landing,
+        warehouse=folder / "warehouse.duckdb",
+        outbox=folder / "outbox",
+        start=daily_tick,
+        end=AS_OF,
+        every=timedelta(hours=1),
+        progress=lines.append,
+    )
+    replayed = folder / "warehouse.duckdb"
+    assert [sorted(t.campaigns) for t in report.ticks] == [
+        sorted(FREQUENT_CAMPAIGNS + DAILY_CAMPAIGNS),
+        sorted(FREQUENT_CAMPAIGNS),
+        sorted(FREQUENT_CAMPAIGNS),
+    ]
+
+    live_ledger = query(live, LEDGER)
+    # the daily campaigns mailed at the daily tick only, the 15-minute ones later too
+    daily = daily_tick.replace(tzinfo=None)
+    assert {row[-1] for row in live_ledger if row[0] in DAILY_CAMPAIGNS} == {daily}
+    assert {row[-1] for row in live_ledger if row[0] in FREQUENT_CAMPAIGNS} - {daily}
+    assert query(replayed, LEDGER) == live_ledger
+    assert query(
+        replayed,
+        "select campaign, step, trigger_key, decision, reason from replay.decisions where as_of = ? "
+        "order by all",
+        [AS_OF.replace(tzinfo=None)],
+    ) == query(
+        live,
+        "select campaign, step, trigger_key, decision, reason from eligibility.mail_candidates order by all",
+    )
+    # the daily segments as of the daily tick, the 15-minute ones as of the last tick, in both
+    for name, sql in segments.items():
+        assert query(replayed, sql) == query(live, sql), name
+    # the recommendations of carts only, as the last 15-minute run left them
+    targets = "select distinct target_type from intermediate.int_product_recommendations order by 1"
+    assert query(replayed, targets) == query(live, targets) == [("cart",)]
+    live_outbox = {p.name: json.loads(p.read_text()) for p in workspace["outbox"].glob("*.json")}
+    assert live_outbox == {p.name: json.loads(p.read_text()) for p in (folder / "outbox").glob("*.json")}
+    left_out = next(line for line in lines if "leave out" in line)
+    assert "int_customer_order_gaps" in left_out and "cross_sell" in left_out
+    assert "abandoned_cart" not in left_out.split("leave out")[1]
+
+
 # not in the shifted-clock pass: it orders logical as_of values only; the test above has the clock
 @pytest.mark.slow
 def test_a_mail_run_before_the_last_one_is_refused_but_loading_is_not(

@@ -23,6 +23,7 @@ question, is SQL.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import graphlib
 import json
@@ -42,7 +43,7 @@ import duckdb
 
 from nachfass.core import duckdb_config, file_lock, paths
 from nachfass.core.cadence import last_fire, slot_partitions
-from nachfass.core.campaigns import campaigns_by_cron, load_campaigns
+from nachfass.core.campaigns import CADENCES, campaigns_by_cron, load_campaigns
 from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars_arg, scratch_dbt_env
 from nachfass.core.events import load_events
 from nachfass.core.ingest import load_landing
@@ -202,6 +203,17 @@ def campaigns_due(
     return due
 
 
+def tick_plans(
+    ticks: list[datetime], every: timedelta, *, by_cron: dict[str, list[str]]
+) -> list[frozenset[str] | None]:
+    """Per tick, what it builds (``tick_plan`` of the schedules fired since the tick before)."""
+    previous = [ticks[0] - every, *ticks[:-1]]
+    return [
+        tick_plan({cron for cron in by_cron if last_fire(_slots(cron), tick) > before}, by_cron)
+        for before, tick in zip(previous, ticks, strict=True)
+    ]
+
+
 @functools.cache
 def _slots(cron: str):
     return slot_partitions(cron, "%Y-%m-%d-%H:%M")
@@ -216,19 +228,35 @@ class TickModel:
     # "day": the model reads only the start of the as_of's day (meta as_of_grain, e.g. int_product_pairs):
     # re-created at the first tick of each UTC day, kept at the others, as the live runs of a day keep it
     grain: str | None = None
+    # How a tick that sends only some campaigns differs, as the live job sending only them builds the model
+    # (jobs.candidates_selection_for): per set of campaigns, the SQL compiled for that job's selection (e.g.
+    # the recommendations of carts only), or None when the job leaves the model out (its table stays as the
+    # last tick building it left it). A set not listed builds the model as ``sql``.
+    partial: tuple[tuple[frozenset[str], str | None], ...] = ()
 
     def due(self, moment: datetime, previous: datetime | None) -> bool:
-        """Whether a tick at ``moment`` (after one at ``previous``) re-creates the model."""
+        """Whether a tick at ``moment`` (after the model was last built at ``previous``) re-creates it."""
         if self.grain == "day":
             return previous is None or moment.date() != previous.date()
         return True
 
+    def sql_for(self, plan: frozenset[str] | None) -> str | None:
+        """The SQL of a tick sending the campaigns ``plan`` (None: every campaign); None: left out."""
+        if plan is not None:
+            for campaigns, sql in self.partial:
+                if campaigns == plan:
+                    return sql
+        return self.sql
 
-def create_tick_model(conn: duckdb.DuckDBPyConnection, model: TickModel, moment: datetime) -> None:
-    """(Re-)create ``model`` as of ``moment`` (already set as the as_of variable); ReplayError naming the
-    model and the tick when it fails, e.g. a changed rule's SQL on this tick's data."""
+
+def create_tick_model(
+    conn: duckdb.DuckDBPyConnection, model: TickModel, moment: datetime, sql: str | None = None
+) -> None:
+    """(Re-)create ``model`` as of ``moment`` (already set as the as_of variable), from ``sql`` when given
+    (a tick's variant, ``TickModel.sql_for``); ReplayError naming the model and the tick when it fails, e.g.
+    a changed rule's SQL on this tick's data."""
     try:
-        conn.execute(f"create or replace {model.materialized} {model.relation} as {model.sql}")
+        conn.execute(f"create or replace {model.materialized} {model.relation} as {sql or model.sql}")
     except duckdb.Error as exc:
         name = model.unique_id.split(".")[-1]
         tick = _iso(moment if moment.tzinfo else moment.replace(tzinfo=UTC))  # naive: UTC (_naive_utc)
@@ -273,6 +301,60 @@ def _tick_models(manifest: dict) -> list[TickModel]:
         kept.append(TickModel(uid, node["relation_name"], materialized, sql, grain))
         kept_ids.add(uid)
     return kept
+
+
+def tick_plan(fired: set[str], by_cron: dict[str, list[str]]) -> frozenset[str] | None:
+    """What a tick at which the live schedules of the crons ``fired`` fired builds, as those live jobs
+    build it (dagster_project/jobs.py): the 15-minute job alone builds only its campaigns' models (the
+    set of them, ``campaign_selection``); any other job builds everything (None), and so does a tick at
+    which nothing fired (between the schedule's runs it still records the decisions)."""
+    frequent = CADENCES["every_15_minutes"]
+    return frozenset(by_cron[frequent]) if fired == {frequent} else None
+
+
+def campaign_selection(manifest: dict, campaigns: frozenset[str], registry: set[str]) -> set[str]:
+    """The models a live job sending only ``campaigns`` builds, as dagster_project.jobs
+    candidates_selection_for selects them: mail_candidates and everything under it except the segments
+    of the registry's other campaigns and the models only those need (dbt meta
+    ``nachfass.only_for_campaigns``), unique ids."""
+    nodes = {uid: node for uid, node in manifest["nodes"].items() if node["resource_type"] == "model"}
+    others = registry - campaigns
+    left_out = set()
+    for uid, node in nodes.items():
+        needed_by = ((node["config"].get("meta") or {}).get("nachfass") or {}).get("only_for_campaigns")
+        if (node["fqn"][1] == "segments" and node["name"] in others) or (
+            needed_by and set(needed_by) <= others
+        ):
+            left_out.add(uid)
+    parents = [uid for uid in nodes[MAIL_CANDIDATES_MODEL]["depends_on"]["nodes"] if uid not in left_out]
+    selected: set[str] = set()
+    stack = list(parents)
+    while stack:
+        uid = stack.pop()
+        if uid in selected or uid not in nodes:
+            continue
+        selected.add(uid)
+        stack += nodes[uid]["depends_on"]["nodes"]
+    return (selected - left_out) | {MAIL_CANDIDATES_MODEL}
+
+
+def with_partials(
+    models: list[TickModel], variants: dict[frozenset[str], tuple[set[str], dict]]
+) -> list[TickModel]:
+    """``models`` with their ``partial`` builds: per set of campaigns, the selection of its job and the
+    manifest compiled for that selection (``variants``); only what differs from the whole build is kept."""
+    result = []
+    for model in models:
+        partial = []
+        for campaigns, (selection, manifest) in sorted(variants.items(), key=lambda kv: sorted(kv[0])):
+            if model.unique_id not in selection:
+                partial.append((campaigns, None))
+                continue
+            sql = manifest["nodes"][model.unique_id].get("compiled_code") or ""
+            if sql != model.sql:
+                partial.append((campaigns, sql))
+        result.append(dataclasses.replace(model, partial=tuple(partial)))
+    return result
 
 
 def _dbt(args: list[str], *, target_path: Path, env_warehouse: Path, project: Path | None = None) -> None:
@@ -656,6 +738,33 @@ def _replay(
     models = _tick_models(manifest)
     names = ", ".join(model.unique_id.split(".")[-1] for model in models)
     progress(f"  {len(models)} models follow the tick's as_of: {names}")
+    registry = load_campaigns(segments, check_templates=False)
+    by_cron = campaigns_by_cron(registry)
+    plans = tick_plans(ticks, every, by_cron=by_cron)
+    variants: dict[frozenset[str], tuple[set[str], dict]] = {}
+    for number, plan in enumerate(sorted({p for p in plans if p is not None}, key=sorted), start=1):
+        # what the live job sending only these campaigns builds, compiled for its selection as it is
+        selection = campaign_selection(manifest, plan, set(registry))
+        _dbt(
+            [
+                "compile",
+                "--full-refresh",
+                "--select",
+                *sorted(manifest["nodes"][uid]["name"] for uid in selection),
+                *dbt_vars_arg(as_of_source="variable", segments=segments),
+            ],
+            target_path=work / f"compile-{number}",
+            env_warehouse=warehouse,
+            project=project,
+        )
+        compiled = json.loads((work / f"compile-{number}" / "manifest.json").read_text(encoding="utf-8"))
+        variants[plan] = (selection, compiled)
+        left_out = sorted(m.unique_id.split(".")[-1] for m in models if m.unique_id not in selection)
+        progress(
+            f"  ticks sending only {', '.join(sorted(plan))} leave out, as their live job does: "
+            f"{', '.join(left_out) or 'nothing'}"
+        )
+    models = with_partials(models, variants)
 
     shop = load_shop_settings()
     renderer = MailRenderer(
@@ -670,12 +779,16 @@ def _replay(
     except RenderError as exc:  # before any tick: nothing decided or recorded yet
         raise ReplayError(f"the templates do not render: {exc}") from exc
     report = ReplayReport(warehouse=warehouse, outbox=outbox)
-    by_cron = campaigns_by_cron(load_campaigns(segments, check_templates=False))
     home_models = models
     if share is not None:
         in_memory = True
         conn, models, home_models = share.join(
-            side, warehouse=warehouse, manifest=manifest, models=models, ticks=[_naive_utc(t) for t in ticks]
+            side,
+            warehouse=warehouse,
+            manifest=manifest,
+            models=models,
+            ticks=[_naive_utc(t) for t in ticks],
+            plans=plans,
         )
         if side == share.owner:
             shared = ", ".join(model.unique_id.split(".")[-1] for model in share.shared) or "none"
@@ -694,8 +807,9 @@ def _replay(
         if threads is not None and share is None:
             conn.execute(f"set threads = {max(1, int(threads))}")
         previous = ticks[0] - every
-        built_at = _naive_utc(ticks[0])
-        for number, tick in enumerate(ticks, start=1):
+        # the first tick's day was built by the dbt build before the ticks
+        built_at = dict.fromkeys((model.unique_id for model in models), _naive_utc(ticks[0]))
+        for number, (tick, plan) in enumerate(zip(ticks, plans, strict=True), start=1):
             if cancel is not None and cancel.is_set():
                 raise ReplayError(f"cancelled before the tick {_iso(tick)}")
             tick_started = time.monotonic()
@@ -706,10 +820,10 @@ def _replay(
             # one transaction per tick's models: one commit instead of 25, and a tick is all or nothing
             conn.execute("begin transaction")
             for model in models:
-                # the first tick's day was built by the dbt build before the ticks
-                if model.due(moment, built_at):
-                    create_tick_model(conn, model, moment)
-            built_at = moment
+                sql = model.sql_for(plan)
+                if sql is not None and model.due(moment, built_at[model.unique_id]):
+                    create_tick_model(conn, model, moment, sql)
+                    built_at[model.unique_id] = moment
             record_tick_decisions(conn, moment)
             conn.execute("commit")
             if share is not None:

@@ -92,6 +92,7 @@ class SharedTicks:
             self.db.execute(f"set threads = {max(1, int(threads))}")
         self._manifests: dict[str, dict] = {}
         self._models: dict[str, list[TickModel]] = {}
+        self._plans: dict[str, list[frozenset[str] | None]] = {}
         self._ticks: list[datetime] = []
         self.shared: list[TickModel] = []  # the owner's shared models, in dependency order
         self._joined = threading.Barrier(len(sides), action=self._plan)
@@ -105,12 +106,20 @@ class SharedTicks:
 
     # -- called by each side's thread -------------------------------------------------------------------
     def join(
-        self, side: str, *, warehouse: Path, manifest: dict, models: list[TickModel], ticks: list[datetime]
+        self,
+        side: str,
+        *,
+        warehouse: Path,
+        manifest: dict,
+        models: list[TickModel],
+        ticks: list[datetime],
+        plans: list[frozenset[str] | None] | None = None,
     ) -> tuple[duckdb.DuckDBPyConnection, list[TickModel], list[TickModel]]:
         """Copy the side's warehouse into its catalog and wait for the other sides (``ticks``: the replay's,
-        naive UTC, the same for every side). Returns the side's connection (its catalog the default), the
-        models it computes at each tick (the shared ones read from the owner's catalog) and all its tick
-        models as its own warehouse defines them (for the views pinned at the end)."""
+        naive UTC, the same for every side; ``plans``: what each tick builds, replay.tick_plans). Returns
+        the side's connection (its catalog the default), the models it computes at each tick (the shared
+        ones read from the owner's catalog) and all its tick models as its own warehouse defines them (for
+        the views pinned at the end)."""
         conn = self.db.cursor()
         try:
             conn.execute(f"attach {_literal(warehouse)} as {side}_source (read_only)")
@@ -124,6 +133,7 @@ class SharedTicks:
             raise
         self._manifests[side] = manifest
         self._models[side] = models
+        self._plans[side] = list(plans) if plans is not None else [None] * len(ticks)
         if self._ticks and self._ticks != ticks:
             self.abort("the sides have different ticks")
         self._ticks = ticks
@@ -195,7 +205,8 @@ class SharedTicks:
         same = same_nodes({side: self._manifests[side] for side in self.sides})
         everywhere = set.intersection(*({m.unique_id for m in self._models[side]} for side in self.sides))
         owner = self._models[self.owner]
-        self.shared = [self._rewrite(m, set()) for m in owner if m.unique_id in same & everywhere]
+        same &= everywhere - self._built_differently()
+        self.shared = [self._rewrite(m, set()) for m in owner if m.unique_id in same]
         self._cursor = self.db.cursor()
         self._cursor.execute(f"use {self.owner}")
         self._worker = threading.Thread(target=self._compute_ticks, name="backtest-shared", daemon=True)
@@ -204,9 +215,11 @@ class SharedTicks:
     def _compute_ticks(self) -> None:
         conn = self._cursor
         assert conn is not None
-        built_at = self._ticks[0]  # the dbt build before the ticks built the first tick's day
+        # the dbt build before the ticks built the first tick's day
+        built_at = {model.unique_id: self._ticks[0] for model in self.shared}
+        plans = self._plans[self.owner]
         try:
-            for number, moment in enumerate(self._ticks, start=1):
+            for number, (moment, plan) in enumerate(zip(self._ticks, plans, strict=True), start=1):
                 with self._state:  # every side done with the last tick's shared models
                     self._state.wait_for(
                         lambda n=number: self._failure is not None or min(self._done.values()) >= n - 1
@@ -217,18 +230,34 @@ class SharedTicks:
                 conn.execute("begin transaction")
                 try:
                     for model in self.shared:
-                        if model.due(moment, built_at):
-                            create_tick_model(conn, model, moment)
+                        sql = model.sql_for(plan)
+                        if sql is not None and model.due(moment, built_at[model.unique_id]):
+                            create_tick_model(conn, model, moment, sql)
+                            built_at[model.unique_id] = moment
                     conn.execute("commit")
                 except BaseException:
                     conn.execute("rollback")
                     raise
-                built_at = moment
                 with self._state:
                     self._ready = number
                     self._state.notify_all()
         except Exception as exc:  # the sides name it when they stop
             self.abort(f"computing the models both sides share failed: {exc}", here=True)
+
+    def _built_differently(self) -> set[str]:
+        """The tick models some tick builds differently on the sides (a rule change moved a campaign to
+        another cadence, or changed what only its job builds), and every tick model reading one of them."""
+        same_plans = all(self._plans[side] == self._plans[self.owner] for side in self.sides)
+        partials = [{m.unique_id: m.partial for m in self._models[side]} for side in self.sides]
+        different = set()
+        for uid, partial in partials[0].items():
+            if (partial and not same_plans) or any(other.get(uid) != partial for other in partials[1:]):
+                different.add(uid)
+        nodes = self._manifests[self.owner]["nodes"]
+        for model in self._models[self.owner]:  # dependency order: a reader comes after what it reads
+            if set(nodes[model.unique_id]["depends_on"]["nodes"]) & different:
+                different.add(model.unique_id)
+        return different
 
     # -- helpers ----------------------------------------------------------------------------------------
     def _rewrite(self, model: TickModel, shared: set[str]) -> TickModel:
@@ -245,6 +274,10 @@ class SharedTicks:
         return dataclasses.replace(
             model,
             sql=_RELATION.sub(relation, model.sql),
+            partial=tuple(
+                (campaigns, None if sql is None else _RELATION.sub(relation, sql))
+                for campaigns, sql in model.partial
+            ),
             relation=_RELATION.sub(lambda m: f'"{m.group(2)}"."{m.group(3)}"', model.relation),
         )
 
