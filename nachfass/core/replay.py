@@ -13,7 +13,10 @@ same functions the Dagster assets run (mail/steps.py). The ticks run on a copy o
 
 Which campaigns a tick sends follows their cadence in the live schedule (jobs.py): a campaign is included
 when its schedule fired in (previous tick, tick], so hourly ticks send the daily campaigns only at the tick
-after 09:00, while daily ticks send everything.
+after 09:00, while daily ticks send everything. What a tick re-creates follows the same jobs: when only the
+15-minute schedule fired, the models its live job builds (``tick_plan``, ``campaign_selection``; the daily
+campaigns' segments stay as the last tick building them left them), compiled once more for that selection
+at the start; otherwise everything.
 
 Every decision of every tick lands in `replay.decisions` (as_of, campaign, step, trigger key, decision,
 reason; a view over spans of ticks, see DECISION_TABLES_SQL), so the per-day summary, and any other
