@@ -272,14 +272,7 @@ def _tick_models(manifest: dict) -> list[TickModel]:
     nodes = {uid: node for uid, node in manifest["nodes"].items() if node["resource_type"] == "model"}
     if MAIL_CANDIDATES_MODEL not in nodes:
         raise ReplayError("the dbt manifest has no mail_candidates model")
-    needed: set[str] = set()
-    stack = [MAIL_CANDIDATES_MODEL]
-    while stack:
-        uid = stack.pop()
-        if uid in needed or uid not in nodes:
-            continue
-        needed.add(uid)
-        stack += nodes[uid]["depends_on"]["nodes"]
+    needed = _with_ancestors(nodes, [MAIL_CANDIDATES_MODEL])
     order = graphlib.TopologicalSorter(
         {uid: [d for d in nodes[uid]["depends_on"]["nodes"] if d in needed] for uid in needed}
     ).static_order()
@@ -330,15 +323,20 @@ def campaign_selection(manifest: dict, campaigns: frozenset[str], registry: set[
         ):
             left_out.add(uid)
     parents = [uid for uid in nodes[MAIL_CANDIDATES_MODEL]["depends_on"]["nodes"] if uid not in left_out]
-    selected: set[str] = set()
-    stack = list(parents)
+    return (_with_ancestors(nodes, parents) - left_out) | {MAIL_CANDIDATES_MODEL}
+
+
+def _with_ancestors(nodes: dict[str, dict], starts: list[str]) -> set[str]:
+    """The models ``starts`` and every model they read, directly or not (ids in ``nodes``)."""
+    found: set[str] = set()
+    stack = list(starts)
     while stack:
         uid = stack.pop()
-        if uid in selected or uid not in nodes:
+        if uid in found or uid not in nodes:
             continue
-        selected.add(uid)
+        found.add(uid)
         stack += nodes[uid]["depends_on"]["nodes"]
-    return (selected - left_out) | {MAIL_CANDIDATES_MODEL}
+    return found
 
 
 def with_partials(
