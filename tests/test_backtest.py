@@ -421,7 +421,9 @@ def test_models_shared_by_both_rule_sets_change_no_decision(tmp_path: Path) -> N
     cid, _ = world.customer("buyer")
     world.order(cid, T0 + hours(2))  # an order thank-you in the period
     cid, _ = world.customer("reviewer")
-    delivered = T0 - days(7) + hours(3)
+    # its review request falls due at 07:30, after the build before the ticks (07:00): the daily tick
+    # (08:00) builds the segment with it, the 15-minute ticks after it read that build
+    delivered = T0 - days(7) - hours(2.5)
     world.order(cid, delivered - days(3), status="delivered", shipped_at=delivered - days(1),
                 delivered_at=delivered)  # fmt: skip
     write_exports(tmp_path / "landing", world.rows)
@@ -433,11 +435,14 @@ def test_models_shared_by_both_rule_sets_change_no_decision(tmp_path: Path) -> N
 
     lines: dict[bool, list[str]] = {True: [], False: []}
     for share in (True, False):
+        # six ticks, 07:00 … 12:00 UTC: the daily schedule fires at the second (09:00 Berlin), so the
+        # daily campaigns' segments are built at an even tick and read at the odd ones after it, and the
+        # last tick's shared tables are in the even ticks' copy (tick_share keeps one copy per parity)
         run_backtest(
             rules=str(changed),
             landing=tmp_path / "landing",
-            start=T0,
-            end=T0 + hours(6),
+            start=T0 - hours(3),
+            end=T0 + hours(2),
             every=hours(1),
             workdir=tmp_path / f"share_{share}",
             history=None,
@@ -461,6 +466,15 @@ def test_models_shared_by_both_rule_sets_change_no_decision(tmp_path: Path) -> N
     )
     for sql in (decisions, sends):
         assert results(True, sql) == results(False, sql)
+    review_decisions = results(
+        True,
+        "select distinct as_of, decision from backtest.decisions where campaign = 'review_request' "
+        "and side = 'before' order by all",
+    )
+    assert [(moment.hour, decision) for moment, decision in review_decisions][:2] == [
+        (8, "send"),
+        (9, "skip"),
+    ], review_decisions  # sent at the daily tick, then known as sent
     cart_sends = results(
         True,
         "select side, min(as_of) from backtest.sends where campaign = 'abandoned_cart' group by 1 order by 1",

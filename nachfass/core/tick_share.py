@@ -8,11 +8,16 @@ so at every tick both sides computed the same tables: ~70 % of a tick's work at 
 ("before", "after"). A model is *shared* when its compiled SQL is the same in both projects and so is
 everything it reads, recursively, down to the exports; the send ledger (the `mail` sources) differs
 between the sides from the first send on, so nothing reading it is shared. At each tick the shared models
-are computed once, in the first side's catalog, by a thread of their own; then each side computes its
-own models, reading the shared ones from there, and decides, renders and records as a replay alone does.
-The next tick's shared models are computed as soon as both sides have committed their models, while they
-still render and write the tick's mails. At the end the other side copies the shared tables into its own
-catalog, so both warehouses written back are whole.
+are computed once by a thread of their own; then each side computes its own models, reading the shared
+ones, and decides, renders and records as a replay alone does.
+
+The shared tables are kept twice, one copy for the odd ticks (in the first side's catalog) and one for the
+even ticks (an in-memory catalog of their own): nothing a side writes feeds them, so the thread computes the
+next tick's shared models while the sides compute, decide and send the current one, instead of both sides
+waiting for them at every tick. A side reads the copy of its tick. A model a tick does not re-create (once a
+day, or left out by the tick's job) is copied from the other copy when that one holds a newer build. At the
+end each side copies the last tick's shared tables into its own catalog, so both warehouses written back
+are whole.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from nachfass.core.replay import AS_OF_VARIABLE, ReplayError, TickModel, _litera
 # sources a tick writes to (the send ledger and what erasure keeps beside it): a model reading them
 # differs between the sides
 SIDE_SOURCE_SCHEMAS = frozenset({"mail"})
+# the catalog holding the shared tables of the even ticks (the first side's holds the odd ticks')
+EVEN_TICKS_CATALOG = "backtest_shared_even"
 _RELATION = re.compile(r'"([^"]+)"\."([^"]+)"\."([^"]+)"')
 
 
@@ -77,9 +84,10 @@ class SharedTicks:
     models in its catalog). Each side's replay thread calls ``join`` once, then at every tick
     ``before_tick`` (waits for the tick's shared models) and ``models_done`` (its models are committed: it
     reads no shared table until the next tick), and ``finish`` after the last tick. A thread of its own
-    computes the shared models of the next tick as soon as every side is done with the last one's, so it
-    runs while the sides record, render and write the tick's mails. ``abort`` (any thread) stops it and
-    releases the sides waiting when one side fails."""
+    computes the shared models of each tick into the copy of its parity (``_buffers``) as soon as every side
+    is done with the tick two before, which read that copy last: the next tick's shared models are computed
+    while the sides compute, decide and send the current one. ``abort`` (any thread) stops it and releases
+    the sides waiting when one side fails."""
 
     def __init__(self, sides: tuple[str, ...], *, work: Path, threads: int | None) -> None:
         self.sides = sides
@@ -95,6 +103,12 @@ class SharedTicks:
         self._plans: dict[str, list[frozenset[str] | None]] = {}
         self._ticks: list[datetime] = []
         self.shared: list[TickModel] = []  # the owner's shared models, in dependency order
+        # where the shared tables of tick n (1-based) are: _buffers[(n - 1) % 2]; the first holds what the
+        # dbt build before the ticks built
+        self._buffers = (self.owner, EVEN_TICKS_CATALOG)
+        self._shared_in: tuple[list[TickModel], ...] = ()  # self.shared as computed into each buffer
+        self._variants: dict[str, tuple[list[TickModel], ...]] = {}  # a side's models reading each buffer
+        self._ticking: dict[str, list[TickModel]] = {}  # the list join returned, set at each tick
         self._joined = threading.Barrier(len(sides), action=self._plan)
         self._state = threading.Condition()
         self._ready = 0  # how many ticks' shared models are computed (the tables hold the last one's)
@@ -117,9 +131,9 @@ class SharedTicks:
     ) -> tuple[duckdb.DuckDBPyConnection, list[TickModel], list[TickModel]]:
         """Copy the side's warehouse into its catalog and wait for the other sides (``ticks``: the replay's,
         naive UTC, the same for every side; ``plans``: what each tick builds, replay.tick_plans). Returns
-        the side's connection (its catalog the default), the models it computes at each tick (the shared
-        ones read from the owner's catalog) and all its tick models as its own warehouse defines them (for
-        the views pinned at the end)."""
+        the side's connection (its catalog the default), the models it computes at each tick (reading the
+        shared ones from the copy of that tick: ``before_tick`` sets the list's contents for the tick) and
+        all its tick models as its own warehouse defines them (for the views pinned at the end)."""
         conn = self.db.cursor()
         try:
             conn.execute(f"attach {_literal(warehouse)} as {side}_source (read_only)")
@@ -143,8 +157,15 @@ class SharedTicks:
             conn.close()
             raise ReplayError(f"cancelled: {self._failure or 'the other side stopped'}") from None
         shared = {model.relation for model in self.shared}
-        own = [self._rewrite(m, shared if side != self.owner else set()) for m in models]
-        ticking = [m for m in own if m.relation not in shared]
+        self._variants[side] = tuple(
+            [
+                self._rewrite(m, shared, catalog)
+                for m in models
+                if self._rewrite(m, set()).relation not in shared
+            ]
+            for catalog in self._buffers
+        )
+        ticking = self._ticking[side] = list(self._variants[side][0])
         home = [self._rewrite(m, set()) for m in models]
         return conn, ticking, home
 
@@ -157,8 +178,10 @@ class SharedTicks:
             )
         with self._state:
             self._state.wait_for(lambda: self._ready >= number or self._failure is not None)
-            if self._failure is not None:
+            # a later tick's shared models failing leaves this one's to be ticked; any other failure stops
+            if self._failure is not None and not (self._failed_here and self._ready >= number):
                 raise ReplayError(self._failure if self._failed_here else f"cancelled: {self._failure}")
+        self._ticking[side][:] = self._variants[side][(number - 1) % 2]
 
     def models_done(self, side: str) -> None:
         """The side's models of its current tick are committed: the next tick's shared models may replace
@@ -168,15 +191,17 @@ class SharedTicks:
             self._state.notify_all()
 
     def finish(self, conn: duckdb.DuckDBPyConnection, side: str) -> None:
-        """After the last tick: the shared tables into this side's catalog (the owner has them)."""
-        if side == self.owner:
+        """After the last tick: the last tick's shared tables into this side's catalog (unless they are
+        there already: the owner's, when the last tick is odd)."""
+        source = self._buffers[(len(self._ticks) - 1) % 2]
+        if source == side:
             return
         for model in self.shared:
             if model.materialized == "table":
                 schema, name = _parts(model.relation)
                 conn.execute(
                     f'create or replace table "{schema}"."{name}" as '
-                    f'select * from "{self.owner}"."{schema}"."{name}"'
+                    f'select * from "{source}"."{schema}"."{name}"'
                 )
 
     def abort(self, reason: str = "the other side stopped", *, here: bool = False) -> None:
@@ -207,7 +232,15 @@ class SharedTicks:
         owner = self._models[self.owner]
         same &= everywhere - self._built_differently()
         self.shared = [self._rewrite(m, set()) for m in owner if m.unique_id in same]
+        shared = {model.relation for model in self.shared}
+        self._shared_in = tuple(  # from the owner's models: _rewrite reads the catalog names off them
+            [self._rewrite(m, shared, catalog, others=self.owner) for m in owner if m.unique_id in same]
+            for catalog in self._buffers
+        )
         self._cursor = self.db.cursor()
+        self._cursor.execute(f"attach ':memory:' as {EVEN_TICKS_CATALOG}")
+        for schema in sorted({_parts(model.relation)[0] for model in self.shared}):
+            self._cursor.execute(f'create schema if not exists {EVEN_TICKS_CATALOG}."{schema}"')
         self._cursor.execute(f"use {self.owner}")
         self._worker = threading.Thread(target=self._compute_ticks, name="backtest-shared", daemon=True)
         self._worker.start()
@@ -215,25 +248,32 @@ class SharedTicks:
     def _compute_ticks(self) -> None:
         conn = self._cursor
         assert conn is not None
-        # the dbt build before the ticks built the first tick's day
+        # the dbt build before the ticks built the first tick's day, into the owner's catalog (buffer 0)
         built_at = {model.unique_id: self._ticks[0] for model in self.shared}
+        last_build = dict.fromkeys(built_at, 0)  # the tick (0: the dbt build) that built the model last
+        holds: tuple[dict[str, int], ...] = (dict(last_build), {})  # which build each buffer holds
         plans = self._plans[self.owner]
         try:
             for number, (moment, plan) in enumerate(zip(self._ticks, plans, strict=True), start=1):
-                with self._state:  # every side done with the last tick's shared models
+                with self._state:  # every side done with the tick that read this buffer last
                     self._state.wait_for(
-                        lambda n=number: self._failure is not None or min(self._done.values()) >= n - 1
+                        lambda n=number: self._failure is not None or min(self._done.values()) >= n - 2
                     )
                     if self._failure is not None:
                         return
+                buffer = (number - 1) % 2
                 conn.execute(f"set variable {AS_OF_VARIABLE} = ?", [moment])
                 conn.execute("begin transaction")
                 try:
-                    for model in self.shared:
+                    for model in self._shared_in[buffer]:
+                        uid = model.unique_id
                         sql = model.sql_for(plan)
-                        if sql is not None and model.due(moment, built_at[model.unique_id]):
+                        if sql is not None and model.due(moment, built_at[uid]):
                             create_tick_model(conn, model, moment, sql)
-                            built_at[model.unique_id] = moment
+                            built_at[uid], last_build[uid] = moment, number
+                        elif holds[buffer].get(uid) != last_build[uid]:
+                            self._copy_build(conn, model, self._buffers[1 - buffer])
+                        holds[buffer][uid] = last_build[uid]
                     conn.execute("commit")
                 except BaseException:
                     conn.execute("rollback")
@@ -243,6 +283,17 @@ class SharedTicks:
                     self._state.notify_all()
         except Exception as exc:  # the sides name it when they stop
             self.abort(f"computing the models both sides share failed: {exc}", here=True)
+
+    def _copy_build(self, conn: duckdb.DuckDBPyConnection, model: TickModel, source: str) -> None:
+        """A model this tick does not re-create, as the last tick building it left it (in ``source``, the
+        other buffer); a view is defined again, reading this buffer."""
+        if model.materialized == "view":
+            conn.execute(f"create or replace view {model.relation} as {model.sql}")
+            return
+        schema, name = _parts(model.relation)
+        conn.execute(
+            f'create or replace table {model.relation} as select * from "{source}"."{schema}"."{name}"'
+        )
 
     def _built_differently(self) -> set[str]:
         """The tick models some tick builds differently on the sides (a rule change moved a campaign to
@@ -260,16 +311,20 @@ class SharedTicks:
         return different
 
     # -- helpers ----------------------------------------------------------------------------------------
-    def _rewrite(self, model: TickModel, shared: set[str]) -> TickModel:
-        """The model's SQL and relation with the warehouse's catalog name dropped (the side's catalog is
-        the connection's default) and the ``shared`` relations read from the owner's catalog."""
+    def _rewrite(
+        self, model: TickModel, shared: set[str], catalog: str | None = None, *, others: str | None = None
+    ) -> TickModel:
+        """The model's SQL and relation with the ``shared`` relations, the model's own among them, in
+        ``catalog`` (a buffer), and the others in ``others``, by default with the warehouse's catalog name
+        dropped (the side's catalog is the connection's default; a view in the even ticks' catalog would
+        look for them there)."""
         shared_parts = {_parts(relation) for relation in shared}
 
         def relation(match: re.Match) -> str:
             schema, name = match.group(2), match.group(3)
             if (schema, name) in shared_parts:
-                return f'"{self.owner}"."{schema}"."{name}"'
-            return f'"{schema}"."{name}"'
+                return f'"{catalog}"."{schema}"."{name}"'
+            return f'"{others}"."{schema}"."{name}"' if others else f'"{schema}"."{name}"'
 
         return dataclasses.replace(
             model,
@@ -278,7 +333,7 @@ class SharedTicks:
                 (campaigns, None if sql is None else _RELATION.sub(relation, sql))
                 for campaigns, sql in model.partial
             ),
-            relation=_RELATION.sub(lambda m: f'"{m.group(2)}"."{m.group(3)}"', model.relation),
+            relation=_RELATION.sub(relation, model.relation),
         )
 
 
