@@ -365,17 +365,26 @@ decisions as (
     from ranked_in_series
 ),
 
-payloads as (
-    select campaign, step, trigger_key, payload
-    from triggers
-    where due_at <= {{ as_of() }}
-),
-
 -- The payload only where something reads it: the mails this run sends (the render step) and the holdouts
 -- (recorded in the ledger as if sent). A skipped or deferred trigger is decided afresh, payload and all, at
 -- a later run; every trigger's payload stays in its segment table. At 1M customers 85 % of the payload
 -- bytes were on skipped rows (expired, already sent, no consent), and leaving them out took the model from
 -- 8.6 to 6.8 s in a scheduled run (docs/benchmarks.md).
+-- Only those rows' payloads are picked (by key), so the join back holds a few hundred payloads, not every due
+-- trigger's (~8 % of the model's time at 100k, docs/benchmarks.md).
+payloads as (
+    select triggers.campaign, triggers.step, triggers.trigger_key, triggers.payload
+    from triggers
+    where triggers.due_at <= {{ as_of() }}
+        and exists (
+            select 1 from decisions
+            where (decisions.decision = 'send' or decisions.reason = 'holdout')
+                and decisions.campaign = triggers.campaign
+                and decisions.step = triggers.step
+                and decisions.trigger_key = triggers.trigger_key
+        )
+),
+
 with_payload as (
     select
         decisions.*,
@@ -385,7 +394,6 @@ with_payload as (
         on decisions.campaign = payloads.campaign
         and decisions.step = payloads.step
         and decisions.trigger_key = payloads.trigger_key
-        and (decisions.decision = 'send' or decisions.reason = 'holdout')
 ),
 
 final as (
