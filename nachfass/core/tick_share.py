@@ -157,16 +157,12 @@ class SharedTicks:
             conn.close()
             raise ReplayError(f"cancelled: {self._failure or 'the other side stopped'}") from None
         shared = {model.relation for model in self.shared}
+        home = [self._rewrite(m, set()) for m in models]
+        own = [m for m, at_home in zip(models, home, strict=True) if at_home.relation not in shared]
         self._variants[side] = tuple(
-            [
-                self._rewrite(m, shared, catalog)
-                for m in models
-                if self._rewrite(m, set()).relation not in shared
-            ]
-            for catalog in self._buffers
+            [self._rewrite(m, shared, catalog) for m in own] for catalog in self._buffers
         )
         ticking = self._ticking[side] = list(self._variants[side][0])
-        home = [self._rewrite(m, set()) for m in models]
         return conn, ticking, home
 
     def before_tick(self, side: str, moment: datetime) -> None:
