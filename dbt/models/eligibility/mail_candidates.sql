@@ -14,7 +14,7 @@
 {%- for model in wanted if not selected or model in selected or load_relation(ref(model)) is not none -%}
     {%- do segments.append(model) -%}
 {%- endfor %}
-with segment_triggers as (
+with segment_triggers as {{ cte_not_materialized() }} (
     {%- for model in segments %}
     select
         campaign, step, trigger_key, customer_id, email, trigger_at, due_at, expires_at, exit_reason,
@@ -129,7 +129,7 @@ buyers as (
 ),
 
 -- The rules below join about ten tables to the due triggers. The payload (≈ 1.2 KB a trigger, most of the row)
--- stays out of them and joins back once at the end (with_payload): at 1M customers the engine builds several
+-- stays out of them and joins back once at the end (payloads): at 1M customers the engine builds several
 -- of those joins' hash tables over the trigger rows, which with the payload took 1.6 GB each and broke a 2GiB
 -- memory limit (DuckDB, docs/benchmarks.md).
 due as (
@@ -317,83 +317,77 @@ marketing_ranks as (
     where rule_reason is null and is_marketing
 ),
 
-ranked as (
-    select
-        decided.*,
-        marketing_ranks.marketing_rank
+-- The keys of the mails this run sends (no rule against them, first for their address) and of the holdouts
+-- (recorded in the ledger as if sent): a narrow table. What reads it (the winners per trigger key, the payloads)
+-- reads these few hundred keys, and the wide rows of every due trigger are joined once, at the end, instead of
+-- being copied into a table per step (~15 % of the model's time at 100k, docs/benchmarks.md).
+sent_or_held_out as (
+    select decided.campaign, decided.step, decided.trigger_key, decided.rule_reason
     from decided
     left join marketing_ranks
         on decided.campaign = marketing_ranks.campaign
         and decided.step = marketing_ranks.step
         and decided.trigger_key = marketing_ranks.trigger_key
+    where (decided.rule_reason is null and coalesce(marketing_ranks.marketing_rank, 1) = 1)
+        or decided.rule_reason = 'holdout'
 ),
 
 -- the mails this run sends, per trigger key: a cart reminder losing to this run's checkout recovery of the
 -- same cart is `already_reminded` (the same rule as for a checkout recovery sent in an earlier run)
 run_winners as (
     select trigger_key, array_agg(distinct campaign) as campaigns
-    from ranked
-    where rule_reason is null and coalesce(marketing_rank, 1) = 1
+    from sent_or_held_out
+    where rule_reason is null
     group by trigger_key
 ),
 
-ranked_in_series as (
-    select
-        ranked.*,
-        coalesce({{ lists_overlap('ranked.skip_if_reminded_by', 'run_winners.campaigns') }}, false)
-            as is_reminded_in_this_run
-    from ranked
-    left join run_winners on ranked.trigger_key = run_winners.trigger_key
-),
-
--- the decision and its reason, before the payload joins back
-decisions as (
-    select
-        ranked_in_series.*,
-        case
-            when rule_reason in ('quiet_hours', 'not_live_yet', 'backlog_drip') then 'defer'
-            when rule_reason is not null then 'skip'
-            when marketing_rank > 1 then 'skip'
-            else 'send'
-        end as decision,
-        case
-            when rule_reason is not null then rule_reason
-            when marketing_rank > 1 and is_reminded_in_this_run then 'already_reminded'
-            when marketing_rank > 1 then 'frequency_cap'
-            else 'due'
-        end as reason
-    from ranked_in_series
-),
-
--- The payload only where something reads it: the mails this run sends (the render step) and the holdouts
--- (recorded in the ledger as if sent). A skipped or deferred trigger is decided afresh, payload and all, at
--- a later run; every trigger's payload stays in its segment table. At 1M customers 85 % of the payload
--- bytes were on skipped rows (expired, already sent, no consent), and leaving them out took the model from
--- 8.6 to 6.8 s in a scheduled run (docs/benchmarks.md).
--- Only those rows' payloads are picked (by key), so the join back holds a few hundred payloads, not every due
--- trigger's (~8 % of the model's time at 100k, docs/benchmarks.md).
+-- The payload only where something reads it: the mails this run sends (the render step) and the holdouts.
+-- A skipped or deferred trigger is decided afresh, payload and all, at a later run; every trigger's payload
+-- stays in its segment table. At 1M customers 85 % of the payload bytes were on skipped rows (expired, already
+-- sent, no consent), and leaving them out took the model from 8.6 to 6.8 s in a scheduled run
+-- (docs/benchmarks.md). Only those rows' payloads are picked (by key), so the join back holds a few hundred
+-- payloads, not every due trigger's (~8 % of the model's time at 100k).
 payloads as (
     select triggers.campaign, triggers.step, triggers.trigger_key, triggers.payload
     from triggers
     where triggers.due_at <= {{ as_of() }}
         and exists (
-            select 1 from decisions
-            where (decisions.decision = 'send' or decisions.reason = 'holdout')
-                and decisions.campaign = triggers.campaign
-                and decisions.step = triggers.step
-                and decisions.trigger_key = triggers.trigger_key
+            select 1 from sent_or_held_out
+            where sent_or_held_out.campaign = triggers.campaign
+                and sent_or_held_out.step = triggers.step
+                and sent_or_held_out.trigger_key = triggers.trigger_key
         )
 ),
 
-with_payload as (
+-- the decision and its reason, and the payload joined back
+decisions as (
     select
-        decisions.*,
+        decided.*,
+        case
+            when decided.rule_reason in ('quiet_hours', 'not_live_yet', 'backlog_drip') then 'defer'
+            when decided.rule_reason is not null then 'skip'
+            when marketing_ranks.marketing_rank > 1 then 'skip'
+            else 'send'
+        end as decision,
+        case
+            when decided.rule_reason is not null then decided.rule_reason
+            when marketing_ranks.marketing_rank > 1
+                and coalesce({{ lists_overlap('decided.skip_if_reminded_by', 'run_winners.campaigns') }}, false)
+                then 'already_reminded'
+            when marketing_ranks.marketing_rank > 1 then 'frequency_cap'
+            else 'due'
+        end as reason,
         payloads.payload
-    from decisions
+    from decided
+    left join marketing_ranks
+        on decided.campaign = marketing_ranks.campaign
+        and decided.step = marketing_ranks.step
+        and decided.trigger_key = marketing_ranks.trigger_key
+    left join run_winners on decided.trigger_key = run_winners.trigger_key
     left join payloads
-        on decisions.campaign = payloads.campaign
-        and decisions.step = payloads.step
-        and decisions.trigger_key = payloads.trigger_key
+        on decided.campaign = payloads.campaign
+        and decided.step = payloads.step
+        and decided.trigger_key = payloads.trigger_key
 ),
 
 final as (
@@ -433,7 +427,7 @@ final as (
         n_marketing_last_7d,
         prefers_weekly,
         {{ as_of() }} as decided_at
-    from with_payload
+    from decisions
 )
 
 select * from final

@@ -200,6 +200,7 @@ def session_settings(env: Mapping[str, str] | None = None) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.jsonGenerator.ignoreNullFields": "false",
         "spark.sql.parquet.inferTimestampNTZ.enabled": "false",
+        "spark.sql.constraintPropagation.enabled": "false",
     }
 
 
