@@ -408,18 +408,17 @@ def record_tick_decisions(conn: duckdb.DuckDBPyConnection, moment: datetime) -> 
     """This tick's mail_candidates into the spans: a span that goes on is extended, one that does not is
     closed (moved to replay.decision_spans), a new decision opens a span."""
     conn.execute("insert into replay.ticks values (?)", [moment])
-    conn.execute(
-        "create or replace temp table tick_decisions as select campaign, step, trigger_key, customer_id, "
-        "decision, reason from eligibility.mail_candidates"
-    )
+    # read from the model's table twice rather than copied into a temporary table first (a copy of every due
+    # trigger's six columns, ~20 % of this step's time)
     conn.execute(
         "insert into replay.decision_spans select * from replay.open_decisions as o "
-        f"where not exists (select 1 from tick_decisions as c where {_SAME_DECISION})"
+        f"where not exists (select 1 from eligibility.mail_candidates as c where {_SAME_DECISION})"
     )
     conn.execute(
         "create or replace table replay.open_decisions as "
-        "select c.*, coalesce(o.first_as_of, $m) as first_as_of, $m as last_as_of "
-        f"from tick_decisions as c left join replay.open_decisions as o on {_SAME_DECISION}",
+        "select c.campaign, c.step, c.trigger_key, c.customer_id, c.decision, c.reason, "
+        "coalesce(o.first_as_of, $m) as first_as_of, $m as last_as_of "
+        f"from eligibility.mail_candidates as c left join replay.open_decisions as o on {_SAME_DECISION}",
         {"m": moment},
     )
 
@@ -427,7 +426,6 @@ def record_tick_decisions(conn: duckdb.DuckDBPyConnection, moment: datetime) -> 
 def close_decision_spans(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("insert into replay.decision_spans select * from replay.open_decisions")
     conn.execute("delete from replay.open_decisions")
-    conn.execute("drop table if exists temp.tick_decisions")
 
 
 def _pin_views(conn: duckdb.DuckDBPyConnection, models: list[TickModel], moment: datetime) -> None:
