@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 
+import jinja2
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nachfass.core import paths
 from nachfass.core.warehouse import spark
 from nachfass.core.warehouse.settings import (
     PostgresSettings,
@@ -125,3 +128,35 @@ def test_the_filter_of_new_loads_quotes_file_names() -> None:
     assert condition == (
         "(\"_file\", \"_loaded_at\") in (('o''brien.csv', timestamp '2026-11-24 10:00:00.000000'))"
     )
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"NACHFASS_DATA": "/srv/nachfass"},
+        {
+            "NACHFASS_DATA": "/srv/nachfass",
+            "NACHFASS_SPARK_MASTER": "spark://master:7077",
+            "NACHFASS_SPARK_DRIVER_MEMORY": "6g",
+            "NACHFASS_SPARK_WAREHOUSE_DIR": "s3a://bucket/warehouse",
+            "NACHFASS_SPARK_METASTORE_DIR": "/srv/metastore_db",
+            "NACHFASS_SPARK_SHUFFLE_PARTITIONS": "64",
+        },
+    ],
+)
+def test_the_push_and_pull_session_has_the_settings_of_dbts_profile(env: dict[str, str]) -> None:
+    """The push and the pull open the catalog dbt builds in, with the same settings (time zone, JSON nulls,
+    constraint propagation …): dbt's profile and ``session_settings`` list them by hand, twice."""
+    profile = yaml.safe_load((paths.dbt_project_dir() / "profiles.yml").read_text(encoding="utf-8"))
+    parameters = next(
+        output["server_side_parameters"]
+        for project in profile.values()
+        for output in project.get("outputs", {}).values()
+        if output.get("type") == "spark"
+    )
+    jinja = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env_var = lambda name, default=None: env.get(name, default)  # noqa: E731 (dbt's env_var)
+    rendered = {
+        key: jinja.from_string(str(value)).render(env_var=env_var) for key, value in parameters.items()
+    }
+    assert rendered == spark.session_settings(env)
