@@ -1,8 +1,18 @@
 -- One row per cart active in the recent past: its net lines (adds minus removes), last activity and
--- whether it was bought, as of the run's time. Only carts with an event in the last `cart_lookback_days`
--- (14: cart reminders expire after 72 h, checkout recovery after 24.5 h) are computed, from all their
--- events, so the model costs a few days of events, not the whole history.
-{%- set lookback_days = var('cart_lookback_days') %}
+-- whether it was bought, as of the run's time. Only carts with an event in the window the cart segments read
+-- are computed, from all their events, so the model costs a few days of events, not the whole history: the
+-- window reaches back over the longest expiry of abandoned_cart's steps and checkout_recovery's delay plus
+-- expiry, plus the 7 days a segment keeps expired triggers as near misses (10 days with the shipped
+-- settings: 72 h + 7 days). Every cart those segments and the cart recommendations read has an event in it.
+-- `cart_lookback_days` reads further back (e.g. for a segment of one's own reading older carts).
+{%- set reaches = [] %}
+{%- for step in segment_settings('abandoned_cart')['steps'].values() %}
+    {%- do reaches.append(step['expire_after_minutes'] | int) %}
+{%- endfor %}
+{%- for step in segment_settings('checkout_recovery')['steps'].values() %}
+    {%- do reaches.append((step['delay_minutes'] | int) + (step['expire_after_minutes'] | int)) %}
+{%- endfor %}
+{%- set lookback_minutes = [(reaches | max) + 7 * 1440, ((var('cart_lookback_days') or 0) | int) * 1440] | max %}
 with session_events as {{ cte_not_materialized() }} (
     select * from {{ ref('stg_session_events') }}
 ),
@@ -12,7 +22,7 @@ recent_carts as (
     from session_events
     where cart_id is not null
         and occurred_at <= {{ as_of() }}
-        and occurred_at > {{ as_of() }} - interval '{{ lookback_days }} day'
+        and occurred_at > {{ as_of() }} - {{ minutes(lookback_minutes) }}
 ),
 
 -- the earliest event of any recent cart: every event of these carts is at or after it. stg_session_events
