@@ -97,6 +97,20 @@ def _warehouse_state(path) -> dict:
                     "select distinct target_type from intermediate.int_product_recommendations"
                 ).fetchall()
             },
+            "order_lines": {
+                o for (o,) in conn.sql("select order_id from intermediate.int_order_lines").fetchall()
+            },
+            # the orders the daily order mails are about, and whether each shows its lines
+            "daily_orders": {
+                campaign: dict(
+                    conn.sql(
+                        "select trigger_key, json_array_length(payload->'items') > 0 "
+                        f"from segments.{campaign}"
+                    ).fetchall()
+                )
+                for campaign in ("review_request", "cross_sell")
+                if f"segments.{campaign}" in tables
+            },
         }
 
 
@@ -115,11 +129,15 @@ def test_a_15_minute_run_builds_only_what_its_campaigns_need(workspace, dbt_mani
     assert "intermediate.int_customer_order_gaps" not in first["tables"]
     assert set(first["candidates"]) <= FREQUENT and "abandoned_cart" in first["candidates"]
     assert first["targets"] == {"cart"}
-    # the main job builds everything, with every kind of recommendation target
+    # the main job builds everything, with every kind of recommendation target and the lines of every order
+    # an order mail may show, the daily ones' too
     assert main(["run", "--as-of", "2026-11-24T10:20:00Z"]) == 0
     full = _warehouse_state(workspace["warehouse"])
     assert set(full["segments"]) == FREQUENT | DAILY
     assert full["targets"] == {"cart", "order", "customer"}
+    daily_orders = set().union(*full["daily_orders"].values())
+    assert daily_orders and daily_orders <= full["order_lines"]
+    assert all(all(shown.values()) for shown in full["daily_orders"].values())
     assert DAILY & set(full["candidates"])
     # the next 15-minute run rebuilds its own segments and reads the daily ones as the main job left them
     assert main(["run", "--job", "frequent_mails_job", "--partition", "2026-11-24-11:30"]) == 0
@@ -127,6 +145,9 @@ def test_a_15_minute_run_builds_only_what_its_campaigns_need(workspace, dbt_mani
     assert {c: after["segments"][c] for c in DAILY} == {c: full["segments"][c] for c in DAILY}
     assert after["targets"] == {"cart"}
     assert DAILY & set(after["candidates"]) == DAILY & set(full["candidates"])
+    # the order lines only of the orders its own order mails may show: not the daily ones' delivered weeks ago
+    assert after["order_lines"] < full["order_lines"]
+    assert daily_orders - after["order_lines"]
 
 
 def test_an_unknown_slot_stops_with_one_line(workspace, dbt_manifest, capsys) -> None:
