@@ -187,7 +187,7 @@ def world(tmp_path_factory, dbt_manifest):
         backtest = tmp / "my-backtests" / "pr-42"
         tick = AS_OF.isoformat()
         assert main(["backtest", "--rules", str(REPO_ROOT / "dbt"), "--from", tick, "--to", tick,
-                     "--workdir", str(backtest)]) == 0  # fmt: skip
+                     "--workdir", str(backtest), "--mail-files"]) == 0  # fmt: skip
         # and what a replay that died while writing its copy back leaves beside it
         interrupted = backtest / "after" / "warehouse.duckdb.new"
         interrupted.write_bytes((backtest / "after" / "warehouse.duckdb").read_bytes())

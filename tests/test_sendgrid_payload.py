@@ -225,6 +225,17 @@ def test_text_that_is_not_unicode_fails_the_mail_before_anything_is_written(tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_outbox_without_a_folder_composes_every_mail_and_writes_none(tmp_path, monkeypatch):
+    """A backtest's default (no --mail-files): a mail that composes is `sent` as into the folder, one that
+    cannot be composed fails as it would live, and no file is written anywhere."""
+    monkeypatch.chdir(tmp_path)
+    transport = OutboxTransport(None, shop=SHOP)
+    assert transport.send(make_mail(7)).status == "sent"
+    failed = transport.send(make_mail(6, text="Hallo \udc80 Welt"))
+    assert failed.status == "failed" and failed.attempts == 0 and "JSON" in (failed.error or "")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_new_outbox_transport_removes_only_dead_writers_half_written_files(tmp_path):
     """Runs may overlap on PostgreSQL and share the outbox: a transport starting beside a running one must
     not delete the files that one is writing (that lost two mails of an overlapping run: its rename found

@@ -2,7 +2,9 @@
 
 Each side is a real replay (``nachfass.core.replay``) into its own fresh warehouse: the same exports, the
 same ticks, every decision taken by that side's dbt project at each tick's as_of and every mail recorded
-in that side's ledger (outbox only, nothing is sent). The two sides are then compared in a result
+in that side's ledger (nothing is sent; each mail is rendered and composed as for the outbox, and written
+to ``<side>/outbox`` only with ``mail_files``: at 100,000 customers the files took ~1 GB a day and side,
+and writing them ~1/8 of the ticks' work, docs/benchmarks.md). The two sides are then compared in a result
 warehouse (``results.duckdb`` in the work folder), all of it SQL:
 
 - ``backtest.decisions`` / ``backtest.sends``: every decision of every tick and every ledger row, per side
@@ -462,6 +464,7 @@ def _replay_sides(
     threads_per_side: int | None,
     progress: Callable[[str], None],
     share_models: bool = True,
+    mail_files: bool = False,
 ) -> None:
     """The two replays side by side, one thread each: a tick is mostly DuckDB, which releases the GIL, so
     the sides share the cores (docs/benchmarks.md). In memory (when both copies fit, or ``in_memory``) the
@@ -493,7 +496,7 @@ def _replay_sides(
             replay(
                 landing=None,
                 warehouse=warehouses[side],
-                outbox=workdir / side / "outbox",
+                outbox=workdir / side / "outbox" if mail_files else None,
                 start=start,
                 end=end,
                 every=every,
@@ -553,12 +556,14 @@ def _run_backtest(
     in_memory: bool | None = None,
     threads_per_side: int | None = None,
     share_models: bool = True,
+    mail_files: bool = False,
 ) -> BacktestResult:
     """Replay start..end with the current dbt project (``current``, default this one) and with ``rules``
     (a dbt project folder or a git ref), each into ``workdir/<side>/``, and compare them in
     ``workdir/results.duckdb``. ``history`` is the warehouse whose mail performance gives the rates and
     whose erasures both sides carry (``LIVE_WAREHOUSE``, a DuckDB file, or None: no history).
-    ``in_memory`` is the replays' (``nachfass.core.replay.replay``)."""
+    ``in_memory`` is the replays' (``nachfass.core.replay.replay``). ``mail_files``: each side's mails also as
+    files in ``workdir/<side>/outbox`` (.eml and SendGrid JSON), as a replay writes them."""
     started = time.monotonic()
     workdir = Path(workdir).resolve()
     for side in SIDES:
@@ -604,6 +609,7 @@ def _run_backtest(
         threads_per_side=threads_per_side,
         progress=progress,
         share_models=share_models,
+        mail_files=mail_files,
     )
     _compare(result_db, warehouses, rates, load_shop_settings().timezone)
     conn = duckdb.connect(str(result_db), read_only=True)

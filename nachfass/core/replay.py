@@ -541,7 +541,7 @@ class TickReport:
 @dataclass
 class ReplayReport:
     warehouse: Path
-    outbox: Path
+    outbox: Path | None  # None: the mails were composed and recorded, not written (a backtest's default)
     ticks: list[TickReport] = field(default_factory=list)
     seconds: float = 0.0
     daily: list[tuple] = field(default_factory=list)  # (day, campaign, mails, caps, deferrals, expiries)
@@ -676,7 +676,7 @@ def _replay(
     *,
     landing: Path | None,
     warehouse: Path,
-    outbox: Path,
+    outbox: Path | None,
     start: datetime,
     end: datetime,
     every: timedelta,
@@ -695,7 +695,8 @@ def _replay(
     changed copy). ``in_memory`` runs the ticks on a copy of the warehouse in memory and writes it back
     at the end (see ``_open_in_memory``); ``False`` runs them on the file; None (the default) chooses
     memory when the copy fits in ``1 / memory_share`` of DuckDB's memory limit (``fits_in_memory``).
-    ``landing`` None: the warehouse already holds the exports (``load_exports``).
+    ``landing`` None: the warehouse already holds the exports (``load_exports``). ``outbox`` None: the
+    mails are rendered, composed and recorded in the ledger as into an outbox, but no file is written.
     ``erasures``: the live warehouse's (``live_erasures``), carried into the fresh one when ``landing`` is
     loaded; a backtest carries them when it loads once for both sides.
     ``cancel``, once set, stops the replay before its next tick. ``threads`` caps DuckDB's threads for the
@@ -706,7 +707,8 @@ def _replay(
     project = Path(project).resolve() if project is not None else paths.dbt_project_dir()
     segments = project / "models" / "segments"
     ticks = tick_times(start, end, every)
-    warehouse, outbox = Path(warehouse).resolve(), Path(outbox).resolve()
+    warehouse = Path(warehouse).resolve()
+    outbox = Path(outbox).resolve() if outbox is not None else None
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     work = warehouse.parent / f".{warehouse.name}.replay"
     shutil.rmtree(work, ignore_errors=True)
