@@ -21,6 +21,8 @@ pytestmark = pytest.mark.slow
 AS_OF = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 UNIT_TESTS = {
     "int_carts_net_quantity_after_removals",
+    "int_carts_reads_back_as_far_as_the_cart_segments",
+    "int_carts_cart_lookback_days_reads_further_back",
     "int_consent_state_double_opt_in_withdrawal_and_reconfirmation",
     "int_send_windows_quiet_hours_midnight_holidays_time_zones",
     "int_send_windows_after_midnight_on_a_workday",
@@ -68,6 +70,23 @@ def test_unit_tests_pass(built: tuple[Path, Path]) -> None:
         if " PASS " in line and "::" in line
     }
     assert not UNIT_TESTS - ran, result.stdout[-3000:]
+
+
+@pytest.mark.parametrize("value", ["zwei Wochen", -3])
+def test_a_cart_lookback_that_is_no_number_of_days_stops_with_the_vars_name(
+    built: tuple[Path, Path], value: object
+) -> None:
+    warehouse, root = built
+    result = run_dbt(
+        ["compile", "--select", "int_carts", "--vars", json.dumps({"cart_lookback_days": value})],
+        warehouse=warehouse,
+        target_path=root / "bad_var",
+        as_of=AS_OF,
+        check=False,
+    )
+    assert result.returncode != 0
+    expected = f"the var cart_lookback_days must be a number of days (0 or more) or null, not {value}"
+    assert expected in result.stdout, result.stdout[-2000:]
 
 
 # The declared interface: what analysts query and what the render and send steps read.

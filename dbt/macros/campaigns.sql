@@ -147,3 +147,15 @@
     {%- endif -%}
     {{ return(found) }}
 {%- endmacro %}
+
+{#- The var `name` as a whole number of days: null counts as 0; anything else but a number of days (0 or more)
+    stops the build with a message naming the var. -#}
+{% macro days_var(name) -%}
+    {%- set value = var(name, none) -%}
+    {#- `exceptions` is undefined where the model is only templated, not parsed (sqlfluff lint) -#}
+    {%- if value is not none and (value | int(-1)) < 0 and exceptions is defined -%}
+        {{ exceptions.raise_compiler_error(
+            "the var " ~ name ~ " must be a number of days (0 or more) or null, not " ~ value) }}
+    {%- endif -%}
+    {{ return((value or 0) | int) }}
+{%- endmacro %}

@@ -12,7 +12,7 @@
 {%- for step in segment_settings('checkout_recovery')['steps'].values() %}
     {%- do reaches.append((step['delay_minutes'] | int) + (step['expire_after_minutes'] | int)) %}
 {%- endfor %}
-{%- set lookback_minutes = [(reaches | max) + 7 * 1440, ((var('cart_lookback_days') or 0) | int) * 1440] | max %}
+{%- set lookback_minutes = [(reaches | max) + 7 * 1440, days_var('cart_lookback_days') * 1440] | max %}
 with session_events as {{ cte_not_materialized() }} (
     select * from {{ ref('stg_session_events') }}
 ),
