@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         side = line[1:].split("]")[0]
         if side == "both":
             marks.setdefault("load_start", now)
-        elif "computed once a tick for both sides" in line:
+        elif "computed once a tick for both sides" in line or "mails rendered:" in line:
             print(line, flush=True)
         elif "dbt build as of" in line:
             marks.setdefault("loaded", now)

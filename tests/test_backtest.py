@@ -426,7 +426,8 @@ def test_models_shared_by_both_rule_sets_change_no_decision(tmp_path: Path) -> N
     """The sides of an in-memory backtest compute the models both rule sets share once a tick
     (nachfass.core.tick_share). With the cart delay changed from 60 to 30 minutes, the order and cart models
     are shared, the cart reminders' segment and mail_candidates are not, and every decision, send and
-    table the sides leave is the same as when each side computes everything itself."""
+    table the sides leave, and every mail, is the same as when each side computes and renders everything
+    itself."""
     world = World()
     for n in range(4):  # carts left 30 … 3 h 30 before the end: the changed rule reminds them earlier
         cid, _ = world.customer(f"cart_{n}")
@@ -469,6 +470,11 @@ def test_models_shared_by_both_rule_sets_change_no_decision(tmp_path: Path) -> N
     assert {"int_orders", "int_carts", "int_product_recommendations", "order_thanks"} <= shared
     assert not shared & {"abandoned_cart", "mail_candidates", "stg_sends", "int_suppressions"}
     assert not any("computed once a tick" in line for line in lines[False])
+    # the mail both sides send alike (the review request) rendered once; the cart reminders, whose
+    # campaign settings differ, by each side
+    rendered = next(line for line in lines[True] if "mails rendered:" in line)
+    assert rendered.endswith("as the other had rendered them: 1"), rendered
+    assert not any("mails rendered:" in line for line in lines[False])
 
     def results(share: bool, sql: str) -> list[tuple]:
         return _query(tmp_path / f"share_{share}" / "results.duckdb", sql)

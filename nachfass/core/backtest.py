@@ -47,6 +47,7 @@ import duckdb
 
 from nachfass.core import paths
 from nachfass.core.diff import rules_project
+from nachfass.core.render_share import SharedRenders
 from nachfass.core.replay import (
     LIVE_WAREHOUSE,
     ReplayError,
@@ -469,7 +470,8 @@ def _replay_sides(
     """The two replays side by side, one thread each: a tick is mostly DuckDB, which releases the GIL, so
     the sides share the cores (docs/benchmarks.md). In memory (when both copies fit, or ``in_memory``) the
     sides run in one DuckDB instance and the models both rule sets share are computed once a tick
-    (``tick_share``; ``share_models`` False: each side computes all its own). The first failure cancels
+    (``tick_share``), and the mails both send alike are rendered once (``render_share``); ``share_models``
+    False: each side computes and renders all its own. The first failure cancels
     the other side and is the error raised."""
     cancel = threading.Event()
     # each side's DuckDB on its share of the cores (docs/benchmarks.md); 0: DuckDB's default (every core)
@@ -489,6 +491,8 @@ def _replay_sides(
         # one DuckDB for both sides: the threads both sides would have had
         total_threads = threads * len(SIDES) if threads else None
         share = SharedTicks(SIDES, work=workdir / ".backtest.replay", threads=total_threads)
+    # the mails both rule sets send alike, rendered once (render_share)
+    renders = SharedRenders(SIDES) if share_models else None
 
     def run(side: str) -> None:
         progress(f"[{side}] replaying with {'the current rules' if side == 'before' else label}")
@@ -507,6 +511,7 @@ def _replay_sides(
                 cancel=cancel,
                 threads=threads,
                 share=share,
+                renders=renders,
                 side=side,
             )
         except BaseException:
@@ -522,6 +527,12 @@ def _replay_sides(
     finally:
         if share is not None:
             share.close()
+    if renders is not None:
+        counts = renders.counts
+        progress(
+            f"[both] mails rendered: {counts['rendered'] + counts['own']:,}; mails one side took as the "
+            f"other had rendered them: {counts['taken']:,}"
+        )
     failed = [(side, exc) for side, exc in errors.items() if exc is not None]
     # the side that failed first, not the one it cancelled
     failed.sort(key=lambda item: str(item[1]).startswith("cancelled"))

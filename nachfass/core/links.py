@@ -78,6 +78,10 @@ class LinkSigner:
     def __repr__(self) -> str:  # never show the key
         return "LinkSigner(key=***)"
 
+    def same_key(self, other: LinkSigner) -> bool:
+        """Whether ``other`` signs with this key (its links and tokens are the same)."""
+        return hmac.compare_digest(self._key, other._key)
+
     def _mac(self, body: str) -> str:
         return _b64encode(hmac.new(self._key, body.encode("ascii"), hashlib.sha256).digest()[:20])
 

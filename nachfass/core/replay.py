@@ -59,6 +59,7 @@ from nachfass.core.schema import prepare_warehouse
 from nachfass.core.shop import load_shop_settings
 
 if TYPE_CHECKING:
+    from nachfass.core.render_share import SharedRenders
     from nachfass.core.tick_share import SharedTicks
 
 AS_OF_VARIABLE = "nachfass_as_of"
@@ -688,6 +689,7 @@ def _replay(
     threads: int | None = None,
     erasures: Erasures | None = None,
     share: SharedTicks | None = None,
+    renders: SharedRenders | None = None,
     side: str = "",
 ) -> ReplayReport:
     """Run the ticks from start to end (inclusive) into a fresh warehouse; see the module docstring.
@@ -779,6 +781,8 @@ def _replay(
         renderer.check_templates()
     except RenderError as exc:  # before any tick: nothing decided or recorded yet
         raise ReplayError(f"the templates do not render: {exc}") from exc
+    if renders is not None:
+        renders.register(side, renderer)
     report = ReplayReport(warehouse=warehouse, outbox=outbox)
     home_models = models
     if share is not None:
@@ -835,6 +839,8 @@ def _replay(
                 run_id = f"replay-{_iso(tick)}"
                 begin_mail_run(conn, run_id=run_id, job_name="replay", partition_key=None, as_of=tick)
                 tick_renderer = renderer.at(tick)
+                if renders is not None:
+                    tick_renderer = renders.at(side, tick_renderer, tick)
                 render_due_mails(conn, tick_renderer, run_id=run_id, as_of=tick, campaigns=campaigns)
                 send_queued_mails(
                     conn,

@@ -23,7 +23,7 @@ from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -237,6 +237,12 @@ def _template_location(tb: TracebackType | None, templates_dir: Path) -> str | N
 # --------------------------------------------------------------------------------------------------------
 # The renderer
 # --------------------------------------------------------------------------------------------------------
+
+
+class BatchRenderer(Protocol):
+    """What the render step needs: ``MailRenderer``, or a backtest side's (``render_share.TickRenders``)."""
+
+    def render_batch(self, jobs: Iterable[MailJob]) -> list[RenderedMail]: ...
 
 
 class MailRenderer:

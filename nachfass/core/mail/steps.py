@@ -22,7 +22,7 @@ from nachfass.core.mail.outgoing import (
     read_outgoing,
     replace_outgoing,
 )
-from nachfass.core.mail.render import MailRenderer
+from nachfass.core.mail.render import BatchRenderer
 from nachfass.core.mail.sender import DeliveryReport, deliver
 from nachfass.core.mail.transport import Transport
 from nachfass.core.warehouse import ledger_for
@@ -47,7 +47,7 @@ def fetch_candidates(conn: duckdb.DuckDBPyConnection, where: str, campaigns: lis
 
 def render_due_mails(
     conn: duckdb.DuckDBPyConnection,
-    renderer: MailRenderer,
+    renderer: BatchRenderer,
     *,
     run_id: str,
     as_of: datetime,

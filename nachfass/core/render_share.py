@@ -1,0 +1,144 @@
+"""The mails both replays of a backtest render alike, rendered once.
+
+A rule change alters the mails of a campaign or two; the others go out alike on both sides: the same
+recipient, trigger, variant and payload at the same tick, rendered by the same templates with the same
+campaign settings, so into the same mail. Rendering is CPU work under the GIL, so the two sides' rendering
+does not overlap: a tick sending thousands of mails (the daily campaigns, the first tick's backlog) took
+each side's rendering time twice (docs/benchmarks.md). Here the first side to reach such a mail renders it
+and the other side takes the result; a mail that differs in anything the renderer reads (a changed
+segment's payload, a campaign whose settings differ between the rule sets) is rendered by its own side.
+
+Both sides walk their mails in the same order (by send id), so each mostly waits for a mail the other is
+rendering at that moment and then renders the next: each renders about half of what they share. A render
+that fails raises on both sides (it would have failed on both); a side that stops for another reason
+leaves the mail to the other side to render itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import Future
+from datetime import datetime
+
+from nachfass.core.mail.message import MailJob, RenderedMail
+from nachfass.core.mail.render import MailRenderer, RenderError
+
+
+class SharedRenders:
+    """One per backtest: ``register`` each side's renderer before its ticks, then render each tick's mails
+    through ``at(side, tick)`` instead of the side's own renderer."""
+
+    def __init__(self, sides: tuple[str, ...]) -> None:
+        self.sides = sides
+        self._renderers: dict[str, MailRenderer] = {}
+        self._shared: frozenset[str] | None = None
+        self._lock = threading.Lock()
+        # (tick, the job) -> the mail, and the sides that have taken it
+        self._mails: dict[tuple[datetime, str], tuple[Future[RenderedMail], set[str]]] = {}
+        self._tick: dict[str, datetime] = {}
+        # "rendered": mails rendered for both sides, "taken": a mail the other side rendered, "own": mails of
+        # a campaign whose settings differ between the sides
+        self.counts: Counter[str] = Counter()
+
+    def register(self, side: str, renderer: MailRenderer) -> None:
+        with self._lock:
+            self._renderers[side] = renderer
+            self._shared = None
+
+    def shared_campaigns(self) -> frozenset[str]:
+        """The campaigns every side renders alike: the same settings, templates, shop and link key."""
+        with self._lock:
+            if self._shared is None:
+                if set(self._renderers) != set(self.sides):
+                    return frozenset()  # not every side has registered yet: nothing is shared
+                first, *others = (self._renderers[side] for side in self.sides)
+                alike = all(
+                    other.templates_dir == first.templates_dir
+                    and other.shop == first.shop
+                    and other.signer.same_key(first.signer)
+                    for other in others
+                )
+                # the settings' values: not where they were read from (each side's project folder)
+                self._shared = frozenset(
+                    campaign
+                    for campaign, settings in first.campaigns.items()
+                    if alike
+                    and all(
+                        campaign in other.campaigns
+                        and other.campaigns[campaign].model_dump() == settings.model_dump()
+                        for other in others
+                    )
+                )
+            return self._shared
+
+    def at(self, side: str, renderer: MailRenderer, tick: datetime) -> TickRenders:
+        """``renderer`` (the side's, at ``tick``) rendering the mails of ``tick``, sharing what is alike.
+        Forgets the mails of ticks every side has gone past."""
+        with self._lock:
+            self._tick[side] = tick
+            if len(self._tick) == len(self.sides):
+                oldest = min(self._tick.values())
+                for key in [key for key in self._mails if key[0] < oldest]:
+                    del self._mails[key]
+        return TickRenders(self, side, renderer, tick, self.shared_campaigns())
+
+    def render(self, side: str, renderer: MailRenderer, tick: datetime, job: MailJob) -> RenderedMail:
+        key = (tick, repr(job))  # every field of the job, the payload in its JSON's order
+        with self._lock:
+            entry = self._mails.get(key)
+            mine = entry is None
+            if mine:
+                entry = self._mails[key] = (Future(), {side})
+            else:
+                entry[1].add(side)
+                if entry[1] >= set(self.sides):
+                    del self._mails[key]  # every side has it
+        future = entry[0]
+        if not mine:
+            try:
+                mail = future.result()
+            except RenderError:
+                raise  # the same job fails the same way here
+            except BaseException:  # noqa: BLE001 - the other side stopped: render it here
+                return self.render_own(renderer, job)
+            self._count("taken")
+            return mail
+        try:
+            mail = renderer.render(job)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        future.set_result(mail)
+        self._count("rendered")
+        return mail
+
+    def render_own(self, renderer: MailRenderer, job: MailJob) -> RenderedMail:
+        mail = renderer.render(job)
+        self._count("own")
+        return mail
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.counts[what] += 1
+
+
+class TickRenders:
+    """A side's renderer for one tick whose ``render_batch`` shares the mails rendered alike."""
+
+    def __init__(
+        self, share: SharedRenders, side: str, renderer: MailRenderer, tick: datetime, shared: frozenset[str]
+    ) -> None:
+        self._share, self._side, self._renderer, self._tick = share, side, renderer, tick
+        self._shared_campaigns = shared
+
+    def render_batch(self, jobs: Iterable[MailJob]) -> list[RenderedMail]:
+        """All or nothing, as ``MailRenderer.render_batch``."""
+        mails = []
+        for job in jobs:
+            if job.campaign in self._shared_campaigns:
+                mails.append(self._share.render(self._side, self._renderer, self._tick, job))
+            else:
+                mails.append(self._share.render_own(self._renderer, job))
+        return mails
