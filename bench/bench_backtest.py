@@ -3,7 +3,8 @@
     python bench/bench_backtest.py --customers 100000 --days 1 --every 1h --workdir /tmp/nachfass_backtest
 
 Generates the sample exports once (kept in the workdir and reused, not timed), writes a changed copy of
-the dbt project (review requests go live at the period's start with their backlog dripped at 200 a day),
+the dbt project (``--change``: by default review requests go live at the period's start with their backlog
+dripped at 200 a day; ``cart-delay``: the first cart reminder after 30 minutes instead of 60),
 then runs the backtest over the last ``--days`` days before 2026-11-24 10:00 UTC and prints: the load (once),
 the first dbt build + compile (both sides at once), each side's ticks (the sides tick at the same time),
 the write-back and comparison; the whole backtest, peak RSS, and what a 30-day hourly backtest would take
@@ -35,11 +36,23 @@ from nachfass.core.replay import parse_every  # noqa: E402
 TICK = re.compile(r"^\[(before|after)\] tick (\d+)/(\d+) .*\(([\d.]+) s\)$")
 
 
-def changed_rules(target: Path, live_from: datetime) -> Path:
+CHANGES = {
+    "review-rollout": "review requests go live at the period's start, their backlog dripped at 200 a day",
+    "cart-delay": "the first cart reminder 30 minutes after the cart instead of 60",
+}
+
+
+def changed_rules(target: Path, live_from: datetime, change: str = "review-rollout") -> Path:
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(
         paths.DBT_PROJECT_DIR, target, ignore=shutil.ignore_patterns("target", "logs", ".user.yml")
     )
+    if change == "cart-delay":
+        yml = target / "models" / "segments" / "abandoned_cart.yml"
+        text = yml.read_text(encoding="utf-8")
+        assert "delay_minutes: 60 " in text
+        yml.write_text(text.replace("delay_minutes: 60 ", "delay_minutes: 30 ", 1), encoding="utf-8")
+        return target
     yml = target / "models" / "segments" / "review_request.yml"
     text = yml.read_text(encoding="utf-8")
     anchor = "          exit_on_order: false\n"
@@ -66,11 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="each side computes every model itself (default: the models both rule sets share once)",
     )
+    parser.add_argument(
+        "--change", choices=sorted(CHANGES), default="review-rollout", help="the rule change to backtest"
+    )
     args = parser.parse_args(argv)
 
     landing = sample_landing(args.workdir, args.customers)
     start = END - timedelta(days=args.days)
-    rules = changed_rules(args.workdir / "rules", start)
+    rules = changed_rules(args.workdir / "rules", start, args.change)
 
     ticks: dict[str, list[float]] = {"before": [], "after": []}
     marks: dict[str, float] = {}  # wall-clock moments of the phases
@@ -79,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     def progress(line: str) -> None:
         now = time.perf_counter() - started
         side = line[1:].split("]")[0]
-        if side == "both":
+        if "mails rendered:" in line:
+            print(line, flush=True)
+        elif side == "both":
             marks.setdefault("load_start", now)
-        elif "computed once a tick for both sides" in line or "mails rendered:" in line:
+        elif "computed once a tick for both sides" in line:
             print(line, flush=True)
         elif "dbt build as of" in line:
             marks.setdefault("loaded", now)
@@ -116,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         f"customers {args.customers:,}, {args.days:g} days every {args.every}, "
         f"{'on disk' if args.on_disk else 'in memory'}, both sides at once, "
         f"DuckDB threads per side: {'half the cores' if args.threads_per_side is None else threads}, "
-        f"{'each side computes every model' if args.no_shared_models else 'shared models computed once'}"
+        f"{'each side computes every model' if args.no_shared_models else 'shared models computed once'}, "
+        f"change: {CHANGES[args.change]}"
     )
     # the sides run side by side: the phases are wall-clock stretches, the ticks each side's own (both
     # sides ticking at once, so each tick's time is what it takes while the other side runs too)

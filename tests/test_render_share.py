@@ -116,3 +116,24 @@ def test_a_mail_that_cannot_be_rendered_fails_both_sides(bad_at: int) -> None:
     for side in SIDES:
         assert isinstance(got[side], RenderError), got[side]
         assert "recipient address" in str(got[side])
+
+
+def test_a_mail_only_one_side_sends_is_held_only_until_the_other_side_moves_on() -> None:
+    """A month of ticks must not pile up the mails one rule set sends and the other never takes."""
+    renderers = {side: _renderer() for side in SIDES}
+    jobs = _jobs(1)
+    share = SharedRenders(SIDES)
+    for side in SIDES:
+        share.register(side, renderers[side])
+    later = TICK.replace(hour=10)
+    share.at("after", renderers["after"].at(TICK), TICK).render_batch(jobs[:1])
+    share.at("before", renderers["before"].at(TICK), TICK).render_batch(jobs[1:])
+    assert share.held == len(jobs)  # each side's mails held for the other, which may still take them
+    share.at("after", renderers["after"].at(later), later)
+    assert share.held == 1  # after has gone past TICK: only its own mail is held, before may still take it
+    # before, behind, takes after's mail and renders one more of TICK, which no side would take: not held
+    mails = share.at("before", renderers["before"].at(TICK), TICK).render_batch(jobs[:2])
+    assert mails == renderers["before"].render_batch(jobs[:2])
+    assert share.held == 0 and share.counts["taken"] == 1
+    share.at("before", renderers["before"].at(later), later)
+    assert share.held == 0

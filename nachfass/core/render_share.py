@@ -75,14 +75,25 @@ class SharedRenders:
 
     def at(self, side: str, renderer: MailRenderer, tick: datetime) -> TickRenders:
         """``renderer`` (the side's, at ``tick``) rendering the mails of ``tick``, sharing what is alike.
-        Forgets the mails of ticks every side has gone past."""
+        Forgets the mails no other side will take: those of ticks the sides that lack them have gone past
+        (a mail only one rule set sends is held at most until the other side's next tick)."""
         with self._lock:
             self._tick[side] = tick
-            if len(self._tick) == len(self.sides):
-                oldest = min(self._tick.values())
-                for key in [key for key in self._mails if key[0] < oldest]:
-                    del self._mails[key]
+            for key in [key for key, (_, sides) in self._mails.items() if self._past(key[0], sides)]:
+                del self._mails[key]
         return TickRenders(self, side, renderer, tick, self.shared_campaigns())
+
+    def _past(self, tick: datetime, having: set[str]) -> bool:
+        """Whether every side but ``having`` has gone past ``tick`` (so takes none of its mails)."""
+        return all(
+            side in self._tick and self._tick[side] > tick for side in self.sides if side not in having
+        )
+
+    @property
+    def held(self) -> int:
+        """How many rendered mails are held for a side that may still take them."""
+        with self._lock:
+            return len(self._mails)
 
     def render(self, side: str, renderer: MailRenderer, tick: datetime, job: MailJob) -> RenderedMail:
         key = (tick, repr(job))  # every field of the job, the payload in its JSON's order
@@ -90,7 +101,9 @@ class SharedRenders:
             entry = self._mails.get(key)
             mine = entry is None
             if mine:
-                entry = self._mails[key] = (Future(), {side})
+                entry = (Future(), {side})
+                if not self._past(tick, entry[1]):
+                    self._mails[key] = entry
             else:
                 entry[1].add(side)
                 if entry[1] >= set(self.sides):
