@@ -38,9 +38,9 @@ class SharedRenders:
         # (tick, the job) -> the mail, and the sides that have taken it
         self._mails: dict[tuple[datetime, str], tuple[Future[RenderedMail], set[str]]] = {}
         self._tick: dict[str, datetime] = {}
-        # "rendered": mails rendered for both sides, "taken": a mail the other side rendered, "own": mails of
-        # a campaign whose settings differ between the sides
-        self.counts: Counter[str] = Counter()
+        # per side (each written by its side's thread only): "rendered": mails rendered for both sides,
+        # "taken": a mail the other side rendered, "own": mails of a campaign whose settings differ
+        self._counts: dict[str, Counter[str]] = {side: Counter() for side in sides}
 
     def register(self, side: str, renderer: MailRenderer) -> None:
         with self._lock:
@@ -77,10 +77,10 @@ class SharedRenders:
         """``renderer`` (the side's, at ``tick``) rendering the mails of ``tick``, sharing what is alike.
         Forgets the mails no other side will take: those of ticks the sides that lack them have gone past
         (a mail only one rule set sends is held at most until the other side's next tick)."""
-        with self._lock:
-            self._tick[side] = tick
-            for key in [key for key, (_, sides) in self._mails.items() if self._past(key[0], sides)]:
-                del self._mails[key]
+        self._tick[side] = tick
+        for key, (_, sides) in list(self._mails.items()):
+            if self._past(key[0], sides):
+                self._mails.pop(key, None)
         return TickRenders(self, side, renderer, tick, self.shared_campaigns())
 
     def _past(self, tick: datetime, having: set[str]) -> bool:
@@ -92,22 +92,26 @@ class SharedRenders:
     @property
     def held(self) -> int:
         """How many rendered mails are held for a side that may still take them."""
-        with self._lock:
-            return len(self._mails)
+        return len(self._mails)
+
+    @property
+    def counts(self) -> Counter[str]:
+        return sum(self._counts.values(), Counter())
 
     def render(self, side: str, renderer: MailRenderer, tick: datetime, job: MailJob) -> RenderedMail:
         key = (tick, repr(job))  # every field of the job, the payload in its JSON's order
-        with self._lock:
-            entry = self._mails.get(key)
-            mine = entry is None
-            if mine:
-                entry = (Future(), {side})
-                if not self._past(tick, entry[1]):
-                    self._mails[key] = entry
-            else:
-                entry[1].add(side)
-                if entry[1] >= set(self.sides):
-                    del self._mails[key]  # every side has it
+        # No lock: a lock both sides take for every mail made each wait for the other's turn at the GIL.
+        # A dict's setdefault, pop and a set's add are atomic under the GIL; a race on _past at most holds
+        # a mail no side takes until the next tick's at().
+        new: tuple[Future[RenderedMail], set[str]] = (Future(), {side})
+        entry = self._mails.get(key)
+        if entry is None:  # held only while another side may take it
+            entry = self._mails.setdefault(key, new) if not self._past(tick, new[1]) else new
+        mine = entry is new
+        if not mine:
+            entry[1].add(side)
+            if entry[1] >= set(self.sides):
+                self._mails.pop(key, None)  # every side has it
         future = entry[0]
         if not mine:
             try:
@@ -115,8 +119,8 @@ class SharedRenders:
             except RenderError:
                 raise  # the same job fails the same way here
             except BaseException:  # noqa: BLE001 - the other side stopped: render it here
-                return self.render_own(renderer, job)
-            self._count("taken")
+                return self.render_own(side, renderer, job)
+            self._counts[side]["taken"] += 1
             return mail
         try:
             mail = renderer.render(job)
@@ -124,17 +128,13 @@ class SharedRenders:
             future.set_exception(exc)
             raise
         future.set_result(mail)
-        self._count("rendered")
+        self._counts[side]["rendered"] += 1
         return mail
 
-    def render_own(self, renderer: MailRenderer, job: MailJob) -> RenderedMail:
+    def render_own(self, side: str, renderer: MailRenderer, job: MailJob) -> RenderedMail:
         mail = renderer.render(job)
-        self._count("own")
+        self._counts[side]["own"] += 1
         return mail
-
-    def _count(self, what: str) -> None:
-        with self._lock:
-            self.counts[what] += 1
 
 
 class TickRenders:
@@ -153,5 +153,5 @@ class TickRenders:
             if job.campaign in self._shared_campaigns:
                 mails.append(self._share.render(self._side, self._renderer, self._tick, job))
             else:
-                mails.append(self._share.render_own(self._renderer, job))
+                mails.append(self._share.render_own(self._side, self._renderer, job))
         return mails
