@@ -75,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         "--threads-per-side", type=int, default=None, help="DuckDB threads per side (0: every core)"
     )
     parser.add_argument(
+        "--no-tick-deltas",
+        action="store_true",
+        help="compute every tick model whole at every tick (default: int_carts, stg_orders and stg_customers "
+        "updated from the tick before)",
+    )
+    parser.add_argument(
         "--no-shared-models",
         action="store_true",
         help="each side computes every model itself (default: the models both rule sets share once)",
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ticks: dict[str, list[float]] = {"before": [], "after": []}
     marks: dict[str, float] = {}  # wall-clock moments of the phases
+    cpu: dict[str, float] = {}  # the process's CPU seconds (every thread) at the same moments
     started = time.perf_counter()
 
     def progress(line: str) -> None:
@@ -105,10 +112,12 @@ def main(argv: list[str] | None = None) -> int:
             marks.setdefault("loaded", now)
         elif "writing the replayed warehouse" in line:
             marks[f"{side}_ticks_done"] = now
+            cpu[f"{side}_ticks_done"] = time.process_time()
         match = TICK.match(line)
         if match:
             if match.group(2) == "1":
                 marks[f"{side}_first_tick_done"] = now
+                cpu[f"{side}_first_tick_done"] = time.process_time()
                 print(line, flush=True)
             ticks[side].append(float(match.group(4)))
 
@@ -124,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         in_memory=False if args.on_disk else None,
         threads_per_side=args.threads_per_side,
         share_models=not args.no_shared_models,
+        tick_deltas=not args.no_tick_deltas,
     )
     total = time.perf_counter() - started
     threads = args.threads_per_side or "every core"
@@ -135,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'on disk' if args.on_disk else 'in memory'}, both sides at once, "
         f"DuckDB threads per side: {'half the cores' if args.threads_per_side is None else threads}, "
         f"{'each side computes every model' if args.no_shared_models else 'shared models computed once'}, "
-        f"change: {CHANGES[args.change]}"
+        f"change: {CHANGES[args.change]}, "
+        f"{'tick models computed whole' if args.no_tick_deltas else 'tick models updated'}"
     )
     # the sides run side by side: the phases are wall-clock stretches, the ticks each side's own (both
     # sides ticking at once, so each tick's time is what it takes while the other side runs too)
@@ -154,6 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     ticking = ticks_done - load - setup
     rest = total - ticks_done
     print(f"ticks, both sides at once (wall clock): {ticking:.0f} s")
+    # CPU is steadier than wall clock on a shared machine: the work of the ticks after the first, summed
+    # over every thread (the sides, the shared models, DuckDB's workers)
+    first = max(ticks, key=lambda side: marks[f"{side}_first_tick_done"])
+    last = max(ticks, key=lambda side: marks.get(f"{side}_ticks_done", 0))
+    if f"{last}_ticks_done" in cpu:
+        busy = cpu[f"{last}_ticks_done"] - cpu[f"{first}_first_tick_done"]
+        span = marks[f"{last}_ticks_done"] - marks[f"{first}_first_tick_done"]
+        print(
+            f"CPU of the ticks after the first (every thread): {busy:.0f} s over {span:.0f} s of wall "
+            f"clock ({busy / max(span, 1e-9):.2f} cores busy)"
+        )
     print(f"writing the warehouses back + comparison (backtest.* tables): {rest:.0f} s")
     print(f"whole backtest: {total:.0f} s ({total / 60:.1f} min), peak RSS {peak_mib:,.0f} MiB")
     hourly_30_days = 30 * 24 + 1

@@ -427,7 +427,7 @@ def test_models_shared_by_both_rule_sets_change_no_decision(tmp_path: Path) -> N
     (nachfass.core.tick_share). With the cart delay changed from 60 to 30 minutes, the order and cart models
     are shared, the cart reminders' segment and mail_candidates are not, and every decision, send and
     table the sides leave, and every mail, is the same as when each side computes and renders everything
-    itself."""
+    itself, every model whole at every tick (no int_carts updated from the tick before)."""
     world = World()
     for n in range(4):  # carts left 30 … 3 h 30 before the end: the changed rule reminds them earlier
         cid, _ = world.customer(f"cart_{n}")
@@ -464,12 +464,17 @@ def test_models_shared_by_both_rule_sets_change_no_decision(tmp_path: Path) -> N
             in_memory=True,
             share_models=share,
             mail_files=True,
+            tick_deltas=share,  # without sharing, every tick model computed whole at every tick too
         )
     shared_line = next(line for line in lines[True] if "computed once a tick for both sides" in line)
     shared = set(shared_line.split(": ", 1)[1].split(", "))
     assert {"int_orders", "int_carts", "int_product_recommendations", "order_thanks"} <= shared
     assert not shared & {"abandoned_cart", "mail_candidates", "stg_sends", "int_suppressions"}
     assert not any("computed once a tick" in line for line in lines[False])
+    # int_carts updated from tick to tick (replay.build_tick_model) with sharing, computed whole without
+    assert any(line.endswith("updated from tick to tick (what changed since the last build): int_carts")
+               for line in lines[True])  # fmt: skip
+    assert not any("updated from tick to tick" in line for line in lines[False])
     # the mail both sides send alike (the review request) rendered once; the cart reminders, whose
     # campaign settings differ, by each side
     rendered = next(line for line in lines[True] if "mails rendered:" in line)

@@ -19,6 +19,30 @@
     {%- endif -%}
 {%- endmacro %}
 
+{#- `nachfass replay` updates a few costly tick models (meta `tick_delta_key`, e.g. int_carts) from one tick
+    to the next instead of computing them whole: compiled with the var `tick_delta: true`, such a model
+    selects only the keys whose rows may differ between the time its table was built, this macro (the DuckDB
+    variable `nachfass_delta_from`), and as_of, in a column `tick_delta_key`, with their rows as of as_of
+    beside it (null when the key has no row any more). The replay deletes those keys and inserts the rows. -#}
+{% macro tick_delta() -%}
+    {{ return(var('tick_delta', false) and var('as_of_source', none) == 'variable') }}
+{%- endmacro %}
+
+{% macro tick_delta_from() -%}
+    cast(getvariable('nachfass_delta_from') as timestamp)
+{%- endmacro %}
+
+{#- The keys of `relation` (a store of versions) with a time of `times` in (tick_delta_from, as_of]: the
+    keys whose version picked as of as_of (macro as_of_version) may differ from the one picked at the
+    earlier build, or that appear. -#}
+{% macro tick_delta_keys(relation, key, times) -%}
+    select distinct {{ key }} from {{ relation }}
+    where
+    {%- for column in times %}
+        {% if not loop.first %}or {% endif %}({{ column }} > {{ tick_delta_from() }} and {{ column }} <= {{ as_of() }})
+    {%- endfor %}
+{%- endmacro %}
+
 {#- The start of the as_of's day (UTC) as a timestamp: the cutoff of models computed once a day
     (int_product_pairs). -#}
 {% macro as_of_day() -%}

@@ -466,6 +466,7 @@ def _replay_sides(
     progress: Callable[[str], None],
     share_models: bool = True,
     mail_files: bool = False,
+    tick_deltas: bool = True,
 ) -> None:
     """The two replays side by side, one thread each: a tick is mostly DuckDB, which releases the GIL, so
     the sides share the cores (docs/benchmarks.md). In memory (when both copies fit, or ``in_memory``) the
@@ -513,6 +514,7 @@ def _replay_sides(
                 share=share,
                 renders=renders,
                 side=side,
+                tick_deltas=tick_deltas,
             )
         except BaseException:
             cancel.set()
@@ -568,13 +570,15 @@ def _run_backtest(
     threads_per_side: int | None = None,
     share_models: bool = True,
     mail_files: bool = False,
+    tick_deltas: bool = True,
 ) -> BacktestResult:
     """Replay start..end with the current dbt project (``current``, default this one) and with ``rules``
     (a dbt project folder or a git ref), each into ``workdir/<side>/``, and compare them in
     ``workdir/results.duckdb``. ``history`` is the warehouse whose mail performance gives the rates and
     whose erasures both sides carry (``LIVE_WAREHOUSE``, a DuckDB file, or None: no history).
     ``in_memory`` is the replays' (``nachfass.core.replay.replay``). ``mail_files``: each side's mails also as
-    files in ``workdir/<side>/outbox`` (.eml and SendGrid JSON), as a replay writes them."""
+    files in ``workdir/<side>/outbox`` (.eml and SendGrid JSON), as a replay writes them. ``tick_deltas``
+    False computes every tick model whole at every tick (``replay.build_tick_model``)."""
     started = time.monotonic()
     workdir = Path(workdir).resolve()
     for side in SIDES:
@@ -621,6 +625,7 @@ def _run_backtest(
         progress=progress,
         share_models=share_models,
         mail_files=mail_files,
+        tick_deltas=tick_deltas,
     )
     _compare(result_db, warehouses, rates, load_shop_settings().timezone)
     conn = duckdb.connect(str(result_db), read_only=True)

@@ -7,7 +7,9 @@ the DuckDB variable `nachfass_as_of` (`--vars '{as_of_source: variable}'`, macro
 the variable and re-creates only the models that mail_candidates needs and that depend on the time, from
 that compiled SQL, in dependency order. Incremental staging tables hold all data already and do not depend
 on the time. A model computed once a day (meta ``as_of_grain: day``, int_product_pairs) is re-created at
-the first tick of each UTC day only, as the live runs of a day keep it. The render and send steps are the
+the first tick of each UTC day only, as the live runs of a day keep it. A model declaring a
+``tick_delta_key`` (int_carts, stg_orders, stg_customers) is updated instead: only the keys whose rows may have changed since the tick
+that built its table are computed again (``build_tick_model``). The render and send steps are the
 same functions the Dagster assets run (mail/steps.py). The ticks run on a copy of the warehouse in memory
 (``_open_in_memory``), written back at the end.
 
@@ -237,6 +239,12 @@ class TickModel:
     # the recommendations of carts only), or None when the job leaves the model out (its table stays as the
     # last tick building it left it). A set not listed builds the model as ``sql``.
     partial: tuple[tuple[frozenset[str], str | None], ...] = ()
+    # The model updated from the table an earlier tick built rather than computed whole (dbt meta
+    # ``tick_delta_key``, macro tick_delta): the key column, and the SQL compiled with the var
+    # ``tick_delta`` selecting the keys that may have changed since ``nachfass_delta_from`` with their rows
+    # (``update_tick_model``). Used for the whole build (``sql``) only, not a partial one.
+    delta_key: str | None = None
+    delta: str | None = None
 
     def due(self, moment: datetime, previous: datetime | None) -> bool:
         """Whether a tick at ``moment`` (after the model was last built at ``previous``) re-creates it."""
@@ -262,9 +270,65 @@ def create_tick_model(
     try:
         conn.execute(f"create or replace {model.materialized} {model.relation} as {sql or model.sql}")
     except duckdb.Error as exc:
-        name = model.unique_id.split(".")[-1]
-        tick = _iso(moment if moment.tzinfo else moment.replace(tzinfo=UTC))  # naive: UTC (_naive_utc)
-        raise ReplayError(f"the model {name} failed at the tick {tick}: {exc}") from exc
+        raise _model_failed(model, moment, exc) from exc
+
+
+def _model_failed(model: TickModel, moment: datetime, exc: Exception) -> ReplayError:
+    name = model.unique_id.split(".")[-1]
+    tick = _iso(moment if moment.tzinfo else moment.replace(tzinfo=UTC))  # naive: UTC (_naive_utc)
+    return ReplayError(f"the model {name} failed at the tick {tick}: {exc}")
+
+
+DELTA_FROM_VARIABLE = "nachfass_delta_from"
+# how far back the table a tick updates may have been built; a longer gap computes the model whole (most of
+# its rows would change anyway)
+MAX_DELTA_GAP = timedelta(days=1)
+
+
+def build_tick_model(
+    conn: duckdb.DuckDBPyConnection,
+    model: TickModel,
+    moment: datetime,
+    sql: str | None,
+    held: datetime | None,
+) -> bool:
+    """Bring ``model``'s table to ``moment`` (the as_of variable is set): updated from the table as built at
+    ``held`` (``update_tick_model``) when the model has a delta, the tick builds it whole (``sql`` is its
+    ``sql``) and ``held`` is at most ``MAX_DELTA_GAP`` before ``moment``; else re-created from ``sql``
+    (``create_tick_model``). Returns whether it was updated."""
+    if (
+        model.delta is not None
+        and model.materialized == "table"
+        and held is not None
+        and (sql is None or sql == model.sql)
+        and timedelta(0) <= moment - held <= MAX_DELTA_GAP
+    ):
+        update_tick_model(conn, model, moment, held)
+        return True
+    create_tick_model(conn, model, moment, sql)
+    return False
+
+
+def update_tick_model(
+    conn: duckdb.DuckDBPyConnection, model: TickModel, moment: datetime, held: datetime
+) -> None:
+    """The rows of the keys that may have changed since ``held`` (the delta's ``tick_delta_key``) replaced
+    by theirs as of ``moment``: every other row is what the whole model would select, so the table ends as
+    ``create_tick_model`` would leave it (tests/test_tick_delta.py compares them tick by tick)."""
+    key = f'"{model.delta_key}"'
+    try:
+        conn.execute(f"set variable {DELTA_FROM_VARIABLE} = ?", [held])
+        conn.execute(f"create or replace temporary table nachfass_tick_delta as {model.delta}")
+        conn.execute(
+            f"delete from {model.relation} where {key} in (select tick_delta_key from nachfass_tick_delta)"
+        )
+        conn.execute(
+            f"insert into {model.relation} by name select * exclude (tick_delta_key) "
+            f"from nachfass_tick_delta where {key} is not null"
+        )
+        conn.execute("drop table nachfass_tick_delta")
+    except duckdb.Error as exc:
+        raise _model_failed(model, moment, exc) from exc
 
 
 def _tick_models(manifest: dict) -> list[TickModel]:
@@ -295,7 +359,8 @@ def _tick_models(manifest: dict) -> list[TickModel]:
                 f"{node['name']} ({materialized}) depends on as_of: only tables, views and models computed "
                 "once a day (meta as_of_grain: day) can be replayed"
             )
-        kept.append(TickModel(uid, node["relation_name"], materialized, sql, grain))
+        delta_key = (node["config"].get("meta") or {}).get("tick_delta_key")
+        kept.append(TickModel(uid, node["relation_name"], materialized, sql, grain, delta_key=delta_key))
         kept_ids.add(uid)
     return kept
 
@@ -356,6 +421,41 @@ def with_partials(
             if sql != model.sql:
                 partial.append((campaigns, sql))
         result.append(dataclasses.replace(model, partial=tuple(partial)))
+    return result
+
+
+def _with_deltas(
+    models: list[TickModel], *, work: Path, warehouse: Path, project: Path, segments: Path
+) -> list[TickModel]:
+    """``models`` with the delta SQL of those declaring a ``tick_delta_key`` (compiled once more, with the
+    var ``tick_delta``)."""
+    names = sorted(m.unique_id.split(".")[-1] for m in models if m.delta_key)
+    if not names:
+        return models
+    _dbt(
+        [
+            "compile",
+            "--full-refresh",
+            "--select",
+            *names,
+            *dbt_vars_arg(as_of_source="variable", segments=segments, tick_delta=True),
+        ],
+        target_path=work / "compile-delta",
+        env_warehouse=warehouse,
+        project=project,
+    )
+    nodes = json.loads((work / "compile-delta" / "manifest.json").read_text(encoding="utf-8"))["nodes"]
+    result = []
+    for model in models:
+        # a tick whose job builds the model differently leaves a table no delta of the whole model fits
+        partial = any(sql is not None for _, sql in model.partial)
+        delta = nodes[model.unique_id].get("compiled_code") if model.delta_key and not partial else None
+        if delta is not None and "tick_delta_key" not in delta:
+            raise ReplayError(
+                f"{model.unique_id.split('.')[-1]} declares tick_delta_key but its SQL compiled with the var "
+                "tick_delta selects no column tick_delta_key (macro tick_delta)"
+            )
+        result.append(dataclasses.replace(model, delta=delta))
     return result
 
 
@@ -691,6 +791,7 @@ def _replay(
     share: SharedTicks | None = None,
     renders: SharedRenders | None = None,
     side: str = "",
+    tick_deltas: bool = True,
 ) -> ReplayReport:
     """Run the ticks from start to end (inclusive) into a fresh warehouse; see the module docstring.
     ``project`` is the dbt project whose rules decide (default: this project's; a backtest passes a
@@ -704,7 +805,8 @@ def _replay(
     ``cancel``, once set, stops the replay before its next tick. ``threads`` caps DuckDB's threads for the
     ticks (default: one per core; a backtest running both sides at once gives each half the cores).
     ``share``: a backtest's sides in one DuckDB instance (``tick_share``), this one being ``side``: the
-    ticks run in memory there, and the models both sides share are computed once for both."""
+    ticks run in memory there, and the models both sides share are computed once for both.
+    ``tick_deltas`` False computes every tick model whole at every tick (``build_tick_model``)."""
     started = time.monotonic()
     project = Path(project).resolve() if project is not None else paths.dbt_project_dir()
     segments = project / "models" / "segments"
@@ -768,6 +870,10 @@ def _replay(
             f"{', '.join(left_out) or 'nothing'}"
         )
     models = with_partials(models, variants)
+    if tick_deltas:
+        models = _with_deltas(models, work=work, warehouse=warehouse, project=project, segments=segments)
+        if updated := [m.unique_id.split(".")[-1] for m in models if m.delta is not None]:
+            progress(f"  updated from tick to tick (what changed since the last build): {', '.join(updated)}")
 
     shop = load_shop_settings()
     renderer = MailRenderer(
@@ -827,7 +933,7 @@ def _replay(
             for model in models:
                 sql = model.sql_for(plan)
                 if sql is not None and model.due(moment, built_at[model.unique_id]):
-                    create_tick_model(conn, model, moment, sql)
+                    build_tick_model(conn, model, moment, sql, built_at[model.unique_id])
                     built_at[model.unique_id] = moment
             record_tick_decisions(conn, moment)
             conn.execute("commit")

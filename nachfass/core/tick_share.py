@@ -31,7 +31,7 @@ from pathlib import Path
 import duckdb
 
 from nachfass.core import duckdb_config
-from nachfass.core.replay import AS_OF_VARIABLE, ReplayError, TickModel, _literal, create_tick_model
+from nachfass.core.replay import AS_OF_VARIABLE, ReplayError, TickModel, _literal, build_tick_model
 
 # sources a tick writes to (the send ledger and what erasure keeps beside it): a model reading them
 # differs between the sides
@@ -248,6 +248,8 @@ class SharedTicks:
         built_at = {model.unique_id: self._ticks[0] for model in self.shared}
         last_build = dict.fromkeys(built_at, 0)  # the tick (0: the dbt build) that built the model last
         holds: tuple[dict[str, int], ...] = (dict(last_build), {})  # which build each buffer holds
+        # ... and as of when: a model updated from tick to tick (build_tick_model) is updated from that
+        held_at: tuple[dict[str, datetime], ...] = (dict(built_at), {})
         plans = self._plans[self.owner]
         try:
             for number, (moment, plan) in enumerate(zip(self._ticks, plans, strict=True), start=1):
@@ -265,11 +267,12 @@ class SharedTicks:
                         uid = model.unique_id
                         sql = model.sql_for(plan)
                         if sql is not None and model.due(moment, built_at[uid]):
-                            create_tick_model(conn, model, moment, sql)
+                            build_tick_model(conn, model, moment, sql, held_at[buffer].get(uid))
                             built_at[uid], last_build[uid] = moment, number
                         elif holds[buffer].get(uid) != last_build[uid]:
                             self._copy_build(conn, model, self._buffers[1 - buffer])
                         holds[buffer][uid] = last_build[uid]
+                        held_at[buffer][uid] = built_at[uid]
                     conn.execute("commit")
                 except BaseException:
                     conn.execute("rollback")
@@ -330,6 +333,7 @@ class SharedTicks:
                 for campaigns, sql in model.partial
             ),
             relation=_RELATION.sub(relation, model.relation),
+            delta=None if model.delta is None else _RELATION.sub(relation, model.delta),
         )
 
 

@@ -13,9 +13,47 @@
     {%- do reaches.append((step['delay_minutes'] | int) + (step['expire_after_minutes'] | int)) %}
 {%- endfor %}
 {%- set lookback_minutes = [(reaches | max) + 7 * 1440, days_var('cart_lookback_days') * 1440] | max %}
+{#- a replay's tick updates the table it built at an earlier tick (macro tick_delta): only the carts below -#}
+{{ config(meta={'tick_delta_key': 'cart_id'}) }}
 with session_events as {{ cte_not_materialized() }} (
     select * from {{ ref('stg_session_events') }}
 ),
+{%- if tick_delta() %}
+
+-- The carts whose row may differ between the earlier build (tick_delta_from) and as_of; every other row
+-- stays as it is: no event of the cart in between, none leaving the window, no order of it placed or
+-- changed, no product of its lines changed. A superset does no harm: its rows are computed again. (ST03:
+-- the linter also reads the variant without tick_delta(), whose final select does not read it.)
+changed_carts as (  -- noqa: ST03
+    select cart_id from session_events
+    where cart_id is not null
+        and (
+            (occurred_at > {{ tick_delta_from() }} and occurred_at <= {{ as_of() }})
+            or (
+                occurred_at > {{ tick_delta_from() }} - {{ minutes(lookback_minutes) }}
+                and occurred_at <= {{ as_of() }} - {{ minutes(lookback_minutes) }}
+            )
+        )
+    union
+    select cart_id from {{ ref('stg_order_versions') }}
+    where cart_id is not null
+        and order_id in (
+            select order_id from {{ ref('stg_order_versions') }}
+            where (placed_at > {{ tick_delta_from() }} and placed_at <= {{ as_of() }})
+                or (version_at > {{ tick_delta_from() }} and version_at <= {{ as_of() }})
+        )
+    union
+    select cart_id from session_events
+    where cart_id is not null
+        and occurred_at <= {{ as_of() }}
+        and occurred_at > {{ as_of() }} - {{ minutes(lookback_minutes) }}
+        and product_id in (
+            select product_id from {{ source('raw', 'products') }}
+            where coalesce(updated_at, timestamp '1900-01-01') > {{ tick_delta_from() }}
+                and coalesce(updated_at, timestamp '1900-01-01') <= {{ as_of() }}
+        )
+),
+{%- endif %}
 
 recent_carts as (
     select distinct cart_id
@@ -23,6 +61,9 @@ recent_carts as (
     where cart_id is not null
         and occurred_at <= {{ as_of() }}
         and occurred_at > {{ as_of() }} - {{ minutes(lookback_minutes) }}
+        {%- if tick_delta() %}
+        and cart_id in (select cart_id from changed_carts)
+        {%- endif %}
 ),
 
 -- the earliest event of any recent cart: every event of these carts is at or after it. stg_session_events
@@ -81,6 +122,9 @@ ordered_carts as (
     select cart_id, min(placed_at) as ordered_at
     from orders
     where cart_id is not null and placed_at <= {{ as_of() }}
+        {%- if tick_delta() %}
+        and cart_id in (select cart_id from recent_carts)
+        {%- endif %}
     group by cart_id
 ),
 
@@ -126,4 +170,10 @@ final as (
     left join ordered_carts on cart_summary.cart_id = ordered_carts.cart_id
 )
 
+{% if tick_delta() -%}
+select changed_carts.cart_id as tick_delta_key, final.*
+from changed_carts
+left join final on changed_carts.cart_id = final.cart_id
+{% else -%}
 select * from final
+{% endif -%}

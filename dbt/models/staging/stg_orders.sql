@@ -1,11 +1,24 @@
 -- One row per order placed up to as_of, in the version true at as_of: a cancellation or return stamped
 -- later is not seen yet. Where only a later version exists (a snapshot export replayed into an earlier
 -- period), that version's cancellation or return had not happened at as_of: the order counts as placed.
-{{ config(materialized='table') }}  -- picked once per run: read by most models
+{{ config(materialized='table', meta={'tick_delta_key': 'order_id'}) }}  -- picked once per run: read by most models
 
-with versions as (
+with
+{%- if tick_delta() %}
+
+-- a replay's tick updates the table an earlier tick built: only these (macro tick_delta; ST03: the final
+-- select reads it when tick_delta())
+changed_orders as (  -- noqa: ST03
+    {{ tick_delta_keys(ref('stg_order_versions'), 'order_id', ['placed_at', 'version_at']) }}
+),
+{%- endif %}
+
+versions as (
     select * from {{ ref('stg_order_versions') }}
     where placed_at <= {{ as_of() }}
+        {%- if tick_delta() %}
+        and order_id in (select order_id from changed_orders)
+        {%- endif %}
 ),
 
 at_as_of as (
@@ -40,4 +53,10 @@ with_flags as (
     from final
 )
 
+{% if tick_delta() -%}
+select changed_orders.order_id as tick_delta_key, with_flags.*
+from changed_orders
+left join with_flags on changed_orders.order_id = with_flags.order_id
+{% else -%}
 select * from with_flags
+{% endif -%}
