@@ -6,6 +6,7 @@ and customers whose versions change or that appear."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -233,3 +234,13 @@ def test_a_tick_before_the_tables_build_computes_the_models_whole(carts) -> None
     conn, models, _changed = carts
     _tick(conn, models, START + timedelta(hours=12), None)
     assert _tick(conn, models, START + timedelta(hours=2), START + timedelta(hours=12)) == {False}
+
+
+@pytest.mark.slow
+def test_a_model_computed_once_a_day_is_not_updated(carts) -> None:
+    """A model read as of the day's start (meta as_of_grain: day) declaring a delta is computed whole."""
+    conn, models, _changed = carts
+    _restart(conn, models)
+    daily = [dataclasses.replace(m, grain="day") if m.delta is not None else m for m in models]
+    assert _tick(conn, daily, START + timedelta(hours=1), START) == {False}
+    assert _tick(conn, models, START + timedelta(hours=2), START + timedelta(hours=1)) == {True}

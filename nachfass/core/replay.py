@@ -295,9 +295,11 @@ def build_tick_model(
     """Bring ``model``'s table to ``moment`` (the as_of variable is set): updated from the table as built at
     ``held`` (``update_tick_model``) when the model has a delta, the tick builds it whole (``sql`` is its
     ``sql``) and ``held`` is at most ``MAX_DELTA_GAP`` before ``moment``; else re-created from ``sql``
-    (``create_tick_model``). Returns whether it was updated."""
+    (``create_tick_model``). Returns whether it was updated. A model computed once a day (``grain``) reads
+    the day's start, not the as_of its delta compares against: it is always computed whole."""
     if (
         model.delta is not None
+        and model.grain is None
         and model.materialized == "table"
         and held is not None
         and (sql is None or sql == model.sql)
