@@ -1,7 +1,6 @@
 """The two sides of a backtest render a mail they send alike once (nachfass.core.render_share): each side
 gets exactly the mail its own renderer renders, a campaign whose settings differ is rendered by each side,
-and a mail that cannot be rendered fails both. Composing a mail for the outbox without writing it (a
-backtest without mail files) is shared the same way: each side gets what composing its own mail gives."""
+and a mail that cannot be rendered fails both."""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from nachfass.core.campaigns import load_campaigns
 from nachfass.core.links import LinkSigner
 from nachfass.core.mail.message import MailJob, RenderedMail
 from nachfass.core.mail.render import MailRenderer, RenderError, sample_jobs
-from nachfass.core.mail.transport import OutboxTransport
 from nachfass.core.render_share import SharedRenders
 from nachfass.core.shop import load_shop_settings
 
@@ -41,31 +39,15 @@ def _jobs(n: int) -> list[MailJob]:
 
 def _render_both(share: SharedRenders, renderers: dict[str, MailRenderer], jobs: dict[str, list[MailJob]]):
     """Both sides at once, each in its thread, as a backtest's sides run."""
-    return _both(share, renderers, lambda side, tick: tick.render_batch(jobs[side]))
-
-
-def _compose_both(
-    share: SharedRenders, renderers: dict[str, MailRenderer], mails: dict[str, list[RenderedMail]]
-):
-    """Both sides composing their mails for an outbox without files, each in its thread."""
-
-    def compose(side, tick):
-        transport = OutboxTransport(None, shop=load_shop_settings(), as_of=TICK, shared=tick)
-        return [transport.send(mail) for mail in mails[side]]
-
-    return _both(share, renderers, compose)
-
-
-def _both(share: SharedRenders, renderers: dict[str, MailRenderer], work):
     for side in SIDES:
         share.register(side, renderers[side])
-    got: dict[str, list | BaseException] = {}
+    got: dict[str, list[RenderedMail] | BaseException] = {}
     start = threading.Barrier(len(SIDES))
 
     def run(side: str) -> None:
         start.wait()
         try:
-            got[side] = work(side, share.at(side, renderers[side].at(TICK), TICK))
+            got[side] = share.at(side, renderers[side].at(TICK), TICK).render_batch(jobs[side])
         except BaseException as exc:  # noqa: BLE001 - the test looks at it
             got[side] = exc
 
@@ -155,44 +137,3 @@ def test_a_mail_only_one_side_sends_is_held_only_until_the_other_side_moves_on()
     assert share.held == 0 and share.counts["taken"] == 1
     share.at("before", renderers["before"].at(later), later)
     assert share.held == 0
-
-
-def test_a_mail_both_sides_send_alike_is_composed_once_and_each_gets_its_own_outcome() -> None:
-    renderers = {side: _renderer() for side in SIDES}
-    mails = _renderer().render_batch(_jobs(4))
-    after = list(mails)
-    # the after side's cart reminder differs in one character of its text; another mail cannot be composed
-    # (empty subject): it fails on both sides, composed once
-    changed = next(i for i, mail in enumerate(mails) if mail.campaign == "abandoned_cart")
-    after[changed] = replace(mails[changed], text=mails[changed].text + ".")
-    broken = next(i for i, mail in enumerate(mails) if mail.campaign == "order_thanks")
-    mails[broken] = after[broken] = replace(mails[broken], subject="")
-    del after[-1]
-    share = SharedRenders(SIDES)
-    got = _compose_both(share, renderers, {"before": mails, "after": after})
-
-    own = OutboxTransport(None, shop=load_shop_settings(), as_of=TICK)
-    for side, side_mails in (("before", mails), ("after", after)):
-        assert got[side] == [own.send(mail) for mail in side_mails], side
-    assert got["before"][broken].status == "failed" and "empty subject" in got["before"][broken].error
-    assert {result.status for i, result in enumerate(got["before"]) if i != broken} == {"sent"}
-    # each mail both send alike composed by one side, taken by the other; the changed one by each, the
-    # last (only before sends it) by before
-    alike = len(mails) - 2
-    assert share.counts["composed_taken"] == alike
-    assert share.counts["composed"] == alike + 3
-
-
-def test_a_campaign_whose_settings_differ_is_composed_by_each_side() -> None:
-    campaigns = load_campaigns()
-    other = dict(campaigns)
-    cart = campaigns["abandoned_cart"]
-    other["abandoned_cart"] = cart.model_copy(update={"priority": (cart.priority or 1) + 1})
-    mails = _renderer().render_batch(_jobs(1))
-    share = SharedRenders(SIDES)
-    got = _compose_both(
-        share, {"before": _renderer(campaigns), "after": _renderer(other)}, {side: mails for side in SIDES}
-    )
-    carts = sum(mail.campaign == "abandoned_cart" for mail in mails)
-    assert carts and share.counts["composed_taken"] == len(mails) - carts
-    assert got["before"] == got["after"]

@@ -533,8 +533,7 @@ def _replay_sides(
         counts = renders.counts
         progress(
             f"[both] mails rendered: {counts['rendered'] + counts['own']:,}; mails one side took as the "
-            f"other had rendered them: {counts['taken']:,}, as the other had composed them: "
-            f"{counts['composed_taken']:,}"
+            f"other had rendered them: {counts['taken']:,}"
         )
     failed = [(side, exc) for side, exc in errors.items() if exc is not None]
     # the side that failed first, not the one it cancelled

@@ -12,22 +12,17 @@ Both sides walk their mails in the same order (by send id), so each mostly waits
 rendering at that moment and then renders the next: each renders about half of what they share. A render
 that fails raises on both sides (it would have failed on both); a side that stops for another reason
 leaves the mail to the other side to render itself.
-
-The send step composes each mail into its SendGrid payload and message (which fails a mail that cannot be
-sent, as a live run would) also without writing it (a backtest without mail files): a mail both sides send
-alike, to the same byte, is composed once too (``TickRenders.compose``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future
 from datetime import datetime
 
-from nachfass.core.mail.message import MailJob, RenderedMail, SendResult
+from nachfass.core.mail.message import MailJob, RenderedMail
 from nachfass.core.mail.render import MailRenderer, RenderError
 
 
@@ -40,13 +35,11 @@ class SharedRenders:
         self._renderers: dict[str, MailRenderer] = {}
         self._shared: frozenset[str] | None = None
         self._lock = threading.Lock()
-        # (tick, the job) -> the mail, (tick, "composed", the mail's digest) -> the outcome of composing it;
-        # and the sides that have taken it
-        self._mails: dict[tuple, tuple[Future, set[str]]] = {}
+        # (tick, the job) -> the mail, and the sides that have taken it
+        self._mails: dict[tuple[datetime, str], tuple[Future[RenderedMail], set[str]]] = {}
         self._tick: dict[str, datetime] = {}
         # per side (each written by its side's thread only): "rendered": mails rendered for both sides,
-        # "taken": a mail the other side rendered, "own": mails of a campaign whose settings differ;
-        # "composed" / "composed_taken": the same for composing
+        # "taken": a mail the other side rendered, "own": mails of a campaign whose settings differ
         self._counts: dict[str, Counter[str]] = {side: Counter() for side in sides}
 
     def register(self, side: str, renderer: MailRenderer) -> None:
@@ -107,40 +100,10 @@ class SharedRenders:
 
     def render(self, side: str, renderer: MailRenderer, tick: datetime, job: MailJob) -> RenderedMail:
         key = (tick, repr(job))  # every field of the job, the payload in its JSON's order
-        return self._once(
-            side,
-            tick,
-            key,
-            lambda: renderer.render(job),
-            lambda: self.render_own(side, renderer, job),
-            done="rendered",
-            taken="taken",
-            same_failure=RenderError,
-        )
-
-    def compose(
-        self, side: str, tick: datetime, mail: RenderedMail, compose: Callable[[RenderedMail], SendResult]
-    ) -> SendResult:
-        """``compose(mail)``'s outcome, computed by the first side to reach a mail alike in every field
-        (a digest of them all: the mails are ~10 KB, held while the other side may take them)."""
-        digest = hashlib.blake2b(repr(mail).encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        return self._once(
-            side,
-            tick,
-            (tick, "composed", digest),
-            lambda: compose(mail),
-            lambda: compose(mail),
-            done="composed",
-            taken="composed_taken",
-            same_failure=None,
-        )
-
-    def _once(self, side, tick, key, make, make_own, *, done: str, taken: str, same_failure):
-        """What ``make()`` gives, made by the first side to reach ``key`` and taken by the others."""
         # No lock: a lock both sides take for every mail made each wait for the other's turn at the GIL.
         # A dict's setdefault, pop and a set's add are atomic under the GIL; a race on _past at most holds
         # a mail no side takes until the next tick's at().
-        new: tuple[Future, set[str]] = (Future(), {side})
+        new: tuple[Future[RenderedMail], set[str]] = (Future(), {side})
         entry = self._mails.get(key)
         if entry is None:  # held only while another side may take it
             entry = self._mails.setdefault(key, new) if not self._past(tick, new[1]) else new
@@ -152,21 +115,21 @@ class SharedRenders:
         future = entry[0]
         if not mine:
             try:
-                made = future.result()
-            except BaseException as exc:  # noqa: BLE001
-                if same_failure is not None and isinstance(exc, same_failure):
-                    raise  # the same job fails the same way here
-                return make_own()  # the other side stopped: make it here
-            self._counts[side][taken] += 1
-            return made
+                mail = future.result()
+            except RenderError:
+                raise  # the same job fails the same way here
+            except BaseException:  # noqa: BLE001 - the other side stopped: render it here
+                return self.render_own(side, renderer, job)
+            self._counts[side]["taken"] += 1
+            return mail
         try:
-            made = make()
+            mail = renderer.render(job)
         except BaseException as exc:
             future.set_exception(exc)
             raise
-        future.set_result(made)
-        self._counts[side][done] += 1
-        return made
+        future.set_result(mail)
+        self._counts[side]["rendered"] += 1
+        return mail
 
     def render_own(self, side: str, renderer: MailRenderer, job: MailJob) -> RenderedMail:
         mail = renderer.render(job)
@@ -182,13 +145,6 @@ class TickRenders:
     ) -> None:
         self._share, self._side, self._renderer, self._tick = share, side, renderer, tick
         self._shared_campaigns = shared
-
-    def compose(self, mail: RenderedMail, compose: Callable[[RenderedMail], SendResult]) -> SendResult:
-        """``compose(mail)``, shared with the other side when its campaign renders alike on both (the same
-        shop, templates and settings) and this tick's mail is the same in every field."""
-        if mail.campaign in self._shared_campaigns:
-            return self._share.compose(self._side, self._tick, mail, compose)
-        return compose(mail)
 
     def render_batch(self, jobs: Iterable[MailJob]) -> list[RenderedMail]:
         """All or nothing, as ``MailRenderer.render_batch``."""

@@ -947,14 +947,12 @@ def _replay(
                 run_id = f"replay-{_iso(tick)}"
                 begin_mail_run(conn, run_id=run_id, job_name="replay", partition_key=None, as_of=tick)
                 tick_renderer = renderer.at(tick)
-                shared = None
                 if renders is not None:
-                    tick_renderer = shared = renders.at(side, tick_renderer, tick)
+                    tick_renderer = renders.at(side, tick_renderer, tick)
                 render_due_mails(conn, tick_renderer, run_id=run_id, as_of=tick, campaigns=campaigns)
                 send_queued_mails(
                     conn,
-                    # no mail files: what both sides send alike is composed once, as it is rendered once
-                    OutboxTransport(outbox, shop=shop, as_of=tick, shared=shared),
+                    OutboxTransport(outbox, shop=shop, as_of=tick),
                     run_id=run_id,
                     as_of=tick,
                     campaigns=campaigns,

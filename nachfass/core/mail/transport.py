@@ -158,14 +158,6 @@ def error_message(body: bytes | str | None, status: int) -> str:
 
 
 @dataclass(frozen=True)
-class ComposeShare(Protocol):
-    """What composes a mail for the outbox once for several replays (render_share.TickRenders)."""
-
-    def compose(
-        self, mail: RenderedMail, compose: Callable[[RenderedMail], TransportResult]
-    ) -> SendResult: ...
-
-
 class _Answer:
     status: int
     headers: Mapping[str, str]
@@ -441,18 +433,11 @@ class OutboxTransport:
     rate_limited = False
 
     def __init__(
-        self,
-        outbox_dir: Path | str | None,
-        *,
-        shop: ShopSettings,
-        as_of: datetime | None = None,
-        shared: ComposeShare | None = None,
+        self, outbox_dir: Path | str | None, *, shop: ShopSettings, as_of: datetime | None = None
     ) -> None:
         """``outbox_dir`` None: every mail is composed as for the folder (one that cannot be composed fails
         as it would in a live run) and none is written: a backtest without ``--mail-files``, whose month of
-        hourly ticks at 100,000 customers would write ~1 GB of files a day and side (docs/benchmarks.md).
-        ``shared`` (with ``outbox_dir`` None): composes through it, so a mail both sides of a backtest send
-        alike is composed once (``render_share.TickRenders.compose``)."""
+        hourly ticks at 100,000 customers would write ~1 GB of files a day and side (docs/benchmarks.md)."""
         self.outbox_dir = Path(outbox_dir) if outbox_dir is not None else None
         if self.outbox_dir is not None:
             self.outbox_dir.mkdir(parents=True, exist_ok=True)
@@ -463,7 +448,6 @@ class OutboxTransport:
                     stale.unlink(missing_ok=True)
         self.shop = shop
         self.as_of = as_of  # the run's logical time: the payload's custom_args and the .eml Date
-        self.shared = shared
 
     def __repr__(self) -> str:
         return f"OutboxTransport({str(self.outbox_dir)!r})"
@@ -482,28 +466,15 @@ class OutboxTransport:
             raise
 
     def send(self, mail: RenderedMail) -> TransportResult:
-        if self.outbox_dir is None:
-            if self.shared is not None:
-                return self.shared.compose(mail, self._compose)
-            return self._compose(mail)
         try:
             payload = build_payload(mail, self.shop, as_of=self.as_of)
             body = payload_body(payload)
             eml = payload_to_eml(payload, send_id=mail.send_id, date=self.as_of)
         except (PayloadError, ValueError) as exc:
             return TransportResult("failed", error=str(exc), attempts=0)
-        self._write_atomic(self.outbox_dir / f"{mail.send_id}.json", body)
-        self._write_atomic(self.outbox_dir / f"{mail.send_id}.eml", eml)
-        return TransportResult("sent", message_id=None, attempts=1)
-
-    def _compose(self, mail: RenderedMail) -> TransportResult:
-        """The outcome of composing ``mail`` as for the folder, writing nothing."""
-        try:
-            payload = build_payload(mail, self.shop, as_of=self.as_of)
-            payload_body(payload)
-            payload_to_eml(payload, send_id=mail.send_id, date=self.as_of)
-        except (PayloadError, ValueError) as exc:
-            return TransportResult("failed", error=str(exc), attempts=0)
+        if self.outbox_dir is not None:
+            self._write_atomic(self.outbox_dir / f"{mail.send_id}.json", body)
+            self._write_atomic(self.outbox_dir / f"{mail.send_id}.eml", eml)
         return TransportResult("sent", message_id=None, attempts=1)
 
     def close(self) -> None:
