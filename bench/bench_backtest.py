@@ -8,12 +8,16 @@ dripped at 200 a day; ``cart-delay``: the first cart reminder after 30 minutes i
 then runs the backtest over the last ``--days`` days before 2026-11-24 10:00 UTC and prints: the load (once),
 the first dbt build + compile (both sides at once), each side's ticks (the sides tick at the same time),
 the write-back and comparison; the whole backtest, peak RSS, and what a 30-day hourly backtest would take
-(the measured ticks plus the rest at the mean steady tick).
+(the measured ticks plus the rest at the mean steady tick). ``--steps`` also times each step of every tick
+per side (each tick model, recording the decisions, rendering, the send step, waiting for the shared models)
+and prints where each side's and the shared thread's time went.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import os
 import platform
 import re
@@ -21,6 +25,7 @@ import resource
 import shutil
 import statistics
 import sys
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_replay import END, sample_landing  # noqa: E402  (the same sample exports and period end)
 
-from nachfass.core import paths  # noqa: E402
+from nachfass.core import backtest, paths, replay, tick_share  # noqa: E402
 from nachfass.core.backtest import run_backtest  # noqa: E402
 from nachfass.core.replay import parse_every  # noqa: E402
 
@@ -64,6 +69,58 @@ def changed_rules(target: Path, live_from: datetime, change: str = "review-rollo
     return target
 
 
+def time_steps():
+    """Time every step of every tick, per side and for the thread computing the shared models (``--steps``),
+    by wrapping the replay's functions (in this process only); returns what prints the table."""
+    times: dict[str, dict[str, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
+    where = threading.local()
+
+    def wrap(owner, name: str, label) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                thread = getattr(where, "side", None) or threading.current_thread().name
+                times[thread][label(*args, **kwargs)].append(time.perf_counter() - started)
+
+        setattr(owner, name, timed)
+
+    original_replay = backtest.replay
+
+    @functools.wraps(original_replay)
+    def replay_side(*args, **kwargs):
+        where.side = f"side {kwargs.get('side')}"
+        return original_replay(*args, **kwargs)
+
+    backtest.replay = replay_side
+    for owner in (replay, tick_share):
+        wrap(owner, "build_tick_model", lambda _conn, model, *_a, **_k: model.unique_id.split(".")[-1])
+    for name in ("record_tick_decisions", "render_due_mails", "send_queued_mails"):
+        wrap(replay, name, lambda *_a, _name=name, **_k: _name)
+    wrap(tick_share.SharedTicks, "before_tick", lambda *_a, **_k: "waiting for the shared models")
+
+    def table() -> str:
+        lines = ["", "where each thread's tick time went (seconds; median and max over the ticks):"]
+        for thread, steps in sorted(times.items()):
+            total = sum(sum(v) for v in steps.values())
+            lines.append(f"{thread}: {total:.1f} s")
+            for step, values in sorted(steps.items(), key=lambda item: -sum(item[1])):
+                share = sum(values) / total if total else 0
+                if share < 0.01:
+                    continue
+                lines.append(
+                    f"  {step:32s} {sum(values):7.1f} s {share:5.0%}  n={len(values):<4d} "
+                    f"median {statistics.median(values):.3f}  max {max(values):.2f}"
+                )
+        return "\n".join(lines)
+
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
@@ -88,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--change", choices=sorted(CHANGES), default="review-rollout", help="the rule change to backtest"
     )
+    parser.add_argument(
+        "--steps", action="store_true", help="also time each step of every tick, per side (see the docstring)"
+    )
     args = parser.parse_args(argv)
+    step_table = time_steps() if args.steps else None
 
     landing = sample_landing(args.workdir, args.customers)
     start = END - timedelta(days=args.days)
@@ -192,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
 
     projected = load + setup + rest + max(side_projection(s) for s in ticks.values())
     print(f"projected 30 days hourly at this size: {projected / 60:.0f} min (target 15 min at 100,000)")
+    if step_table is not None:
+        print(step_table())
     return 0
 
 
