@@ -12,6 +12,7 @@ from dagster_project.resources import (
 from nachfass.core import decision_lock, paths
 from nachfass.core.campaigns import load_campaigns
 from nachfass.core.mail.render import MailRenderer
+from nachfass.core.mail.render_pool import RenderPool
 from nachfass.core.mail.runs import begin_mail_run
 from nachfass.core.mail.steps import render_due_mails, send_queued_mails
 from nachfass.core.mail.transport import OutboxTransport, SendGridTransport
@@ -67,10 +68,11 @@ def rendered_mails(
         checked = renderer.check_templates()
         # Experiments vary what they declare (subject, body, send delay), also with overridden templates.
         renderer.check_experiments(load_campaigns(templates_dir=shop.resolved_templates_dir()))
-        with warehouse.connect() as conn:
+        # a large batch (the daily campaigns) renders in one worker process per core
+        with warehouse.connect() as conn, RenderPool() as pool:
             _begin_mail_run(context, conn, as_of)
             per_step, rows = render_due_mails(
-                conn, renderer, run_id=context.run_id, as_of=as_of, campaigns=config.campaigns
+                conn, pool.bind(renderer), run_id=context.run_id, as_of=as_of, campaigns=config.campaigns
             )
             decisions = conn.execute(
                 "select campaign, step, decision, reason, count(*) from eligibility.mail_candidates "

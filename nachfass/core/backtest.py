@@ -47,6 +47,7 @@ import duckdb
 
 from nachfass.core import paths
 from nachfass.core.diff import rules_project
+from nachfass.core.mail.render_pool import RenderPool
 from nachfass.core.render_share import SharedRenders
 from nachfass.core.replay import (
     LIVE_WAREHOUSE,
@@ -492,8 +493,10 @@ def _replay_sides(
         # one DuckDB for both sides: the threads both sides would have had
         total_threads = threads * len(SIDES) if threads else None
         share = SharedTicks(SIDES, work=workdir / ".backtest.replay", threads=total_threads)
-    # the mails both rule sets send alike, rendered once (render_share)
-    renders = SharedRenders(SIDES) if share_models else None
+    # the mails both rule sets send alike, rendered once (render_share); the large batches of both sides in
+    # one set of worker processes
+    render_pool = RenderPool()
+    renders = SharedRenders(SIDES, pool=render_pool) if share_models else None
 
     def run(side: str) -> None:
         progress(f"[{side}] replaying with {'the current rules' if side == 'before' else label}")
@@ -515,6 +518,7 @@ def _replay_sides(
                 renders=renders,
                 side=side,
                 tick_deltas=tick_deltas,
+                render_pool=render_pool,
             )
         except BaseException:
             cancel.set()
@@ -527,6 +531,7 @@ def _replay_sides(
             futures = {side: pool.submit(run, side) for side in SIDES}
             errors = {side: future.exception() for side, future in futures.items()}
     finally:
+        render_pool.close()
         if share is not None:
             share.close()
     if renders is not None:

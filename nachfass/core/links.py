@@ -78,6 +78,10 @@ class LinkSigner:
     def __repr__(self) -> str:  # never show the key
         return "LinkSigner(key=***)"
 
+    def __reduce__(self):
+        # to a render worker (render_pool.py) over the pool's pipe; the derived cipher is built there again
+        return (LinkSigner, (self._key,))
+
     def same_key(self, other: LinkSigner) -> bool:
         """Whether ``other`` signs with this key (its links and tokens are the same)."""
         return hmac.compare_digest(self._key, other._key)

@@ -8,10 +8,10 @@ each side's rendering time twice (docs/benchmarks.md). Here the first side to re
 and the other side takes the result; a mail that differs in anything the renderer reads (a changed
 segment's payload, a campaign whose settings differ between the rule sets) is rendered by its own side.
 
-Both sides walk their mails in the same order (by send id), so each mostly waits for a mail the other is
-rendering at that moment and then renders the next: each renders about half of what they share. A render
-that fails raises on both sides (it would have failed on both); a side that stops for another reason
-leaves the mail to the other side to render itself.
+Both sides walk their mails in the same order (by send id), a chunk at a time: the first side to reach a
+chunk claims its mails and renders them as one batch (in the share's worker processes, ``RenderPool``, when
+the chunk is large), the other takes them. A render that fails raises on both sides (it would have failed
+on both); a side that stops for another reason leaves the mails to the other side to render itself.
 """
 
 from __future__ import annotations
@@ -24,14 +24,17 @@ from datetime import datetime
 
 from nachfass.core.mail.message import MailJob, RenderedMail
 from nachfass.core.mail.render import MailRenderer, RenderError
+from nachfass.core.mail.render_pool import RenderPool
 
 
 class SharedRenders:
     """One per backtest: ``register`` each side's renderer before its ticks, then render each tick's mails
     through ``at(side, tick)`` instead of the side's own renderer."""
 
-    def __init__(self, sides: tuple[str, ...]) -> None:
+    def __init__(self, sides: tuple[str, ...], pool: RenderPool | None = None) -> None:
+        """``pool``: where the sides render their large batches (both through the same workers)."""
         self.sides = sides
+        self.pool = pool
         self._renderers: dict[str, MailRenderer] = {}
         self._shared: frozenset[str] | None = None
         self._lock = threading.Lock()
@@ -98,7 +101,9 @@ class SharedRenders:
     def counts(self) -> Counter[str]:
         return sum(self._counts.values(), Counter())
 
-    def render(self, side: str, renderer: MailRenderer, tick: datetime, job: MailJob) -> RenderedMail:
+    def claim(self, side: str, tick: datetime, job: MailJob) -> tuple[Future[RenderedMail], bool]:
+        """The future of ``job``'s mail at ``tick``, and whether this side renders it (the first to claim
+        it)."""
         key = (tick, repr(job))  # every field of the job, the payload in its JSON's order
         # No lock: a lock both sides take for every mail made each wait for the other's turn at the GIL.
         # A dict's setdefault, pop and a set's add are atomic under the GIL; a race on _past at most holds
@@ -112,29 +117,10 @@ class SharedRenders:
             entry[1].add(side)
             if entry[1] >= set(self.sides):
                 self._mails.pop(key, None)  # every side has it
-        future = entry[0]
-        if not mine:
-            try:
-                mail = future.result()
-            except RenderError:
-                raise  # the same job fails the same way here
-            except BaseException:  # noqa: BLE001 - the other side stopped: render it here
-                return self.render_own(side, renderer, job)
-            self._counts[side]["taken"] += 1
-            return mail
-        try:
-            mail = renderer.render(job)
-        except BaseException as exc:
-            future.set_exception(exc)
-            raise
-        future.set_result(mail)
-        self._counts[side]["rendered"] += 1
-        return mail
+        return entry[0], mine
 
-    def render_own(self, side: str, renderer: MailRenderer, job: MailJob) -> RenderedMail:
-        mail = renderer.render(job)
-        self._counts[side]["own"] += 1
-        return mail
+    def count(self, side: str, what: str, n: int = 1) -> None:
+        self._counts[side][what] += n
 
 
 class TickRenders:
@@ -147,11 +133,44 @@ class TickRenders:
         self._shared_campaigns = shared
 
     def render_batch(self, jobs: Iterable[MailJob]) -> list[RenderedMail]:
-        """All or nothing, as ``MailRenderer.render_batch``."""
-        mails = []
-        for job in jobs:
-            if job.campaign in self._shared_campaigns:
-                mails.append(self._share.render(self._side, self._renderer, self._tick, job))
-            else:
-                mails.append(self._share.render_own(self._side, self._renderer, job))
-        return mails
+        """All or nothing, as ``MailRenderer.render_batch``. The mails of the batch no side has claimed yet
+        are claimed at once and rendered as one batch (through the share's ``RenderPool`` when it has one),
+        then the mails the other side claimed are taken from it."""
+        share, side = self._share, self._side
+        jobs = list(jobs)
+        shared = self._shared_campaigns
+        claims = [share.claim(side, self._tick, job) if job.campaign in shared else None for job in jobs]
+        here = [i for i, claim in enumerate(claims) if claim is None or claim[1]]
+        try:
+            rendered = self._render([jobs[i] for i in here])
+        except BaseException as exc:
+            for i in here:  # the other side, waiting for one of these, fails alike (or renders it itself)
+                if claims[i] is not None:
+                    claims[i][0].set_exception(exc)
+            raise
+        mails: list[RenderedMail | None] = [None] * len(jobs)
+        for i, mail in zip(here, rendered, strict=True):
+            mails[i] = mail
+            if claims[i] is not None:
+                claims[i][0].set_result(mail)
+        share.count(side, "rendered", sum(claims[i] is not None for i in here))
+        share.count(side, "own", sum(claims[i] is None for i in here))
+        for i, claim in enumerate(claims):
+            if claim is None or claim[1]:
+                continue
+            try:
+                mails[i] = claim[0].result()
+            except RenderError:
+                raise  # the same batch fails the same way here
+            except BaseException:  # noqa: BLE001 - the other side stopped: render it here
+                mails[i] = self._render([jobs[i]])[0]
+                share.count(side, "own")
+                continue
+            share.count(side, "taken")
+        return mails  # type: ignore[return-value]
+
+    def _render(self, jobs: list[MailJob]) -> list[RenderedMail]:
+        pool = self._share.pool
+        if pool is None:
+            return self._renderer.render_batch(jobs)
+        return pool.render_batch(self._renderer, jobs)

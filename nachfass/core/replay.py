@@ -54,6 +54,7 @@ from nachfass.core.events import load_events
 from nachfass.core.ingest import load_landing
 from nachfass.core.links import signer_from_env
 from nachfass.core.mail.render import MailRenderer, RenderError
+from nachfass.core.mail.render_pool import RenderPool
 from nachfass.core.mail.runs import begin_mail_run, latest_mail_run
 from nachfass.core.mail.steps import render_due_mails, send_queued_mails
 from nachfass.core.mail.transport import OutboxTransport
@@ -794,6 +795,7 @@ def _replay(
     renders: SharedRenders | None = None,
     side: str = "",
     tick_deltas: bool = True,
+    render_pool: RenderPool | None = None,
 ) -> ReplayReport:
     """Run the ticks from start to end (inclusive) into a fresh warehouse; see the module docstring.
     ``project`` is the dbt project whose rules decide (default: this project's; a backtest passes a
@@ -808,7 +810,9 @@ def _replay(
     ticks (default: one per core; a backtest running both sides at once gives each half the cores).
     ``share``: a backtest's sides in one DuckDB instance (``tick_share``), this one being ``side``: the
     ticks run in memory there, and the models both sides share are computed once for both.
-    ``tick_deltas`` False computes every tick model whole at every tick (``build_tick_model``)."""
+    ``tick_deltas`` False computes every tick model whole at every tick (``build_tick_model``).
+    ``render_pool``: the worker processes a tick's large batch of mails renders in (a backtest's sides share
+    one; ``renders`` brings its own); default: the replay's own, stopped at its end."""
     started = time.monotonic()
     project = Path(project).resolve() if project is not None else paths.dbt_project_dir()
     segments = project / "models" / "segments"
@@ -892,6 +896,10 @@ def _replay(
     if renders is not None:
         renders.register(side, renderer)
     report = ReplayReport(warehouse=warehouse, outbox=outbox)
+    if render_pool is None and renders is None:
+        render_pool = own_pool = RenderPool()
+    else:
+        own_pool = None
     home_models = models
     if share is not None:
         in_memory = True
@@ -949,6 +957,8 @@ def _replay(
                 tick_renderer = renderer.at(tick)
                 if renders is not None:
                     tick_renderer = renders.at(side, tick_renderer, tick)
+                else:
+                    tick_renderer = render_pool.bind(tick_renderer)
                 render_due_mails(conn, tick_renderer, run_id=run_id, as_of=tick, campaigns=campaigns)
                 send_queued_mails(
                     conn,
@@ -979,6 +989,8 @@ def _replay(
             _write_back(conn, warehouse)
     finally:
         conn.close()
+        if own_pool is not None:
+            own_pool.close()
     report.seconds = time.monotonic() - started
     return report
 

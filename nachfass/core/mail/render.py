@@ -98,6 +98,11 @@ class RenderError(Exception):
             where += f", send_id {send_id}"
         super().__init__(f"{where}: {cause}")
 
+    def __reduce__(self):
+        # raised in a render worker (render_pool.py), it crosses to the calling process with every field
+        fields = ("campaign", "step", "variant", "template", "send_id")
+        return (partial(RenderError, self.cause, **{f: getattr(self, f) for f in fields}), ())
+
 
 # --------------------------------------------------------------------------------------------------------
 # Template loading with CSS inlining at load time

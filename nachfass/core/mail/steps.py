@@ -63,10 +63,17 @@ def render_due_mails(
     # range at a time (read_outgoing), and each range is then one stretch of the table instead of rows
     # spread over all of it.
     by_send_id = sorted(rows, key=lambda r: make_send_id(r["campaign"], r["step"], r["trigger_key"]))
-    chunks = (
-        renderer.render_batch(job_from_row(row) for row in by_send_id[start : start + RENDER_CHUNK])
+    jobs = (
+        [job_from_row(row) for row in by_send_id[start : start + RENDER_CHUNK]]
         for start in range(0, len(by_send_id), RENDER_CHUNK)
     )
+    # a renderer with worker processes (render_pool.PooledRenderer) renders the next chunks while this
+    # process writes one away
+    render_chunks = getattr(renderer, "render_chunks", None)
+    if render_chunks is not None:
+        chunks = render_chunks(jobs, total=len(by_send_id))
+    else:
+        chunks = (renderer.render_batch(chunk) for chunk in jobs)
     per_step = replace_outgoing(conn, chunks, run_id=run_id, rendered_at=as_of)
     return per_step, rows
 
