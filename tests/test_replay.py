@@ -105,9 +105,42 @@ def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_man
         replayed, "select count(*) from mail.sends"
     )
 
-    # the ticks on the warehouse file (--on-disk) decide and record the same as on the copy in memory
+    # mail_candidates decided lean (the first rules' triggers without the customer tables) decides every
+    # trigger as the whole model does, on the replayed warehouse as of its last tick
+    compiled = tmp_path / "replay" / ".warehouse.duckdb.replay" / "compile" / "compiled" / "nachfass"
+    model_sql = (compiled / "models" / "eligibility" / "mail_candidates.sql").read_text(encoding="utf-8")
+    columns = "campaign, step, trigger_key, customer_id, variant, decision, reason, deferred_until, payload"
+    conn = duckdb.connect(str(replayed), read_only=True)
+    try:
+        conn.execute("set variable nachfass_as_of = ?", [AS_OF.replace(tzinfo=None)])
+        decided = {}
+        for lean in (True, False):
+            conn.execute("set variable nachfass_lean_candidates = ?", [lean])
+            decided[lean] = conn.execute(
+                f"select {columns}, first_name is null and has_marketing_consent is null "
+                f"from ({model_sql}) order by all"
+            ).fetchall()
+    finally:
+        conn.close()
+    assert [row[:-1] for row in decided[True]] == [row[:-1] for row in decided[False]]
+    early = [row for row in decided[True] if row[-1]]
+    assert early and {row[6] for row in early} <= {
+        "already_sent",
+        "expired",
+        "purchased",
+        "already_reminded",
+        "not_inactive_yet",
+        "not_logged_in",
+        "order_returned",
+        "order_cancelled",
+        "empty_cart",
+    }
+    assert not any(row[-1] for row in decided[False])
+
+    # the ticks on the warehouse file (--on-disk) decide and record the same as on the copy in memory, and
+    # so does a replay deciding every tick's triggers with all their columns
     on_disk = tmp_path / "on-disk" / "warehouse.duckdb"
-    _replay_ticks(landing, tmp_path / "on-disk", in_memory=False)
+    _replay_ticks(landing, tmp_path / "on-disk", in_memory=False, lean_candidates=False)
     decisions = "select * from replay.decisions order by all"
     assert query(on_disk, LEDGER) == live_ledger
     assert query(on_disk, decisions) == query(replayed, decisions)

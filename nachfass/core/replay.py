@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from nachfass.core.tick_share import SharedTicks
 
 AS_OF_VARIABLE = "nachfass_as_of"
+LEAN_CANDIDATES_VARIABLE = "nachfass_lean_candidates"
 # where a replay or backtest reads the live erasures (and a backtest its rates): the warehouse of the engine
 # setting (on postgres and spark: the PostgreSQL database)
 LIVE_WAREHOUSE = "live"
@@ -796,6 +797,7 @@ def _replay(
     side: str = "",
     tick_deltas: bool = True,
     render_pool: RenderPool | None = None,
+    lean_candidates: bool = True,
 ) -> ReplayReport:
     """Run the ticks from start to end (inclusive) into a fresh warehouse; see the module docstring.
     ``project`` is the dbt project whose rules decide (default: this project's; a backtest passes a
@@ -812,7 +814,9 @@ def _replay(
     ticks run in memory there, and the models both sides share are computed once for both.
     ``tick_deltas`` False computes every tick model whole at every tick (``build_tick_model``).
     ``render_pool``: the worker processes a tick's large batch of mails renders in (a backtest's sides share
-    one; ``renders`` brings its own); default: the replay's own, stopped at its end."""
+    one; ``renders`` brings its own); default: the replay's own, stopped at its end.
+    ``lean_candidates`` False decides every due trigger with all its columns at every tick (the model's
+    ``lean``: the decisions are the same either way)."""
     started = time.monotonic()
     project = Path(project).resolve() if project is not None else paths.dbt_project_dir()
     segments = project / "models" / "segments"
@@ -938,6 +942,10 @@ def _replay(
             if share is not None:
                 share.before_tick(side, moment)
             conn.execute(f"set variable {AS_OF_VARIABLE} = ?", [moment])
+            # mail_candidates decides the triggers its first rules settle without the customer tables, but
+            # at the last tick, whose table the replayed warehouse keeps (the model's `lean`)
+            lean = lean_candidates and number < len(ticks)
+            conn.execute(f"set variable {LEAN_CANDIDATES_VARIABLE} = ?", [lean])
             # one transaction per tick's models: one commit instead of 25, and a tick is all or nothing
             conn.execute("begin transaction")
             for model in models:

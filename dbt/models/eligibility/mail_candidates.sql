@@ -10,6 +10,23 @@
     warehouse is a 15-minute one) has no triggers: its campaign is sent by a job that builds it. -#}
 {%- set wanted = campaign_models() if only is none else campaign_models() | select('in', only) | list -%}
 {%- set selected = selected_models(wanted) -%}
+{%- set variant_expression -%}
+    {%- if settings.values() | selectattr('experiment', 'defined') | list -%}
+        case due.campaign
+            {%- for name, campaign in settings.items() if campaign.get('experiment') %}
+            when '{{ name }}' then {{ assign_variant('due.customer_id', campaign['experiment']) }}
+            {%- endfor %}
+            else 'control'
+        end
+    {%- else %}'control'{% endif -%}
+{%- endset -%}
+{#- `nachfass replay` (the var as_of_source: variable, DuckDB) may decide lean: with the DuckDB variable
+    nachfass_lean_candidates true, a trigger the first rules decide from itself, the ledger and the clock
+    alone (already sent, exited, already reminded, expired: three quarters of the due triggers at 100k) is
+    not joined to the customer, consent, window and cap tables, whose columns it then has null. Every
+    decision and reason is the same (tests/test_replay.py compares them); the replay decides its last tick
+    in full, so the table it leaves is the whole one. -#}
+{%- set lean = var('as_of_source', none) == 'variable' and target.type == 'duckdb' -%}
 {%- set segments = [] -%}
 {%- for model in wanted if not selected or model in selected or load_relation(ref(model)) is not none -%}
     {%- do segments.append(model) -%}
@@ -165,6 +182,34 @@ due as (
     where triggers.due_at <= {{ as_of() }}
 ),
 
+{% if lean -%}
+-- what the first rules read besides the trigger: the ledger and the mails sent for the same trigger key
+prechecked as (
+    select
+        due.*,
+        ledger.send_status as ledger_status,
+        coalesce({{ lists_overlap('due.skip_if_reminded_by', 'reminded.campaigns') }}, false) as is_already_reminded,
+        -- the first rules of pre_decided, in its order: when one holds, no later rule is read
+        coalesce(
+            ledger.send_status is not null
+            or (due.exit_reason is not null and due.exit_reason <> 'purchased')
+            or (due.exit_reason = 'purchased' and due.exit_on_order)
+            or {{ lists_overlap('due.skip_if_reminded_by', 'reminded.campaigns') }}
+            or {{ as_of() }} > due.expires_at,
+            false
+        ) as is_decided_early
+    from due
+    left join ledger
+        on due.campaign = ledger.campaign and due.step = ledger.step and due.trigger_key = ledger.trigger_key
+    left join reminded on due.trigger_key = reminded.trigger_key
+),
+
+to_enrich as (
+    select * from prechecked
+    where not (coalesce(getvariable('nachfass_lean_candidates'), false) and is_decided_early)
+),
+
+{% endif -%}
 enriched as (
     select
         due.*,
@@ -189,32 +234,46 @@ enriched as (
         -- Every address passed the shared address rule (dagster_project/addresses.py) when it was loaded;
         -- a second, different rule here could only disagree with it. What is left is a trigger without one.
         coalesce(trim(due.email), '') = '' as is_invalid_address,
+        {%- if not lean %}
         ledger.send_status as ledger_status,
         coalesce({{ lists_overlap('due.skip_if_reminded_by', 'reminded.campaigns') }}, false) as is_already_reminded,
+        {%- endif %}
         windows.is_in_send_window,
         windows.next_window_at,
         coalesce(recent_marketing.n_last_24h, 0) as n_marketing_last_24h,
         coalesce(recent_marketing.n_last_7d, 0) as n_marketing_last_7d,
-        {% if settings.values() | selectattr('experiment', 'defined') | list %}
-        case due.campaign
-            {%- for name, campaign in settings.items() if campaign.get('experiment') %}
-            when '{{ name }}' then {{ assign_variant('due.customer_id', campaign['experiment']) }}
-            {%- endfor %}
-            else 'control'
-        end
-        {% else %}'control'{% endif %} as variant
-    from due
+        {{ variant_expression }} as variant
+    from {{ 'to_enrich' if lean else 'due' }} as due
     left join customers on due.customer_id = customers.customer_id
     left join consent on lower(due.email) = consent.email
     left join suppressions on lower(due.email) = suppressions.email
+    {%- if not lean %}
     left join ledger
         on due.campaign = ledger.campaign and due.step = ledger.step and due.trigger_key = ledger.trigger_key
+    {%- endif %}
     left join windows on due.customer_id = windows.customer_id
     left join recent_marketing on lower(due.email) = recent_marketing.email
     left join buyers on due.customer_id = buyers.customer_id
     left join dormant on lower(due.email) = dormant.email
+    {%- if not lean %}
     left join reminded on due.trigger_key = reminded.trigger_key
+    {%- endif %}
 ),
+{%- if lean %}
+
+-- the due triggers the first rules decide alone (see `lean` above), with every column of enriched they have
+decided_early as (
+    select due.*, {{ variant_expression }} as variant
+    from prechecked as due
+    where coalesce(getvariable('nachfass_lean_candidates'), false) and due.is_decided_early
+),
+
+enriched_all as (
+    select * exclude (is_decided_early) from enriched
+    union all by name
+    select * exclude (is_decided_early) from decided_early
+),
+{%- endif %}
 
 pre_decided as (
     select
@@ -245,7 +304,7 @@ pre_decided as (
             when is_marketing and n_marketing_last_7d >= (case when prefers_weekly then 1 else 3 end)
                 then 'frequency_cap'
         end as pre_reason
-    from enriched
+    from {{ 'enriched_all' if lean else 'enriched' }} as enriched
 ),
 
 -- backlog drip: of the backlog triggers that passed every rule above, a campaign sends at most
