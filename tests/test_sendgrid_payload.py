@@ -236,6 +236,50 @@ def test_an_outbox_without_a_folder_composes_every_mail_and_writes_none(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+_no_surrogates = st.characters(blacklist_categories=("Cs",))
+# mostly text that composes, with the failures to compare mixed in: CR/LF/NUL, lone surrogates, long lines
+_hostile = st.text(_no_surrogates, max_size=80) | st.sampled_from(
+    ["Zeile\r\nBcc: x@y.z", "\udc80", "a" * 1200, "=?utf-8?q?x?=", "Ärger; <x@y.z>", "\x00"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    to_email=st.sampled_from(
+        ["kundin@beispiel.example", "jörg@beispiel.example", "kunde@bücher.example", "a@b", "x@y\r\nBcc: z"]
+    ),
+    to_name=st.none() | _hostile,
+    subject=_hostile.filter(lambda s: s.strip()),
+    header=_hostile,
+    text=_hostile,
+    html=_hostile,
+)
+def test_an_outbox_without_a_folder_fails_exactly_the_mails_the_folder_fails(
+    tmp_path_factory, to_email, to_name, subject, header, text, html
+):
+    """The folder-less outbox composes only the header block (eml_head): on hostile input it must still
+    fail the same mails with the same error as the outbox that writes them, and send the same others."""
+    mail = make_mail(
+        3,
+        to_email=to_email,
+        to_name=to_name,
+        subject=subject,
+        text=text,
+        html=f"<p>{html}</p>",
+        headers={"List-Unsubscribe": "<https://mail.gartenglueck.example/u/3>", "X-Kampagne": header},
+    )
+    folder = tmp_path_factory.mktemp("outbox")
+    with_files = OutboxTransport(folder, shop=SHOP).send(mail)
+    without = OutboxTransport(None, shop=SHOP).send(mail)
+    assert (without.status, without.error, without.attempts) == (
+        with_files.status,
+        with_files.error,
+        with_files.attempts,
+    )
+    written = sorted(p.suffix for p in folder.iterdir())
+    assert written == ([".eml", ".json"] if with_files.status == "sent" else [])
+
+
 def test_a_new_outbox_transport_removes_only_dead_writers_half_written_files(tmp_path):
     """Runs may overlap on PostgreSQL and share the outbox: a transport starting beside a running one must
     not delete the files that one is writing (that lost two mails of an overlapping run: its rename found

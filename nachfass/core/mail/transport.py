@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 import python_http_client.exceptions
 import sendgrid
 
-from nachfass.core.mail.eml import payload_to_eml
+from nachfass.core.mail.eml import eml_head, payload_to_eml
 from nachfass.core.mail.message import RenderedMail, SendResult
 from nachfass.core.mail.sendgrid_payload import PayloadError, build_payload, payload_body
 from nachfass.core.shop import ShopSettings
@@ -469,10 +469,15 @@ class OutboxTransport:
         try:
             payload = build_payload(mail, self.shop, as_of=self.as_of)
             body = payload_body(payload)
-            eml = payload_to_eml(payload, send_id=mail.send_id, date=self.as_of)
+            if self.outbox_dir is None:
+                # nothing is written: the header block holds every check composing can fail (eml_head)
+                eml_head(payload, send_id=mail.send_id, date=self.as_of)
+                eml = None
+            else:
+                eml = payload_to_eml(payload, send_id=mail.send_id, date=self.as_of)
         except (PayloadError, ValueError) as exc:
             return TransportResult("failed", error=str(exc), attempts=0)
-        if self.outbox_dir is not None:
+        if self.outbox_dir is not None and eml is not None:
             self._write_atomic(self.outbox_dir / f"{mail.send_id}.json", body)
             self._write_atomic(self.outbox_dir / f"{mail.send_id}.eml", eml)
         return TransportResult("sent", message_id=None, attempts=1)
