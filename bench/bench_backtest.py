@@ -99,7 +99,7 @@ def time_steps():
     backtest.replay = replay_side
     for owner in (replay, tick_share):
         wrap(owner, "build_tick_model", lambda _conn, model, *_a, **_k: model.unique_id.split(".")[-1])
-    for name in ("record_tick_decisions", "render_due_mails", "send_queued_mails"):
+    for name in ("record_tick_decisions", "render_and_send_due_mails"):
         wrap(replay, name, lambda *_a, _name=name, **_k: _name)
     wrap(tick_share.SharedTicks, "before_tick", lambda *_a, **_k: "waiting for the shared models")
 

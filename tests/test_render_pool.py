@@ -16,8 +16,10 @@ import pytest
 from nachfass.core.links import LinkSigner
 from nachfass.core.mail import steps
 from nachfass.core.mail.candidates import CANDIDATE_COLUMNS
+from nachfass.core.mail.message import make_send_id
 from nachfass.core.mail.render import MailRenderer, RenderError, sample_jobs
 from nachfass.core.mail.render_pool import RenderPool
+from nachfass.core.mail.transport import OutboxTransport
 from nachfass.core.render_share import SharedRenders
 from nachfass.core.shop import load_shop_settings
 
@@ -149,3 +151,51 @@ def test_a_mail_that_cannot_be_rendered_leaves_the_queue_empty(pool, monkeypatch
     with pytest.raises(RenderError, match="recipient address"):
         steps.render_due_mails(conn, pool.bind(_renderer()), run_id="r", as_of=TICK, campaigns=[])
     assert conn.execute("select count(*) from mail.outgoing").fetchone() == (0,)
+
+
+LEDGER = (
+    "select send_id, campaign, step, trigger_key, customer_id, email, variant, status, reason, run_id, as_of "
+    "from mail.sends order by send_id"
+)
+
+
+def test_a_replays_one_pass_sends_what_the_queued_steps_send(pool, monkeypatch, tmp_path):
+    """A replay's tick renders and sends in one pass (no mail.outgoing queue): the same ledger rows and
+    the same outbox files as the render step followed by the send step."""
+    monkeypatch.setattr(steps, "RENDER_CHUNK", 9)
+    jobs = _jobs(3)
+    ledgers, files = [], []
+    for one_pass in (False, True):
+        conn = _candidates_warehouse(jobs)
+        outbox = tmp_path / f"outbox-{one_pass}"
+        transport = OutboxTransport(outbox, shop=load_shop_settings(), as_of=TICK)
+        renderer = pool.bind(_renderer())
+        if one_pass:
+            outcome = steps.render_and_send_due_mails(
+                conn, renderer, transport, run_id="r", as_of=TICK, campaigns=[]
+            )
+        else:
+            steps.render_due_mails(conn, renderer, run_id="r", as_of=TICK, campaigns=[])
+            outcome = steps.send_queued_mails(conn, transport, run_id="r", as_of=TICK, campaigns=[])
+        assert outcome.report.sent == len(jobs)
+        assert conn.execute("select count(*) from mail.outgoing").fetchone() == (0,)
+        ledgers.append(conn.execute(LEDGER).fetchall())
+        files.append({path.name: path.read_bytes() for path in outbox.iterdir()})
+    assert ledgers[0] == ledgers[1] and len(ledgers[1]) == len(jobs)
+    assert files[0] == files[1] and len(files[1]) == 2 * len(jobs)
+
+
+def test_a_mail_that_cannot_be_rendered_stops_the_one_pass_and_leaves_no_claim_open(pool, monkeypatch):
+    monkeypatch.setattr(steps, "RENDER_CHUNK", 9)
+    jobs = _jobs(3)
+    jobs[-2] = replace(jobs[-2], email="kein empfänger")  # in the last chunk
+    conn = _candidates_warehouse(jobs)
+    transport = OutboxTransport(None, shop=load_shop_settings(), as_of=TICK)
+    with pytest.raises(RenderError, match="recipient address"):
+        steps.render_and_send_due_mails(
+            conn, pool.bind(_renderer()), transport, run_id="r", as_of=TICK, campaigns=[]
+        )
+    statuses = dict(conn.execute("select status, count(*) from mail.sends group by 1").fetchall())
+    assert "sending" not in statuses  # every claimed mail was settled before the error went up
+    failing = make_send_id(jobs[-2].campaign, jobs[-2].step, jobs[-2].trigger_key)
+    assert conn.execute("select count(*) from mail.sends where send_id = ?", [failing]).fetchone() == (0,)

@@ -10,7 +10,8 @@ on the time. A model computed once a day (meta ``as_of_grain: day``, int_product
 the first tick of each UTC day only, as the live runs of a day keep it. A model declaring a
 ``tick_delta_key`` (int_carts, stg_orders, stg_customers) is updated instead: only the keys whose rows
 may have changed since the tick that built its table are computed again (``build_tick_model``). The
-render and send steps are the same functions the Dagster assets run (mail/steps.py). The ticks run on a
+render and send steps are the functions the Dagster assets run (mail/steps.py), in one pass without the
+``mail.outgoing`` queue between them (``render_and_send_due_mails``). The ticks run on a
 copy of the warehouse in memory (``_open_in_memory``), written back at the end.
 
 Which campaigns a tick sends follows their cadence in the live schedule (jobs.py): a campaign is included
@@ -56,7 +57,7 @@ from nachfass.core.links import signer_from_env
 from nachfass.core.mail.render import MailRenderer, RenderError
 from nachfass.core.mail.render_pool import RenderPool
 from nachfass.core.mail.runs import begin_mail_run, latest_mail_run
-from nachfass.core.mail.steps import render_due_mails, send_queued_mails
+from nachfass.core.mail.steps import render_and_send_due_mails
 from nachfass.core.mail.transport import OutboxTransport
 from nachfass.core.schema import prepare_warehouse
 from nachfass.core.shop import load_shop_settings
@@ -967,9 +968,10 @@ def _replay(
                     tick_renderer = renders.at(side, tick_renderer, tick)
                 else:
                     tick_renderer = render_pool.bind(tick_renderer)
-                render_due_mails(conn, tick_renderer, run_id=run_id, as_of=tick, campaigns=campaigns)
-                send_queued_mails(
+                # the render and send steps in one pass: no mail.outgoing queue between them
+                render_and_send_due_mails(
                     conn,
+                    tick_renderer,
                     OutboxTransport(outbox, shop=shop, as_of=tick),
                     run_id=run_id,
                     as_of=tick,
