@@ -1,8 +1,8 @@
-"""A replay's tick updates int_carts, stg_orders and stg_customers from the tables an earlier tick built
-(only the keys whose rows may have changed since, `replay.build_tick_model`): each table must end exactly as
-computing the model whole at that tick leaves it, whatever the gap between the builds, including carts that
-gain events, leave the window, get bought, or hold a product whose version changed in between, and orders
-and customers whose versions change or that appear."""
+"""A replay's tick updates int_carts, stg_orders, stg_customers, int_orders and int_customer_order_gaps
+from the tables an earlier tick built (only the keys whose rows may have changed since,
+`replay.build_tick_model`): each table must end exactly as computing the model whole at that tick leaves it,
+whatever the gap between the builds, including carts that gain events, leave the window, get bought, or hold
+a product whose version changed in between, and orders and customers whose versions change or that appear."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ UPDATED = {
     INT_CARTS: "cart_id",
     "model.nachfass.stg_orders": "order_id",
     "model.nachfass.stg_customers": "customer_id",
+    "model.nachfass.int_orders": "order_id",
+    "model.nachfass.int_customer_order_gaps": "customer_id",
 }
 # stamped inside the ticks: a product of many carts renamed, an order moved to another cart
 PRODUCT_CHANGE = START + timedelta(hours=5, minutes=30)
@@ -165,9 +167,9 @@ def _tick(
             create_tick_model(conn, model, moment)
             continue
         updated.add(build_tick_model(conn, model, moment, model.sql, held))
-        key = UPDATED[model.unique_id]
-        whole = conn.execute(f"select * from ({model.sql}) order by {key}").fetchall()
-        table = conn.execute(f"select * from {model.relation} order by {key}").fetchall()
+        assert UPDATED[model.unique_id] == model.delta_key
+        whole = conn.execute(f"select * from ({model.sql}) order by all").fetchall()
+        table = conn.execute(f"select * from {model.relation} order by all").fetchall()
         assert whole and table == whole, (model.unique_id, moment, held)
     return updated
 

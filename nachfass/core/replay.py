@@ -356,15 +356,16 @@ def _tick_models(manifest: dict) -> list[TickModel]:
             continue
         materialized = node["config"]["materialized"]
         grain = (node["config"].get("meta") or {}).get("as_of_grain")
-        if materialized == "incremental" and grain == "day":
-            # compiled as a full refresh: the whole day's rows, re-created as a table
+        delta_key = (node["config"].get("meta") or {}).get("tick_delta_key")
+        if materialized == "incremental" and (grain == "day" or delta_key):
+            # compiled as a full refresh: the whole day's rows, or the whole model a live build updates
+            # where a delta fits (macro tick_delta), re-created as a table
             materialized = "table"
         if materialized not in ("table", "view"):
             raise ReplayError(
                 f"{node['name']} ({materialized}) depends on as_of: only tables, views and models computed "
                 "once a day (meta as_of_grain: day) can be replayed"
             )
-        delta_key = (node["config"].get("meta") or {}).get("tick_delta_key")
         kept.append(TickModel(uid, node["relation_name"], materialized, sql, grain, delta_key=delta_key))
         kept_ids.add(uid)
     return kept

@@ -13,8 +13,12 @@
     {%- do reaches.append((step['delay_minutes'] | int) + (step['expire_after_minutes'] | int)) %}
 {%- endfor %}
 {%- set lookback_minutes = [(reaches | max) + 7 * 1440, days_var('cart_lookback_days') * 1440] | max %}
-{#- a replay's tick updates the table it built at an earlier tick (macro tick_delta): only the carts below -#}
-{{ config(meta={'tick_delta_key': 'cart_id'}) }}
+{#- updated from the table an earlier build left where a delta fits (macro tick_delta): only the carts below -#}
+{{ config(
+    materialized=delta_materialized(), incremental_strategy='tick_delta', unique_key='cart_id',
+    meta={'tick_delta_key': 'cart_id'},
+    post_hook="{{ record_delta_build([ref('stg_session_events'), ref('stg_order_versions'), source('raw', 'products')]) }}"
+) }}
 with session_events as {{ cte_not_materialized() }} (
     select * from {{ ref('stg_session_events') }}
 ),
@@ -33,6 +37,7 @@ changed_carts as (  -- noqa: ST03
                 occurred_at > {{ tick_delta_from() }} - {{ minutes(lookback_minutes) }}
                 and occurred_at <= {{ as_of() }} - {{ minutes(lookback_minutes) }}
             )
+            {{ delta_loaded_since() }}
         )
     union
     select cart_id from {{ ref('stg_order_versions') }}
@@ -41,6 +46,7 @@ changed_carts as (  -- noqa: ST03
             select order_id from {{ ref('stg_order_versions') }}
             where (placed_at > {{ tick_delta_from() }} and placed_at <= {{ as_of() }})
                 or (version_at > {{ tick_delta_from() }} and version_at <= {{ as_of() }})
+                {{ delta_loaded_since() }}
         )
     union
     select cart_id from session_events
@@ -49,8 +55,11 @@ changed_carts as (  -- noqa: ST03
         and occurred_at > {{ as_of() }} - {{ minutes(lookback_minutes) }}
         and product_id in (
             select product_id from {{ source('raw', 'products') }}
-            where coalesce(updated_at, timestamp '1900-01-01') > {{ tick_delta_from() }}
+            where (
+                coalesce(updated_at, timestamp '1900-01-01') > {{ tick_delta_from() }}
                 and coalesce(updated_at, timestamp '1900-01-01') <= {{ as_of() }}
+            )
+                {{ delta_loaded_since() }}
         )
 ),
 {%- endif %}

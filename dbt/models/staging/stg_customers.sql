@@ -1,11 +1,17 @@
 -- One row per customer that exists at as_of (created_at <= as_of), in the version true at as_of: an
 -- address or name change stamped later is not seen yet (macro as_of_version).
-{{ config(materialized='table', meta={'tick_delta_key': 'customer_id'}) }}  -- picked once per run: read by most models
+-- Picked once per run (read by most models) and updated, not computed whole, where a delta fits (macro
+-- tick_delta: the customers with a version created, stamped or loaded since the last build).
+{{ config(
+    materialized=delta_materialized(), incremental_strategy='tick_delta', unique_key='customer_id',
+    meta={'tick_delta_key': 'customer_id'},
+    post_hook="{{ record_delta_build([ref('stg_customer_versions')]) }}"
+) }}
 
 with
 {%- if tick_delta() %}
 
--- a replay's tick updates the table an earlier tick built: only these (macro tick_delta; ST03: the final
+-- a delta build updates the table an earlier build left: only these (macro tick_delta; ST03: the final
 -- select reads it when tick_delta())
 changed_customers as (  -- noqa: ST03
     {{ tick_delta_keys(ref('stg_customer_versions'), 'customer_id', ['created_at', 'version_at']) }}

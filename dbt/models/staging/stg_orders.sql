@@ -1,12 +1,18 @@
 -- One row per order placed up to as_of, in the version true at as_of: a cancellation or return stamped
 -- later is not seen yet. Where only a later version exists (a snapshot export replayed into an earlier
 -- period), that version's cancellation or return had not happened at as_of: the order counts as placed.
-{{ config(materialized='table', meta={'tick_delta_key': 'order_id'}) }}  -- picked once per run: read by most models
+-- Picked once per run (read by most models) and updated, not computed whole, where a delta fits (macro
+-- tick_delta: the orders with a version placed, stamped or loaded since the last build).
+{{ config(
+    materialized=delta_materialized(), incremental_strategy='tick_delta', unique_key='order_id',
+    meta={'tick_delta_key': 'order_id'},
+    post_hook="{{ record_delta_build([ref('stg_order_versions')]) }}"
+) }}
 
 with
 {%- if tick_delta() %}
 
--- a replay's tick updates the table an earlier tick built: only these (macro tick_delta; ST03: the final
+-- a delta build updates the table an earlier build left: only these (macro tick_delta; ST03: the final
 -- select reads it when tick_delta())
 changed_orders as (  -- noqa: ST03
     {{ tick_delta_keys(ref('stg_order_versions'), 'order_id', ['placed_at', 'version_at']) }}
