@@ -1,9 +1,9 @@
-"""A live `dbt build` on DuckDB updates stg_orders, stg_customers, int_carts, int_orders and
-int_customer_order_gaps from the tables the last build left (macro tick_delta, incremental strategy
-`tick_delta`) instead of computing them whole, where that build's record fits: after every build each table
-must hold exactly the rows computing it whole gives, also when exports arrive late with timestamps before the
-last build, when as_of goes back, and when a setting a model reads changes. Real dbt runs on a real DuckDB
-file; the whole computation is dbt's --full-refresh on a copy of the warehouse."""
+"""A live `dbt build` on DuckDB updates stg_orders, stg_customers, int_carts, int_orders,
+int_customer_order_gaps and int_consent_state from the tables the last build left (macro tick_delta,
+incremental strategy `tick_delta`) instead of computing them whole, where that build's record fits: after
+every build each table must hold exactly the rows computing it whole gives, also when exports arrive late
+with timestamps before the last build, when as_of goes back, and when a setting a model reads changes. Real
+dbt runs on a real DuckDB file; the whole computation is dbt's --full-refresh on a copy of the warehouse."""
 
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ MODELS = {
     "int_carts": ("intermediate", "models/intermediate/int_carts.sql"),
     "int_orders": ("intermediate", "models/intermediate/int_orders.sql"),
     "int_customer_order_gaps": ("intermediate", "models/intermediate/int_customer_order_gaps.sql"),
+    "int_consent_state": ("intermediate", "models/intermediate/int_consent_state.sql"),
 }
 SELECT = ["--select", *(f"+{name}" for name in MODELS)]
 # every HELD_BACK-th row of these exports arrives in a second file, after the first build
 HELD_BACK = 4
-LATE_TABLES = ("orders", "customers", "session_events", "products", "shipments")
+LATE_TABLES = ("orders", "customers", "session_events", "products", "shipments", "consents")
 
 
 def _hold_back(landing: Path, late: Path) -> int:

@@ -1,5 +1,5 @@
-"""A replay's tick updates int_carts, stg_orders, stg_customers, int_orders and int_customer_order_gaps
-from the tables an earlier tick built (only the keys whose rows may have changed since,
+"""A replay's tick updates int_carts, stg_orders, stg_customers, int_orders, int_customer_order_gaps and
+int_consent_state from the tables an earlier tick built (only the keys whose rows may have changed since,
 `replay.build_tick_model`): each table must end exactly as computing the model whole at that tick leaves it,
 whatever the gap between the builds, including carts that gain events, leave the window, get bought, or hold
 a product whose version changed in between, and orders and customers whose versions change or that appear."""
@@ -42,6 +42,7 @@ UPDATED = {
     "model.nachfass.stg_customers": "customer_id",
     "model.nachfass.int_orders": "order_id",
     "model.nachfass.int_customer_order_gaps": "customer_id",
+    "model.nachfass.int_consent_state": "email",
 }
 # stamped inside the ticks: a product of many carts renamed, an order moved to another cart
 PRODUCT_CHANGE = START + timedelta(hours=5, minutes=30)
