@@ -472,10 +472,17 @@ def test_models_shared_by_both_rule_sets_change_no_decision(tmp_path: Path) -> N
     assert {"int_orders", "int_carts", "int_product_recommendations", "order_thanks"} <= shared
     assert not shared & {"abandoned_cart", "mail_candidates", "stg_sends", "int_suppressions"}
     assert not any("computed once a tick" in line for line in lines[False])
-    # the carts, orders and customers updated from tick to tick (replay.build_tick_model) with sharing,
-    # computed whole without
+    # the carts, orders, customers, order gaps and consent states updated from tick to tick
+    # (replay.build_tick_model) with sharing, computed whole without
     updated = next(line for line in lines[True] if "updated from tick to tick" in line)
-    assert set(updated.split(": ", 1)[1].split(", ")) == {"int_carts", "stg_customers", "stg_orders"}
+    assert set(updated.split(": ", 1)[1].split(", ")) == {
+        "int_carts",
+        "stg_customers",
+        "stg_orders",
+        "int_orders",
+        "int_customer_order_gaps",
+        "int_consent_state",
+    }
     assert not any("updated from tick to tick" in line for line in lines[False])
     # the mail both sides send alike (the review request) rendered once; the cart reminders, whose
     # campaign settings differ, by each side

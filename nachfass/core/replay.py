@@ -8,8 +8,9 @@ the variable and re-creates only the models that mail_candidates needs and that 
 that compiled SQL, in dependency order. Incremental staging tables hold all data already and do not depend
 on the time. A model computed once a day (meta ``as_of_grain: day``, int_product_pairs) is re-created at
 the first tick of each UTC day only, as the live runs of a day keep it. A model declaring a
-``tick_delta_key`` (int_carts, stg_orders, stg_customers) is updated instead: only the keys whose rows
-may have changed since the tick that built its table are computed again (``build_tick_model``). The
+``tick_delta_key`` (int_carts, stg_orders, stg_customers, int_orders, int_customer_order_gaps,
+int_consent_state) is updated instead, as live builds update it: only the keys whose rows may have changed
+since the tick that built its table are computed again (``build_tick_model``). The
 render and send steps are the functions the Dagster assets run (mail/steps.py), in one pass without the
 ``mail.outgoing`` queue between them (``render_and_send_due_mails``). The ticks run on a
 copy of the warehouse in memory (``_open_in_memory``), written back at the end.
