@@ -163,5 +163,16 @@ def test_each_build_holds_what_computing_it_whole_gives(world: tuple[Path, Path]
     assert set(_build(warehouse, root / "t5", second).values()) == {"whole"}
     assert _rows(warehouse) == at_second
 
+    # a record edited by hand into something that is no timestamp: computed whole, no error
+    edited = json.dumps({**_records(warehouse)["stg_orders"], "as_of": "gestern"})
+    conn = duckdb.connect(str(warehouse))
+    try:
+        conn.execute(f"comment on table staging.stg_orders is 'nachfass delta build: {edited}'")
+    finally:
+        conn.close()
+    edited_at = second + timedelta(minutes=5)
+    assert _build(warehouse, root / "t6", edited_at)["stg_orders"] == "whole"
+    assert _rows(warehouse) == _whole(warehouse, root, edited_at)
+
     # more than two days on: computed whole
-    assert set(_build(warehouse, root / "t6", second + timedelta(days=2, minutes=1)).values()) == {"whole"}
+    assert set(_build(warehouse, root / "t7", edited_at + timedelta(days=2, minutes=1)).values()) == {"whole"}

@@ -101,13 +101,16 @@
         {{ return(none) }}
     {%- endif -%}
     {%- set record = fromjson(comment[_delta_comment_prefix() | length:]) -%}
-    {%- if record is not mapping or record.get('fingerprint') != delta_fingerprint() -%}
+    {%- if record is not mapping or not record.get('as_of') or not record.get('loaded_through')
+        or record.get('fingerprint') != delta_fingerprint() -%}
         {{ return(none) }}
     {%- endif -%}
+    {#- a record edited by hand that is no timestamp (try_cast: null) computes the model whole -#}
+    {%- set built = "try_cast('" ~ (record['as_of'] | string | replace("'", "''")) ~ "' as timestamp)" -%}
+    {%- set loaded = "try_cast('" ~ (record['loaded_through'] | string | replace("'", "''")) ~ "' as timestamp)" -%}
     {%- set gap = run_query(
-        "select " ~ as_of() ~ " >= cast('" ~ record['as_of'] ~ "' as timestamp) and " ~ as_of()
-        ~ " <= cast('" ~ record['as_of'] ~ "' as timestamp) + interval '"
-        ~ (var('live_delta_max_gap_days', 2) | int) ~ " day'") -%}
+        "select coalesce(" ~ loaded ~ " is not null and " ~ as_of() ~ " >= " ~ built ~ " and " ~ as_of()
+        ~ " <= " ~ built ~ " + interval '" ~ (var('live_delta_max_gap_days', 2) | int) ~ " day', false)") -%}
     {{ return(record if gap.columns[0].values()[0] else none) }}
 {%- endmacro %}
 
