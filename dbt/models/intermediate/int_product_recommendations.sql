@@ -228,9 +228,23 @@ targets as (
     from (select distinct target_type, target_id, customer_id from anchors_by_id) as distinct_targets
 ),
 
+-- every product id the scoring meets: the catalogue's, and the ones an order, cart or pair names before the
+-- product export has them (such an anchor still brings its related products, and is named as the reason)
 product_keys as (
-    select product_id, product_name, category, is_in_stock, row_number() over (order by product_id) as product_key
-    from products
+    select
+        known_ids.product_id,
+        catalogue.product_name,
+        catalogue.category,
+        catalogue.is_in_stock,
+        row_number() over (order by known_ids.product_id) as product_key
+    from (
+        select product_id from products
+        union
+        select anchor_product_id from anchors_by_id
+        union
+        select product_id from pairs
+    ) as known_ids
+    left join products as catalogue on known_ids.product_id = catalogue.product_id
 ),
 
 anchors as (
