@@ -1,6 +1,9 @@
 {%- set campaign = segment_settings('shipping_update') -%}
 {%- set shipped = campaign['steps']['shipped'] -%}
 {%- set delivered = campaign['steps']['delivered'] -%}
+{#- what the payload shows of the shipment, carried by both event rows -#}
+{%- set shipment_columns = ['carrier', 'tracking_url', 'tracking_number', 'expected_delivery_date', 'shipped_at',
+                            'delivered_at'] -%}
 with shipments as (
     select * from {{ ref('stg_shipments') }}
 ),
@@ -32,12 +35,7 @@ shipment_events as (
         shipped_at + {{ minutes(shipped["delay_minutes"]) }} as due_at,
         shipped_at + {{ minutes(shipped["delay_minutes"], shipped["expire_after_minutes"]) }}
             as expires_at,
-        carrier,
-        tracking_url,
-        tracking_number,
-        expected_delivery_date,
-        shipped_at,
-        delivered_at
+        {{ shipment_columns | join(', ') }}
     from shipments
     where shipped_at <= {{ as_of() }}
         and {{ within_recent_past('shipped_at', shipped) }}
@@ -50,12 +48,7 @@ shipment_events as (
         delivered_at + {{ minutes(delivered["delay_minutes"]) }} as due_at,
         delivered_at + {{ minutes(delivered["delay_minutes"], delivered["expire_after_minutes"]) }}
             as expires_at,
-        carrier,
-        tracking_url,
-        tracking_number,
-        expected_delivery_date,
-        shipped_at,
-        delivered_at
+        {{ shipment_columns | join(', ') }}
     from shipments
     where delivered_at <= {{ as_of() }}
         and delivered_at > {{ as_of() }}
