@@ -9,7 +9,12 @@ kept in the workdir, never timed), then runs the real CLI as a new process, as a
 1. the first run, ``nachfass run --as-of END`` into a fresh warehouse and outbox;
 2. a scheduled 15-minute run on the same warehouse, ``--job frequent_mails_job --partition <slot>`` for
    the slot that ends 15 minutes after END;
-3. with ``--daily``, the daily job for the day whose slot ends the next morning (09:00 shop time).
+3. with ``--daily``, the daily job for the day whose slot ends the next morning (09:00 shop time);
+4. with ``--daily-after-frequent`` as well, the daily run once more on a copy of the warehouse as it was
+   before it (a fresh outbox), this time after the 15-minute run of the slot ending 15 minutes before it: a
+   shop with the 15-minute schedule on runs its daily job after the day's first 15-minute run, which
+   computed the day's co-purchase pairs and brought the updated models up to date (docs/benchmarks.md).
+   That 15-minute run is the copy's first, so it parses the dbt project for the copied warehouse once.
 
 Per stage (a Dagster step, read off the progress lines on stderr: a finished step prints its duration) it
 reports the seconds and the peak RSS of the whole process tree while the stage ran (the tree's summed RSS,
@@ -34,7 +39,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -183,6 +188,15 @@ def daily_slot() -> str:
     return (morning - timedelta(days=1)).strftime("%Y-%m-%d")
 
 
+def frequent_slot_before_daily() -> str:
+    """The frequent job's partition whose slot ends 15 minutes before the daily run's (09:00 shop time)."""
+    from nachfass.core.shop import load_shop_settings
+
+    day = datetime.strptime(daily_slot(), "%Y-%m-%d") + timedelta(days=1)
+    morning = day.replace(hour=9, tzinfo=ZoneInfo(load_shop_settings().timezone))
+    return (morning - timedelta(minutes=30)).strftime("%Y-%m-%d-%H:%M")
+
+
 def section_rows(stdout: str, title: str) -> int | None:
     """Rows the closing summary listed under a section (None: no such section)."""
     text = stdout.split(title, 1)
@@ -221,6 +235,11 @@ def inspect(result: RunResult, warehouse: Path, outbox: Path, sends_before: int)
             )
 
 
+def count_sends(warehouse: Path) -> int:
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        return conn.execute("select count(*) from mail.sends").fetchone()[0]
+
+
 def export_rows(warehouse: Path) -> int:
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         return conn.execute("select coalesce(sum(rows_loaded), 0) from raw.loaded_files").fetchone()[0]
@@ -233,8 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rundir", type=Path, help="warehouses and outboxes (default WORKDIR/bench_run)")
     parser.add_argument("--memory-limit", help="NACHFASS_DUCKDB_MEMORY_LIMIT for the runs, e.g. 2GiB")
     parser.add_argument("--daily", action="store_true", help="also the daily job the next morning")
+    parser.add_argument(
+        "--daily-after-frequent",
+        action="store_true",
+        help="with --daily: the daily run again on a copy, after the 15-minute run just before it",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the warehouses and outboxes")
     args = parser.parse_args(argv)
+    if args.daily_after_frequent and not args.daily:
+        parser.error("--daily-after-frequent needs --daily")
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
@@ -260,13 +286,32 @@ def main(argv: list[str] | None = None) -> int:
         plan.append(
             ("15-min run", ["run", *common, "--job", "frequent_mails_job", "--partition", frequent_slot()])
         )
+        daily = ["--job", "daily_mails_job", "--partition", daily_slot()]
         if args.daily:
-            plan.append(
-                ("daily run", ["run", *common, "--job", "daily_mails_job", "--partition", daily_slot()])
-            )
+            plan.append(("daily run", ["run", *common, *daily]))
+        # the second daily run's copy: the warehouse (and what lies beside it) as before the first daily run
+        other = rundir / f"run-{customers}-after-15-min"
+        if args.daily_after_frequent:
+            shutil.rmtree(other, ignore_errors=True)
+            other_common = [
+                "--landing", str(landing),
+                "--warehouse", str(other / warehouse.name),
+                "--outbox", str(other / outbox.name),
+            ]  # fmt: skip
+            frequent = ["--job", "frequent_mails_job", "--partition", frequent_slot_before_daily()]
+            plan += [
+                ("15-min run before daily", ["run", *other_common, *frequent]),
+                ("daily run after 15-min", ["run", *other_common, *daily]),
+            ]
+        leftovers = (warehouse, warehouse.with_name(warehouse.name + ".wal"), outbox)
         rows = 0
         sends = 0
         for label, cli_args in plan:
+            if label == "daily run" and args.daily_after_frequent:
+                shutil.copytree(run, other, ignore=shutil.ignore_patterns(outbox.name, "*.txt"))
+            if label == "15-min run before daily":
+                run, warehouse, outbox = other, other / warehouse.name, other / outbox.name
+                sends = count_sends(warehouse)
             print(f"{customers:,} customers, {label}: nachfass {' '.join(cli_args)}", flush=True)
             result = run_cli(label, cli_args, env)
             (run / f"{label.replace(' ', '_')}.stdout.txt").write_text(result.stdout)
@@ -282,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             table.append((customers, rows, result))
             print_run(customers, rows, result)
         if not args.keep:
-            for leftover in (warehouse, warehouse.with_name(warehouse.name + ".wal"), outbox):
+            shutil.rmtree(other, ignore_errors=True)
+            for leftover in leftovers:
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)
                 else:
@@ -315,7 +361,7 @@ def print_growth(table: list[tuple[int, int, RunResult]]) -> None:
     if not table:
         return
     print("\ngrowth table (time ratio = stage time / smallest size's; per input = that / export-row ratio)")
-    header = f"{'customers':>10} {'export rows':>12} {'run':<11} {'stage':<36} {'s':>8} {'GiB':>6}"
+    header = f"{'customers':>10} {'export rows':>12} {'run':<23} {'stage':<36} {'s':>8} {'GiB':>6}"
     print(f"{header} {'x time':>7} {'/input':>7}  load")
     base: dict[tuple[str, str], float] = {}
     base_rows: dict[str, int] = {}
@@ -339,7 +385,7 @@ def print_growth(table: list[tuple[int, int, RunResult]]) -> None:
                 ratios = f"{'FAILED':>15}"
             load = "/".join(f"{x:.1f}" for x in r.load)
             print(
-                f"{customers:>10,} {rows:>12,} {r.label:<11} {stage.name[:36]:<36} {took:8.1f} "
+                f"{customers:>10,} {rows:>12,} {r.label:<23} {stage.name[:36]:<36} {took:8.1f} "
                 f"{stage.peak_rss / GIB:6.2f} {ratios}  {load}"
             )
 
