@@ -8,13 +8,20 @@ events as (
     select * from {{ ref('stg_sendgrid_events') }}
 ),
 
--- events are matched by our send id (custom_args); older events without it by the X-Message-Id
+-- events are matched by our send id (custom_args); older events without it by the X-Message-Id. Two
+-- equi-joins, not one join on "send id = send id or (no send id and message id = message id)": DuckDB joins
+-- on such an `or` by comparing every event with every send (a nested-loop join), whose time grows with
+-- events × sends (13 s for 40,000 sends and 120,000 events; a shop's ledger and event history are millions
+-- of rows: docs/benchmarks.md). No event matches in both: the first needs its send id, the second has none.
 matched as (
     select sends.send_id as matched_send_id, events.*
     from events
-    inner join sends
-        on events.send_id = sends.send_id
-        or (events.send_id is null and events.message_id = sends.sg_message_id)
+    inner join sends on events.send_id = sends.send_id
+    union all
+    select sends.send_id as matched_send_id, events.*
+    from events
+    inner join sends on events.message_id = sends.sg_message_id
+    where events.send_id is null
 ),
 
 final as (
