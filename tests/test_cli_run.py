@@ -85,9 +85,11 @@ def _warehouse_state(path) -> dict:
             if f"segments.{campaign}" in tables:
                 rows = conn.sql(f"select * from segments.{campaign} order by all").fetchall()
                 segments[campaign] = hashlib.sha256(repr(rows).encode()).hexdigest()
+        carts = conn.sql("select * from intermediate.int_carts order by all").fetchall()
         return {
             "tables": tables,
             "segments": segments,
+            "carts": hashlib.sha256(repr(carts).encode()).hexdigest(),
             "candidates": dict(
                 conn.sql("select campaign, count(*) from eligibility.mail_candidates group by 1").fetchall()
             ),
@@ -118,7 +120,8 @@ def _warehouse_state(path) -> dict:
 def test_a_15_minute_run_builds_only_what_its_campaigns_need(workspace, dbt_manifest) -> None:
     """The 15-minute job sends the time-critical campaigns; it leaves the daily campaigns' segments, the
     models only they need and their recommendation targets to the runs that send them (at 1M customers
-    ~15 s of every 15-minute run), while `mail_candidates` keeps deciding over every campaign."""
+    ~15 s of every 15-minute run), while `mail_candidates` keeps deciding over every campaign. The daily
+    job leaves the 15-minute campaigns' the same way."""
     generate_exports(
         workspace["landing"], customers=300, seed=5, as_of=datetime(2026, 11, 24, 10, tzinfo=UTC)
     )
@@ -148,6 +151,16 @@ def test_a_15_minute_run_builds_only_what_its_campaigns_need(workspace, dbt_mani
     # the order lines only of the orders its own order mails may show: not the daily ones' delivered weeks ago
     assert after["order_lines"] < full["order_lines"]
     assert daily_orders - after["order_lines"]
+    # the daily run (09:00 Berlin the next morning) does the same the other way round: it rebuilds the daily
+    # campaigns' segments, not the 15-minute ones' nor the carts only those read, and no cart targets
+    assert main(["run", "--job", "daily_mails_job", "--partition", "2026-11-24"]) == 0
+    daily = _warehouse_state(workspace["warehouse"])
+    assert {c: daily["segments"][c] for c in FREQUENT} == {c: after["segments"][c] for c in FREQUENT}
+    assert daily["carts"] == after["carts"]
+    assert "order" in daily["targets"] and "cart" not in daily["targets"]
+    assert all(all(shown.values()) for shown in daily["daily_orders"].values())
+    # mail_candidates still decides over every campaign, the 15-minute ones from their segments as they are
+    assert DAILY & set(daily["candidates"]) and FREQUENT & set(daily["candidates"])
 
 
 def test_an_unknown_slot_stops_with_one_line(workspace, dbt_manifest, capsys) -> None:

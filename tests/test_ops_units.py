@@ -247,20 +247,24 @@ def test_frequent_job_leaves_analytics_out(defs):
 
 
 def test_a_cadence_job_builds_the_segments_of_its_own_campaigns(defs):
-    """The 15-minute job builds its campaigns' segments and what they read, not the daily campaigns'
-    segments nor what only those need; the daily job builds every segment."""
+    """Each scheduled job builds its campaigns' segments and what they read, not the other cadences'
+    segments nor what only those need."""
     frequent = {key.path[-1] for key in _selected(defs, "frequent_mails_job")}
     daily = {key.path[-1] for key in _selected(defs, "daily_mails_job")}
     for spec in MAIL_JOB_SPECS:
-        if spec.job_name == "frequent_mails_job":
-            assert set(spec.campaigns) <= frequent
-            assert not (set(spec.registry) - set(spec.campaigns)) & frequent
+        selected = {key.path[-1] for key in _selected(defs, spec.job_name)}
+        assert set(spec.campaigns) <= selected, spec.job_name
+        assert not (set(spec.registry) - set(spec.campaigns)) & selected, spec.job_name
     assert {"cross_sell", "reactivation", "review_request", "support_followup"} <= daily
     # reactivation's order gaps and the support tickets only the daily campaigns read
     assert {"int_customer_order_gaps", "stg_support_tickets"} <= daily - frequent
     # what the cart reminder reads stays, recommendations included
     cart = {"int_carts", "int_product_recommendations", "int_recommendation_lists", "mail_candidates"}
     assert cart <= frequent
+    # the carts only the cart campaigns read are the 15-minute job's; the recommendations, which the daily
+    # campaigns read too, are built by both
+    assert "int_carts" in frequent - daily
+    assert {"int_product_recommendations", "int_recommendation_lists", "mail_candidates"} <= daily
 
 
 def test_a_replay_tick_builds_what_the_live_job_of_its_campaigns_builds(defs, dbt_manifest):
@@ -296,6 +300,20 @@ def test_a_replay_tick_builds_what_the_live_job_of_its_campaigns_builds(defs, db
         if spec.job_name == "frequent_mails_job":
             assert "model.nachfass.int_customer_order_gaps" not in replayed
             assert "model.nachfass.int_product_recommendations" in replayed
+
+
+def test_a_replay_tick_builds_the_campaigns_of_every_job_that_fired():
+    """At the tick after 09:00 both live jobs ran, each building its own campaigns: the tick builds
+    everything; at another tick only the 15-minute job's campaigns."""
+    from nachfass.core.campaigns import CADENCES, campaigns_by_cron
+    from nachfass.core.replay import tick_plan
+
+    by_cron = campaigns_by_cron(load_campaigns(check_templates=False))
+    frequent, daily = CADENCES["every_15_minutes"], CADENCES["daily"]
+    assert tick_plan({frequent}, by_cron) == frozenset(FREQUENT_CAMPAIGNS)
+    assert tick_plan({daily}, by_cron) == frozenset(DAILY_CAMPAIGNS)
+    assert tick_plan({frequent, daily}, by_cron) is None  # every campaign
+    assert tick_plan(set(), by_cron) is None  # nothing fired: everything, to record the decisions
 
 
 def test_main_job_is_everything(defs):

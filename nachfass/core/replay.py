@@ -17,10 +17,11 @@ copy of the warehouse in memory (``_open_in_memory``), written back at the end.
 
 Which campaigns a tick sends follows their cadence in the live schedule (jobs.py): a campaign is included
 when its schedule fired in (previous tick, tick], so hourly ticks send the daily campaigns only at the tick
-after 09:00, while daily ticks send everything. What a tick re-creates follows the same jobs: when only the
-15-minute schedule fired, the models its live job builds (``tick_plan``, ``campaign_selection``; the daily
-campaigns' segments stay as the last tick building them left them), compiled once more for that selection
-at the start; otherwise everything.
+after 09:00, while daily ticks send everything. What a tick re-creates follows the same jobs: each live job
+builds only its campaigns' models, so a tick at which only the 15-minute schedule fired builds the models
+that job builds (``tick_plan``, ``campaign_selection``; the daily campaigns' segments stay as the last tick
+building them left them), compiled once more for that selection at the start; a tick at which every
+schedule fired, everything.
 
 Every decision of every tick lands in `replay.decisions` (as_of, campaign, step, trigger key, decision,
 reason; a view over spans of ticks, see DECISION_TABLES_SQL), so the per-day summary, and any other
@@ -50,7 +51,7 @@ import duckdb
 
 from nachfass.core import duckdb_config, file_lock, paths
 from nachfass.core.cadence import last_fire, slot_partitions
-from nachfass.core.campaigns import CADENCES, campaigns_by_cron, load_campaigns
+from nachfass.core.campaigns import campaigns_by_cron, load_campaigns
 from nachfass.core.dbt import DBT_EXECUTABLE, dbt_vars_arg, scratch_dbt_env
 from nachfass.core.events import load_events
 from nachfass.core.ingest import load_landing
@@ -377,11 +378,13 @@ def _tick_models(manifest: dict) -> list[TickModel]:
 
 def tick_plan(fired: set[str], by_cron: dict[str, list[str]]) -> frozenset[str] | None:
     """What a tick at which the live schedules of the crons ``fired`` fired builds, as those live jobs
-    build it (dagster_project/jobs.py): the 15-minute job alone builds only its campaigns' models (the
-    set of them, ``campaign_selection``); any other job builds everything (None), and so does a tick at
-    which nothing fired (between the schedule's runs it still records the decisions)."""
-    frequent = CADENCES["every_15_minutes"]
-    return frozenset(by_cron[frequent]) if fired == {frequent} else None
+    build it (dagster_project/jobs.py): each job builds only its campaigns' models, so the tick builds those
+    of the fired jobs' campaigns together (the set of them, ``campaign_selection``); None (everything) when
+    that is every campaign, and at a tick at which nothing fired (between the schedule's runs it still
+    records the decisions)."""
+    campaigns = frozenset(name for cron in fired for name in by_cron.get(cron, []))
+    everyone = frozenset(name for names in by_cron.values() for name in names)
+    return None if not campaigns or campaigns == everyone else campaigns
 
 
 def campaign_selection(manifest: dict, campaigns: frozenset[str], registry: set[str]) -> set[str]:
@@ -399,16 +402,20 @@ def campaign_selection(manifest: dict, campaigns: frozenset[str], registry: set[
         ):
             left_out.add(uid)
     parents = [uid for uid in nodes[MAIL_CANDIDATES_MODEL]["depends_on"]["nodes"] if uid not in left_out]
-    return (_with_ancestors(nodes, parents) - left_out) | {MAIL_CANDIDATES_MODEL}
+    # not what only a left-out model reads (the session events under int_carts, for a daily tick)
+    return _with_ancestors(nodes, parents, stop=left_out) | {MAIL_CANDIDATES_MODEL}
 
 
-def _with_ancestors(nodes: dict[str, dict], starts: list[str]) -> set[str]:
-    """The models ``starts`` and every model they read, directly or not (ids in ``nodes``)."""
+def _with_ancestors(
+    nodes: dict[str, dict], starts: list[str], stop: frozenset[str] | set[str] = frozenset()
+) -> set[str]:
+    """The models ``starts`` and every model they read, directly or not (ids in ``nodes``), not passing
+    through the models ``stop``."""
     found: set[str] = set()
     stack = list(starts)
     while stack:
         uid = stack.pop()
-        if uid in found or uid not in nodes:
+        if uid in found or uid not in nodes or uid in stop:
             continue
         found.add(uid)
         stack += nodes[uid]["depends_on"]["nodes"]

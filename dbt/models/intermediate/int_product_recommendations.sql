@@ -25,7 +25,7 @@
 -- cross_sell and reactivation: dagster_project/jobs.py) targets only what the selected ones read: their
 -- segments keep the lists their own last build gave them. Order targets are ~80 % of the work at 1 M
 -- customers. A build selecting none of them (`--select +int_product_recommendations`) targets all three.
--- depends_on: {{ ref('int_customer_order_gaps') }}
+-- depends_on: {{ ref('int_customer_order_gaps') }} {{ ref('int_carts') }}
 {%- set cross = segment_settings('cross_sell')['steps']['1'] %}
 {%- set cart = segment_settings('abandoned_cart')['steps']['1'] %}
 {%- set reactivation = segment_settings('reactivation') %}
@@ -55,10 +55,12 @@ products as (
     select * from {{ ref('stg_products') }}
 ),
 
+{% if 'cart' in kinds -%}
 carts as (
     select * from {{ ref('int_carts') }}
 ),
 
+{% endif -%}
 {% if 'customer' in kinds -%}
 order_gaps as (
     select * from {{ ref('int_customer_order_gaps') }}
@@ -130,6 +132,7 @@ order_anchors as (
 ),
 
 cart_anchors as (
+    {%- if 'cart' in kinds %}
     select distinct
         'cart' as target_type,
         carts.cart_id as target_id,
@@ -139,12 +142,16 @@ cart_anchors as (
     from carts
     inner join consented_customers on carts.customer_id = consented_customers.customer_id,
         {{ json_array_rows('carts.items', 'cart_line', ['product_id']) }}
-    where {{ 'true' if 'cart' in kinds else 'false' }}
-        and carts.customer_id is not null
+    where carts.customer_id is not null
         and carts.was_logged_in
         and carts.n_items > 0
         and carts.purchased_at is null
         and carts.last_cart_activity_at > {{ as_of() }} - {{ minutes(cart["expire_after_minutes"]) }}
+    {%- else %}
+    -- a build without the cart campaigns (the daily job) does not read the carts at all: it leaves int_carts
+    -- out, which a warehouse whose first run is a daily one has never built
+    select * from order_anchors where false
+    {%- endif %}
 ),
 
 -- customers whose inactivity began within reactivation's window (both steps: step 2 is due a week after
