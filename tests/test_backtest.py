@@ -12,6 +12,8 @@ The estimates' arithmetic is checked against scipy's Wilson interval and Student
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import re
 import shutil
@@ -91,16 +93,18 @@ def backtest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, World, str
     )
     workdir = root / "work"
     markdown = root / "backtest.md"
-    with pytest.MonkeyPatch.context() as mp:
+    progress = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(progress):
         mp.setenv("NACHFASS_DATA", str(root / "data"))  # where the backtest records its copies
         code = main([
             "backtest", "--rules", str(changed), "--from", T0.isoformat(), "--to", (T0 + days(3)).isoformat(),
             "--every", "1d", "--landing", str(root / "landing"), "--workdir", str(workdir),
             "--history", str(history), "--out", str(markdown),
         ])  # fmt: skip
+    (root / "progress.txt").write_text(progress.getvalue(), encoding="utf-8")  # what it printed as it went
     # the erasure will find the copies in the folder the marketer named (nachfass/privacy/copies.py)
     assert registered(root / "data").folders == (workdir.resolve(),)
-    assert code == 0
+    assert code == 0, progress.getvalue()[-3000:]
     return workdir / "results.duckdb", world, markdown.read_text(encoding="utf-8")
 
 
@@ -216,6 +220,11 @@ def test_a_person_the_live_warehouse_erased_gets_no_simulated_mail(backtest) -> 
     )
     assert {(side, "skip", "suppressed") for side in ("before", "after")} <= set(decisions)
     assert {decision for _, decision, _ in decisions} == {"skip"}  # later: expired
+    # the same erasures on both sides, which no tick writes: the suppressions are computed once a tick
+    # for both (nachfass.core.tick_share), and still suppress on both
+    progress = (results.parent.parent / "progress.txt").read_text(encoding="utf-8")
+    shared = next(line for line in progress.splitlines() if "computed once a tick for both sides" in line)
+    assert "int_suppressions" in shared.split(": ", 1)[1].split(", ")
 
 
 # ---- the estimates' arithmetic ----------------------------------------------------------------------
@@ -469,8 +478,12 @@ def test_models_shared_by_both_rule_sets_change_no_decision(tmp_path: Path) -> N
         )
     shared_line = next(line for line in lines[True] if "computed once a tick for both sides" in line)
     shared = set(shared_line.split(": ", 1)[1].split(", "))
-    assert {"int_orders", "int_carts", "int_product_recommendations", "order_thanks"} <= shared
-    assert not shared & {"abandoned_cart", "mail_candidates", "stg_sends", "int_suppressions"}
+    # int_suppressions too: it reads the erasures beside the ledger, the same on both sides (copies of one
+    # prepared warehouse) and written by no tick
+    assert {
+        "int_orders", "int_carts", "int_product_recommendations", "order_thanks", "int_suppressions"
+    } <= shared  # fmt: skip
+    assert not shared & {"abandoned_cart", "mail_candidates", "stg_sends", "int_mail_engagement"}
     assert not any("computed once a tick" in line for line in lines[False])
     # the carts, orders, customers, order gaps and consent states updated from tick to tick
     # (replay.build_tick_model) with sharing, computed whole without

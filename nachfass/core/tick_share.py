@@ -6,8 +6,9 @@ recommendation models above them compile to the same SQL with both rule sets and
 so at every tick both sides computed the same tables: ~70 % of a tick's work at 100,000 customers
 (docs/benchmarks.md). Here each side's warehouse is an in-memory catalog of one DuckDB instance
 ("before", "after"). A model is *shared* when its compiled SQL is the same in both projects and so is
-everything it reads, recursively, down to the exports; the send ledger (the `mail` sources) differs
-between the sides from the first send on, so nothing reading it is shared. At each tick the shared models
+everything it reads, recursively, down to the exports; the send ledger differs between the sides from the
+first send on, so nothing reading it is shared (the erasures beside it, which no tick writes, are shared
+when both sides hold the same rows). At each tick the shared models
 are computed once by a thread of their own; then each side computes its own models, reading the shared
 ones, and decides, renders and records as a replay alone does.
 
@@ -33,18 +34,24 @@ import duckdb
 from nachfass.core import duckdb_config
 from nachfass.core.replay import AS_OF_VARIABLE, ReplayError, TickModel, _literal, build_tick_model
 
-# sources a tick writes to (the send ledger and what erasure keeps beside it): a model reading them
-# differs between the sides
+# the sources of the sides' own state (the send ledger, and the erasures carried beside it): a model reading
+# them differs between the sides, unless the source is one no tick writes and every side holds the same rows
+# (``same_side_sources``)
 SIDE_SOURCE_SCHEMAS = frozenset({"mail"})
+# what a tick writes of them: the ledger (the erasures are carried in before the first tick, never during)
+TICK_WRITTEN_SOURCES = frozenset({("mail", "sends")})
 # the catalog holding the shared tables of the even ticks (the first side's holds the odd ticks')
 EVEN_TICKS_CATALOG = "backtest_shared_even"
 _RELATION = re.compile(r'"([^"]+)"\."([^"]+)"\."([^"]+)"')
 
 
-def same_nodes(manifests: dict[str, dict]) -> set[str]:
-    """The unique ids of the models, seeds and sources that are the same for every side: a source the
-    ticks do not write, a seed with the same file, a model whose compiled SQL, materialisation and
-    inputs are all the same."""
+def same_nodes(
+    manifests: dict[str, dict], same_sources: frozenset[tuple[str, str]] = frozenset()
+) -> set[str]:
+    """The unique ids of the models, seeds and sources that are the same for every side: a source outside
+    the sides' own state or in ``same_sources`` ((schema, table): the same rows on every side, never written
+    by a tick), a seed with the same file, a model whose compiled SQL, materialisation and inputs are all
+    the same."""
     first, *others = manifests.values()
     same: dict[str, bool] = {}
 
@@ -61,7 +68,10 @@ def same_nodes(manifests: dict[str, dict]) -> set[str]:
             return False
         kind = mine["resource_type"]
         if kind == "source":
-            result = mine["schema"] not in SIDE_SOURCE_SCHEMAS
+            result = (
+                mine["schema"] not in SIDE_SOURCE_SCHEMAS
+                or (mine["schema"], mine.get("identifier") or mine["name"]) in same_sources
+            )
         elif kind == "seed":
             result = all(t["checksum"] == mine["checksum"] for t in theirs)
         elif kind == "model":
@@ -223,7 +233,7 @@ class SharedTicks:
     def _plan(self) -> None:
         """(The joining barrier's action, once every side has joined.) Which models are shared; starts the
         thread that computes them."""
-        same = same_nodes({side: self._manifests[side] for side in self.sides})
+        same = same_nodes({side: self._manifests[side] for side in self.sides}, self._same_side_sources())
         everywhere = set.intersection(*({m.unique_id for m in self._models[side]} for side in self.sides))
         owner = self._models[self.owner]
         same &= everywhere - self._built_differently()
@@ -293,6 +303,35 @@ class SharedTicks:
         conn.execute(
             f'create or replace table {model.relation} as select * from "{source}"."{schema}"."{name}"'
         )
+
+    def _same_side_sources(self) -> frozenset[tuple[str, str]]:
+        """The sources of the sides' own state that no tick writes and that hold the same rows in every
+        side's catalog (the erasures both sides of a backtest carry from the live warehouse): the models
+        reading them (int_suppressions) are computed once a tick like any other shared model."""
+        found = set()
+        cursor = self.db.cursor()
+        try:
+            for source in self._manifests[self.owner]["sources"].values():
+                table = (source["schema"], source.get("identifier") or source["name"])
+                if source["schema"] not in SIDE_SOURCE_SCHEMAS or table in TICK_WRITTEN_SOURCES:
+                    continue
+                rows = set()
+                for side in self.sides:
+                    try:
+                        rows.add(
+                            tuple(
+                                cursor.execute(
+                                    f'select * from {side}."{table[0]}"."{table[1]}" order by all'
+                                ).fetchall()
+                            )
+                        )
+                    except duckdb.Error:
+                        rows.add(None)  # not there on this side: not the same
+                if len(rows) == 1 and None not in rows:
+                    found.add(table)
+        finally:
+            cursor.close()
+        return frozenset(found)
 
     def _built_differently(self) -> set[str]:
         """The tick models some tick builds differently on the sides (a rule change moved a campaign to
