@@ -36,7 +36,7 @@ from nachfass.core.replay import AS_OF_VARIABLE, ReplayError, TickModel, _litera
 
 # the sources of the sides' own state (the send ledger, and the erasures carried beside it): a model reading
 # them differs between the sides, unless the source is one no tick writes and every side holds the same rows
-# (``same_side_sources``)
+# (``SharedTicks._same_side_sources``)
 SIDE_SOURCE_SCHEMAS = frozenset({"mail"})
 # what a tick writes of them: the ledger (the erasures are carried in before the first tick, never during)
 TICK_WRITTEN_SOURCES = frozenset({("mail", "sends")})
