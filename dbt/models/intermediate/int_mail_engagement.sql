@@ -24,18 +24,11 @@ matched as (
     where events.send_id is null
 ),
 
-final as (
+-- the facts per send, from its events only: grouped by the send id alone, not by the ten columns of every
+-- send (a send without events, most of a backtest's and all of an outbox's, is not grouped at all)
+per_send as (
     select
-        sends.send_id,
-        sends.campaign,
-        sends.step,
-        sends.trigger_key,
-        sends.customer_id,
-        sends.email,
-        sends.experiment_id,
-        sends.variant,
-        sends.send_status,
-        sends.sent_at,
+        matched.matched_send_id as send_id,
         min(matched.occurred_at) filter (where matched.event_type = 'delivered') as delivered_at,
         min(matched.occurred_at) filter (where matched.event_type = 'open' and not matched.is_machine_open)
             as first_open_at,
@@ -48,12 +41,34 @@ final as (
         min(matched.occurred_at) filter (where matched.event_type in ('unsubscribe', 'group_unsubscribe'))
             as unsubscribed_at,
         count(*) filter (where matched.event_type = 'open' and matched.is_machine_open) as n_machine_opens
+    from matched
+    group by matched.matched_send_id
+),
+
+final as (
+    select
+        sends.send_id,
+        sends.campaign,
+        sends.step,
+        sends.trigger_key,
+        sends.customer_id,
+        sends.email,
+        sends.experiment_id,
+        sends.variant,
+        sends.send_status,
+        sends.sent_at,
+        per_send.delivered_at,
+        per_send.first_open_at,
+        per_send.first_click_at,
+        per_send.bounced_at,
+        per_send.bounce_type,
+        per_send.dropped_at,
+        per_send.spam_reported_at,
+        per_send.unsubscribed_at,
+        coalesce(per_send.n_machine_opens, 0) as n_machine_opens
     from sends
-    left join matched on sends.send_id = matched.matched_send_id
+    left join per_send on sends.send_id = per_send.send_id
     where sends.send_status in ('sent', 'unknown')
-    group by
-        sends.send_id, sends.campaign, sends.step, sends.trigger_key, sends.customer_id, sends.email,
-        sends.experiment_id, sends.variant, sends.send_status, sends.sent_at
 )
 
 select * from final
