@@ -23,9 +23,10 @@
 {#- `nachfass replay` (the var as_of_source: variable, DuckDB) may decide lean: with the DuckDB variable
     nachfass_lean_candidates true, a trigger the first rules decide from itself, the ledger and the clock
     alone (already sent, exited, already reminded, expired: three quarters of the due triggers at 100k) is
-    not joined to the customer, consent, window and cap tables, whose columns it then has null. Every
-    decision and reason is the same (tests/test_replay.py compares them); the replay decides its last tick
-    in full, so the table it leaves is the whole one. -#}
+    not joined to the customer, consent, window and cap tables, whose columns it then has null, and goes
+    straight to the table (`skip` with its reason: none of the later rules, ranks or payloads can change
+    it). Every decision and reason is the same (tests/test_replay.py compares them); the replay decides its
+    last tick in full, so the table it leaves is the whole one. -#}
 {%- set lean = var('as_of_source', none) == 'variable' and target.type == 'duckdb' -%}
 {%- set segments = [] -%}
 {%- for model in wanted if not selected or model in selected or load_relation(ref(model)) is not none -%}
@@ -114,8 +115,9 @@ dormant as (
     select * from {{ ref('int_dormant_addresses') }}
 ),
 
+-- the ledger's columns the rules read: the CTE is read four times and kept, so it holds these, not the whole row
 ledger as (
-    select * from {{ ref('stg_sends') }}
+    select campaign, step, trigger_key, email, send_status, sent_at from {{ ref('stg_sends') }}
 ),
 
 orders as (
@@ -135,15 +137,25 @@ recent_marketing as (
     from ledger
     inner join marketing_campaigns on ledger.campaign = marketing_campaigns.campaign
     where ledger.send_status in ('sending', 'sent', 'unknown')
+        -- the mails of the last 7 days alone count: not the whole ledger grouped at every run
+        and ledger.sent_at > {{ as_of() }} - interval '7 day'
     group by lower(ledger.email)
 ),
 
 -- "one cart, one series": the campaigns that already mailed each trigger key (e.g. a checkout recovery
 -- for a cart), for campaigns whose setting `skip_if_reminded_by` names them
+{%- set reminding = [] -%}
+{%- for campaign in settings.values() -%}
+    {%- for name in campaign.get('skip_if_reminded_by', []) if name not in reminding -%}
+        {%- do reminding.append(name) -%}
+    {%- endfor -%}
+{%- endfor %}
+-- (only the mails of campaigns some setting names: no other can make a trigger `already_reminded`)
 reminded as (
     select trigger_key, array_agg(distinct campaign) as campaigns
     from ledger
     where send_status in ('sending', 'sent', 'unknown')
+        and {% if reminding %}campaign in ('{{ reminding | join("', '") }}'){% else %}false{% endif %}
     group by trigger_key
 ),
 
@@ -195,30 +207,39 @@ due as (
 ),
 
 {% if lean -%}
+{#- the first rules of pre_decided, in its order (an exit reason naming a deferral is left to the full
+    rules: its decision would be `defer`) -#}
+{%- set early_reason -%}
+    case
+        when ledger_status is not null then 'already_sent'
+        when exit_reason in ('quiet_hours', 'not_live_yet', 'backlog_drip') then null
+        when exit_reason is not null and exit_reason <> 'purchased' then exit_reason
+        when exit_reason = 'purchased' and exit_on_order then exit_reason
+        when is_already_reminded then 'already_reminded'
+        when {{ as_of() }} > expires_at then 'expired'
+    end
+{%- endset %}
 -- what the first rules read besides the trigger: the ledger and the mails sent for the same trigger key
 prechecked as (
     select
         due.*,
         ledger.send_status as ledger_status,
-        coalesce({{ lists_overlap('due.skip_if_reminded_by', 'reminded.campaigns') }}, false) as is_already_reminded,
-        -- the first rules of pre_decided, in its order: when one holds, no later rule is read
-        coalesce(
-            ledger.send_status is not null
-            or (due.exit_reason is not null and due.exit_reason <> 'purchased')
-            or (due.exit_reason = 'purchased' and due.exit_on_order)
-            or {{ lists_overlap('due.skip_if_reminded_by', 'reminded.campaigns') }}
-            or {{ as_of() }} > due.expires_at,
-            false
-        ) as is_decided_early
+        coalesce({{ lists_overlap('due.skip_if_reminded_by', 'reminded.campaigns') }}, false) as is_already_reminded
     from due
     left join ledger
         on due.campaign = ledger.campaign and due.step = ledger.step and due.trigger_key = ledger.trigger_key
     left join reminded on due.trigger_key = reminded.trigger_key
 ),
 
+-- when one of the first rules holds (its reason), no later rule is read
+prechecked_reasons as (
+    select *, {{ early_reason | indent(4) }} as early_reason
+    from prechecked
+),
+
 to_enrich as (
-    select * from prechecked
-    where not (coalesce(getvariable('nachfass_lean_candidates'), false) and is_decided_early)
+    select * exclude (early_reason) from prechecked_reasons
+    where not (coalesce(getvariable('nachfass_lean_candidates'), false) and early_reason is not null)
 ),
 
 {% endif -%}
@@ -273,17 +294,11 @@ enriched as (
 ),
 {%- if lean %}
 
--- the due triggers the first rules decide alone (see `lean` above), with every column of enriched they have
+-- the due triggers the first rules decide alone (see `lean` above): skipped for that rule's reason
 decided_early as (
     select due.*, {{ variant_expression }} as variant
-    from prechecked as due
-    where coalesce(getvariable('nachfass_lean_candidates'), false) and due.is_decided_early
-),
-
-enriched_all as (
-    select * exclude (is_decided_early) from enriched
-    union all by name
-    select * exclude (is_decided_early) from decided_early
+    from prechecked_reasons as due
+    where coalesce(getvariable('nachfass_lean_candidates'), false) and due.early_reason is not null
 ),
 {%- endif %}
 
@@ -316,7 +331,7 @@ pre_decided as (
             when is_marketing and n_marketing_last_7d >= (case when prefers_weekly then 1 else 3 end)
                 then 'frequency_cap'
         end as pre_reason
-    from {{ 'enriched_all' if lean else 'enriched' }} as enriched
+    from enriched
 ),
 
 -- backlog drip: of the backlog triggers that passed every rule above, a campaign sends at most
@@ -461,7 +476,7 @@ decisions as (
         and decided.trigger_key = payloads.trigger_key
 ),
 
-final as (
+final_decided as (
     select
         campaign,
         step,
@@ -499,6 +514,43 @@ final as (
         prefers_weekly,
         {{ as_of() }} as decided_at
     from decisions
+),
+{%- if lean %}
+
+-- the columns a row decided early has (the others stay null, as the rules left them unread)
+final_early as (
+    select
+        campaign,
+        step,
+        trigger_key,
+        customer_id,
+        email,
+        consent_policy,
+        is_marketing,
+        priority,
+        experiment_id,
+        variant,
+        trigger_at,
+        due_at,
+        expires_at,
+        'skip' as decision,
+        early_reason as reason,
+        is_backlog,
+        exit_reason,
+        {{ as_of() }} as decided_at
+    from decided_early
+),
+
+final as (
+    select * from final_decided
+    union all by name
+    select * from final_early
 )
+{%- else %}
+
+final as (
+    select * from final_decided
+)
+{%- endif %}
 
 select * from final
