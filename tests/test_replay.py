@@ -109,7 +109,12 @@ def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_man
     # trigger as the whole model does, on the replayed warehouse as of its last tick
     compiled = tmp_path / "replay" / ".warehouse.duckdb.replay" / "compile" / "compiled" / "nachfass"
     model_sql = (compiled / "models" / "eligibility" / "mail_candidates.sql").read_text(encoding="utf-8")
-    columns = "campaign, step, trigger_key, customer_id, variant, decision, reason, deferred_until, payload"
+    # every column a trigger decided early keeps (it goes straight to the table, past the later rules)
+    columns = (
+        "campaign, step, trigger_key, customer_id, variant, decision, reason, deferred_until, payload, "
+        "email, consent_policy, is_marketing, priority, experiment_id, trigger_at, due_at, expires_at, "
+        "is_backlog, exit_reason, decided_at"
+    )
     conn = duckdb.connect(str(replayed), read_only=True)
     try:
         conn.execute("set variable nachfass_as_of = ?", [AS_OF.replace(tzinfo=None)])
