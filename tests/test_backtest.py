@@ -554,8 +554,11 @@ def _fail_from(project: Path, model: str, moment: datetime, message: str) -> Non
         f"where case when {{{{ as_of() }}}} >= {{{{ utc_timestamp_literal('{moment.isoformat()}') }}}}"
         f" then error('{message}') else true end"
     )
-    assert "select * from final\n" in text, model
-    text = text.replace("select * from final\n", f"select * from final\n{fails}\n")
+    # the final select, plain or the segments' (macro segment_rows: a select from final, too)
+    ending = next(
+        e for e in ("select * from final\n", "{{ segment_rows('final', campaign) }}\n") if e in text
+    )
+    text = text.replace(ending, f"{ending}{fails}\n")
     # a model updated from tick to tick (replay.build_tick_model) fails in its update too
     text = re.sub(r"(left join final on [^\n]+\n)", lambda match: f"{match.group(1)}{fails}\n", text)
     path.write_text(text, encoding="utf-8")

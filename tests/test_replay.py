@@ -4,6 +4,7 @@ same moments do; a mail run earlier than the warehouse's last one is refused; ca
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,14 +14,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nachfass.cli.main import main, run_job
+from nachfass.core import paths
 from nachfass.core.campaigns import load_campaigns
+from nachfass.core.dbt import dbt_vars_arg
 from nachfass.core.replay import (
     DECISION_TABLES_SQL,
     ReplayError,
+    TickModel,
+    _dbt,
     campaigns_due,
     close_decision_spans,
     duckdb_memory_budget,
     fits_in_memory,
+    last_builds,
     parse_every,
     record_tick_decisions,
     replay,
@@ -141,6 +147,51 @@ def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_man
         "empty_cart",
     }
     assert not any(row[-1] for row in decided[False])
+
+    # the segments built as at a tick that builds them again later (lean payloads, macro segment_rows): no
+    # payload on a trigger mail_candidates skips unread (exited for good, expired), the rest of every row
+    # as built whole; mail_candidates decides the same on them, and carries the same payloads (on a copy
+    # without the last tick's mails, both built afresh as of that tick: what it decided before sending)
+    lean_copy = tmp_path / "lean" / "warehouse.duckdb"  # the catalog the compiled SQL names: "warehouse"
+    lean_copy.parent.mkdir()
+    shutil.copy(replayed, lean_copy)
+    as_of = AS_OF.replace(tzinfo=None)
+    conn = duckdb.connect(str(lean_copy))
+    try:
+        conn.execute("set variable nachfass_as_of = ?", [as_of])
+        conn.execute("delete from mail.sends where as_of = ?", [as_of])
+        left_out, kept, decided_on = 0, 0, {}
+        for lean in (False, True):
+            conn.execute("set variable nachfass_lean_payloads = ?", [lean])
+            conn.execute("set variable nachfass_lean_candidates = ?", [lean])
+            for name in FREQUENT_CAMPAIGNS + DAILY_CAMPAIGNS:
+                sql = (compiled / "models" / "segments" / f"{name}.sql").read_text(encoding="utf-8")
+                conn.execute(f"create or replace table {'lean' if lean else 'whole'}_{name} as {sql}")
+                conn.execute(f"create or replace table segments.{name} as {sql}")
+            decided_on[lean] = conn.execute(f"select {columns} from ({model_sql}) order by all").fetchall()
+        for name in FREQUENT_CAMPAIGNS + DAILY_CAMPAIGNS:
+            rows = "select * exclude (payload) from {}_{} order by all"
+            assert (
+                conn.execute(rows.format("lean", name)).fetchall()
+                == conn.execute(rows.format("whole", name)).fetchall()
+            )
+            counts = conn.execute(
+                "select count(*) filter (where lean.payload is null), "
+                "count(*) filter (where lean.payload is null and not (? > lean.expires_at "
+                "or lean.exit_reason is not null)), "
+                "count(*) filter (where lean.payload is not null and lean.payload <> whole.payload) "
+                f"from lean_{name} as lean inner join whole_{name} as whole "
+                "using (campaign, step, trigger_key)",
+                [as_of],
+            ).fetchone()
+            assert counts[1:] == (0, 0), name
+            left_out += counts[0]
+            kept += conn.execute(f"select count(*) from lean_{name} where payload is not null").fetchone()[0]
+        assert left_out > 0 and kept > 0
+    finally:
+        conn.close()
+    assert decided_on[True] == decided_on[False]
+    assert any(row[8] is not None for row in decided_on[True])  # payloads of the mails sent
 
     # the ticks on the warehouse file (--on-disk) decide and record the same as on the copy in memory, and
     # so does a replay deciding every tick's triggers with all their columns
@@ -303,6 +354,61 @@ def test_a_replay_mails_nobody_the_live_warehouse_erased(workspace, dbt_manifest
 def test_a_tick_sends_the_campaigns_whose_schedule_fired_since_the_last(previous, tick, expected) -> None:
     parse = lambda text: datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa: E731
     assert sorted(campaigns_due(parse(previous), parse(tick))) == sorted(expected)
+
+
+def test_a_model_is_built_whole_at_its_last_build_and_lean_before() -> None:
+    """The last tick building each model, as the replay's loop decides (its lean payloads end there)."""
+    day = datetime(2026, 11, 23, 22)
+    ticks = [day + timedelta(hours=h) for h in range(4)]  # 22:00, 23:00, then the next day's 00:00, 01:00
+    only_a = frozenset({"a"})
+    plans = [None, only_a, only_a, None]
+
+    def model(name: str, **fields) -> TickModel:
+        return TickModel(f"model.nachfass.{name}", f'"w"."s"."{name}"', "table", "select 1", **fields)
+
+    every_tick = model("every_tick")
+    left_out_for_a = model("left_out_for_a", partial=((only_a, None),))
+    daily = model("daily", grain="day")
+    not_last = model("not_last", partial=((frozenset({"b"}), None),))
+    assert last_builds([every_tick, left_out_for_a, daily, not_last], ticks, plans) == {
+        every_tick.unique_id: 4,
+        left_out_for_a.unique_id: 4,
+        daily.unique_id: 3,  # the next day's first tick; the dbt build before the ticks built the first day
+        not_last.unique_id: 4,
+    }
+    assert last_builds([left_out_for_a, daily], ticks[:3], plans[:3]) == {
+        left_out_for_a.unique_id: 1,
+        daily.unique_id: 3,
+    }
+
+
+@pytest.mark.slow
+def test_a_segment_with_a_payload_record_but_no_rows_macro_does_not_compile(tmp_path: Path) -> None:
+    """segment_payload leaves the payload a record in a replay's lean compile, for segment_rows to turn into
+    JSON: a segment edited to end in `select * from final` would hand mail_candidates a record as its
+    payload, so it stops at compile time with what to write instead."""
+    project = tmp_path / "dbt"
+    shutil.copytree(
+        paths.dbt_project_dir(), project, ignore=shutil.ignore_patterns("target", "logs", ".user.yml")
+    )
+    segment = project / "models" / "segments" / "abandoned_cart.sql"
+    text = segment.read_text(encoding="utf-8")
+    assert "{{ segment_rows('final', campaign) }}" in text
+    segment.write_text(text.replace("{{ segment_rows('final', campaign) }}", "select * from final"))
+    with pytest.raises(
+        ReplayError, match=r"segment_payload builds a record that segment_rows turns into JSON"
+    ):
+        _dbt(
+            [
+                "compile",
+                "--select",
+                "abandoned_cart",
+                *dbt_vars_arg(as_of_source="variable", segments=project / "models" / "segments"),
+            ],
+            target_path=tmp_path / "target",
+            env_warehouse=tmp_path / "warehouse.duckdb",
+            project=project,
+        )
 
 
 def test_ticks_and_spacing() -> None:

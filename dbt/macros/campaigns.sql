@@ -86,6 +86,60 @@
     {{ trigger_at }} > {{ as_of() }} - {{ minutes(step["delay_minutes"], step["expire_after_minutes"]) }} - interval '7 day'
 {%- endmacro %}
 
+{#- The rule reasons that defer a trigger to a later run rather than skip it. -#}
+{% macro deferral_reasons() -%}
+    ('quiet_hours', 'not_live_yet', 'backlog_drip')
+{%- endmacro %}
+
+{#- Whether the models compile for `nachfass replay`'s lean ticks (as_of from a DuckDB variable): a tick that
+    is not the replay's last may leave out what no rule reads (mail_candidates' `lean`, segment_payload). -#}
+{% macro replay_lean() -%}
+    {{ return(var('as_of_source', none) == 'variable' and target.type == 'duckdb') }}
+{%- endmacro %}
+
+{#- A segment's payload column from its record (macro record): the JSON object the mail carries.
+    Segments build it in their `final` CTE and select their rows with segment_rows, which turns it into JSON
+    (a segment using one without the other does not compile).
+    In a lean replay tick the record stays a record until segment_rows, which writes no payload for a trigger
+    mail_candidates can only skip (see there): the JSON of every row was ~40 % of a cart reminder segment's
+    time, and five in six of its rows are exited or expired (docs/benchmarks.md). -#}
+{% macro segment_payload(fields) -%}
+    {%- if model is defined and model.raw_code is defined and 'segment_rows(' not in model.raw_code -%}
+        {{ exceptions.raise_compiler_error(
+            "segment_payload builds a record that segment_rows turns into JSON: end the segment with "
+            ~ "{{ segment_rows('final', campaign) }}, or write the payload as to_json({...})") }}
+    {%- endif -%}
+    {%- if replay_lean() -%}
+        {{ record(fields) }}
+    {%- else -%}
+        to_json({{ record(fields) }})
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The rows of a segment from its CTE `relation` (columns of the segment contract, payload from
+    segment_payload; `campaign`: the segment's settings). Compiled for a lean replay tick and with the DuckDB
+    variable nachfass_lean_payloads true (`nachfass replay` sets it for a model it builds again at a later
+    tick, so the table the replay leaves is always whole), a trigger whose mail mail_candidates skips
+    without reading the payload, at this tick and at every later one reading this table, has none: exited
+    for a reason that is not a deferral (an order only where the campaign exits on orders), or expired. -#}
+{% macro segment_rows(relation, campaign) -%}
+    {%- if replay_lean() -%}
+    select
+        campaign, step, trigger_key, customer_id, email, trigger_at, due_at, expires_at, exit_reason,
+        case
+            when coalesce(getvariable('nachfass_lean_payloads'), false) and (
+                {{ as_of() }} > expires_at
+                or (exit_reason is not null and exit_reason not in {{ deferral_reasons() }}
+                    {%- if not campaign.get('exit_on_order', false) %} and exit_reason <> 'purchased'{% endif %})
+            ) then null
+            else to_json(payload)
+        end as payload
+    from {{ relation }}
+    {%- else -%}
+    select * from {{ relation }}
+    {%- endif -%}
+{%- endmacro %}
+
 {#- The settings of a segment model (its YAML `config.meta.campaign`). Read from the model's config; a unit
     test of the model has its own config, so there the settings come from the model's node in the graph.
     YAML configs are attached after dbt parses the SQL, so while parsing this returns placeholder zeros. -#}

@@ -70,6 +70,9 @@ if TYPE_CHECKING:
 
 AS_OF_VARIABLE = "nachfass_as_of"
 LEAN_CANDIDATES_VARIABLE = "nachfass_lean_candidates"
+# true while a model is built that a later tick builds again: segments then leave out the payloads no rule
+# can read (macro segment_rows); a model's last build is whole, so the table the replay leaves is too
+LEAN_PAYLOADS_VARIABLE = "nachfass_lean_payloads"
 # where a replay or backtest reads the live erasures (and a backtest its rates): the warehouse of the engine
 # setting (on postgres and spark: the PostgreSQL database)
 LIVE_WAREHOUSE = "live"
@@ -264,6 +267,36 @@ class TickModel:
                 if campaigns == plan:
                     return sql
         return self.sql
+
+
+def last_builds(
+    models: list[TickModel], ticks: list[datetime], plans: list[frozenset[str] | None]
+) -> dict[str, int]:
+    """The number (1-based) of the last tick that builds each model (0: none does; the dbt build before the
+    ticks built the first tick's), as the replay's loop decides it (``sql_for``, ``due``); ``ticks`` naive
+    UTC."""
+    built_at = dict.fromkeys((model.unique_id for model in models), ticks[0])
+    last = dict.fromkeys(built_at, 0)
+    for number, (moment, plan) in enumerate(zip(ticks, plans, strict=True), start=1):
+        for model in models:
+            if model.sql_for(plan) is not None and model.due(moment, built_at[model.unique_id]):
+                built_at[model.unique_id], last[model.unique_id] = moment, number
+    return last
+
+
+class LeanPayloads:
+    """Sets LEAN_PAYLOADS_VARIABLE on a connection before each model it builds: true (with ``lean``) unless
+    this is the model's last build (``last_builds``). Executes only when the value changes."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, last: dict[str, int], *, lean: bool) -> None:
+        self.conn, self.last, self.lean = conn, last, lean
+        self.value: bool | None = None
+
+    def before(self, model: TickModel, number: int) -> None:
+        value = self.lean and number < self.last.get(model.unique_id, 0)
+        if value != self.value:
+            self.conn.execute(f"set variable {LEAN_PAYLOADS_VARIABLE} = ?", [value])
+            self.value = value
 
 
 def create_tick_model(
@@ -835,7 +868,8 @@ def _replay(
     ``render_pool``: the worker processes a tick's large batch of mails renders in (a backtest's sides share
     one; ``renders`` brings its own); default: the replay's own, stopped at its end.
     ``lean_candidates`` False decides every due trigger with all its columns at every tick (the model's
-    ``lean``: the decisions are the same either way)."""
+    ``lean``: the decisions are the same either way), and builds every segment with all its payloads
+    (``LeanPayloads``)."""
     started = time.monotonic()
     project = Path(project).resolve() if project is not None else paths.dbt_project_dir()
     segments = project / "models" / "segments"
@@ -953,6 +987,9 @@ def _replay(
         previous = ticks[0] - every
         # the first tick's day was built by the dbt build before the ticks
         built_at = dict.fromkeys((model.unique_id for model in models), _naive_utc(ticks[0]))
+        payloads = LeanPayloads(
+            conn, last_builds(models, [_naive_utc(t) for t in ticks], plans), lean=lean_candidates
+        )
         for number, (tick, plan) in enumerate(zip(ticks, plans, strict=True), start=1):
             if cancel is not None and cancel.is_set():
                 raise ReplayError(f"cancelled before the tick {_iso(tick)}")
@@ -970,6 +1007,7 @@ def _replay(
             for model in models:
                 sql = model.sql_for(plan)
                 if sql is not None and model.due(moment, built_at[model.unique_id]):
+                    payloads.before(model, number)
                     build_tick_model(conn, model, moment, sql, built_at[model.unique_id])
                     built_at[model.unique_id] = moment
             record_tick_decisions(conn, moment)

@@ -32,7 +32,15 @@ from pathlib import Path
 import duckdb
 
 from nachfass.core import duckdb_config
-from nachfass.core.replay import AS_OF_VARIABLE, ReplayError, TickModel, _literal, build_tick_model
+from nachfass.core.replay import (
+    AS_OF_VARIABLE,
+    LeanPayloads,
+    ReplayError,
+    TickModel,
+    _literal,
+    build_tick_model,
+    last_builds,
+)
 
 # the sources of the sides' own state (the send ledger, and the erasures carried beside it): a model reading
 # them differs between the sides, unless the source is one no tick writes and every side holds the same rows
@@ -261,6 +269,8 @@ class SharedTicks:
         # ... and as of when: a model updated from tick to tick (build_tick_model) is updated from that
         held_at: tuple[dict[str, datetime], ...] = (dict(built_at), {})
         plans = self._plans[self.owner]
+        # the segments' lean payloads at every build but a model's last, as the sides' own models
+        payloads = LeanPayloads(conn, last_builds(self.shared, self._ticks, plans), lean=True)
         try:
             for number, (moment, plan) in enumerate(zip(self._ticks, plans, strict=True), start=1):
                 with self._state:  # every side done with the tick that read this buffer last
@@ -277,6 +287,7 @@ class SharedTicks:
                         uid = model.unique_id
                         sql = model.sql_for(plan)
                         if sql is not None and model.due(moment, built_at[uid]):
+                            payloads.before(model, number)
                             build_tick_model(conn, model, moment, sql, held_at[buffer].get(uid))
                             built_at[uid], last_build[uid] = moment, number
                         elif holds[buffer].get(uid) != last_build[uid]:

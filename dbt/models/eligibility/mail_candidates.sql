@@ -27,7 +27,7 @@
     straight to the table (`skip` with its reason: none of the later rules, ranks or payloads can change
     it). Every decision and reason is the same (tests/test_replay.py compares them); the replay decides its
     last tick in full, so the table it leaves is the whole one. -#}
-{%- set lean = var('as_of_source', none) == 'variable' and target.type == 'duckdb' -%}
+{%- set lean = replay_lean() -%}
 {%- set segments = [] -%}
 {%- for model in wanted if not selected or model in selected or load_relation(ref(model)) is not none -%}
     {%- do segments.append(model) -%}
@@ -212,7 +212,7 @@ due as (
 {%- set early_reason -%}
     case
         when ledger_status is not null then 'already_sent'
-        when exit_reason in ('quiet_hours', 'not_live_yet', 'backlog_drip') then null
+        when exit_reason in {{ deferral_reasons() }} then null
         when exit_reason is not null and exit_reason <> 'purchased' then exit_reason
         when exit_reason = 'purchased' and exit_on_order then exit_reason
         when is_already_reminded then 'already_reminded'
@@ -450,7 +450,7 @@ decisions as (
     select
         decided.*,
         case
-            when decided.rule_reason in ('quiet_hours', 'not_live_yet', 'backlog_drip') then 'defer'
+            when decided.rule_reason in {{ deferral_reasons() }} then 'defer'
             when decided.rule_reason is not null then 'skip'
             when marketing_ranks.marketing_rank > 1 then 'skip'
             else 'send'

@@ -110,14 +110,14 @@ final as (
             when abandoned.rule_reason is not null then abandoned.rule_reason
             when abandoned.purchased_at is not null or ordered_since.ordered_at is not null then 'purchased'
         end as exit_reason,
-        to_json({{ record({
+        {{ segment_payload({
             'cart_id': 'abandoned.cart_id',
             'items': record_json('abandoned.items'),
             'total_amount': 'abandoned.cart_value',
             'currency': "'EUR'",
             'recommendations': 'coalesce(' ~ list_head('recommendation_lists.recommendations', n_recommendations) ~ ', '
                 ~ empty_record_list() ~ ')'
-        }) }}) as payload
+        }) }} as payload
     from steps
     inner join abandoned on steps.cart_id = abandoned.cart_id
     inner join customers on abandoned.customer_id = customers.customer_id
@@ -125,4 +125,4 @@ final as (
     left join recommendation_lists on abandoned.cart_id = recommendation_lists.cart_id
 )
 
-select * from final
+{{ segment_rows('final', campaign) }}

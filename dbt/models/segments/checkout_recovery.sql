@@ -52,15 +52,15 @@ final as (
             when checkouts.purchased_at >= checkouts.checkout_trigger_at or ordered_since.ordered_at is not null
                 then 'purchased'
         end as exit_reason,
-        to_json({{ record({
+        {{ segment_payload({
             'cart_id': 'checkouts.cart_id',
             'items': record_json_list('checkouts.items'),
             'total_amount': 'checkouts.cart_value',
             'currency': "'EUR'"
-        }) }}) as payload
+        }) }} as payload
     from checkouts
     inner join customers on checkouts.customer_id = customers.customer_id
     left join ordered_since on checkouts.cart_id = ordered_since.cart_id
 )
 
-select * from final
+{{ segment_rows('final', campaign) }}

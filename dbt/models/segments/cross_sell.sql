@@ -42,17 +42,17 @@ final as (
         delivered.delivered_at_or_assumed
             + {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} as expires_at,
         {{ order_exit_reason('delivered') }} as exit_reason,
-        to_json({{ record({
+        {{ segment_payload({
             'order_id': 'delivered.order_id',
             'placed_at': record_timestamp('delivered.placed_at'),
             'items': record_json_list('order_lines.items'),
             'recommendations': 'coalesce(' ~ list_head('recommendation_lists.recommendations', n_recommendations) ~ ', '
                 ~ empty_record_list() ~ ')'
-        }) }}) as payload
+        }) }} as payload
     from delivered
     inner join customers on delivered.customer_id = customers.customer_id
     left join order_lines on delivered.order_id = order_lines.order_id
     left join recommendation_lists on delivered.order_id = recommendation_lists.order_id
 )
 
-select * from final
+{{ segment_rows('final', campaign) }}

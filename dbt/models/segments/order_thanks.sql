@@ -33,16 +33,16 @@ final as (
         recent_orders.placed_at
             + {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} as expires_at,
         {{ order_exit_reason('recent_orders') }} as exit_reason,
-        to_json({{ record({
+        {{ segment_payload({
             'order_id': 'recent_orders.order_id',
             'placed_at': record_timestamp('recent_orders.placed_at'),
             'items': record_json_list('order_lines.items'),
             'total_amount': 'recent_orders.total_amount',
             'currency': 'recent_orders.currency'
-        }) }}) as payload
+        }) }} as payload
     from recent_orders
     inner join customers on recent_orders.customer_id = customers.customer_id
     left join order_lines on recent_orders.order_id = order_lines.order_id
 )
 
-select * from final
+{{ segment_rows('final', campaign) }}

@@ -133,16 +133,16 @@ final as (
             inactive.rule_reason,
             case when inactive.next_order_at <= {{ as_of() }} then 'purchased' end
         ) as exit_reason,
-        to_json({{ record({
+        {{ segment_payload({
             'last_order_at': record_timestamp('inactive.last_order_at'),
             'last_order_id': 'inactive.last_order_id',
             'recommendations': 'coalesce(' ~ list_head('recommendation_lists.recommendations', n_recommendations) ~ ', '
                 ~ empty_record_list() ~ ')'
-        }) }}) as payload
+        }) }} as payload
     from steps
     inner join inactive on steps.episode_key = inactive.episode_key
     inner join customers on inactive.customer_id = customers.customer_id
     left join recommendation_lists on inactive.customer_id = recommendation_lists.customer_id
 )
 
-select * from final
+{{ segment_rows('final', campaign) }}

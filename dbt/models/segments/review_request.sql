@@ -33,16 +33,16 @@ final as (
         delivered.delivered_at_or_assumed
             + {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }} as expires_at,
         {{ order_exit_reason('delivered') }} as exit_reason,
-        to_json({{ record({
+        {{ segment_payload({
             'order_id': 'delivered.order_id',
             'placed_at': record_timestamp('delivered.placed_at'),
             'items': record_json_list('order_lines.items'),
             'total_amount': 'delivered.total_amount',
             'currency': 'delivered.currency'
-        }) }}) as payload
+        }) }} as payload
     from delivered
     inner join customers on delivered.customer_id = customers.customer_id
     left join order_lines on delivered.order_id = order_lines.order_id
 )
 
-select * from final
+{{ segment_rows('final', campaign) }}

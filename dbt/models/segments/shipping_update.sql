@@ -91,7 +91,7 @@ final as (
         shipment_events.due_at,
         shipment_events.expires_at,
         {{ order_exit_reason('orders') }} as exit_reason,
-        to_json({{ record({
+        {{ segment_payload({
             'order_id': 'orders.order_id',
             'placed_at': record_timestamp('orders.placed_at'),
             'items': record_json_list('order_lines.items'),
@@ -109,7 +109,7 @@ final as (
             }),
             'guides': "case when shipment_events.step = 'delivered' then coalesce(guides.guides, "
                 ~ empty_record_list() ~ ') end'
-        }) }}) as payload
+        }) }} as payload
     from shipment_events
     inner join orders on shipment_events.order_id = orders.order_id
     inner join customers on orders.customer_id = customers.customer_id
@@ -117,4 +117,4 @@ final as (
     left join order_lines on shipment_events.order_id = order_lines.order_id
 )
 
-select * from final
+{{ segment_rows('final', campaign) }}

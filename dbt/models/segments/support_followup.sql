@@ -28,16 +28,16 @@ final as (
         closed.closed_at + {{ minutes(step_1["delay_minutes"], step_1["expire_after_minutes"]) }}
             as expires_at,
         cast(null as {{ type_text() }}) as exit_reason,
-        to_json({{ record({
+        {{ segment_payload({
             'ticket': record({
                 'ticket_id': 'closed.ticket_id',
                 'topic': 'closed.topic',
                 'opened_at': record_timestamp('closed.opened_at'),
                 'closed_at': record_timestamp('closed.closed_at')
             })
-        }) }}) as payload
+        }) }} as payload
     from closed
     inner join customers on closed.customer_id = customers.customer_id
 )
 
-select * from final
+{{ segment_rows('final', campaign) }}
