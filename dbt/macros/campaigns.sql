@@ -49,12 +49,19 @@
     ({{ hex_to_bigint('substr(md5(' ~ expr ~ '), 1, 8)') }} % 10000)
 {%- endmacro %}
 
-{#- Variant for a customer in an experiment: holdout first, then variants by cumulative weight. -#}
-{% macro assign_variant(customer_id, experiment) -%}
+{#- A customer's bucket in an experiment (stable_bucket of customer id and experiment id). -#}
+{% macro experiment_bucket(customer_id, experiment) -%}
+    {{ stable_bucket("cast(" ~ customer_id ~ " as " ~ type_text() ~ ") || ':' || '" ~ experiment['id'] ~ "'") }}
+{%- endmacro %}
+
+{#- Variant for a customer in an experiment: holdout first, then variants by cumulative weight. `bucket`: an
+    expression (a column) holding the customer's experiment_bucket, when a model computed it once already:
+    the case below reads it once per variant, and the md5 behind it is the costly part. -#}
+{% macro assign_variant(customer_id, experiment, bucket=none) -%}
     {%- if not experiment -%}
         'control'
     {%- else -%}
-        {%- set bucket = stable_bucket("cast(" ~ customer_id ~ " as " ~ type_text() ~ ") || ':' || '" ~ experiment['id'] ~ "'") -%}
+        {%- set bucket = bucket or experiment_bucket(customer_id, experiment) -%}
         {%- set holdout = (experiment.get('holdout_percent', 0) * 100) | int -%}
         {#- a variant is a weight, or a mapping with its weight and extra_delay_minutes (send-time tests) -#}
         {%- set variants = {} -%}

@@ -10,11 +10,22 @@
     warehouse is a 15-minute one) has no triggers: its campaign is sent by a job that builds it. -#}
 {%- set wanted = campaign_models() if only is none else campaign_models() | select('in', only) | list -%}
 {%- set selected = selected_models(wanted) -%}
+{#- the customer's bucket in their campaign's experiment, computed once per due trigger (column
+    variant_bucket of `due`), and the variant read from it -#}
+{%- set bucket_expression -%}
+    {%- if settings.values() | selectattr('experiment', 'defined') | list -%}
+        case triggers.campaign
+            {%- for name, campaign in settings.items() if campaign.get('experiment') %}
+            when '{{ name }}' then {{ experiment_bucket('triggers.customer_id', campaign['experiment']) }}
+            {%- endfor %}
+        end
+    {%- else %}cast(null as bigint){% endif -%}
+{%- endset -%}
 {%- set variant_expression -%}
     {%- if settings.values() | selectattr('experiment', 'defined') | list -%}
         case due.campaign
             {%- for name, campaign in settings.items() if campaign.get('experiment') %}
-            when '{{ name }}' then {{ assign_variant('due.customer_id', campaign['experiment']) }}
+            when '{{ name }}' then {{ assign_variant('due.customer_id', campaign['experiment'], bucket='due.variant_bucket') }}
             {%- endfor %}
             else 'control'
         end
@@ -190,6 +201,7 @@ due as (
             when triggers.due_at < campaign_settings.live_from and campaign_settings.drip_order = 'most_valuable'
                 then {{ try_cast_double(json_text('triggers.payload', 'total_amount')) }}
         end as payload_total_amount,
+        {{ bucket_expression | indent(8) }} as variant_bucket,
         campaign_settings.consent_policy,
         campaign_settings.priority,
         campaign_settings.exit_on_order,
