@@ -115,27 +115,30 @@ def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_man
     # trigger as the whole model does, on the replayed warehouse as of its last tick
     compiled = tmp_path / "replay" / ".warehouse.duckdb.replay" / "compile" / "compiled" / "nachfass"
     model_sql = (compiled / "models" / "eligibility" / "mail_candidates.sql").read_text(encoding="utf-8")
-    # every column a trigger decided early keeps (it goes straight to the table, past the later rules)
-    columns = (
-        "campaign, step, trigger_key, customer_id, variant, decision, reason, deferred_until, payload, "
-        "email, consent_policy, is_marketing, priority, experiment_id, trigger_at, due_at, expires_at, "
-        "is_backlog, exit_reason, decided_at"
-    )
+    # what the replay records of a tick's decisions (replay.record_tick_decisions): every row has it; a row
+    # decided early has nothing else (it goes straight to the table, past the later rules)
+    recorded = ("campaign", "step", "trigger_key", "customer_id", "decision", "reason", "decided_at")
     conn = duckdb.connect(str(replayed), read_only=True)
     try:
         conn.execute("set variable nachfass_as_of = ?", [AS_OF.replace(tzinfo=None)])
         decided = {}
         for lean in (True, False):
             conn.execute("set variable nachfass_lean_candidates = ?", [lean])
-            decided[lean] = conn.execute(
-                f"select {columns}, first_name is null and has_marketing_consent is null "
-                f"from ({model_sql}) order by all"
-            ).fetchall()
+            result = conn.execute(
+                f"select *, first_name is null and has_marketing_consent is null as decided_early "
+                f"from ({model_sql}) order by campaign, step, trigger_key"
+            )
+            names = [column[0] for column in result.description]
+            decided[lean] = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
     finally:
         conn.close()
-    assert [row[:-1] for row in decided[True]] == [row[:-1] for row in decided[False]]
-    early = [row for row in decided[True] if row[-1]]
-    assert early and {row[6] for row in early} <= {
+
+    def record(rows: list[dict]) -> list[tuple]:
+        return [tuple(row[name] for name in recorded) for row in rows]
+
+    assert record(decided[True]) == record(decided[False])
+    early = [row for row in decided[True] if row["decided_early"]]
+    assert early and {row["reason"] for row in early} <= {
         "already_sent",
         "expired",
         "purchased",
@@ -146,7 +149,12 @@ def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_man
         "order_cancelled",
         "empty_cart",
     }
-    assert not any(row[-1] for row in decided[False])
+    assert all(row["decision"] == "skip" and row["variant"] is None and row["email"] is None for row in early)
+    assert not any(row["decided_early"] for row in decided[False])
+    # every other row whole, as the model decides it in full
+    whole = {(row["campaign"], row["step"], row["trigger_key"]): row for row in decided[False]}
+    rest = [row for row in decided[True] if not row["decided_early"]]
+    assert rest and all(row == whole[(row["campaign"], row["step"], row["trigger_key"])] for row in rest)
 
     # the segments built as at a tick that builds them again later (lean payloads, macro segment_rows): no
     # payload on a trigger mail_candidates skips unread (exited for good, expired), the rest of every row
@@ -168,7 +176,9 @@ def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_man
                 sql = (compiled / "models" / "segments" / f"{name}.sql").read_text(encoding="utf-8")
                 conn.execute(f"create or replace table {'lean' if lean else 'whole'}_{name} as {sql}")
                 conn.execute(f"create or replace table segments.{name} as {sql}")
-            decided_on[lean] = conn.execute(f"select {columns} from ({model_sql}) order by all").fetchall()
+            decided_on[lean] = conn.execute(
+                f"select {', '.join(recorded)}, payload from ({model_sql}) order by all"
+            ).fetchall()
         for name in FREQUENT_CAMPAIGNS + DAILY_CAMPAIGNS:
             rows = "select * exclude (payload) from {}_{} order by all"
             assert (
@@ -190,8 +200,13 @@ def test_replay_sends_what_live_runs_at_the_same_moments_send(workspace, dbt_man
         assert left_out > 0 and kept > 0
     finally:
         conn.close()
-    assert decided_on[True] == decided_on[False]
-    assert any(row[8] is not None for row in decided_on[True])  # payloads of the mails sent
+    assert [row[:-1] for row in decided_on[True]] == [row[:-1] for row in decided_on[False]]
+    sent = [row for row in decided_on[False] if row[4] == "send"]
+    assert sent and all(row[-1] is not None for row in sent)
+    # the payloads of the mails sent and of the holdouts, the same (an early row has none in either)
+    assert [row for row in decided_on[True] if row[-1] is not None] == [
+        row for row in decided_on[False] if row[-1] is not None
+    ]
 
     # the ticks on the warehouse file (--on-disk) decide and record the same as on the copy in memory, and
     # so does a replay deciding every tick's triggers with all their columns

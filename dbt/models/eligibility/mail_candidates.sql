@@ -10,8 +10,8 @@
     warehouse is a 15-minute one) has no triggers: its campaign is sent by a job that builds it. -#}
 {%- set wanted = campaign_models() if only is none else campaign_models() | select('in', only) | list -%}
 {%- set selected = selected_models(wanted) -%}
-{#- the customer's bucket in their campaign's experiment, computed once per due trigger (column
-    variant_bucket of `due`), and the variant read from it -#}
+{#- the customer's bucket in their campaign's experiment, computed once per trigger whose variant is read
+    (column variant_bucket of `due`; in a lean tick of `to_enrich`), and the variant read from it -#}
 {%- set bucket_expression -%}
     {%- if settings.values() | selectattr('experiment', 'defined') | list -%}
         case triggers.campaign
@@ -33,11 +33,12 @@
 {%- endset -%}
 {#- `nachfass replay` (the var as_of_source: variable, DuckDB) may decide lean: with the DuckDB variable
     nachfass_lean_candidates true, a trigger the first rules decide from itself, the ledger and the clock
-    alone (already sent, exited, already reminded, expired: three quarters of the due triggers at 100k) is
-    not joined to the customer, consent, window and cap tables, whose columns it then has null, and goes
-    straight to the table (`skip` with its reason: none of the later rules, ranks or payloads can change
-    it). Every decision and reason is the same (tests/test_replay.py compares them); the replay decides its
-    last tick in full, so the table it leaves is the whole one. -#}
+    alone (already sent, exited, already reminded, expired: five in six of the due triggers at 100k) is
+    not joined to the customer, consent, window and cap tables and goes straight to the table as `skip` with
+    its reason (none of the later rules, ranks or payloads can change it), with only the columns the replay
+    records (its key, customer, decision and reason; no variant is computed for it). Every decision and
+    reason is the same (tests/test_replay.py compares them); the replay decides its last tick in full, so
+    the table it leaves is the whole one. -#}
 {%- set lean = replay_lean() -%}
 {%- set segments = [] -%}
 {%- for model in wanted if not selected or model in selected or load_relation(ref(model)) is not none -%}
@@ -201,7 +202,9 @@ due as (
             when triggers.due_at < campaign_settings.live_from and campaign_settings.drip_order = 'most_valuable'
                 then {{ try_cast_double(json_text('triggers.payload', 'total_amount')) }}
         end as payload_total_amount,
+        {%- if not lean %}
         {{ bucket_expression | indent(8) }} as variant_bucket,
+        {%- endif %}
         campaign_settings.consent_policy,
         campaign_settings.priority,
         campaign_settings.exit_on_order,
@@ -250,8 +253,11 @@ prechecked_reasons as (
 ),
 
 to_enrich as (
-    select * exclude (early_reason) from prechecked_reasons
-    where not (coalesce(getvariable('nachfass_lean_candidates'), false) and early_reason is not null)
+    select
+        triggers.* exclude (early_reason),
+        {{ bucket_expression | indent(8) }} as variant_bucket
+    from prechecked_reasons as triggers
+    where not (coalesce(getvariable('nachfass_lean_candidates'), false) and triggers.early_reason is not null)
 ),
 
 {% endif -%}
@@ -308,9 +314,8 @@ enriched as (
 
 -- the due triggers the first rules decide alone (see `lean` above): skipped for that rule's reason
 decided_early as (
-    select due.*, {{ variant_expression }} as variant
-    from prechecked_reasons as due
-    where coalesce(getvariable('nachfass_lean_candidates'), false) and due.early_reason is not null
+    select * from prechecked_reasons
+    where coalesce(getvariable('nachfass_lean_candidates'), false) and early_reason is not null
 ),
 {%- endif %}
 
@@ -529,26 +534,16 @@ final_decided as (
 ),
 {%- if lean %}
 
--- the columns a row decided early has (the others stay null, as the rules left them unread)
+-- the columns a row decided early has: what the replay records of each tick's decisions
+-- (replay.record_tick_decisions); the others stay null, as the rules left them unread
 final_early as (
     select
         campaign,
         step,
         trigger_key,
         customer_id,
-        email,
-        consent_policy,
-        is_marketing,
-        priority,
-        experiment_id,
-        variant,
-        trigger_at,
-        due_at,
-        expires_at,
         'skip' as decision,
         early_reason as reason,
-        is_backlog,
-        exit_reason,
         {{ as_of() }} as decided_at
     from decided_early
 ),
