@@ -13,7 +13,10 @@ int_consent_state) is updated instead, as live builds update it: only the keys w
 since the tick that built its table are computed again (``build_tick_model``). The
 render and send steps are the functions the Dagster assets run (mail/steps.py), in one pass without the
 ``mail.outgoing`` queue between them (``render_and_send_due_mails``). The ticks run on a
-copy of the warehouse in memory (``_open_in_memory``), written back at the end.
+copy of the warehouse in memory (``_open_in_memory``), written back at the end. Every tick but the last
+decides lean: mail_candidates writes a trigger its first rules settle with only what the decisions record,
+and a segment the replay builds again later writes no payload for a trigger that can only be skipped
+(``LeanPayloads``); a model's last build is whole, so the warehouse left behind is what live runs leave.
 
 Which campaigns a tick sends follows their cadence in the live schedule (jobs.py): a campaign is included
 when its schedule fired in (previous tick, tick], so hourly ticks send the daily campaigns only at the tick
