@@ -8,6 +8,24 @@
     ) }}
 {%- endmacro %}
 
+{#- Whether every row of `relation` that `where` selects comes from one loaded file (one `_file` loaded at one
+    `_loaded_at`), asked of the warehouse when the model runs (while dbt only parses: no). The ingest
+    quarantines every repeat of a key within a file ("duplicate key in file", nachfass/core/ingest.py), so
+    such rows hold one version of each key and latest_version has nothing to choose: a model may take them
+    as they are. A shop's first load of its history is usually one file per table; at 1 M customers
+    numbering the 31 M session events by key took half of stg_session_events' full build (docs/benchmarks.md). -#}
+{% macro loaded_from_one_file(relation, where='true') -%}
+    {%- if not execute -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set loads -%}
+        select count(*) = 0 or (min(_file) = max(_file) and min(_loaded_at) = max(_loaded_at)) as one_file
+        from {{ relation }}
+        where {{ where }}
+    {%- endset -%}
+    {{ return(run_query(loads).columns[0].values()[0] in (true, 1)) }}
+{%- endmacro %}
+
 {#- latest_version for an incremental staging table (unique_key = key_columns, delete+insert). On an
     incremental run only the keys with a version loaded since the last run (raw `_loaded_at` above the
     table's newest `_loaded_at`) are recomputed, from ALL their raw versions, so the winner is the same as

@@ -8,15 +8,26 @@
     incremental_strategy='delete+insert'
 ) }}
 
+{%- set new_rows_only -%}
+    {%- if is_incremental() -%}
+    _loaded_at > (select coalesce(max(_loaded_at), timestamp '1900-01-01') from {{ this }})
+    {%- else -%}
+    true
+    {%- endif -%}
+{%- endset %}
 with new_rows as (
     select * from {{ source('raw', 'session_events') }}
-    {%- if is_incremental() %}
-    where _loaded_at > (select coalesce(max(_loaded_at), timestamp '1900-01-01') from {{ this }})
-    {%- endif %}
+    where {{ new_rows_only }}
 ),
 
+-- the newest version of each event id; rows of one loaded file are one version each (macro
+-- loaded_from_one_file), as on a first run from one export
 source as (
+    {%- if loaded_from_one_file(source('raw', 'session_events'), new_rows_only) %}
+    select * from new_rows
+    {%- else %}
     {{ latest_version('new_rows', ['event_id']) }}
+    {%- endif %}
 ),
 
 final as (
