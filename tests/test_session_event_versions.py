@@ -1,6 +1,6 @@
 """stg_session_events keeps the newest version of each event id: a re-exported event loaded later wins, in
-an incremental build and in a full refresh. Rows that all come from one loaded file (the ingest quarantines
-a key's repeats within a file) are taken as they are, without numbering the versions."""
+an incremental build and in a full refresh, whichever load is the largest (its rows are taken as they are
+where no other load has their event id; macro latest_version_of_loads)."""
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,16 +47,16 @@ def test_a_reexported_event_replaces_its_earlier_version(tmp_path: Path) -> None
         prepare_all(conn)
     select = ["build", "--select", "stg_session_events", "--exclude-resource-type", "unit_test"]
 
-    # the first export: one file, every event once; taken as it is
+    # the first export, every event once
     write_exports(landing, {"session_events": [_event(n) for n in range(5)]}, name="first.csv")
     load_exports(warehouse, landing)
     run_dbt([*select, "--full-refresh"], warehouse=warehouse, target_path=target, as_of=AS_OF)
-    assert "row_number()" not in _compiled(target)
+    assert "first.csv" in _compiled(target)  # the largest load, taken as it is
     assert _rows(warehouse) == {
         f"EV{n:03d}": (f"P{n}", 1, (AS_OF - timedelta(hours=10 - n)).replace(tzinfo=None)) for n in range(5)
     }
 
-    # a later export repeats EV002 with another quantity and adds EV005
+    # a later, smaller export repeats EV002 with another quantity and adds EV005
     write_exports(landing, {"session_events": [_event(2, quantity=4), _event(5)]}, name="second.csv")
     load_exports(warehouse, landing)
     run_dbt(select, warehouse=warehouse, target_path=target, as_of=AS_OF)
@@ -64,7 +64,18 @@ def test_a_reexported_event_replaces_its_earlier_version(tmp_path: Path) -> None
     assert len(incremental) == 6
     assert incremental["EV002"][1] == 4
 
-    # rebuilt from both files: the versions are numbered, and the same event wins
+    # rebuilt from both: the larger, older load contests EV002 with the newer one, which wins
     run_dbt([*select, "--full-refresh"], warehouse=warehouse, target_path=target, as_of=AS_OF)
-    assert "row_number()" in _compiled(target)
     assert _rows(warehouse) == incremental
+
+    # a third export, now the largest, repeats EV002 and EV005 again and adds EV006 and EV007
+    third = [_event(2, quantity=7), _event(5, product_id="P55"), *(_event(n) for n in (6, 7, 3, 4, 1))]
+    write_exports(landing, {"session_events": third}, name="third.csv")
+    load_exports(warehouse, landing)
+    run_dbt(select, warehouse=warehouse, target_path=target, as_of=AS_OF)
+    after_third = _rows(warehouse)
+    assert len(after_third) == 8
+    assert after_third["EV002"][1] == 7 and after_third["EV005"][0] == "P55"
+    run_dbt([*select, "--full-refresh"], warehouse=warehouse, target_path=target, as_of=AS_OF)
+    assert "third.csv" in _compiled(target)
+    assert _rows(warehouse) == after_third

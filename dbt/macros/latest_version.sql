@@ -8,22 +8,58 @@
     ) }}
 {%- endmacro %}
 
-{#- Whether every row of `relation` that `where` selects comes from one loaded file (one `_file` loaded at one
-    `_loaded_at`), asked of the warehouse when the model runs (while dbt only parses: no). The ingest
-    quarantines every repeat of a key within a file ("duplicate key in file", nachfass/core/ingest.py), so
-    such rows hold one version of each key and latest_version has nothing to choose: a model may take them
-    as they are. A shop's first load of its history is usually one file per table; at 1 M customers
-    numbering the 31 M session events by key took half of stg_session_events' full build (docs/benchmarks.md). -#}
-{% macro loaded_from_one_file(relation, where='true') -%}
-    {%- if not execute -%}
-        {{ return(false) }}
+{#- latest_version of the raw rows of `relation` that `where` selects (an append-only export table; one key
+    column), numbering only the versions of keys loaded more than once. The ingest quarantines every repeat
+    of a key within a file ("duplicate key in file", nachfass/core/ingest.py), so the rows of one load (one
+    `_file` loaded at one `_loaded_at`) hold one version of each key. The largest load's rows are taken as
+    they are where no other load has their key; the other loads' rows and the largest load's rows they
+    contest go through latest_version. A shop's history usually comes as one large file and a few small
+    ones: at 1 M customers numbering all 31 M session events by key was half of stg_session_events' full
+    build (docs/benchmarks.md). The largest load is asked of the warehouse when the model runs; while dbt
+    only parses, and when nothing is selected, this is latest_version itself. -#}
+{% macro latest_version_of_loads(relation, key_column, where='true') -%}
+    {%- set largest = none -%}
+    {%- if execute -%}
+        {%- set loads -%}
+            select _file, cast(_loaded_at as {{ type_text() }}) as loaded_at, count(*) as n_rows
+            from {{ relation }}
+            where {{ where }}
+            group by _file, _loaded_at
+            order by n_rows desc, loaded_at desc, _file desc
+            limit 1
+        {%- endset -%}
+        {%- set rows = run_query(loads).rows -%}
+        {%- if rows | length > 0 -%}
+            {%- set largest = rows[0] -%}
+        {%- endif -%}
     {%- endif -%}
-    {%- set loads -%}
-        select count(*) = 0 or (min(_file) = max(_file) and min(_loaded_at) = max(_loaded_at)) as one_file
-        from {{ relation }}
-        where {{ where }}
+    {%- if largest is none -%}
+    {{ latest_version('(select * from ' ~ relation ~ ' where ' ~ where ~ ') as new_rows', [key_column]) }}
+    {%- else -%}
+    {%- set file = "'" ~ (largest[0] | replace("'", "''")) ~ "'" -%}
+    {%- set loaded_at = "cast('" ~ largest[1] ~ "' as timestamp)" -%}
+    {#- the two conditions partition the rows (null load columns count as another load) -#}
+    {%- set in_largest = '(_file = ' ~ file ~ ' and _loaded_at = ' ~ loaded_at ~ ')' -%}
+    {%- set not_in_largest = '(_file is null or _loaded_at is null or _file <> ' ~ file ~ ' or _loaded_at <> '
+        ~ loaded_at ~ ')' -%}
+    {%- set contested -%}
+        exists (
+            select 1 from {{ relation }} as other_loads
+            where {{ where }} and {{ not_in_largest }} and other_loads.{{ key_column }} = largest_load.{{ key_column }}
+        )
     {%- endset -%}
-    {{ return(run_query(loads).columns[0].values()[0] in (true, 1)) }}
+    select * from {{ relation }} as largest_load
+    where {{ where }} and {{ in_largest }} and not {{ contested }}
+    union all
+    select * from (
+        {{ latest_version(
+            '(select * from ' ~ relation ~ ' where ' ~ where ~ ' and ' ~ not_in_largest
+            ~ ' union all select * from ' ~ relation ~ ' as largest_load where ' ~ where ~ ' and ' ~ in_largest
+            ~ ' and ' ~ contested ~ ') as contested_rows',
+            [key_column]
+        ) }}
+    ) as newest_of_contested
+    {%- endif -%}
 {%- endmacro %}
 
 {#- latest_version for an incremental staging table (unique_key = key_columns, delete+insert). On an

@@ -15,19 +15,10 @@
     true
     {%- endif -%}
 {%- endset %}
-with new_rows as (
-    select * from {{ source('raw', 'session_events') }}
-    where {{ new_rows_only }}
-),
-
--- the newest version of each event id; rows of one loaded file are one version each (macro
--- loaded_from_one_file), as on a first run from one export
-source as (
-    {%- if loaded_from_one_file(source('raw', 'session_events'), new_rows_only) %}
-    select * from new_rows
-    {%- else %}
-    {{ latest_version('new_rows', ['event_id']) }}
-    {%- endif %}
+-- the newest version of each event id loaded since the last run; only the event ids loaded more than once
+-- are numbered (macro latest_version_of_loads)
+with source as (
+    {{ latest_version_of_loads(source('raw', 'session_events'), 'event_id', new_rows_only) }}
 ),
 
 final as (
