@@ -95,7 +95,28 @@ def test_outbox_run_records_every_mail_and_a_rerun_sends_nothing_new(workspace, 
     decided = conn.execute(
         "select count(*) from eligibility.mail_candidates where decision = 'send'"
     ).fetchone()[0]
+    # the payloads, the largest column the build writes, are stored zstd-compressed (column_compression
+    # in dbt_project.yml): in the segments and in mail_candidates, with the mails rendered from them above
+    tables = conn.execute(
+        "select schema_name || '.' || table_name from duckdb_columns() "
+        "where schema_name in ('segments', 'eligibility') and column_name = 'payload'"
+    ).fetchall()
+    payload_storage = {
+        table: {
+            row[0]
+            for row in conn.execute(
+                f"select compression from pragma_storage_info('{table}') "
+                "where column_name = 'payload' and segment_type <> 'VALIDITY'"
+            ).fetchall()
+        }
+        for (table,) in tables
+    }
     conn.close()
+    assert {"segments.cross_sell", "segments.review_request", "eligibility.mail_candidates"} <= set(
+        payload_storage
+    )
+    assert all(methods <= {"ZSTD", "Constant"} for methods in payload_storage.values()), payload_storage
+    assert "ZSTD" in payload_storage["eligibility.mail_candidates"]
     assert decided == len(sent)
     check_real_outbox(workspace["outbox"], sent, guests)
 
