@@ -276,6 +276,43 @@ def test_property_every_row_is_loaded_or_quarantined(tmp_path_factory, rows) -> 
     assert conn.execute("select count(*) from raw.quarantine where reason = ''").fetchone()[0] == 0
 
 
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["C1", " C1", "C1 ", "C2", "", "c1"]),
+            st.sampled_from(["a@example.de", "kaputt@", ""]),
+            st.sampled_from(["2026-11-20T10:00:00Z", "31.12.2025"]),
+        ),
+        max_size=10,
+    )
+)
+def test_property_a_row_is_a_duplicate_exactly_when_an_earlier_row_has_its_key(tmp_path_factory, rows) -> None:
+    """The ingest assumes a file's keys are unique, checks that after the insert and, when a key repeats,
+    loads the file again the exact way. Either way: a row is quarantined as a duplicate exactly when an
+    earlier row has the same key text, naming the first such row; the first stays where its other values
+    put it. Keys that only match once trimmed (" C1" and "C1") are different keys, as before."""
+    landing = tmp_path_factory.mktemp("landing")
+    lines = [CUSTOMER_HEADER]
+    for cid, email, created in rows:
+        fields = [cid, email, "", "", "", "", "", "", created, ""]
+        lines.append(",".join('"' + f.replace('"', '""') + '"' for f in fields))
+    write(landing, "customers", "c.csv", "\n".join(lines) + "\n")
+    conn = duckdb.connect()
+    [report] = load_landing(conn, landing)
+    assert report.rows_read == len(rows)
+    reasons = {row: reason for _, row, reason in quarantine(conn)}
+    loaded_rows = {r for (r,) in conn.execute("select _row from raw.customers").fetchall()}
+    for number, (cid, _, _) in enumerate(rows, start=1):
+        first = next(i for i, (other, _, _) in enumerate(rows, start=1) if other == cid)
+        duplicate = f'duplicate key in file: customer_id="{cid}" (first seen in row {first})'
+        if first < number:
+            assert duplicate in reasons[number] and number not in loaded_rows
+        else:
+            assert "duplicate key" not in reasons.get(number, "")
+        assert (number in loaded_rows) != (number in reasons)
+
 def _addresses(count: int) -> list[str]:
     """Plain, odd and broken addresses on good and bad domains (seeded, so a failure repeats)."""
     rng = random.Random(14)

@@ -59,6 +59,10 @@ BOOL_TRUE = ("true", "1")
 BOOL_FALSE = ("false", "0")
 
 
+class _RepeatedKeys(Exception):
+    """A key repeats in the file (rare): its load starts over and looks for where each key was seen first."""
+
+
 class FileRejected(Exception):
     """The file as a whole cannot be loaded (broken header, unreadable)."""
 
@@ -310,10 +314,26 @@ def load_file(
     content_hash: str,
     as_of: datetime | None = None,
 ) -> FileReport:
-    with _NumberedScans(conn) as scans:
-        return _load_file(
-            conn, table, path, shop_tz=shop_tz, content_hash=content_hash, as_of=as_of, scans=scans
-        )
+    """Load one file. The first attempt assumes every key is unique in the file and checks that once its rows
+    are in (inside the transaction, on the loaded key column, a few seconds at 31 M rows instead of a scan of
+    the file); if a key repeats, the attempt is rolled back and the file loaded again, looking for repeats
+    first, so rows after the first of a key are quarantined with where it was first seen."""
+    for look_for_repeats in (False, True):
+        try:
+            with _NumberedScans(conn) as scans:
+                return _load_file(
+                    conn,
+                    table,
+                    path,
+                    shop_tz=shop_tz,
+                    content_hash=content_hash,
+                    as_of=as_of,
+                    scans=scans,
+                    look_for_repeats=look_for_repeats,
+                )
+        except _RepeatedKeys:
+            continue
+    raise AssertionError("the second attempt looks for repeated keys and does not raise _RepeatedKeys")
 
 
 def _load_file(
@@ -325,6 +345,7 @@ def _load_file(
     content_hash: str,
     as_of: datetime | None,
     scans: _NumberedScans,
+    look_for_repeats: bool,
 ) -> FileReport:
     report = FileReport(table=table.name, path=str(path), status="loaded")
     now = datetime.now(UTC).replace(tzinfo=None)  # audit only: no decision depends on it
@@ -368,27 +389,31 @@ def _load_file(
         source = _source_sql(path, header, store_rejects=store_rejects)
         return f"(select {select_cols}{absent_cols} from {source})"
 
-    def numbered_before_joins() -> str:
+    def numbered_before_joins(store_rejects: bool = False) -> str:
         """The parsed records with their number taken before a join: a join does not keep the file's
         order, so a scan that joins numbers in SQL, on one thread (the scans without joins are numbered
         in Python, in parallel)."""
-        return f"(select row_number() over () as {NUMBER}, * from {parsed()})"
+        return f"(select row_number() over () as {NUMBER}, * from {parsed(store_rejects)})"
 
     key_cols = ", ".join(f'"{k}"' for k in table.key)
     dup_key = " and ".join(f's."{k}" is not distinct from _dup_keys."{k}"' for k in table.key)
-    try:
-        # Scan 1: keys seen more than once (usually none) and the lines that cannot be parsed, unnumbered.
-        # bit_xor(hash(...)) makes the scan read every column, see above.
-        scans.work.execute(
-            f"create or replace temp table _dup_keys as select {key_cols}, true as __dup, "
-            f"bit_xor(hash({present_refs})) as __all from {parsed(store_rejects=True)} "
-            f"group by {key_cols} having count(*) > 1"
-        )
-    except duckdb.Error as exc:
-        raise FileRejected(f"{path.name}: cannot be read: {str(exc).splitlines()[0]}") from exc
-    # the parse ran on the scans' connection, which holds the rejects table
-    rejected = _rejected_lines(scans.work, path) if is_csv else []
-    has_dups = scans.work.execute("select count(*) from _dup_keys").fetchall()[0][0] > 0
+    # The lines that cannot be parsed: recorded by the first scan that reads every column (the checks, or
+    # the scan for repeated keys), on the scans' connection, which then holds the rejects table.
+    rejected: list[tuple[int, int | None, str, str]] | None = None
+    has_dups = False
+    if look_for_repeats:
+        try:
+            # Scan 0 (second attempt only): keys seen more than once, unnumbered. bit_xor(hash(...)) makes
+            # the scan read every column, see above.
+            scans.work.execute(
+                f"create or replace temp table _dup_keys as select {key_cols}, true as __dup, "
+                f"bit_xor(hash({present_refs})) as __all from {parsed(store_rejects=True)} "
+                f"group by {key_cols} having count(*) > 1"
+            )
+        except duckdb.Error as exc:
+            raise FileRejected(f"{path.name}: cannot be read: {str(exc).splitlines()[0]}") from exc
+        rejected = _rejected_lines(scans.work, path) if is_csv else []
+        has_dups = scans.work.execute("select count(*) from _dup_keys").fetchall()[0][0] > 0
     key_types = ", ".join(f'"{k}" varchar' for k in table.key)
     conn.execute(f"create or replace temp table _dups ({key_types}, __first bigint)")
     if has_dups:  # where each repeated key was seen first
@@ -400,12 +425,14 @@ def _load_file(
             "_dup_rows",
         )
         conn.execute(f"insert into _dups select {key_cols}, min(_k) from _dup_rows group by {key_cols}")
-    shifted = _record_shifts(conn, [record for record, *_ in rejected])
     address_joins = ""
     address_cols = ""
     for column in (c for c in table.columns if c.type == "email"):
         # The address rule runs in Python (email-validator): once per distinct address, not per row.
-        _check_addresses(scans.work, column.name, parsed())
+        try:
+            _check_addresses(scans.work, column.name, parsed())
+        except duckdb.Error as exc:
+            raise FileRejected(f"{path.name}: cannot be read: {str(exc).splitlines()[0]}") from exc
         address_joins += (
             f" left join _addresses_{column.name} on nullif(trim(s.\"{column.name}\"), '') "
             f"= _addresses_{column.name}.address"
@@ -435,9 +462,10 @@ def _load_file(
     same_key = " and ".join(f's."{k}" is not distinct from _dups."{k}"' for k in table.key)
     dup_flag = "coalesce(_dup_keys.__dup, false)" if has_dups else "false"
     dup_join = f"left join _dup_keys on {dup_key}" if has_dups else ""
-    # Scan 2: the rows that break the contract, with their raw values and every reason (usually few). The
+    # Scan 1: the rows that break the contract, with their raw values and every reason (usually few). The
     # scan checks every row; only the rows that broke a rule or share their key with another row stream on.
     joins = has_dups or bool(address_joins)
+    first_parse = rejected is None  # this scan records the lines that cannot be parsed
     checked = f"""
         select {all_cols}, _reason, __keep{f", {NUMBER}" if joins else ""}
         from (select *, _reason <> '' or __dup as __keep
@@ -449,10 +477,16 @@ def _load_file(
                                      as __has_control,
                                  {converted}
                           from (select s.*, {dup_flag} as __dup{address_cols}
-                                from {numbered_before_joins() if joins else parsed()} s
+                                from {numbered_before_joins(first_parse) if joins else parsed(first_parse)} s
                                 {dup_join}{address_joins}))))
     """
-    scans.collect(checked, "__keep", "_checked_rows")
+    try:
+        scans.collect(checked, "__keep", "_checked_rows")
+    except duckdb.Error as exc:
+        raise FileRejected(f"{path.name}: cannot be read: {str(exc).splitlines()[0]}") from exc
+    if rejected is None:
+        rejected = _rejected_lines(scans.work, path) if is_csv else []
+    shifted = _record_shifts(conn, [record for record, *_ in rejected])
     conn.execute(
         f"""
         create or replace temp table _bad as
@@ -469,7 +503,7 @@ def _load_file(
     typed = ", ".join(f'{expr} as "{c.name}"' for c, (_, expr) in zip(table.columns, checks, strict=True))
     column_list = ", ".join(f'"{c.name}"' for c in table.columns)
     bad = conn.execute("select count(*) from _bad").fetchall()[0][0]
-    # Scan 3: every other row, converted once more, straight into raw (no copy of the file in between).
+    # Scan 2: every other row, converted once more, straight into raw (no copy of the file in between).
     good = "" if not bad else " where _row not in (select _row from _bad)"
     converted_rows = scans.scan(f"select {typed} from {parsed()}")
     conn.execute("begin")
@@ -479,6 +513,8 @@ def _load_file(
             f"select {column_list}, ?, _row, ? from {_numbered(converted_rows, shifted)} s{good}",
             [str(path), now],
         ).fetchall()[0][0]
+        if not look_for_repeats and _keys_repeat(conn, table, checks, str(path), now):
+            raise _RepeatedKeys
         raw_struct = ", ".join(f"'{c.name}': \"{c.name}\"" for c in table.columns)
         conn.execute(
             "insert into raw.quarantine (table_name, source_file, row_number, raw_values, reason, "
@@ -687,6 +723,27 @@ class _Prefetched:
         self._stop.set()
         self._thread.join()
         self._reader.close()
+
+
+def _keys_repeat(
+    conn: duckdb.DuckDBPyConnection, table: Table, checks: list[tuple[str, str]], path: str, now: datetime
+) -> bool:
+    """Whether a key of the file just loaded repeats among its loaded rows (``raw.<table>``, this file and
+    load time) and its quarantined ones (``_bad``, keys converted as in the insert). Equal text converts to
+    equal keys, so no repeat is missed; keys that only convert alike (" 7" and "7") make the load start
+    over with the exact look, which then finds nothing to quarantine: slower, same result."""
+    typed = dict(zip((c.name for c in table.columns), (expr for _, expr in checks), strict=True))
+    names = [f"__key_{i}" for i in range(len(table.key))]
+    loaded = ", ".join(f'"{k}" as {n}' for k, n in zip(table.key, names, strict=True))
+    quarantined = ", ".join(typed[k] for k in table.key)
+    return bool(
+        conn.execute(
+            f"select {', '.join(names)} from (select {loaded} from raw.{table.name} where _file = ? "
+            f"and _loaded_at = ? union all select {quarantined} from _bad) group by {', '.join(names)} "
+            "having count(*) > 1 limit 1",
+            [path, now],
+        ).fetchall()
+    )
 
 
 def _record_shifts(conn: duckdb.DuckDBPyConnection, rejected_records: list[int]) -> bool:
