@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import random
+import re
 import string
 import time
 from datetime import datetime
@@ -19,7 +20,13 @@ from hypothesis import strategies as st
 from nachfass.core.addresses import address_problem
 from nachfass.core.contract import TABLES
 from nachfass.core.file_digests import file_hash
-from nachfass.core.ingest import _register_address_rule, address_verdicts_sql, load_landing
+from nachfass.core.ingest import (
+    _CONTROL_PATTERN,
+    _may_hold_control_characters,
+    _register_address_rule,
+    address_verdicts_sql,
+    load_landing,
+)
 
 CUSTOMER_HEADER = (
     "customer_id,email,first_name,last_name,salutation,locale,timezone,is_guest,created_at,updated_at"
@@ -276,7 +283,6 @@ def test_property_every_row_is_loaded_or_quarantined(tmp_path_factory, rows) -> 
     assert conn.execute("select count(*) from raw.quarantine where reason = ''").fetchone()[0] == 0
 
 
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     rows=st.lists(
@@ -288,7 +294,9 @@ def test_property_every_row_is_loaded_or_quarantined(tmp_path_factory, rows) -> 
         max_size=10,
     )
 )
-def test_property_a_row_is_a_duplicate_exactly_when_an_earlier_row_has_its_key(tmp_path_factory, rows) -> None:
+def test_property_a_row_is_a_duplicate_exactly_when_an_earlier_row_has_its_key(
+    tmp_path_factory, rows
+) -> None:
     """The ingest assumes a file's keys are unique, checks that after the insert and, when a key repeats,
     loads the file again the exact way. Either way: a row is quarantined as a duplicate exactly when an
     earlier row has the same key text, naming the first such row; the first stays where its other values
@@ -312,6 +320,35 @@ def test_property_a_row_is_a_duplicate_exactly_when_an_earlier_row_has_its_key(t
         else:
             assert "duplicate key" not in reasons.get(number, "")
         assert (number in loaded_rows) != (number in reasons)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40))
+def test_property_the_file_level_control_check_agrees_with_the_per_value_rule(tmp_path_factory, text) -> None:
+    """A plain CSV file without a control byte skips the per-row control-character check: that must hold
+    exactly when no value has one (as the SQL rule sees it), whatever else the UTF-8 text contains."""
+    path = tmp_path_factory.mktemp("ctl") / "x.csv"
+    path.write_bytes(text.encode())
+    assert _may_hold_control_characters(path) == (re.search(_CONTROL_PATTERN, text) is not None)
+
+
+def test_a_value_with_a_control_character_is_quarantined_whatever_the_file_form(tmp_path: Path, conn) -> None:
+    """The per-row check still runs where the file's bytes say a control character is there (plain CSV),
+    and always for compressed files."""
+    body = (
+        f"{CUSTOMER_HEADER}\nC1,a@example.de,Er\x1bika,,,,,,2026-11-20T10:00:00Z,\n"
+        "C2,b@example.de,,,,,,,2026-11-20T10:00:00Z,\n"
+    )
+    write(tmp_path, "customers", "a.csv", body)
+    (tmp_path / "customers" / "b.csv.gz").write_bytes(
+        gzip.compress(body.replace("C1", "C3").replace("C2", "C4").encode())
+    )
+    reports = load_landing(conn, tmp_path)
+    assert [(r.rows_loaded, r.rows_quarantined) for r in reports] == [(1, 1), (1, 1)]
+    assert [(row, reason) for _, row, reason in quarantine(conn)] == [
+        (1, "control character (NUL, ESC …) in first_name")
+    ] * 2
+
 
 def _addresses(count: int) -> list[str]:
     """Plain, odd and broken addresses on good and bad domains (seeded, so a failure repeats)."""

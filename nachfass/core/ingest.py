@@ -55,6 +55,7 @@ _REJECT_REASONS = {
 }
 # NUL and the other C0 controls (tab and line breaks aside): never text a shop meant to export.
 _CONTROL_PATTERN = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]"
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])  # the same, as bytes
 BOOL_TRUE = ("true", "1")
 BOOL_FALSE = ("false", "0")
 
@@ -265,6 +266,21 @@ def _check_expr(col: Column, shop_tz: str, as_of: datetime | None) -> tuple[str,
     return reason, typed
 
 
+def _may_hold_control_characters(path: Path) -> bool:
+    """Whether a value of the file may hold a control character (``_CONTROL_PATTERN``). A plain CSV file's
+    bytes tell: in UTF-8, the only encoding a line is parsed in, these characters are single bytes that
+    are part of no other character, so a file without such a byte has no value with one and the per-row
+    check is left out (2.4 s for the 1M session events' 2.4 GB, against ~6 s of the checks in SQL).
+    Compressed and Parquet files: True (the rows are checked)."""
+    if not path.name.endswith(".csv"):
+        return True
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 24):
+            if len(block.translate(None, _CONTROL_BYTES)) != len(block):
+                return True
+    return False
+
+
 def _physical_lines(path: Path, byte_positions: list[int]) -> dict[int, int]:
     """Line number (1 = the header) of each byte offset: DuckDB counts records, and a quoted field may
     span lines, so the line a person opens in an editor is counted from the bytes."""
@@ -466,6 +482,11 @@ def _load_file(
     # scan checks every row; only the rows that broke a rule or share their key with another row stream on.
     joins = has_dups or bool(address_joins)
     first_parse = rejected is None  # this scan records the lines that cannot be parsed
+    control = (
+        f"regexp_matches(concat_ws('', {all_cols}), '{_CONTROL_PATTERN}')"
+        if _may_hold_control_characters(path)
+        else "false"
+    )
     checked = f"""
         select {all_cols}, _reason, __keep{f", {NUMBER}" if joins else ""}
         from (select *, _reason <> '' or __dup as __keep
@@ -473,8 +494,7 @@ def _load_file(
                     -- One regular expression per row, not per value: the per-column check runs only where
                     -- it matched. Every value is converted to its type once; the checks read the result.
                     from (select *,
-                                 regexp_matches(concat_ws('', {all_cols}), '{_CONTROL_PATTERN}')
-                                     as __has_control,
+                                 {control} as __has_control,
                                  {converted}
                           from (select s.*, {dup_flag} as __dup{address_cols}
                                 from {numbered_before_joins(first_parse) if joins else parsed(first_parse)} s
