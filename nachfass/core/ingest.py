@@ -173,25 +173,34 @@ def typed_column(name: str) -> str:
     return f'"__typed_{name}"'
 
 
-def _check_expr(col: Column, shop_tz: str, as_of: datetime | None) -> tuple[str, str]:
+def _check_expr(
+    col: Column, shop_tz: str, as_of: datetime | None, *, control: bool = True
+) -> tuple[str, str]:
     """(reason SQL producing NULL when fine, typed value SQL) for one column. The reason reads the typed value
     from ``typed_column(col.name)``, which the caller computes from the typed SQL in an inner select, so
-    a value is parsed once per pass (a timestamp parse costs as much as the rest of a row's checks)."""
+    a value is parsed once per pass (a timestamp parse costs as much as the rest of a row's checks).
+    ``control``: False where the file has no control character at all (``_may_hold_control_characters``).
+    Every row of a file runs every condition, so each is written to be cheap where the value is fine."""
     ref = f"nullif(trim(\"{col.name}\"), '')"
     converted = typed_column(col.name)
+    if col.type not in ("email", "int", "decimal", "bool", "ts"):
+        ref = converted  # a text value's typed form is the trimmed text itself: computed once already
     raw = f'"{col.name}"'
     shown = f"left({raw}, 80)"  # a value echoed in a reason; the whole value stays in raw_values
     checks: list[str] = []
     if col.required:
         checks.append(f"when {ref} is null then 'missing required value: {col.name}'")
+    # strlen (bytes, stored with the value) first: a value has at least as many bytes as characters.
     checks.append(
-        f"when length({raw}) > {MAX_VALUE_CHARS} then 'value too long in {col.name} (' || length({raw}) || "
+        f"when strlen({raw}) > {MAX_VALUE_CHARS} and length({raw}) > {MAX_VALUE_CHARS} "
+        f"then 'value too long in {col.name} (' || length({raw}) || "
         f"' characters, at most {MAX_VALUE_CHARS:,})'"
     )
-    checks.append(
-        f"when __has_control and regexp_matches({raw}, '{_CONTROL_PATTERN}') "
-        f"then 'control character (NUL, ESC …) in {col.name}'"
-    )
+    if control:
+        checks.append(
+            f"when __has_control and regexp_matches({raw}, '{_CONTROL_PATTERN}') "
+            f"then 'control character (NUL, ESC …) in {col.name}'"
+        )
     if col.type == "email":
         problem = f'"__address_problem_{col.name}"'
         checks.append(
@@ -249,7 +258,7 @@ def _check_expr(col: Column, shop_tz: str, as_of: datetime | None) -> tuple[str,
             )
         typed = f"timezone('UTC', {parsed})"
     else:
-        typed = ref
+        typed = f"nullif(trim({raw}), '')"
     if col.minimum is not None and col.type in ("int", "decimal"):
         op, words = (">", "greater than") if col.exclusive_minimum else (">=", "at least")
         checks.append(
@@ -463,7 +472,8 @@ def _load_file(
     if as_of is not None:
         written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
         arrival = max(as_of.astimezone(UTC), written)
-    checks = [_check_expr(c, shop_tz, arrival) for c in table.columns]
+    may_hold_control = _may_hold_control_characters(path)
+    checks = [_check_expr(c, shop_tz, arrival, control=may_hold_control) for c in table.columns]
     reasons = ", ".join(reason for reason, _ in checks)
     converted = ", ".join(
         f"{expr} as {typed_column(c.name)}" for c, (_, expr) in zip(table.columns, checks, strict=True)
@@ -482,11 +492,9 @@ def _load_file(
     # scan checks every row; only the rows that broke a rule or share their key with another row stream on.
     joins = has_dups or bool(address_joins)
     first_parse = rejected is None  # this scan records the lines that cannot be parsed
-    control = (
-        f"regexp_matches(concat_ws('', {all_cols}), '{_CONTROL_PATTERN}')"
-        if _may_hold_control_characters(path)
-        else "false"
-    )
+    control = "false"
+    if may_hold_control:
+        control = f"regexp_matches(concat_ws('', {all_cols}), '{_CONTROL_PATTERN}')"
     checked = f"""
         select {all_cols}, _reason, __keep{f", {NUMBER}" if joins else ""}
         from (select *, _reason <> '' or __dup as __keep
