@@ -5,6 +5,7 @@ only the files that are new or changed, not the whole history every 15 minutes."
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -32,18 +33,31 @@ def landing_file_digest(conn: duckdb.DuckDBPyConnection, path: Path) -> str:
     re-export) gets a new modification time and is hashed again. Modification times are the file system's
     wall clock, so this compares them with the wall clock, never with the run's as_of."""
     stat = path.stat()
+    known = known_digest(conn, path, stat)
+    if known:
+        return known
+    hashed_at_ns = time.time_ns()
+    digest = file_hash(path)
+    remember_digest(conn, path, stat, digest, hashed_at_ns)
+    return digest
+
+
+def known_digest(conn: duckdb.DuckDBPyConnection, path: Path, stat: os.stat_result) -> str | None:
+    """The remembered hash of the file as it is now (same size and modification time), if any."""
     known = conn.execute(
         "select content_hash from raw.landing_file_digests "
         "where path = ? and file_size = ? and file_mtime_ns = ?",
         [str(path), stat.st_size, stat.st_mtime_ns],
     ).fetchone()
-    if known:
-        return known[0]
-    settled = stat.st_mtime_ns < time.time_ns() - DIGEST_SETTLE_NS
-    digest = file_hash(path)
-    if settled:
+    return known[0] if known else None
+
+
+def remember_digest(
+    conn: duckdb.DuckDBPyConnection, path: Path, stat: os.stat_result, digest: str, hashed_at_ns: int
+) -> None:
+    """Remember ``digest`` of the file as ``stat`` saw it, if it had settled when hashing began."""
+    if stat.st_mtime_ns < hashed_at_ns - DIGEST_SETTLE_NS:
         conn.execute(
             "insert or replace into raw.landing_file_digests values (?, ?, ?, ?)",
             [str(path), stat.st_size, stat.st_mtime_ns, digest],
         )
-    return digest
