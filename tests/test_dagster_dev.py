@@ -52,8 +52,15 @@ EXPECTED_ASSETS = {
     "mail/sent_mails": "mail",
     "events/sendgrid_events": "events",
 }
-JOBS = {"nachfass_job", "frequent_mails_job", "daily_mails_job", "ingest_job", "events_job"}
-SCHEDULES = {"frequent_mails_schedule", "daily_mails_schedule"}
+JOBS = {
+    "nachfass_job",
+    "frequent_mails_job",
+    "daily_mails_job",
+    "ingest_job",
+    "events_job",
+    "warehouse_checks_job",
+}
+SCHEDULES = {"frequent_mails_schedule", "daily_mails_schedule", "warehouse_checks_schedule"}
 SENSORS = {"landing_sensor", "events_sensor"}
 
 REPOSITORIES = """
