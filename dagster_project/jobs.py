@@ -229,8 +229,7 @@ warehouse_checks_job = dg.define_asset_job(
     description="Runs warehouse_checks_job at 03:00 shop time, as of the tick.",
 )
 def warehouse_checks_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    as_of = context.scheduled_execution_time or datetime.now(UTC)
-    return dg.RunRequest(run_config=clock_config(as_of))
+    return dg.RunRequest(run_config=clock_config(context.scheduled_execution_time))
 
 
 # Created STOPPED: a fresh install sends nothing until someone turns a schedule on.
