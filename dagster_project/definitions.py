@@ -19,6 +19,7 @@ from dagster_project.resources import (
     WarehouseResource,
 )
 from dagster_project.sensors import sensors
+from dagster_project.warehouse_checks import warehouse_checks_job, warehouse_checks_schedule
 from nachfass.core.campaigns import validate_campaigns
 
 # A typo in a campaign's settings (dbt/models/segments/*.yml) fails loudly here, naming file and key,
@@ -35,8 +36,8 @@ defs = dg.Definitions(
         analytics_key_figures,
     ],
     asset_checks=checks,
-    jobs=jobs,
-    schedules=schedules,
+    jobs=[*jobs, warehouse_checks_job],
+    schedules=[*schedules, warehouse_checks_schedule],
     sensors=sensors,
     resources={
         "warehouse": WarehouseResource(),

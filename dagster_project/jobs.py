@@ -18,22 +18,18 @@ Automation → schedule → toggle, or `dagster schedule start frequent_mails_sc
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 
 from dagster_project.assets.events import SENDGRID_EVENTS
 from dagster_project.assets.ingest import RAW_KEYS
 from dagster_project.assets.mail import MAIL_CANDIDATES
-from dagster_project.dbt_assets import nachfass_dbt_assets
-from dagster_project.dbt_project import dbt_project, models_only_for_campaigns
+from dagster_project.dbt_project import models_only_for_campaigns
 from nachfass.core.cadence import slot_as_of, slot_partitions
 from nachfass.core.campaigns import CADENCES, campaigns_by_cron, load_campaigns
-from nachfass.core.shop import load_shop_settings
 
 RENDER_OP = "mail__rendered_mails"
 SEND_OP = "mail__sent_mails"
@@ -190,48 +186,6 @@ events_job = dg.define_asset_job(
     description="Load new SendGrid event files and refresh the analytics models (events sensor).",
 )
 
-FULL_HISTORY_TAG = "full_history"
-# 03:00 shop time: after the day's exports have landed, before the 09:00 daily run
-WAREHOUSE_CHECKS_CRON = "0 3 * * *"
-
-
-def full_history_check_keys(manifest_path: Path | None = None) -> list[dg.AssetCheckKey]:
-    """The asset checks of the dbt data tests tagged `full_history`: whole-history checks of the tables the
-    builds update in place (staging, `int_orders`, the quality findings). The scheduled mail jobs leave
-    them out (`skip_full_history_tests`); ``warehouse_checks_job`` runs them."""
-    manifest = json.loads(Path(manifest_path or dbt_project.manifest_path).read_text(encoding="utf-8"))
-    names = {
-        node["name"]
-        for node in manifest["nodes"].values()
-        if node.get("resource_type") == "test" and FULL_HISTORY_TAG in (node.get("tags") or [])
-    }
-    return sorted((key for key in nachfass_dbt_assets.check_keys if key.name in names), key=str)
-
-
-warehouse_checks_job = dg.define_asset_job(
-    "warehouse_checks_job",
-    selection=dg.AssetSelection.checks(*full_history_check_keys()),
-    executor_def=_serial,
-    # dbt's tests open the warehouse like any other dbt command: one at a time with the writers
-    tags=WRITER_TAG,
-    description=(
-        "Nightly: the whole-history dbt tests (tag full_history) that the scheduled mail jobs leave out: "
-        "unique keys of the staging and order tables, orphans, addresses on several customers."
-    ),
-)
-
-
-@dg.schedule(
-    job=warehouse_checks_job,
-    cron_schedule=WAREHOUSE_CHECKS_CRON,
-    execution_timezone=load_shop_settings().timezone,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Runs warehouse_checks_job at 03:00 shop time, as of the tick.",
-)
-def warehouse_checks_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    return dg.RunRequest(run_config=clock_config(context.scheduled_execution_time))
-
-
 # Created STOPPED: a fresh install sends nothing until someone turns a schedule on.
 schedules = [
     dg.build_schedule_from_partitioned_job(
@@ -241,5 +195,5 @@ schedules = [
         default_status=dg.DefaultScheduleStatus.STOPPED,
     )
     for spec, job in zip(MAIL_JOB_SPECS, mail_jobs, strict=True)
-] + [warehouse_checks_schedule]
-jobs = [main_job, *mail_jobs, ingest_job, events_job, warehouse_checks_job]
+]
+jobs = [main_job, *mail_jobs, ingest_job, events_job]

@@ -28,7 +28,7 @@ def checks_evaluated(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
 
 
 def test_the_checks_schedule_decides_as_of_its_tick(dbt_manifest) -> None:
-    from dagster_project.jobs import warehouse_checks_schedule
+    from dagster_project.warehouse_checks import warehouse_checks_schedule
 
     tick = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)  # 03:00 in Berlin
     request = warehouse_checks_schedule(dg.build_schedule_context(scheduled_execution_time=tick))
@@ -38,7 +38,8 @@ def test_the_checks_schedule_decides_as_of_its_tick(dbt_manifest) -> None:
 
 def test_whole_history_tests_run_nightly_and_not_in_the_scheduled_mail_runs(workspace, dbt_manifest) -> None:
     from dagster_project.definitions import defs
-    from dagster_project.jobs import JOB_PARTITIONS, clock_config, full_history_check_keys
+    from dagster_project.jobs import JOB_PARTITIONS, clock_config
+    from dagster_project.warehouse_checks import full_history_check_keys
     from nachfass.cli.main import run_job
 
     expected = full_history_test_names(dbt_manifest)
