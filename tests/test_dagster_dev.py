@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from tests_support import REPO_ROOT
+from tests_support import ALL_JOBS, REPO_ROOT
 
 # The sensor test reads the clock (sensors compare file times with it, the schedule slot is the clock's):
 # CI runs it again with the clock 400 days ahead. The graph test's run has a fixed as_of, as the CLI
@@ -52,14 +52,7 @@ EXPECTED_ASSETS = {
     "mail/sent_mails": "mail",
     "events/sendgrid_events": "events",
 }
-JOBS = {
-    "nachfass_job",
-    "frequent_mails_job",
-    "daily_mails_job",
-    "ingest_job",
-    "events_job",
-    "warehouse_checks_job",
-}
+JOBS = set(ALL_JOBS)
 SCHEDULES = {"frequent_mails_schedule", "daily_mails_schedule", "warehouse_checks_schedule"}
 SENSORS = {"landing_sensor", "events_sensor"}
 

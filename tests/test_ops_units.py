@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
+from tests_support import ALL_JOBS
 
 from dagster_project.jobs import JOB_CAMPAIGN_CONFIG, MAIL_JOB_SPECS, RENDER_OP, SEND_OP
 from dagster_project.resources import LandingResource, parse_as_of
@@ -25,14 +26,6 @@ CAMPAIGNS = load_campaigns()
 FREQUENT_CAMPAIGNS = [n for n, c in CAMPAIGNS.items() if c.cadence == "every_15_minutes"]
 DAILY_CAMPAIGNS = [n for n, c in CAMPAIGNS.items() if c.cadence == "daily"]
 SCHEDULED_JOBS = ("frequent_mails_job", "daily_mails_job")
-ALL_JOBS = (
-    "nachfass_job",
-    "frequent_mails_job",
-    "daily_mails_job",
-    "ingest_job",
-    "events_job",
-    "warehouse_checks_job",
-)
 
 
 def _write(path: Path, text: str = "a,b\n1,2\n", age_s: float = 0.0) -> Path:
