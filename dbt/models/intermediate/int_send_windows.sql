@@ -2,6 +2,11 @@
 -- (08:00–20:00 local time, not on Sundays or German public holidays). The window depends only on the
 -- timezone and the as_of, so it is computed once per timezone (a handful) and joined to the customers, not
 -- once per customer and day (7 rows and two timezone conversions per customer, at every run).
+--
+-- A view: mail_candidates reads the windows of its due triggers' customers only, and the view joins those to
+-- the handful of timezone rows when it is read. As a table every build wrote a row per customer (1 M rows,
+-- ~1.5 s of the daily build at 1 M customers) that nothing else reads.
+{{ config(materialized='view') }}
 with customers as (
     select * from {{ ref('stg_customers') }}
 ),
